@@ -1,0 +1,361 @@
+"""Metadata and vectors in SQLite through SQLAlchemy 2.x.
+
+The schema is owned by Alembic (``migrations/``); :func:`open_store` upgrades
+to head on open and never calls ``create_all``. Vectors live beside their rows
+as float16 blobs so an index rebuild never re-embeds an image.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+    func,
+    select,
+)
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Root(Base):
+    """A folder the user asked us to index; reindex walks all of them."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String, unique=True)
+    available: Mapped[bool] = mapped_column(Boolean, default=True)
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    __table_args__ = (Index("ix_images_content_hash", "content_hash"), Index("ix_images_root_id", "root_id"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
+    path: Mapped[str] = mapped_column(String, unique=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime: Mapped[float] = mapped_column(Float)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    taken_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # "indexed" (has a vector) or "failed" (error says why)
+    status: Mapped[str] = mapped_column(String(16), default="indexed")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    captions: Mapped[list["CaptionRow"]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class CaptionRow(Base):
+    __tablename__ = "captions"
+    __table_args__ = (UniqueConstraint("image_id", "text", name="uq_captions_image_text"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="manifest")
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    image: Mapped[ImageRow] = relationship(back_populates="captions")
+
+
+class ModelRow(Base):
+    """The model that made the stored vectors (one row: the active model)."""
+
+    __tablename__ = "embedding_model"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    pretrained: Mapped[str | None] = mapped_column(String, nullable=True)
+    fingerprint: Mapped[str] = mapped_column(String)
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class JobRow(Base):
+    """One index/reindex run, for `glimpse stats` and /api/stats."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    scanned: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    embedded: Mapped[int] = mapped_column(Integer, default=0)
+    captions: Mapped[int] = mapped_column(Integer, default=0)
+    index_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# ---------------------------------------------------------------- vectors
+
+def pack_vector(vec: np.ndarray) -> bytes:
+    return np.asarray(vec, dtype=np.float16).tobytes()
+
+
+def unpack_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    arr = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim)
+    out = arr.astype(np.float32)
+    # float16 storage perturbs the norm slightly; keep inner product == cosine.
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+# ---------------------------------------------------------------- engine
+
+def make_engine(db_path: Path | str) -> SAEngine:
+    engine = create_engine(f"sqlite:///{db_path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
+
+
+class Store:
+    """Queries over the metadata database. One instance per process."""
+
+    def __init__(self, db_path: Path | str, upgrade: bool = True):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        if upgrade:
+            from search.migrate import upgrade_to_head
+
+            upgrade_to_head(self.db_path)
+        self.engine = make_engine(self.db_path)
+        self.Session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def session(self) -> Session:
+        return self.Session()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -------------------------------------------------------------- model
+    def get_model(self) -> ModelRow | None:
+        with self.session() as s:
+            return s.scalars(select(ModelRow).order_by(ModelRow.id.desc())).first()
+
+    def set_model(self, name: str, pretrained: str | None, fingerprint: str, dim: int) -> None:
+        with self.session() as s, s.begin():
+            for row in s.scalars(select(ModelRow)):
+                s.delete(row)
+            s.add(ModelRow(name=name, pretrained=pretrained, fingerprint=fingerprint, dim=dim))
+
+    def drop_all_vectors(self) -> None:
+        """Forget every vector (model change): rows stay, everything re-embeds."""
+        with self.session() as s, s.begin():
+            s.query(ImageRow).update({ImageRow.vector: None, ImageRow.size: -1})
+            s.query(CaptionRow).update({CaptionRow.vector: None})
+
+    # -------------------------------------------------------------- roots
+    def ensure_root(self, path: str) -> int:
+        with self.session() as s, s.begin():
+            row = s.scalars(select(Root).where(Root.path == path)).first()
+            if row is None:
+                row = Root(path=path)
+                s.add(row)
+                s.flush()
+            return row.id
+
+    def roots(self) -> list[Root]:
+        with self.session() as s:
+            return list(s.scalars(select(Root).order_by(Root.id)))
+
+    def set_root_available(self, root_id: int, available: bool) -> None:
+        with self.session() as s, s.begin():
+            row = s.get(Root, root_id)
+            if row is not None:
+                row.available = available
+                if available:
+                    row.last_seen_at = utcnow()
+
+    # -------------------------------------------------------------- images
+    def file_states(self, root_id: int | None = None) -> dict[str, tuple[int, int, float, str | None, bool]]:
+        """path -> (id, size, mtime, hash, has_vector_or_failed) for the diff step."""
+        q = select(
+            ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime, ImageRow.content_hash,
+            (ImageRow.vector.is_not(None)) | (ImageRow.status == "failed"),
+        )
+        if root_id is not None:
+            q = q.where(ImageRow.root_id == root_id)
+        with self.session() as s:
+            return {p: (i, sz, mt, h, bool(done)) for i, p, sz, mt, h, done in s.execute(q)}
+
+    def images_by_hash(self, hashes: Iterable[str]) -> dict[str, ImageRow]:
+        hashes = list(set(hashes))
+        out: dict[str, ImageRow] = {}
+        with self.session() as s:
+            for i in range(0, len(hashes), 500):
+                rows = s.scalars(
+                    select(ImageRow).where(
+                        ImageRow.content_hash.in_(hashes[i : i + 500]), ImageRow.vector.is_not(None)
+                    )
+                )
+                for r in rows:
+                    out.setdefault(r.content_hash, r)
+        return out
+
+    def get_images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
+        out: dict[int, ImageRow] = {}
+        ids = [int(i) for i in ids]
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(ids[i : i + 500]))):
+                    out[r.id] = r
+        return out
+
+    def get_image(self, image_id: int) -> ImageRow | None:
+        with self.session() as s:
+            return s.get(ImageRow, int(image_id))
+
+    def image_id_for_path(self, path: str) -> int | None:
+        with self.session() as s:
+            return s.scalar(select(ImageRow.id).where(ImageRow.path == path))
+
+    def primary_captions(self, image_ids: Sequence[int]) -> dict[int, str]:
+        """First caption (lowest id) of each image."""
+        ids = [int(i) for i in image_ids]
+        out: dict[int, str] = {}
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                q = (
+                    select(CaptionRow.image_id, CaptionRow.text)
+                    .where(CaptionRow.image_id.in_(ids[i : i + 500]))
+                    .order_by(CaptionRow.image_id, CaptionRow.id)
+                )
+                for image_id, text in s.execute(q):
+                    out.setdefault(image_id, text)
+        return out
+
+    def captions_of(self, image_id: int) -> list[str]:
+        with self.session() as s:
+            return list(
+                s.scalars(select(CaptionRow.text).where(CaptionRow.image_id == image_id).order_by(CaptionRow.id))
+            )
+
+    def captions_by_ids(self, caption_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
+        ids = [int(i) for i in caption_ids]
+        out: dict[int, tuple[int, str]] = {}
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                q = select(CaptionRow.id, CaptionRow.image_id, CaptionRow.text).where(CaptionRow.id.in_(ids[i : i + 500]))
+                for cid, iid, text in s.execute(q):
+                    out[cid] = (iid, text)
+        return out
+
+    def image_vectors(self, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+        return self._vectors(ImageRow, dim, batch, ImageRow.status == "indexed")
+
+    def caption_vectors(self, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
+        return self._vectors(CaptionRow, dim, batch, None)
+
+    def _vectors(self, model, dim: int, batch: int, cond) -> tuple[np.ndarray, np.ndarray]:
+        q = select(model.id, model.vector).where(model.vector.is_not(None)).order_by(model.id)
+        if cond is not None:
+            q = q.where(cond)
+        ids: list[np.ndarray] = []
+        vecs: list[np.ndarray] = []
+        with self.session() as s:
+            for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
+                ids.append(np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part)))
+                vecs.append(unpack_vectors([r[1] for r in part], dim))
+        if not ids:
+            return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
+        return np.concatenate(vecs), np.concatenate(ids)
+
+    def vector_of(self, image_id: int, dim: int) -> np.ndarray | None:
+        with self.session() as s:
+            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == int(image_id)))
+        return None if blob is None else unpack_vectors([blob], dim)[0]
+
+    def failed_images(self, limit: int | None = None) -> list[tuple[str, str]]:
+        q = select(ImageRow.path, ImageRow.error).where(ImageRow.status == "failed").order_by(ImageRow.path)
+        if limit:
+            q = q.limit(limit)
+        with self.session() as s:
+            return [(p, e or "") for p, e in s.execute(q)]
+
+    def counts(self) -> dict[str, int]:
+        with self.session() as s:
+            indexed = s.scalar(
+                select(func.count()).select_from(ImageRow).where(
+                    ImageRow.status == "indexed", ImageRow.vector.is_not(None)
+                )
+            )
+            failed = s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.status == "failed"))
+            captions = s.scalar(select(func.count()).select_from(CaptionRow))
+            roots = s.scalar(select(func.count()).select_from(Root))
+        return {"images_indexed": indexed or 0, "images_failed": failed or 0, "captions": captions or 0, "roots": roots or 0}
+
+    # -------------------------------------------------------------- jobs
+    def start_job(self, kind: str) -> int:
+        with self.session() as s, s.begin():
+            job = JobRow(kind=kind)
+            s.add(job)
+            s.flush()
+            return job.id
+
+    def finish_job(self, job_id: int, outcome: str, **fields) -> None:
+        with self.session() as s, s.begin():
+            job = s.get(JobRow, job_id)
+            job.outcome = outcome
+            job.finished_at = utcnow()
+            for k, v in fields.items():
+                setattr(job, k, v)
+
+    def recent_jobs(self, limit: int = 10) -> list[JobRow]:
+        with self.session() as s:
+            return list(s.scalars(select(JobRow).order_by(JobRow.id.desc()).limit(limit)))
+
+    def mark_interrupted_jobs(self) -> None:
+        """Jobs still 'running' when no lock is held were killed mid-run."""
+        with self.session() as s, s.begin():
+            for job in s.scalars(select(JobRow).where(JobRow.outcome == "running")):
+                job.outcome = "interrupted"
+                job.finished_at = job.finished_at or utcnow()
+
+
+def iter_chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i : i + n]
