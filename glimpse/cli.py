@@ -1,0 +1,247 @@
+"""The `glimpse` command line.
+
+Exit codes: 0 ok, 1 error, 2 usage, 3 another job holds the lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+EXIT_ERROR, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+
+log = logging.getLogger("glimpse")
+
+
+def _setup_logging(verbose: int) -> None:
+    # On a terminal progress bars carry the news; elsewhere (cron, journald) plain lines do.
+    level = logging.DEBUG if verbose > 1 else logging.INFO if (verbose or not sys.stderr.isatty()) else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("alembic", "PIL", "urllib3", "filelock", "huggingface_hub", "root"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class LazyGroup(click.Group):
+    """Subcommands from other packages, imported only when invoked (torch is slow to import)."""
+
+    lazy = {"train": "training.cli:train"}
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, name):
+        if name in self.lazy:
+            import importlib
+
+            module, attr = self.lazy[name].split(":")
+            try:
+                return getattr(importlib.import_module(module), attr)
+            except ImportError as exc:  # pragma: no cover - slim installs
+                raise click.ClickException(f"`glimpse {name}` is unavailable: {exc}")
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="GLIMPSE_HOME", default=None, metavar="DIR",
+              help="Data directory (database, index, thumbnails). Default: $GLIMPSE_HOME or ~/.glimpse")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(package_name="glimpse")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
+    """Glimpse: search your images by text or by example."""
+    from search.paths import Paths
+
+    _setup_logging(verbose)
+    ctx.obj = Paths.resolve(home)
+
+
+def model_options(f):
+    f = click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: GPU when present).")(f)
+    f = click.option("--workers", type=int, default=None, help="Decode worker processes.")(f)
+    f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 32 CPU, 256 GPU).")(f)
+    f = click.option("--reembed", is_flag=True, help="Allow a model change: re-embed every image with the new model.")(f)
+    f = click.option("--pretrained", default=None,
+                     help="open_clip pretrained tag or checkpoint file ('none' = random weights, benchmarks only).")(f)
+    f = click.option("--model", default=None,
+                     help="open_clip model name (default ViT-B-32 + laion2b_s34b_b79k) or local-dir:DIR. "
+                          "Default: the model the index was built with.")(f)
+    return f
+
+
+def _run_index(paths, roots, kind: str, **kw) -> None:
+    from indexer.captions import ManifestError
+    from indexer.lock import LockHeld
+    from indexer.pipeline import ModelMismatch, Options, run_job
+    from search.encoder import ModelLoadError
+
+    opts = Options(kind=kind, **kw)
+    try:
+        counts, version = run_job(paths, roots, opts)
+    except LockHeld as exc:
+        _fail(str(exc), EXIT_LOCKED)
+    except (ModelMismatch, ModelLoadError, ManifestError, ValueError) as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        _fail("interrupted; committed batches are kept and the next run resumes", 130)
+    parts = [f"{counts.scanned} files", f"{counts.new} new", f"{counts.changed} changed", f"{counts.moved} moved",
+             f"{counts.deleted} deleted", f"{counts.failed} failed", f"{counts.embedded} embedded",
+             f"{counts.captions} captions embedded"]
+    click.echo(f"{kind}: " + ", ".join(parts) + f"; index version {version}")
+    for root in counts.unavailable_roots:
+        click.echo(f"warning: {root} is missing or unmounted; its images were kept", err=True)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
+@click.option("--captions", "captions", type=click.Path(dir_okay=False), default=None,
+              help="Caption manifest: JSONL {path, caption} or CSV path,caption (paths relative to the file).")
+@model_options
+@click.pass_obj
+def index(paths_obj, paths, captions, **kw):
+    """Index image folders (and captions). Only new or changed files are embedded."""
+    import os
+
+    roots = list(paths)
+    if not roots:
+        if not captions:
+            raise click.UsageError("give at least one folder, or --captions FILE (its folder is indexed)")
+        roots = [os.path.dirname(os.path.abspath(captions))]
+    for r in roots:
+        if not os.path.isdir(r):
+            _fail(f"not a folder: {r}")
+    _run_index(paths_obj, roots, "index", captions=captions, **kw)
+
+
+@cli.command()
+@model_options
+@click.pass_obj
+def reindex(paths_obj, **kw):
+    """Incremental update of every known folder (the nightly job)."""
+    _run_index(paths_obj, None, "reindex", **kw)
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images similar to this file.")
+@click.option("--captions", "captions", metavar="TEXT", help="Search caption vectors; returns their images.")
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Results per page.")
+@click.option("--page", type=click.IntRange(0), default=0, help="Page number (from 0).")
+@click.option("--min-score", type=float, default=None, help="Drop results scoring below this cosine similarity.")
+@click.option("--folder", default=None, help="Only images under this folder.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
+@click.pass_obj
+def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json):
+    """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
+    from search.encoder import ModelLoadError
+    from search.engine import Engine, EngineError, Filters
+    from search.images import ImageDecodeError
+
+    given = [x for x in (text, image, captions) if x]
+    if len(given) != 1:
+        raise click.UsageError("give exactly one of TEXT, --image FILE or --captions TEXT")
+    filters = Filters(folder=folder, min_score=min_score)
+    try:
+        engine = Engine(paths_obj)
+        if text:
+            results = engine.search_text(text, k=k, page=page, filters=filters)
+        elif image:
+            results = engine.search_image(image, k=k, page=page, filters=filters)
+        else:
+            results = engine.search_captions(captions, k=k, page=page, filters=filters)
+    except (EngineError, ModelLoadError) as exc:
+        _fail(str(exc))
+    except ImageDecodeError as exc:
+        _fail(f"{image}: {exc}")
+    except FileNotFoundError as exc:
+        _fail(f"file not found: {exc.filename or exc}")
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        return
+    if not results:
+        click.echo("no results", err=True)
+    for rank, r in enumerate(results, start=1 + page * k):
+        cap = f"  {r.caption}" if r.caption else ""
+        click.echo(f"{rank:3d}. {r.score:.3f}  {r.path}{cap}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--all-failed", is_flag=True, help="List every failed file, not just the first 50.")
+@click.pass_obj
+def stats(paths_obj, as_json, all_failed):
+    """Counts, model, index version, failed files and recent jobs."""
+    from search.engine import Engine
+
+    engine = Engine(paths_obj)
+    s = engine.stats(failed_limit=None if all_failed else 50)
+    s["model"] = s["model"]["name"] + (f" ({s['model']['pretrained']})" if s["model"]["pretrained"] else "") \
+        if s["model"] else None
+    if as_json:
+        click.echo(json.dumps(s, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"home:           {paths_obj.home}")
+    click.echo(f"model:          {s['model'] or '-'}")
+    click.echo(f"index version:  {s['index_version'] or '-'} ({s['index_type'] or '-'})")
+    click.echo(f"images indexed: {s['images_indexed']}")
+    click.echo(f"images failed:  {s['images_failed']}")
+    click.echo(f"captions:       {s['captions']}")
+    for root in s["roots"]:
+        click.echo(f"root:           {root['path']}" + ("" if root["available"] else "  (unavailable)"))
+    if s["failed"]:
+        click.echo("failed files:")
+        for f in s["failed"]:
+            click.echo(f"  {f['path']}: {f['error']}")
+    if s["jobs"]:
+        click.echo("recent jobs:")
+        for j in s["jobs"]:
+            click.echo(f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
+                       f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}")
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int, help="Server worker threads.")
+@click.pass_obj
+def serve(paths_obj, host, port, threads):
+    """Serve the search page and JSON API (waitress)."""
+    from search.encoder import ModelLoadError
+    from search.engine import EngineError
+    from web.server import serve as run_server
+
+    try:
+        run_server(paths_obj, host=host, port=port, threads=threads)
+    except (EngineError, ModelLoadError) as exc:
+        _fail(str(exc))
+
+
+@cli.group()
+def db():
+    """Database schema commands."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(paths_obj):
+    """Upgrade the schema to the newest migration."""
+    from search.migrate import upgrade_to_head
+
+    paths_obj.ensure()
+    upgrade_to_head(paths_obj.db)
+    click.echo(f"database {paths_obj.db} is at the newest schema")
+
+
+def main() -> None:
+    cli(prog_name="glimpse")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""The (re)index job: scan → diff → hash → reuse → embed → write → publish.
+
+Rows and vectors are committed one batch per transaction, so a crash loses at
+most one batch and the next run resumes where this one stopped. The FAISS
+index is rebuilt from stored vectors and published atomically at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+from sqlalchemy import delete, select, update
+
+from indexer.captions import read_manifest, sidecar_captions
+from indexer.lock import JobLock
+from indexer.progress import bar
+from indexer.scan import FileEntry, walk_images
+from search.model_spec import ModelSpec
+from search.index import IndexDir
+from search.paths import Paths
+from search.store import CaptionRow, ImageRow, Root, Store, pack_vector, utcnow
+
+log = logging.getLogger("glimpse.indexer")
+
+
+class ModelMismatch(Exception):
+    """Indexing with a different model than the stored vectors were made with."""
+
+
+@dataclass
+class Options:
+    model: str | None = None
+    pretrained: str | None = None
+    reembed: bool = False
+    captions: str | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    device: str | None = None
+    kind: str = "index"
+
+
+@dataclass
+class Counts:
+    scanned: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    deleted: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    captions: int = 0
+    unavailable_roots: list[str] = field(default_factory=list)
+
+    def as_job_fields(self) -> dict:
+        return {k: getattr(self, k) for k in ("scanned", "new", "changed", "moved", "deleted", "failed",
+                                               "unchanged", "embedded", "captions")}
+
+
+def file_hash(path: str) -> str | None:
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+class Indexer:
+    """Runs one job against one GLIMPSE_HOME. Use :func:`run_job` for the locked entry point."""
+
+    def __init__(self, paths: Paths, opts: Options, encoder: "Encoder | None" = None):
+        self.paths = paths
+        self.opts = opts
+        self.store = Store(paths.db)
+        self._encoder = encoder
+        self.counts = Counts()
+
+    # ------------------------------------------------------------ model
+    def resolve_model(self) -> ModelSpec:
+        """The requested model, checked against the one that made the stored vectors."""
+        row = self.store.get_model()
+        if self.opts.model is None and self.opts.pretrained is None and row is not None:
+            return ModelSpec(row.name, row.pretrained)
+        spec = ModelSpec.parse(self.opts.model, self.opts.pretrained)
+        if row is not None and row.fingerprint != spec.fingerprint():
+            if not self.opts.reembed:
+                raise ModelMismatch(
+                    f"the index was built with {row.name} ({row.pretrained or row.fingerprint}) but {spec.describe()} "
+                    "was requested; vectors from different models cannot be mixed. Re-run with --reembed to "
+                    "re-embed every image with the new model, or leave out --model to keep the current one."
+                )
+            log.warning("model changed to %s: every image and caption will be re-embedded", spec.describe())
+            self.store.drop_all_vectors()
+            self.store.set_model(spec.name, spec.pretrained, spec.fingerprint(), 0)
+        return spec
+
+    def encoder(self, spec: ModelSpec) -> "Encoder":
+        if self._encoder is None:
+            from search.encoder import Encoder  # torch: only when something needs embedding
+
+            self._encoder = Encoder(spec, device=self.opts.device)
+        row = self.store.get_model()
+        if row is None or row.dim != self._encoder.dim or row.fingerprint != spec.fingerprint():
+            self.store.set_model(spec.name, spec.pretrained, spec.fingerprint(), self._encoder.dim)
+        return self._encoder
+
+    # ------------------------------------------------------------ run
+    def run(self, roots: Sequence[str]) -> Counts:
+        spec = self.resolve_model()
+        manifest = read_manifest(self.opts.captions) if self.opts.captions else {}
+        root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r)) for r in roots}
+        seen, available = self._scan(root_ids)
+        plan = self._diff(seen, available)
+        self._apply_moves_and_deletes(plan)
+        to_embed = plan["embed"]
+        if to_embed:
+            self._embed(spec, to_embed, root_ids)
+        self._sync_captions(spec, manifest, plan["caption_paths"])
+        self._publish(spec)
+        return self.counts
+
+    def _scan(self, root_ids: dict[str, int]) -> tuple[dict[str, tuple[FileEntry, int]], set[int]]:
+        seen: dict[str, tuple[FileEntry, int]] = {}
+        available: set[int] = set()
+        known = {r.id: r for r in self.store.roots()}
+        progress = bar(None, "scanning", unit="file")
+        for root, root_id in root_ids.items():
+            entries = list(walk_images(root)) if os.path.isdir(root) else []
+            has_rows = bool(self.store.file_states(root_id))
+            if not os.path.isdir(root) or (not entries and has_rows and not any(os.scandir(root))):
+                # Missing or an empty mount point: keep its images, don't call them deleted.
+                log.warning("root %s is missing or unmounted: its images are kept and marked unavailable", root)
+                self.store.set_root_available(root_id, False)
+                self.counts.unavailable_roots.append(root)
+                continue
+            if known.get(root_id) is not None and not known[root_id].available:
+                log.info("root %s is available again", root)
+            self.store.set_root_available(root_id, True)
+            available.add(root_id)
+            for e in entries:
+                seen.setdefault(e.path, (e, root_id))
+                progress.update(1)
+        progress.close()
+        self.counts.scanned = len(seen)
+        return seen, available
+
+    def _diff(self, seen: dict[str, tuple[FileEntry, int]], available: set[int]) -> dict:
+        states = self.store.file_states()
+        path_root = self._row_roots()
+        new, changed, embed, caption_paths = [], [], [], []
+        for path, (entry, root_id) in seen.items():
+            state = states.get(path)
+            if state is None:
+                new.append((entry, root_id))
+                continue
+            row_id, size, mtime, _h, done = state
+            if size == entry.size and abs(mtime - entry.mtime) < 1e-6:
+                if done:
+                    self.counts.unchanged += 1
+                else:
+                    embed.append((entry, root_id, row_id, None))  # e.g. after a model change
+            else:
+                changed.append((entry, root_id, row_id))
+        # Rows under scanned roots that were not seen: gone (or moved; the hash decides).
+        gone = {p: s for p, s in states.items() if p not in seen and path_root.get(s[0]) in available}
+        hashes = self._hash([e.path for e, _ in new] + [e.path for e, _, _ in changed])
+        touch = []
+        for entry, root_id, row_id in changed:
+            h = hashes.get(entry.path)
+            if h is not None and h == states[entry.path][3] and states[entry.path][4]:
+                touch.append((row_id, entry))  # same bytes, new mtime: keep the vector
+                self.counts.unchanged += 1
+            else:
+                self.counts.changed += 1
+                embed.append((entry, root_id, row_id, h))
+                caption_paths.append(entry.path)
+        gone_by_hash: dict[str, list[tuple[str, int]]] = {}
+        for p, (row_id, _s, _m, h, done) in gone.items():
+            if h and done:
+                gone_by_hash.setdefault(h, []).append((p, row_id))
+        moves, copies = [], []
+        reusable = self.store.images_by_hash([h for h in hashes.values() if h])
+        for entry, root_id in new:
+            h = hashes.get(entry.path)
+            if h and gone_by_hash.get(h):
+                old_path, row_id = gone_by_hash[h].pop()
+                gone.pop(old_path)
+                moves.append((row_id, entry, root_id))
+            elif h and h in reusable:
+                copies.append((reusable[h].id, entry, root_id, h))
+            else:
+                embed.append((entry, root_id, None, h))
+            caption_paths.append(entry.path)
+        self.counts.new = len(new) - len(moves)
+        self.counts.moved = len(moves)
+        return {"touch": touch, "moves": moves, "copies": copies, "gone": gone, "embed": embed,
+                "caption_paths": caption_paths}
+
+    def _row_roots(self) -> dict[int, int | None]:
+        with self.store.session() as s:
+            return dict(s.execute(select(ImageRow.id, ImageRow.root_id)).all())
+
+    def _hash(self, paths: list[str]) -> dict[str, str | None]:
+        if not paths:
+            return {}
+        progress = bar(len(paths), "hashing", unit="file")
+        out = {}
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for path, h in zip(paths, pool.map(file_hash, paths)):
+                out[path] = h
+                progress.update(1)
+        progress.close()
+        return out
+
+    def _apply_moves_and_deletes(self, plan: dict) -> None:
+        with self.store.session() as s, s.begin():
+            for row_id, entry in plan["touch"]:
+                s.execute(update(ImageRow).where(ImageRow.id == row_id).values(size=entry.size, mtime=entry.mtime))
+            for row_id, entry, root_id in plan["moves"]:
+                s.execute(update(ImageRow).where(ImageRow.id == row_id).values(
+                    path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime))
+            for src_id, entry, root_id, h in plan["copies"]:
+                src = s.get(ImageRow, src_id)
+                s.add(ImageRow(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime, content_hash=h,
+                               width=src.width, height=src.height, format=src.format, taken_at=src.taken_at,
+                               status="indexed", vector=src.vector))
+            gone_ids = [row_id for row_id, *_ in plan["gone"].values()]
+            for i in range(0, len(gone_ids), 500):
+                s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids[i : i + 500])))
+                s.execute(delete(ImageRow).where(ImageRow.id.in_(gone_ids[i : i + 500])))
+        self.counts.deleted = len(plan["gone"])
+        if plan["moves"] or plan["copies"]:
+            log.info("reused vectors for %d moved and %d copied files", len(plan["moves"]), len(plan["copies"]))
+
+    def _embed(self, spec: ModelSpec, items: list, root_ids: dict) -> None:
+        from indexer.load import iter_batches
+
+        enc = self.encoder(spec)
+        on_gpu = enc.device.startswith("cuda")
+        batch_size = self.opts.batch_size or (256 if on_gpu else 32)
+        progress = bar(len(items), "embedding")
+        paths = [entry.path for entry, *_ in items]
+        for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, self.opts.workers, on_gpu):
+            ok = [b for b in batch if b.pixels is not None]
+            vectors = enc.encode_pixels(_stack([b.pixels for b in ok])) if ok else np.zeros((0, enc.dim))
+            vec_of = {b.index: v for b, v in zip(ok, vectors)}
+            with self.store.session() as s, s.begin():
+                for b in batch:
+                    entry, root_id, row_id, h = items[b.index]
+                    if h is None:
+                        h = file_hash(entry.path)
+                    values = dict(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime,
+                                  content_hash=h, indexed_at=utcnow(),
+                                  width=b.meta.get("width"), height=b.meta.get("height"),
+                                  format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
+                    if b.error:
+                        values.update(status="failed", error=b.error, vector=None)
+                        self.counts.failed += 1
+                        log.warning("failed: %s: %s", entry.path, b.error)
+                    else:
+                        values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
+                        self.counts.embedded += 1
+                    if row_id is None:
+                        s.add(ImageRow(**values))
+                    else:
+                        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+            progress.update(len(batch))
+        progress.close()
+
+    def _sync_captions(self, spec: ModelSpec, manifest: dict[str, list[str]], new_paths: Iterable[str]) -> None:
+        """Store manifest + sidecar captions for indexed images; embed the ones without vectors."""
+        wanted: dict[str, list[tuple[str, str]]] = {}
+        for path in new_paths:
+            caps = sidecar_captions(path)
+            if caps:
+                wanted.setdefault(path, []).extend((c, "sidecar") for c in caps)
+        for path, caps in manifest.items():
+            wanted.setdefault(path, []).extend((c, "manifest") for c in caps)
+        if wanted:
+            with self.store.session() as s, s.begin():
+                ids = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(wanted)))).all()) \
+                    if len(wanted) < 30_000 else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
+                missing = [p for p in wanted if p not in ids]
+                if missing:
+                    log.warning("%d caption entries name images that are not indexed (first: %s)", len(missing), missing[0])
+                have = set(s.execute(select(CaptionRow.image_id, CaptionRow.text).where(
+                    CaptionRow.image_id.in_(list(ids.values())))).all()) if len(ids) < 30_000 else \
+                    set(s.execute(select(CaptionRow.image_id, CaptionRow.text)).all())
+                for path, caps in wanted.items():
+                    image_id = ids.get(path)
+                    if image_id is None:
+                        continue
+                    for text, source in caps:
+                        if (image_id, text) not in have:
+                            have.add((image_id, text))
+                            s.add(CaptionRow(image_id=image_id, text=text, source=source))
+        with self.store.session() as s:
+            todo = s.execute(select(CaptionRow.id, CaptionRow.text).where(CaptionRow.vector.is_(None))).all()
+        if not todo:
+            return
+        enc = self.encoder(spec)
+        progress = bar(len(todo), "captions", unit="cap")
+        for i in range(0, len(todo), 256):
+            chunk = todo[i : i + 256]
+            vecs = enc.encode_texts([t for _, t in chunk])
+            with self.store.session() as s, s.begin():
+                for (cid, _), v in zip(chunk, vecs):
+                    s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v)))
+            self.counts.captions += len(chunk)
+            progress.update(len(chunk))
+        progress.close()
+
+    def _publish(self, spec: ModelSpec) -> str | None:
+        index_dir = IndexDir(self.paths.index)
+        live = index_dir.current_version()
+        changed = any((self.counts.new, self.counts.changed, self.counts.moved, self.counts.deleted,
+                       self.counts.embedded, self.counts.captions, self.counts.failed))
+        if live and not changed:
+            log.info("nothing changed; index version %s stays live", live)
+            return live
+        row = self.store.get_model()
+        dim = row.dim if row and row.dim else self.encoder(spec).dim
+        img_vecs, img_ids = self.store.image_vectors(dim)
+        cap_vecs, cap_ids = self.store.caption_vectors(dim)
+        return index_dir.publish(img_vecs, img_ids, cap_vecs, cap_ids, {
+            "model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim,
+        })
+
+
+def _stack(tensors):
+    import torch
+
+    return torch.stack(tensors)
+
+
+def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None" = None) -> tuple[Counts, str | None]:
+    """Take the lock, record the job, run it. Raises LockHeld if another job runs."""
+    paths.ensure()
+    with JobLock(paths.lock):
+        indexer = Indexer(paths, opts, encoder)
+        store = indexer.store
+        store.mark_interrupted_jobs()
+        if roots is None:
+            roots = [r.path for r in store.roots()]
+            if not roots:
+                raise ValueError("no folders are known yet: run `glimpse index PATH` first")
+        job_id = store.start_job(opts.kind)
+        try:
+            counts = indexer.run(roots)
+        except BaseException as exc:
+            store.finish_job(job_id, "failed", message=f"{exc.__class__.__name__}: {exc}"[:2000],
+                             **indexer.counts.as_job_fields())
+            raise
+        version = IndexDir(paths.index).current_version()
+        msg = ("unavailable roots: " + ", ".join(counts.unavailable_roots)) if counts.unavailable_roots else None
+        store.finish_job(job_id, "ok", index_version=version, message=msg, **counts.as_job_fields())
+        store.close()
+        return counts, version

@@ -1,0 +1,317 @@
+"""Query logic shared by the CLI and the web app.
+
+Text→image, image→image, "more like this", text→caption and weighted
+combinations, with filters, ordering and pagination. Returns plain
+:class:`SearchResult` objects; callers never see FAISS or SQL.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from search.encoder import Encoder, ModelSpec
+from search.images import Source, load_rgb
+from search.index import IndexDir, LiveIndex
+from search.paths import Paths
+from search.query import parse_query
+from search.store import ImageRow, Store
+
+log = logging.getLogger(__name__)
+
+
+class EngineError(Exception):
+    """A query cannot be answered; the message is meant for the user."""
+
+
+class NotIndexedError(EngineError):
+    pass
+
+
+@dataclass
+class SearchResult:
+    id: int
+    score: float
+    path: str
+    caption: str | None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    size: int | None = None
+    date: str | None = None
+    folder: str | None = None
+    matched_caption: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Filters:
+    """Narrow results; all optional. Dates are ISO ``YYYY-MM-DD`` strings."""
+
+    folder: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    min_score: float | None = None
+    order: str = "relevance"  # or "date": newest first within the relevant results
+
+    def active(self) -> bool:
+        return bool(self.folder or self.date_from or self.date_to or self.order == "date")
+
+
+# How many relevant results "order by date" re-sorts.
+DATE_ORDER_POOL = 200
+
+
+def image_date(row: ImageRow) -> str:
+    """EXIF capture time when present, else the file's mtime, as ISO 8601."""
+    if row.taken_at:
+        t = row.taken_at.strip()
+        try:
+            return dt.datetime.strptime(t[:19], "%Y:%m:%d %H:%M:%S").isoformat()
+        except ValueError:
+            pass
+    return dt.datetime.fromtimestamp(row.mtime or 0).replace(microsecond=0).isoformat()
+
+
+class Engine:
+    """One per process: the store, the live index and the (lazily) loaded encoder."""
+
+    def __init__(self, paths: Paths, encoder: Encoder | None = None, device: str | None = None,
+                 index_check_every: float = 1.0):
+        self.paths = paths
+        self.store = Store(paths.db)
+        self.index = LiveIndex(IndexDir(paths.index), check_every=index_check_every)
+        self._encoder = encoder
+        self._device = device
+        self._encoder_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, home: str | None = None, **kw) -> "Engine":
+        return cls(Paths.resolve(home), **kw)
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------ model
+    def model_spec(self) -> ModelSpec:
+        row = self.store.get_model()
+        if row is None:
+            raise NotIndexedError("nothing indexed yet: run `glimpse index PATH` first")
+        return ModelSpec(row.name, row.pretrained)
+
+    @property
+    def encoder(self) -> Encoder:
+        """The model the vectors were made with; loaded once, kept for every query."""
+        if self._encoder is None:
+            with self._encoder_lock:
+                if self._encoder is None:
+                    self._encoder = Encoder(self.model_spec(), device=self._device)
+        return self._encoder
+
+    def warm(self) -> None:
+        """Load model and index now, so the first query is as fast as the next."""
+        self._live()
+        self.encoder.encode_texts(["warm up"])
+
+    def _live(self):
+        live = self.index.get()
+        if live is None:
+            raise NotIndexedError("no published index yet: run `glimpse index PATH` first")
+        return live
+
+    # ------------------------------------------------------------ vectors
+    def text_vector(self, text: str) -> np.ndarray:
+        if not text or not text.strip():
+            raise EngineError("empty query")
+        return self.encoder.encode_texts([text])[0]
+
+    def image_vector(self, source: Source) -> np.ndarray:
+        # Same draft-mode decode as the indexer, so a file finds its own vector.
+        img = load_rgb(source, draft_size=self.encoder.image_size)
+        return self.encoder.encode_pil([img])[0]
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """Combined query: weighted text and image-file terms, negatives subtract."""
+        try:
+            terms = parse_query(query)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from exc
+        total = np.zeros(self.encoder.dim, np.float32)
+        for term in terms:
+            vec = self.image_vector(os.path.expanduser(term.text)) if term.is_image else self.text_vector(term.text)
+            total += term.weight * vec
+        norm = float(np.linalg.norm(total))
+        if norm < 1e-9:
+            raise EngineError("the query terms cancel out")
+        return total / norm
+
+    # ------------------------------------------------------------ searches
+    def search_text(self, query: str, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
+        """Text (or combined ``"2:a + b - c"``) query against the images."""
+        return self.search_vector(self.query_vector(query), k, page, filters)
+
+    def search_image(self, source: Source, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
+        return self.search_vector(self.image_vector(source), k, page, filters)
+
+    def similar(self, image_id: int, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
+        """More like this: neighbours of an indexed image, itself excluded."""
+        vec = self.store.vector_of(image_id, self.encoder.dim)
+        if vec is None:
+            raise EngineError(f"image {image_id} is not indexed")
+        return self.search_vector(vec, k, page, filters, exclude={int(image_id)})
+
+    def search_vector(self, vec: np.ndarray, k: int = 10, page: int = 0, filters: Filters | None = None,
+                      exclude: set[int] | None = None) -> list[SearchResult]:
+        k, page = _check_paging(k, page)
+        live = self._live()
+        self._check_dim(live, vec)
+        filters = filters or Filters()
+        want = DATE_ORDER_POOL if filters.order == "date" else (page + 1) * k
+        results = self._collect(live.images, vec, want, filters, exclude or set())
+        if filters.order == "date":
+            results.sort(key=lambda r: r.date or "", reverse=True)
+        return results[page * k : (page + 1) * k]
+
+    def search_captions(self, text: str, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
+        """Text against caption vectors; each image once, with its best caption."""
+        k, page = _check_paging(k, page)
+        live = self._live()
+        if live.captions is None or live.captions.ntotal == 0:
+            return []
+        vec = self.text_vector(text)
+        self._check_dim(live, vec)
+        filters = filters or Filters()
+        want = (page + 1) * k
+        fetch = min(live.captions.ntotal, max(want * 4, 50))
+        while True:
+            scores, ids = live.captions.search(vec[None, :].astype(np.float32), fetch)
+            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+            caps = self.store.captions_by_ids([i for i, _ in pairs])
+            best: dict[int, tuple[float, str]] = {}
+            for cid, score in pairs:
+                if cid in caps:
+                    image_id, caption = caps[cid]
+                    if image_id not in best:
+                        best[image_id] = (score, caption)
+            results = self._hydrate([(iid, s) for iid, (s, _) in best.items()], filters)
+            for r in results:
+                r.matched_caption = best[r.id][1]
+                r.caption = r.matched_caption
+            if len(results) >= want or fetch >= live.captions.ntotal:
+                break
+            fetch = min(live.captions.ntotal, fetch * 4)
+        if filters.order == "date":
+            results.sort(key=lambda r: r.date or "", reverse=True)
+        return results[page * k : (page + 1) * k]
+
+    def _collect(self, index, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
+        """Over-fetch from FAISS until enough results survive filters and deletions."""
+        total = index.ntotal
+        if total == 0:
+            return []
+        fetch = min(total, want + len(exclude) + (want * 4 if filters.active() else 8))
+        while True:
+            scores, ids = index.search(vec[None, :].astype(np.float32), fetch)
+            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
+            results = self._hydrate(pairs, filters)
+            below_cut = filters.min_score is not None and pairs and pairs[-1][1] < filters.min_score
+            if len(results) >= want or fetch >= total or below_cut:
+                return results[:want] if filters.order != "date" else results
+            fetch = min(total, fetch * 4)
+
+    def _hydrate(self, pairs: Sequence[tuple[int, float]], filters: Filters) -> list[SearchResult]:
+        if filters.min_score is not None:
+            pairs = [(i, s) for i, s in pairs if s >= filters.min_score]
+        rows = self.store.get_images([i for i, _ in pairs])
+        captions = self.store.primary_captions(list(rows))
+        folder = os.path.abspath(os.path.expanduser(filters.folder)) if filters.folder else None
+        out = []
+        for image_id, score in pairs:
+            row = rows.get(image_id)
+            if row is None or row.status != "indexed":
+                continue  # deleted since the index was published
+            result = to_result(row, score, captions.get(image_id))
+            if folder and not (row.path == folder or row.path.startswith(folder.rstrip(os.sep) + os.sep)):
+                continue
+            day = (result.date or "")[:10]
+            if filters.date_from and day < filters.date_from:
+                continue
+            if filters.date_to and day > filters.date_to:
+                continue
+            out.append(result)
+        return out
+
+    def _check_dim(self, live, vec: np.ndarray) -> None:
+        if live.dim != vec.shape[-1]:
+            raise EngineError(
+                f"the index holds {live.dim}-d vectors but the model makes {vec.shape[-1]}-d ones: "
+                "re-run `glimpse index` with the model the index was built with"
+            )
+
+    # ------------------------------------------------------------ metadata
+    def image(self, image_id: int) -> SearchResult | None:
+        row = self.store.get_image(image_id)
+        if row is None:
+            return None
+        return to_result(row, None, next(iter(self.store.captions_of(row.id)), None))
+
+    def captions_of(self, image_id: int) -> list[str]:
+        return self.store.captions_of(image_id)
+
+    def image_path(self, image_id: int) -> str | None:
+        """Absolute path of an indexed image, by id only (never from a client)."""
+        row = self.store.get_image(image_id)
+        return row.path if row is not None else None
+
+    def stats(self, failed_limit: int | None = 50) -> dict:
+        counts = self.store.counts()
+        model = self.store.get_model()
+        live = self.index.get()
+        jobs = self.store.recent_jobs(10)
+        return {
+            **counts,
+            "model": None if model is None else {"name": model.name, "pretrained": model.pretrained,
+                                                 "fingerprint": model.fingerprint, "dim": model.dim},
+            "index_version": live.version if live else None,
+            "index_type": live.manifest.get("index_type", {}).get("type") if live else None,
+            "failed": [{"path": p, "error": e} for p, e in self.store.failed_images(failed_limit)],
+            "roots": [{"path": r.path, "available": r.available} for r in self.store.roots()],
+            "jobs": [job_dict(j) for j in jobs],
+        }
+
+
+def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:
+    return SearchResult(
+        id=row.id, score=float(score) if score is not None else None, path=row.path, caption=caption,
+        width=row.width, height=row.height, format=row.format, size=row.size, date=image_date(row),
+        folder=os.path.dirname(row.path),
+    )
+
+
+def job_dict(job) -> dict:
+    fields = ("id", "kind", "outcome", "scanned", "new", "changed", "moved", "deleted", "failed",
+              "unchanged", "embedded", "captions", "index_version", "message")
+    out = {f: getattr(job, f) for f in fields}
+    out["started_at"] = job.started_at.isoformat() if job.started_at else None
+    out["finished_at"] = job.finished_at.isoformat() if job.finished_at else None
+    return out
+
+
+MAX_K = 1000
+
+
+def _check_paging(k: int, page: int) -> tuple[int, int]:
+    k, page = int(k), int(page)
+    if not 1 <= k <= MAX_K:
+        raise EngineError(f"k must be between 1 and {MAX_K}")
+    if page < 0:
+        raise EngineError("page must be >= 0")
+    return k, page

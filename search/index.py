@@ -1,0 +1,268 @@
+"""FAISS index handling: choose a type for the corpus size, publish, load, hot-swap.
+
+Layout under ``<home>/index``: one folder per version (``000001``…) holding
+``images.faiss``, ``captions.faiss`` and ``manifest.json``, and a ``current``
+file naming the live version. Publishing writes a complete new folder, fsyncs
+it, then replaces ``current`` atomically, so a reader sees either the old or
+the new index, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Exact search below this many vectors: fast enough, and no recall to lose.
+FLAT_MAX = int(os.environ.get("GLIMPSE_FLAT_MAX", 100_000))
+TARGET_RECALL = 0.97
+KEEP_VERSIONS = 2
+
+
+def gpu_available() -> bool:
+    try:
+        return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    except Exception:
+        return False
+
+
+# ------------------------------------------------------------------ build
+
+def choose_index_spec(n: int, dim: int) -> dict:
+    """Index type from corpus size (like immich's list count following rows)."""
+    if n <= FLAT_MAX:
+        return {"type": "flat"}
+    nlist = int(2 ** round(math.log2(max(256, 4 * math.sqrt(n)))))
+    # SQ8 keeps a million 512-d vectors in ~0.5 GB with ~no ranking loss.
+    return {"type": "ivf", "nlist": nlist, "codec": "SQ8"}
+
+
+def build_index(vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None) -> tuple[faiss.Index, dict]:
+    """Build an inner-product index over normalised vectors with database ids."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    n, dim = vectors.shape if vectors.ndim == 2 else (0, vectors.shape[-1])
+    spec = dict(spec or choose_index_spec(n, dim))
+    if spec["type"] == "flat":
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        if n:
+            index.add_with_ids(vectors, ids)
+        return index, spec
+    nlist = spec["nlist"]
+    quantizer = faiss.IndexFlatIP(dim)
+    codec = faiss.ScalarQuantizer.QT_8bit if spec.get("codec") == "SQ8" else None
+    if codec is None:
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, codec, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    sample = vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
+    t = time.perf_counter()
+    index.train(sample)
+    index.add_with_ids(vectors, ids)
+    spec["nprobe"] = tune_nprobe(index, vectors, ids, rng)
+    index.nprobe = spec["nprobe"]
+    log.info("built IVF%d,%s over %d vectors in %.1fs, nprobe=%d", nlist, spec.get("codec", "Flat"), n, time.perf_counter() - t, index.nprobe)
+    return index, spec
+
+
+def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, queries: int = 200) -> int:
+    """Smallest nprobe whose recall@k against exact search reaches TARGET_RECALL."""
+    q = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
+    exact = faiss.IndexFlatIP(vectors.shape[1])
+    exact.add(vectors)
+    _, positions = exact.search(q, k)
+    truth = ids[positions]
+    nprobe = 1
+    while True:
+        index.nprobe = nprobe
+        _, got = index.search(q, k)
+        if recall_at_k(got, truth) >= TARGET_RECALL or nprobe >= index.nlist:
+            return nprobe
+        nprobe *= 2
+
+
+def recall_at_k(got: np.ndarray, truth: np.ndarray) -> float:
+    k = truth.shape[1]
+    hits = sum(len(set(g[:k]) & set(t[:k])) for g, t in zip(got, truth))
+    return hits / float(truth.size)
+
+
+# ------------------------------------------------------------------ publish
+
+@dataclass
+class LoadedIndex:
+    version: str
+    manifest: dict
+    images: faiss.Index
+    captions: faiss.Index | None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+class IndexDir:
+    """The versioned index folder of one GLIMPSE_HOME."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "current"
+
+    def current_version(self) -> str | None:
+        try:
+            v = self.current_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return v if v and (self.root / v / "manifest.json").exists() else None
+
+    def versions(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def _next_version(self) -> str:
+        existing = [int(v) for v in self.versions()]
+        return f"{(max(existing) + 1) if existing else 1:06d}"
+
+    def publish(
+        self,
+        image_vectors: np.ndarray,
+        image_ids: np.ndarray,
+        caption_vectors: np.ndarray,
+        caption_ids: np.ndarray,
+        manifest: dict,
+        spec: dict | None = None,
+    ) -> str:
+        """Build, write beside the live version, switch atomically, prune old ones."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = self._next_version()
+        tmp = self.root / f".tmp-{version}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        images, img_spec = build_index(image_vectors, image_ids, spec)
+        captions, cap_spec = build_index(caption_vectors, caption_ids)
+        faiss.write_index(images, str(tmp / "images.faiss"))
+        faiss.write_index(captions, str(tmp / "captions.faiss"))
+        manifest = dict(manifest, version=version, images=int(len(image_ids)), captions=int(len(caption_ids)),
+                        index_type=img_spec, caption_index_type=cap_spec, created_at=time.time())
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        for f in tmp.iterdir():
+            _fsync_file(f)
+        _fsync_dir(tmp)
+        os.rename(tmp, self.root / version)
+        cur_tmp = self.root / f".current-{os.getpid()}"
+        cur_tmp.write_text(version + "\n")
+        _fsync_file(cur_tmp)
+        os.replace(cur_tmp, self.current_file)
+        _fsync_dir(self.root)
+        log.info("published index version %s: %d images, %d captions (%s)", version, len(image_ids), len(caption_ids), img_spec["type"])
+        self.prune()
+        return version
+
+    def prune(self, keep: int = KEEP_VERSIONS) -> None:
+        live = self.current_version()
+        versions = self.versions()
+        for v in versions[:-keep] if keep else versions:
+            if v != live:
+                shutil.rmtree(self.root / v, ignore_errors=True)
+        for p in self.root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def load(self, version: str | None = None, use_gpu: bool | None = None) -> LoadedIndex | None:
+        version = version or self.current_version()
+        if version is None:
+            return None
+        folder = self.root / version
+        manifest = json.loads((folder / "manifest.json").read_text())
+        images = faiss.read_index(str(folder / "images.faiss"))
+        if "nprobe" in manifest.get("index_type", {}):
+            faiss.extract_index_ivf(images).nprobe = manifest["index_type"]["nprobe"]
+        cap_path = folder / "captions.faiss"
+        captions = faiss.read_index(str(cap_path)) if cap_path.exists() else None
+        if use_gpu is None:
+            use_gpu = gpu_available()
+        if use_gpu:
+            images = _to_gpu(images)
+            captions = _to_gpu(captions) if captions is not None else None
+        log.info("FAISS index %s loaded on %s: %d images", version, "GPU" if use_gpu else "CPU", images.ntotal)
+        return LoadedIndex(version, manifest, images, captions)
+
+
+_gpu_res = None
+
+
+def _to_gpu(index: faiss.Index) -> faiss.Index:
+    global _gpu_res
+    try:
+        if _gpu_res is None:
+            _gpu_res = faiss.StandardGpuResources()
+        return faiss.index_cpu_to_gpu(_gpu_res, 0, index)
+    except Exception as exc:  # e.g. an index type without GPU support
+        log.warning("FAISS GPU transfer failed (%s); staying on CPU", exc)
+        return index
+
+
+class LiveIndex:
+    """The index a server queries, swapped to a newer published version on demand.
+
+    ``get()`` is cheap (one small file read at most every ``check_every``
+    seconds); queries hold the returned object, so a swap never pulls an index
+    out from under a running search.
+    """
+
+    def __init__(self, index_dir: IndexDir, check_every: float = 1.0):
+        self.index_dir = index_dir
+        self.check_every = check_every
+        self._loaded: LoadedIndex | None = None
+        self._checked = 0.0
+        self._lock = threading.Lock()
+
+    def get(self) -> LoadedIndex | None:
+        now = time.monotonic()
+        if self._loaded is None or now - self._checked >= self.check_every:
+            self._refresh(now)
+        return self._loaded
+
+    def _refresh(self, now: float) -> None:
+        if not self._lock.acquire(blocking=self._loaded is None):
+            return  # another thread is loading; keep serving the old one
+        try:
+            self._checked = now
+            version = self.index_dir.current_version()
+            if version and (self._loaded is None or version != self._loaded.version):
+                try:
+                    self._loaded = self.index_dir.load(version)
+                except Exception:  # pruned between read and load: retry next time
+                    log.exception("could not load index version %s; keeping %s", version,
+                                  self._loaded.version if self._loaded else None)
+        finally:
+            self._lock.release()
