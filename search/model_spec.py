@@ -46,6 +46,8 @@ class ModelSpec:
         """Identity of the weights: changes whenever the vectors would."""
         if self.name.startswith(LOCAL_DIR):
             folder = Path(self.name[len(LOCAL_DIR):])
+            if not (folder / "open_clip_config.json").is_file():
+                raise ModelLoadError(f"model folder {folder} not found, or it has no open_clip_config.json")
             files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".pt", ".pth"))
             return "sha256:" + _sha256_files(files)
         if self.pretrained and os.path.isfile(self.pretrained):
