@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# One command, offline: set up, index the bundled demo corpus with the bundled
+# model, and serve the search page on http://127.0.0.1:${PORT:-5000}/
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/setup.sh
+export GLIMPSE_HOME=${GLIMPSE_HOME:-$PWD/glimpse-data/demo}
+MODEL=${GLIMPSE_DEMO_MODEL:-local-dir:$PWD/models/glimpse-icons-small}
+.venv/bin/glimpse index demo/corpus --captions demo/corpus/captions.jsonl --model "$MODEL"
+exec .venv/bin/glimpse serve --host 127.0.0.1 --port "${PORT:-5000}"

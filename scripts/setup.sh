@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Create .venv and install Glimpse into it (idempotent). Offline-safe: torch and
+# torchvision are the builds pinned in requirements.txt.
+#   scripts/setup.sh          the product
+#   scripts/setup.sh --dev    plus what the tests need (Debian chromium, clip-retrieval's client)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "creating .venv"
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -r requirements.txt
+.venv/bin/python -m pip install -q -e .
+if [ "${1:-}" = "--dev" ]; then
+  # ClipClient (for the clip-retrieval compatibility test) without its heavy dependencies.
+  .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "installing Debian chromium for the page tests"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+fi
+echo "Glimpse is installed in .venv (run: .venv/bin/glimpse --help)"
