@@ -13,24 +13,43 @@ import json
 import os
 from collections import defaultdict
 from pathlib import Path
+from typing import Sequence
 
 
 class ManifestError(Exception):
     pass
 
 
-def read_manifest(manifest: str | os.PathLike) -> dict[str, list[str]]:
-    """Absolute image path -> captions (in file order, duplicates removed)."""
+# Names converted datasets commonly use besides the documented "path" / "caption".
+PATH_KEYS = ("path", "image", "image_path", "filepath", "file_name", "filename", "file")
+CAPTION_KEYS = ("captions", "caption", "text", "title")
+
+
+def _first(rec: dict, keys: tuple[str, ...]):
+    return next((rec[k] for k in keys if rec.get(k) not in (None, "")), None)
+
+
+def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Absolute image path -> captions (in file order, duplicates removed).
+
+    Relative paths resolve against the manifest's folder; when no file is there,
+    against each of ``search_dirs`` (the folders being indexed).
+    """
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ManifestError(f"caption file not found: {manifest}")
-    base = manifest.resolve().parent
+    bases = [str(manifest.resolve().parent), *[os.path.abspath(d) for d in search_dirs]]
     out: dict[str, list[str]] = defaultdict(list)
+
+    def resolve(path: str) -> str:
+        path = os.path.expanduser(path)
+        candidates = [os.path.normpath(os.path.join(b, path)) for b in bases]
+        return next((c for c in candidates if os.path.isfile(c)), candidates[0])
 
     def add(path: str | None, captions, where: str) -> None:
         if not path:
             raise ManifestError(f"{manifest}:{where}: missing 'path'")
-        full = os.path.normpath(os.path.join(base, os.path.expanduser(str(path))))
+        full = resolve(str(path))
         if isinstance(captions, str):
             captions = [captions]
         for c in captions or []:
@@ -41,10 +60,11 @@ def read_manifest(manifest: str | os.PathLike) -> dict[str, list[str]]:
     if manifest.suffix.lower() == ".csv":
         with open(manifest, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
-            if not reader.fieldnames or "path" not in reader.fieldnames or "caption" not in reader.fieldnames:
+            fields = set(reader.fieldnames or [])
+            if not fields & set(PATH_KEYS) or not fields & set(CAPTION_KEYS):
                 raise ManifestError(f"{manifest}: CSV needs 'path' and 'caption' columns, found {reader.fieldnames}")
             for n, row in enumerate(reader, start=2):
-                add(row.get("path"), row.get("caption"), f"line {n}")
+                add(_first(row, PATH_KEYS), _first(row, CAPTION_KEYS), f"line {n}")
     else:
         with open(manifest, encoding="utf-8") as f:
             for n, line in enumerate(f, start=1):
@@ -57,7 +77,7 @@ def read_manifest(manifest: str | os.PathLike) -> dict[str, list[str]]:
                     raise ManifestError(f"{manifest}:{n}: not valid JSON ({exc.msg})") from exc
                 if not isinstance(rec, dict):
                     raise ManifestError(f"{manifest}:{n}: expected an object with 'path' and 'caption'")
-                add(rec.get("path"), rec.get("captions", rec.get("caption")), f"line {n}")
+                add(_first(rec, PATH_KEYS), _first(rec, CAPTION_KEYS), f"line {n}")
     return dict(out)
 
 

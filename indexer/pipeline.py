@@ -7,9 +7,12 @@ index is rebuilt from stored vectors and published atomically at the end.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import signal
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -63,6 +66,26 @@ class Counts:
                                                "unchanged", "embedded", "captions")}
 
 
+@dataclass(frozen=True)
+class RowState:
+    """What the diff needs of one stored image row."""
+
+    id: int
+    size: int
+    mtime: float
+    hash: str | None
+    done: bool  # has a vector, or failed for good
+    root_id: int | None
+
+
+def _is_empty_dir(path: str) -> bool:
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return True
+
+
 def file_hash(path: str) -> str | None:
     h = hashlib.blake2b(digest_size=16)
     try:
@@ -114,30 +137,45 @@ class Indexer:
         return self._encoder
 
     # ------------------------------------------------------------ run
-    def run(self, roots: Sequence[str]) -> Counts:
+    def run(self, roots: Sequence[str], force_publish: bool = False) -> Counts:
+        """Bring the store and the index up to date with ``roots``.
+
+        ``force_publish``: publish even if this run changed nothing, because an
+        earlier run may have committed batches and died before publishing.
+        """
         spec = self.resolve_model()
-        manifest = read_manifest(self.opts.captions) if self.opts.captions else {}
+        manifest = read_manifest(self.opts.captions, roots) if self.opts.captions else {}
         root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r)) for r in roots}
-        seen, available = self._scan(root_ids)
-        plan = self._diff(seen, available)
+        states = self._states()
+        seen, available = self._scan(root_ids, {s.root_id for s in states.values()})
+        plan = self._diff(seen, available, states)
+        del states
         self._apply_moves_and_deletes(plan)
         to_embed = plan["embed"]
         if to_embed:
             self._embed(spec, to_embed, root_ids)
         self._sync_captions(spec, manifest, plan["caption_paths"])
-        self._publish(spec)
+        self._publish(spec, force_publish)
         return self.counts
 
-    def _scan(self, root_ids: dict[str, int]) -> tuple[dict[str, tuple[FileEntry, int]], set[int]]:
+    def _states(self) -> dict[str, "RowState"]:
+        """Every image row, loaded once (one query: the diff's only database read)."""
+        q = select(ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash,
+                   (ImageRow.vector.is_not(None)) | (ImageRow.status == "failed"), ImageRow.root_id)
+        with self.store.session() as s:
+            return {r[0]: RowState(r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in s.execute(q)}
+
+    def _scan(self, root_ids: dict[str, int], roots_with_rows: set[int | None]
+              ) -> tuple[dict[str, tuple[FileEntry, int]], set[int]]:
         seen: dict[str, tuple[FileEntry, int]] = {}
         available: set[int] = set()
         known = {r.id: r for r in self.store.roots()}
         progress = bar(None, "scanning", unit="file")
         for root, root_id in root_ids.items():
-            entries = list(walk_images(root)) if os.path.isdir(root) else []
-            has_rows = bool(self.store.file_states(root_id))
-            if not os.path.isdir(root) or (not entries and has_rows and not any(os.scandir(root))):
-                # Missing or an empty mount point: keep its images, don't call them deleted.
+            is_dir = os.path.isdir(root)
+            entries = list(walk_images(root)) if is_dir else []
+            if not is_dir or (not entries and root_id in roots_with_rows and _is_empty_dir(root)):
+                # Missing, or an empty mount point: keep its images, don't call them deleted.
                 log.warning("root %s is missing or unmounted: its images are kept and marked unavailable", root)
                 self.store.set_root_available(root_id, False)
                 self.counts.unavailable_roots.append(root)
@@ -148,35 +186,32 @@ class Indexer:
             available.add(root_id)
             for e in entries:
                 seen.setdefault(e.path, (e, root_id))
-                progress.update(1)
+            progress.update(len(entries))
         progress.close()
         self.counts.scanned = len(seen)
+        log.info("scanned %d files in %d folders", len(seen), len(root_ids))
         return seen, available
 
-    def _diff(self, seen: dict[str, tuple[FileEntry, int]], available: set[int]) -> dict:
-        states = self.store.file_states()
-        path_root = self._row_roots()
+    def _diff(self, seen: dict[str, tuple[FileEntry, int]], available: set[int], states: dict[str, "RowState"]) -> dict:
         new, changed, embed, caption_paths = [], [], [], []
         for path, (entry, root_id) in seen.items():
             state = states.get(path)
             if state is None:
                 new.append((entry, root_id))
-                continue
-            row_id, size, mtime, _h, done = state
-            if size == entry.size and abs(mtime - entry.mtime) < 1e-6:
-                if done:
+            elif state.size == entry.size and abs(state.mtime - entry.mtime) < 1e-6:
+                if state.done:
                     self.counts.unchanged += 1
                 else:
-                    embed.append((entry, root_id, row_id, None))  # e.g. after a model change
+                    embed.append((entry, root_id, state.id, None))  # after a model change, or a crash
             else:
-                changed.append((entry, root_id, row_id))
+                changed.append((entry, root_id, state.id))
         # Rows under scanned roots that were not seen: gone (or moved; the hash decides).
-        gone = {p: s for p, s in states.items() if p not in seen and path_root.get(s[0]) in available}
+        gone = {p: s for p, s in states.items() if s.root_id in available and p not in seen}
         hashes = self._hash([e.path for e, _ in new] + [e.path for e, _, _ in changed])
         touch = []
         for entry, root_id, row_id in changed:
-            h = hashes.get(entry.path)
-            if h is not None and h == states[entry.path][3] and states[entry.path][4]:
+            h, state = hashes.get(entry.path), states[entry.path]
+            if h is not None and h == state.hash and state.done:
                 touch.append((row_id, entry))  # same bytes, new mtime: keep the vector
                 self.counts.unchanged += 1
             else:
@@ -184,11 +219,11 @@ class Indexer:
                 embed.append((entry, root_id, row_id, h))
                 caption_paths.append(entry.path)
         gone_by_hash: dict[str, list[tuple[str, int]]] = {}
-        for p, (row_id, _s, _m, h, done) in gone.items():
-            if h and done:
-                gone_by_hash.setdefault(h, []).append((p, row_id))
+        for p, st in gone.items():
+            if st.hash and st.done:
+                gone_by_hash.setdefault(st.hash, []).append((p, st.id))
         moves, copies = [], []
-        reusable = self.store.images_by_hash([h for h in hashes.values() if h])
+        reusable = self.store.images_by_hash([h for h in hashes.values() if h]) if new else {}
         for entry, root_id in new:
             h = hashes.get(entry.path)
             if h and gone_by_hash.get(h):
@@ -202,12 +237,8 @@ class Indexer:
             caption_paths.append(entry.path)
         self.counts.new = len(new) - len(moves)
         self.counts.moved = len(moves)
-        return {"touch": touch, "moves": moves, "copies": copies, "gone": gone, "embed": embed,
-                "caption_paths": caption_paths}
-
-    def _row_roots(self) -> dict[int, int | None]:
-        with self.store.session() as s:
-            return dict(s.execute(select(ImageRow.id, ImageRow.root_id)).all())
+        return {"touch": touch, "moves": moves, "copies": copies, "gone": {p: s.id for p, s in gone.items()},
+                "embed": embed, "caption_paths": caption_paths}
 
     def _hash(self, paths: list[str]) -> dict[str, str | None]:
         if not paths:
@@ -233,7 +264,7 @@ class Indexer:
                 s.add(ImageRow(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime, content_hash=h,
                                width=src.width, height=src.height, format=src.format, taken_at=src.taken_at,
                                status="indexed", vector=src.vector))
-            gone_ids = [row_id for row_id, *_ in plan["gone"].values()]
+            gone_ids = list(plan["gone"].values())
             for i in range(0, len(gone_ids), 500):
                 s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids[i : i + 500])))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(gone_ids[i : i + 500])))
@@ -319,11 +350,12 @@ class Indexer:
             progress.update(len(chunk))
         progress.close()
 
-    def _publish(self, spec: ModelSpec) -> str | None:
+    def _publish(self, spec: ModelSpec, force: bool = False) -> str | None:
         index_dir = IndexDir(self.paths.index)
         live = index_dir.current_version()
-        changed = any((self.counts.new, self.counts.changed, self.counts.moved, self.counts.deleted,
-                       self.counts.embedded, self.counts.captions, self.counts.failed))
+        # Moves and touches keep ids and vectors: the live index is still right.
+        changed = force or any((self.counts.new, self.counts.changed, self.counts.deleted,
+                                self.counts.embedded, self.counts.captions, self.counts.failed))
         if live and not changed:
             log.info("nothing changed; index version %s stays live", live)
             return live
@@ -343,25 +375,57 @@ def _stack(tensors):
 
 
 def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None" = None) -> tuple[Counts, str | None]:
-    """Take the lock, record the job, run it. Raises LockHeld if another job runs."""
+    """Take the lock, record the job, run it. Raises LockHeld if another job runs.
+
+    SIGTERM (``systemctl stop``, a timer's timeout) ends the job like Ctrl-C:
+    committed batches stay, the job row says "interrupted", the next run resumes.
+    """
     paths.ensure()
-    with JobLock(paths.lock):
+    with JobLock(paths.lock), _sigterm_as_interrupt():
         indexer = Indexer(paths, opts, encoder)
         store = indexer.store
-        store.mark_interrupted_jobs()
-        if roots is None:
-            roots = [r.path for r in store.roots()]
-            if not roots:
-                raise ValueError("no folders are known yet: run `glimpse index PATH` first")
-        job_id = store.start_job(opts.kind)
         try:
-            counts = indexer.run(roots)
-        except BaseException as exc:
-            store.finish_job(job_id, "failed", message=f"{exc.__class__.__name__}: {exc}"[:2000],
-                             **indexer.counts.as_job_fields())
-            raise
-        version = IndexDir(paths.index).current_version()
-        msg = ("unavailable roots: " + ", ".join(counts.unavailable_roots)) if counts.unavailable_roots else None
-        store.finish_job(job_id, "ok", index_version=version, message=msg, **counts.as_job_fields())
-        store.close()
-        return counts, version
+            store.mark_interrupted_jobs()
+            if roots is None:
+                roots = [r.path for r in store.roots()]
+                if not roots:
+                    raise ValueError("no folders are known yet: run `glimpse index PATH` first")
+            # A job that did not end "ok" may have committed batches without publishing them.
+            last = store.recent_jobs(1)
+            force_publish = bool(last) and last[0].outcome != "ok"
+            if force_publish:
+                log.info("previous job #%d ended %s: resuming it, and publishing even if nothing else changed",
+                         last[0].id, last[0].outcome)
+            job_id = store.start_job(opts.kind)
+            try:
+                counts = indexer.run(roots, force_publish=force_publish)
+            except BaseException as exc:
+                outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                store.finish_job(job_id, outcome, message=f"{exc.__class__.__name__}: {exc}"[:2000],
+                                 **indexer.counts.as_job_fields())
+                raise
+            version = IndexDir(paths.index).current_version()
+            msg = ("unavailable roots: " + ", ".join(counts.unavailable_roots)) if counts.unavailable_roots else None
+            store.finish_job(job_id, "ok", index_version=version, message=msg, **counts.as_job_fields())
+            log.info("job #%d ok: %d new, %d changed, %d moved, %d deleted, %d failed, %d embedded; index version %s",
+                     job_id, counts.new, counts.changed, counts.moved, counts.deleted, counts.failed, counts.embedded,
+                     version)
+            return counts, version
+        finally:
+            store.close()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

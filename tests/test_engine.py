@@ -317,3 +317,21 @@ def test_model_load_error_explains_offline_use(tmp_path):
     assert os.environ["HF_HUB_OFFLINE"] == "1"  # set by conftest: no request leaves the machine
     with pytest.raises(ModelLoadError, match="local-dir:"):
         Encoder(spec, device="cpu")
+
+
+def test_manifest_aliases_and_paths_relative_to_the_indexed_folder(tmp_path):
+    from indexer.captions import ManifestError, read_manifest
+
+    folder = tmp_path / "imgs"
+    make_images(folder, 2)
+    ann = tmp_path / "annotations"
+    ann.mkdir()
+    m = ann / "caps.jsonl"
+    m.write_text(json.dumps({"file_name": "img_0000.png", "text": "one"}) + "\n"
+                 + json.dumps({"path": "img_0001.png", "captions": ["two", "two", "deux"]}) + "\n")
+    got = read_manifest(m, [str(folder)])
+    assert got == {str(folder / "img_0000.png"): ["one"], str(folder / "img_0001.png"): ["two", "deux"]}
+    bad = ann / "bad.jsonl"
+    bad.write_text('{"path": "x.png"}\nnot json\n')
+    with pytest.raises(ManifestError, match="bad.jsonl:2"):
+        read_manifest(bad)
