@@ -1,0 +1,71 @@
+"""Peak memory of a process tree, sampled from /proc (no psutil needed).
+
+RSS summed over a tree counts shared pages (torch's libraries, fork-shared
+model weights) once per process, so PSS (proportional set size, from
+``smaps_rollup``) is reported too: the sum of PSS is the tree's real share of RAM.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+from bench.sysinfo import descendants
+
+
+def _kb(path: str, keys: tuple[str, ...]) -> dict[str, int]:
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                k = line.split(":", 1)[0]
+                if k in keys:
+                    out[k] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def proc_mem(pid: int) -> dict[str, int]:
+    """rss, hwm (peak rss) and pss in KiB for one process."""
+    st = _kb(f"/proc/{pid}/status", ("VmRSS", "VmHWM"))
+    pss = _kb(f"/proc/{pid}/smaps_rollup", ("Pss",))
+    return {"rss": st.get("VmRSS", 0), "hwm": st.get("VmHWM", 0), "pss": pss.get("Pss", 0)}
+
+
+class TreeWatch:
+    """Sample a process tree every ``every`` seconds; keep the peaks (MiB)."""
+
+    def __init__(self, pid: int, every: float = 0.25):
+        self.pid, self.every = pid, every
+        self.peak_rss_mib = 0.0
+        self.peak_pss_mib = 0.0
+        self.peak_main_hwm_mib = 0.0
+        self.last: dict = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        pids = [self.pid] + descendants(self.pid)
+        mems = [proc_mem(p) for p in pids]
+        rss = sum(m["rss"] for m in mems) / 1024
+        pss = sum(m["pss"] for m in mems) / 1024
+        main = mems[0]
+        self.peak_rss_mib = max(self.peak_rss_mib, rss)
+        self.peak_pss_mib = max(self.peak_pss_mib, pss)
+        self.peak_main_hwm_mib = max(self.peak_main_hwm_mib, main["hwm"] / 1024)
+        self.last = {"rss_mib": rss, "pss_mib": pss, "main_rss_mib": main["rss"] / 1024, "processes": len(pids)}
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)

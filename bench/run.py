@@ -1,0 +1,441 @@
+#!/usr/bin/env python3
+"""Glimpse speed benchmark: one command, one table, appended to BENCHMARKS.md.
+
+    python bench/run.py            # full run (about half an hour on 2 CPU cores)
+    python bench/run.py --quick    # small sizes, a few minutes: smoke test of the script
+    python bench/run.py --only encoder,index --no-write
+
+Sections (``--only`` takes a comma list):
+  encoder  encoder-only ceiling (img/s on preprocessed uint8 tensors, batch 32),
+           text-encoder latency, decode+preprocess rate of the DataLoader workers
+  index    end-to-end ``glimpse index`` on the JPEG corpus (subprocess, fresh home):
+           img/s, ratio to the ceiling, peak memory, bytes per image on disk
+  reindex  no-op ``glimpse reindex`` over 100k tiny files already in the store
+  query    ``glimpse serve`` on synthetic homes of 10k / 100k / 1M vectors: time to
+           ready, text and image query latency p50/p95 through the HTTP API,
+           server memory, recall@10 of the chosen index type vs exact search
+  peers    rclip and clip-retrieval on the same corpus and architecture (bench/peers.py)
+
+Everything it makes lives under ``bench-data/`` (gitignored). Timed sections
+pause a background ``training`` job if one runs (SIGSTOP/SIGCONT, always
+resumed) and record the load average and the CPU other processes used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench.memwatch import TreeWatch  # noqa: E402
+from bench.sysinfo import loadavg, machine, quiet_machine  # noqa: E402
+
+DATA = REPO / "bench-data"
+MODEL, PRETRAINED = "ViT-B-32", "none"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(values, q):
+    values = sorted(values)
+    if not values:
+        return float("nan")
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+class Results:
+    def __init__(self):
+        self.rows: list[tuple[str, str, str, str]] = []  # metric, value, target, conditions
+        self.raw: dict = {}
+
+    def add(self, metric: str, value: str, target: str = "", cond: str = "") -> None:
+        self.rows.append((metric, value, target, cond))
+        log(f"{metric}: {value}" + (f"  (target {target})" if target else "") + (f"  [{cond}]" if cond else ""))
+
+
+def cond_str(note: dict) -> str:
+    s = f"load {note.get('load_before', '?')}"
+    if "other_cores" in note:
+        s += f", others {note['other_cores']} cores"
+    return s
+
+
+def glimpse_cmd(home: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "glimpse.cli", "--home", str(home), *args]
+
+
+def run_timed(cmd: list[str], env: dict | None = None, watch: bool = True) -> dict:
+    """Run a command, return wall time, exit code, output and peak memory of its process tree."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    if watch:
+        with TreeWatch(proc.pid) as w:
+            out, err = proc.communicate()
+    else:
+        out, err = proc.communicate()
+        w = None
+    wall = time.perf_counter() - t0
+    res = {"wall_s": wall, "rc": proc.returncode, "stdout": out, "stderr": err}
+    if w is not None:
+        res.update(peak_rss_mib=w.peak_rss_mib, peak_pss_mib=w.peak_pss_mib, main_hwm_mib=w.peak_main_hwm_mib)
+    return res
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def corpus(n: int) -> Path:
+    out = DATA / f"corpus{n // 1000}k" if n % 1000 == 0 else DATA / f"corpus{n}"
+    have = len(list(out.glob("*.jpg"))) if out.exists() else 0
+    if have < n:
+        log(f"generating {n - have} corpus images in {out} (bench/make_corpus.py, deterministic)")
+        subprocess.run([sys.executable, str(REPO / "bench" / "make_corpus.py"), str(out), "-n", str(n - have),
+                        "--start", str(have)], check=True)
+    return out
+
+
+# ---------------------------------------------------------------- sections
+
+def section_encoder(res: Results, args, corpus_dir: Path) -> None:
+    import numpy as np
+    import torch
+
+    from indexer.load import default_workers, iter_batches
+    from search.encoder import Encoder, ModelSpec
+
+    t0 = time.perf_counter()
+    enc = Encoder(ModelSpec.parse(MODEL, PRETRAINED), device="cpu")
+    load_s = time.perf_counter() - t0
+    bs = 32
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (bs, enc.image_size, enc.image_size, 3), dtype=np.uint8))
+    enc.encode_pixels(x)  # warm-up
+    note: dict = {}
+    with quiet_machine(note):
+        times = []
+        for _ in range(args.ceiling_batches):
+            t = time.perf_counter()
+            enc.encode_pixels(x)
+            times.append(time.perf_counter() - t)
+    ceiling = bs / statistics.median(times)
+    res.raw["ceiling_img_s"] = ceiling
+    res.raw["encoder_backend"] = getattr(enc, "backend", "torch")
+    res.add(f"encoder-only ceiling, {MODEL} fp32 {res.raw['encoder_backend']} (img/s, batch {bs}, median of {len(times)})",
+            f"{ceiling:.2f}", "", cond_str(note) + f", torch threads {torch.get_num_threads()}")
+
+    texts = [f"a photo of a {w} at the {p}" for w in ("dog", "cat", "car", "tree", "child", "boat", "house", "bird")
+             for p in ("beach", "park", "city", "lake")]
+    enc.encode_texts(["warm"])
+    note = {}
+    with quiet_machine(note):
+        tt = []
+        for t in texts:
+            t0 = time.perf_counter()
+            enc.encode_texts([t])
+            tt.append((time.perf_counter() - t0) * 1000)
+    res.raw["text_encode_ms"] = statistics.median(tt)
+    res.add("text encoder, one query (ms, p50)", f"{statistics.median(tt):.1f}", "", cond_str(note))
+
+    paths = sorted(str(p) for p in corpus_dir.glob("*.jpg"))[: args.decode_images]
+    for workers in sorted({default_workers(), 1}):
+        note = {}
+        with quiet_machine(note):
+            t0 = time.perf_counter()
+            n = sum(len(b) for b in iter_batches(paths, enc.pil_transform, enc.image_size, bs, workers))
+            dt_ = time.perf_counter() - t0
+        res.raw[f"decode_img_s_w{workers}"] = n / dt_
+        res.add(f"decode+preprocess, {workers} worker process(es) (img/s, {n} JPEGs, incl. worker start)",
+                f"{n / dt_:.1f}", "", cond_str(note))
+    res.raw["model_load_s"] = load_s
+    del enc
+
+
+_TS = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})")
+
+
+def _log_time(stderr: str, needle: str) -> float | None:
+    for line in stderr.splitlines():
+        if needle in line:
+            m = _TS.match(line)
+            if m:
+                return dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return None
+
+
+def section_index(res: Results, args, corpus_dir: Path) -> None:
+    n = len(list(corpus_dir.glob("*.jpg")))
+    rates, phases = [], []
+    last = None
+    for rep in range(args.index_repeats):
+        home = DATA / "homes" / f"e2e-{n}"
+        shutil.rmtree(home, ignore_errors=True)
+        note: dict = {}
+        with quiet_machine(note):
+            start = time.time()
+            r = run_timed(glimpse_cmd(home, "-v", "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED)
+                          + args.index_args)
+        if r["rc"] != 0:
+            raise RuntimeError(f"glimpse index failed ({r['rc']}):\n{r['stderr'][-3000:]}")
+        loaded = _log_time(r["stderr"], "loaded on")
+        embedded_end = _log_time(r["stderr"], "published index version")
+        rate = n / r["wall_s"]
+        phase = n / (embedded_end - loaded) if loaded and embedded_end else float("nan")
+        rates.append(rate)
+        phases.append(phase)
+        log(f"  run {rep + 1}: {r['wall_s']:.1f}s wall, {rate:.2f} img/s; model loaded after {loaded - start:.1f}s; "
+            f"embed phase {phase:.2f} img/s [{cond_str(note)}]")
+        last = (r, note, home)
+    r, note, home = last
+    rate = statistics.median(rates)
+    phase = statistics.median(phases)
+    ceiling = res.raw.get("ceiling_img_s")
+    res.raw.update(index_img_s=rate, index_phase_img_s=phase, index_runs=rates)
+    res.add(f"end-to-end `glimpse index`, {n} JPEGs (img/s, whole command incl. start-up; median of {len(rates)})",
+            f"{rate:.2f}", "", cond_str(note))
+    res.add("  same, embedding phase only (model loaded → index published)", f"{phase:.2f}")
+    if ceiling:
+        res.add("  ratio end-to-end / encoder-only ceiling", f"{rate / ceiling:.1%} (phase {phase / ceiling:.1%})", ">= 90%")
+    res.add("peak memory of indexing (MiB: tree PSS / tree RSS / main process)",
+            f"{r['peak_pss_mib']:.0f} / {r['peak_rss_mib']:.0f} / {r['main_hwm_mib']:.0f}")
+    db_bytes = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
+    cur = (home / "index" / "current").read_text().strip()
+    idx_bytes = dir_bytes(home / "index" / cur)
+    res.raw.update(index_db_bytes=db_bytes, index_faiss_bytes=idx_bytes)
+    res.add("bytes per indexed image on disk (DB + live FAISS index)",
+            f"{(db_bytes + idx_bytes) / n:,.0f} ({db_bytes / n:,.0f} + {idx_bytes / n:,.0f})")
+
+
+def section_reindex(res: Results, args) -> None:
+    from bench.synth import synth_home, tiny_tree
+
+    n = args.reindex_files
+    tree = tiny_tree(DATA / f"tiny{n // 1000}k", n)
+    home = DATA / "homes" / f"files-{n // 1000}k"
+    log(f"preparing home with {n:,} tiny files indexed")
+    info = synth_home(home, n, files_root=tree, log=log)
+    runs = []
+    note: dict = {}
+    run_timed(glimpse_cmd(home, "reindex"), watch=False)  # warm the page cache
+    with quiet_machine(note):
+        for _ in range(3):
+            r = run_timed(glimpse_cmd(home, "reindex"))
+            if r["rc"] != 0:
+                raise RuntimeError(f"glimpse reindex failed:\n{r['stderr'][-3000:]}")
+            runs.append(r["wall_s"])
+    summary = r["stdout"].strip().splitlines()[-1] if r["stdout"].strip() else ""
+    res.raw.update(reindex_s=runs, reindex_summary=summary, reindex_peak_pss_mib=r["peak_pss_mib"])
+    res.add(f"no-op `glimpse reindex`, {n:,} files (s, median of 3, whole command)", f"{statistics.median(runs):.2f}",
+            "<= 3 s", cond_str(note) + f"; {summary}")
+    res.raw.setdefault("homes", {})[n] = info
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str, timeout: float = 30.0):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def section_query(res: Results, args) -> None:
+    import requests
+
+    from bench.synth import recall_at_10, synth_home, tiny_tree
+
+    corpus_dir = corpus(args.corpus)
+    query_images = sorted(corpus_dir.glob("*.jpg"))[:args.image_queries]
+    texts = [f"{a} {b} in the {c}" for a in ("a red", "an old", "a small", "two", "a happy", "a blurry")
+             for b in ("dog", "car", "boat", "house", "flower", "bicycle") for c in ("snow", "rain", "sun", "night")]
+    for n in args.query_sizes:
+        if n == args.reindex_files:
+            home = DATA / "homes" / f"files-{n // 1000}k"
+            info = synth_home(home, n, files_root=tiny_tree(DATA / f"tiny{n // 1000}k", n), log=log)
+        else:
+            home = DATA / "homes" / f"synth-{n}"
+            log(f"preparing synthetic home with {n:,} vectors")
+            info = synth_home(home, n, log=log)
+        label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
+        rec = recall_at_10(home)
+        itype = info["index_type"]
+        desc = itype["type"] + (f" nlist={itype['nlist']} {itype.get('codec', '')} nprobe={itype['nprobe']}" if itype["type"] != "flat" else "")
+        res.add(f"[{label}] index chosen; recall@10 vs exact (fresh queries / database points)",
+                f"{desc}; {rec['recall']:.3f} / {rec['recall_db_points']:.3f}", ">= 0.95",
+                f"publish {info['publish_s']}s, FAISS alone {rec['faiss_ms_p50']:.2f} ms/query")
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        note: dict = {}
+        with quiet_machine(note):
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(glimpse_cmd(home, "serve", "--port", str(port)), cwd=REPO,
+                                    stdout=subprocess.DEVNULL, stderr=open(DATA / f"serve-{label}.log", "w"))
+            try:
+                with TreeWatch(proc.pid, every=0.1) as w:
+                    ready = first = None
+                    while time.perf_counter() - t0 < 180:
+                        if proc.poll() is not None:
+                            raise RuntimeError(f"server exited {proc.returncode}; see {DATA / f'serve-{label}.log'}")
+                        try:
+                            if _get(base + "/api/health", 5)[0] == 200:
+                                ready = time.perf_counter() - t0
+                                break
+                        except OSError:
+                            time.sleep(0.05)
+                    _get(base + "/api/search?q=warm+up&k=10")
+                    first = time.perf_counter() - t0
+                    sess = requests.Session()
+                    lat_t = []
+                    for q in texts[: args.text_queries]:
+                        t = time.perf_counter()
+                        r = sess.get(base + "/api/search", params={"q": q, "k": 10}, timeout=60)
+                        lat_t.append((time.perf_counter() - t) * 1000)
+                        r.raise_for_status()
+                    lat_i = []
+                    for p in query_images:
+                        data = p.read_bytes()
+                        t = time.perf_counter()
+                        r = sess.post(base + "/api/search/image", files={"image": (p.name, data, "image/jpeg")},
+                                      data={"k": 10}, timeout=60)
+                        lat_i.append((time.perf_counter() - t) * 1000)
+                        r.raise_for_status()
+                    w.sample()
+                    mem_now = w.last
+            finally:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        res.raw.setdefault("query", {})[n] = dict(ready_s=ready, first_s=first, text_ms=lat_t, image_ms=lat_i,
+                                                  mem=mem_now, peak_pss=w.peak_pss_mib, recall=rec)
+        enc_ms = res.raw.get("text_encode_ms")
+        res.add(f"[{label}] server ready: /api/health OK / first text query answered (s after start)",
+                f"{ready:.2f} / {first:.2f}", "<= 5 s", cond_str(note))
+        res.add(f"[{label}] text query via /api/search, k=10 (ms p50 / p95, {len(lat_t)} queries)",
+                f"{pct(lat_t, .5):.1f} / {pct(lat_t, .95):.1f}",
+                f"<= {enc_ms + 10:.0f} (text encoder + 10 ms)" if enc_ms and n >= 1_000_000 else "")
+        res.add(f"[{label}] image query via POST /api/search/image (ms p50 / p95, {len(lat_i)} phone-size JPEGs)",
+                f"{pct(lat_i, .5):.1f} / {pct(lat_i, .95):.1f}")
+        res.add(f"[{label}] serving memory (MiB: RSS now / peak PSS)", f"{mem_now['rss_mib']:.0f} / {w.peak_pss_mib:.0f}",
+                "<= 1229 (1.2 GB) resident" if n >= 1_000_000 else "")
+        db = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
+        cur = (home / "index" / "current").read_text().strip()
+        res.add(f"[{label}] bytes per image on disk (DB + FAISS index)", f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}")
+
+
+def section_peers(res: Results, args, corpus_dir: Path) -> None:
+    from bench import peers
+
+    peers.run(res, args, corpus_dir, log)
+
+
+# ---------------------------------------------------------------- main
+
+def write_markdown(res: Results, args, started: str, info: dict, argv: list[str]) -> str:
+    lines = [f"## {started} — `python bench/run.py{(' ' + ' '.join(argv)) if argv else ''}`", ""]
+    lines.append(f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gb']} GB RAM, {info['os']}, no GPU used. "
+                 f"Python {info['python']}, torch {info['torch']}, open_clip {info['open_clip_torch']}, "
+                 f"faiss {info['faiss']}, onnxruntime {info['onnxruntime']}, Pillow {info['pillow']}, "
+                 f"numpy {info['numpy']}. Glimpse at {info['git']}. Model {MODEL} with random weights "
+                 f"(`--pretrained none`; speed does not depend on weight values). Load average at start: {info['load']}.")
+    lines += ["", "| metric | value | target | conditions |", "| --- | --- | --- | --- |"]
+    for m, v, t, c in res.rows:
+        lines.append(f"| {m} | {v} | {t} | {c} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="small sizes: a smoke test of the script, not a result")
+    ap.add_argument("--only", default="encoder,index,reindex,query,peers")
+    ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    ap.add_argument("--index-args", default="", help="extra arguments for `glimpse index` (e.g. '--workers 1')")
+    ap.add_argument("--index-repeats", type=int, default=None)
+    ap.add_argument("--sizes", default=None, help="query sizes, e.g. 10000,100000,1000000")
+    a = ap.parse_args(argv)
+    a.index_args = a.index_args.split()
+    if a.quick:
+        # Small, but still crossing the flat → IVF boundary.
+        os.environ["GLIMPSE_FLAT_MAX"] = "5000"
+        a.corpus, a.ceiling_batches, a.decode_images = 64, 2, 64
+        a.reindex_files, a.query_sizes = 10_000, [2_000, 10_000, 20_000]
+        a.text_queries, a.image_queries, a.index_repeats = 10, 4, a.index_repeats or 1
+        a.peer_images = 32
+    else:
+        a.corpus, a.ceiling_batches, a.decode_images = 1000, 6, 1000
+        a.reindex_files, a.query_sizes = 100_000, [10_000, 100_000, 1_000_000]
+        a.text_queries, a.image_queries, a.index_repeats = 50, 20, a.index_repeats or 1
+        a.peer_images = 1000
+    if a.sizes:
+        a.query_sizes = [int(s) for s in a.sizes.split(",")]
+    only = set(a.only.split(","))
+    started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    info = machine()
+    info["load"] = loadavg()
+    log(f"machine: {info}")
+    DATA.mkdir(exist_ok=True)
+    res = Results()
+    corpus_dir = corpus(a.corpus) if only & {"encoder", "index", "peers"} else None
+    try:
+        if "encoder" in only:
+            section_encoder(res, a, corpus_dir)
+        if "index" in only:
+            section_index(res, a, corpus_dir)
+        if "reindex" in only:
+            section_reindex(res, a)
+        if "query" in only:
+            section_query(res, a)
+        if "peers" in only:
+            section_peers(res, a, corpus_dir)
+    finally:
+        md = write_markdown(res, a, started, info, argv)
+        print(md)
+        (DATA / "results").mkdir(exist_ok=True)
+        (DATA / "results" / f"{started.replace(' ', '_').replace(':', '')}.json").write_text(
+            json.dumps({"machine": info, "rows": res.rows, "raw": res.raw}, indent=2, default=str))
+        if not a.no_write and res.rows:
+            bm = REPO / "BENCHMARKS.md"
+            head = "" if bm.exists() else (
+                "# Benchmarks\n\nAppended by `python bench/run.py` (see bench/README.md). Newest last. "
+                "Figures from `--quick` runs are smoke tests, not results.\n\n")
+            with open(bm, "a") as f:
+                f.write(head + md + "\n")
+            log(f"appended to {bm}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
