@@ -20,8 +20,13 @@ def _setup_logging(verbose: int) -> None:
     # On a terminal progress bars carry the news; elsewhere (cron, journald) plain lines do.
     level = logging.DEBUG if verbose > 1 else logging.INFO if (verbose or not sys.stderr.isatty()) else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    for noisy in ("alembic", "PIL", "urllib3", "filelock", "huggingface_hub", "root"):
+    for noisy in ("alembic", "PIL", "urllib3", "filelock", "huggingface_hub", "faiss.loader"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    if verbose < 2:
+        # open_clip chats through the root logger itself (logging.info); quieting the root
+        # logger's level would hide our own INFO lines too, so filter its records instead.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda r: r.name != "root" or r.levelno >= logging.WARNING)
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:

@@ -2,6 +2,13 @@
 
 ``flock`` is released by the kernel when its holder dies, so a lock file left
 by a killed job is stale by construction: the next job simply acquires it.
+
+One catch: a flock belongs to the open file, and ``fork`` shares the open file
+with the child. The decode workers are forked children, and after a kill -9
+of the job they live on for a few seconds (until they notice their parent is
+gone), holding the lock of a dead job. So every forked child closes its copy
+of the lock descriptor at once (``os.register_at_fork``); the lock then dies
+with the job process itself.
 """
 
 from __future__ import annotations
@@ -15,7 +22,24 @@ class LockHeld(Exception):
     """Another job holds the lock (exit code 3)."""
 
 
+_held_fds: set[int] = set()
+
+
+def _close_in_child() -> None:
+    for fd in list(_held_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
+
+
 class JobLock:
+    """``with JobLock(path):`` — raises :class:`LockHeld` naming the holder's pid."""
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._fd: int | None = None
@@ -28,15 +52,20 @@ class JobLock:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise LockHeld(f"another index job is running (pid {holder}); try again when it ends") from None
+            raise LockHeld(
+                f"another index job is running (pid {holder}, lock {self.path}); "
+                "try again when it has finished"
+            ) from None
+        _held_fds.add(fd)
         os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
         os.fsync(fd)
         self._fd = fd
         return self
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
+            _held_fds.discard(self._fd)
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
@@ -44,6 +73,7 @@ class JobLock:
 
     @staticmethod
     def is_held(path: Path | str) -> bool:
+        """Whether some live process holds the lock (a leftover file alone does not count)."""
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:

@@ -39,8 +39,15 @@ def gpu_available() -> bool:
 
 # ------------------------------------------------------------------ build
 
+# An IVF's coarse quantizer is k-means over a sample of the corpus: the slow
+# part of a build (minutes at a million vectors). A publish reuses the live
+# version's trained quantizer and only re-adds the vectors, until the corpus
+# has grown (or shrunk) by this factor since it was trained.
+RETRAIN_FACTOR = 2.0
+
+
 def choose_index_spec(n: int, dim: int) -> dict:
-    """Index type from corpus size (like immich's list count following rows)."""
+    """Index type from corpus size: exact while small, then IVF with nlist ~ 4*sqrt(n)."""
     if n <= FLAT_MAX:
         return {"type": "flat"}
     nlist = int(2 ** round(math.log2(max(256, 4 * math.sqrt(n)))))
@@ -48,8 +55,22 @@ def choose_index_spec(n: int, dim: int) -> dict:
     return {"type": "ivf", "nlist": nlist, "codec": "SQ8"}
 
 
-def build_index(vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None) -> tuple[faiss.Index, dict]:
-    """Build an inner-product index over normalised vectors with database ids."""
+def can_reuse_training(n: int, dim: int, trained_spec: dict | None) -> bool:
+    """Whether an IVF trained on ``trained_spec['trained_on']`` vectors still fits ``n``."""
+    if not trained_spec or trained_spec.get("type") != "ivf" or choose_index_spec(n, dim)["type"] != "ivf":
+        return False
+    trained_on = int(trained_spec.get("trained_on") or 0)
+    return trained_on > 0 and trained_on / RETRAIN_FACTOR < n < trained_on * RETRAIN_FACTOR
+
+
+def build_index(vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None,
+                trained: faiss.Index | None = None) -> tuple[faiss.Index, dict, faiss.Index | None]:
+    """Build an inner-product index over normalised vectors with database ids.
+
+    Returns ``(index, spec, trained_empty)``; ``trained_empty`` is the trained
+    but empty IVF (``None`` for flat) to keep for the next publish. Pass it
+    back as ``trained`` (with the spec it came with) to skip k-means.
+    """
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     ids = np.ascontiguousarray(ids, dtype=np.int64)
     n, dim = vectors.shape if vectors.ndim == 2 else (0, vectors.shape[-1])
@@ -58,28 +79,49 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None) 
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if n:
             index.add_with_ids(vectors, ids)
-        return index, spec
-    nlist = spec["nlist"]
-    quantizer = faiss.IndexFlatIP(dim)
-    codec = faiss.ScalarQuantizer.QT_8bit if spec.get("codec") == "SQ8" else None
-    if codec is None:
-        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    else:
-        index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, codec, faiss.METRIC_INNER_PRODUCT)
+        return index, spec, None
     rng = np.random.default_rng(0)
-    sample = vectors[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
     t = time.perf_counter()
-    index.train(sample)
+    if trained is not None:
+        index = faiss.clone_index(trained)
+        index.reset()
+        how = f"reused quantizer trained on {spec.get('trained_on')} vectors"
+    else:
+        index = _empty_ivf(dim, spec)
+        sample = vectors[rng.choice(n, size=min(n, 64 * spec["nlist"]), replace=False)]
+        index.train(sample)
+        spec["trained_on"] = int(n)
+        how = "trained"
+    trained_empty = faiss.clone_index(index)
     index.add_with_ids(vectors, ids)
     spec["nprobe"] = tune_nprobe(index, vectors, ids, rng)
     index.nprobe = spec["nprobe"]
-    log.info("built IVF%d,%s over %d vectors in %.1fs, nprobe=%d", nlist, spec.get("codec", "Flat"), n, time.perf_counter() - t, index.nprobe)
-    return index, spec
+    log.info("built IVF%d,%s over %d vectors in %.1fs (%s), nprobe=%d", spec["nlist"], spec.get("codec", "Flat"), n,
+             time.perf_counter() - t, how, index.nprobe)
+    return index, spec, trained_empty
+
+
+def _empty_ivf(dim: int, spec: dict) -> faiss.Index:
+    quantizer = faiss.IndexFlatIP(dim)
+    if spec.get("codec") == "SQ8":
+        return faiss.IndexIVFScalarQuantizer(quantizer, dim, spec["nlist"], faiss.ScalarQuantizer.QT_8bit,
+                                             faiss.METRIC_INNER_PRODUCT)
+    return faiss.IndexIVFFlat(quantizer, dim, spec["nlist"], faiss.METRIC_INNER_PRODUCT)
 
 
 def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, queries: int = 200) -> int:
-    """Smallest nprobe whose recall@k against exact search reaches TARGET_RECALL."""
-    q = vectors[rng.choice(len(vectors), size=min(queries, len(vectors)), replace=False)]
+    """Smallest nprobe whose recall@k against exact search reaches TARGET_RECALL.
+
+    Queries are midpoints of two random corpus vectors, not corpus vectors
+    themselves: a query that is its own nearest neighbour lands in its own
+    list at nprobe=1 and flatters the recall.
+    """
+    n = len(vectors)
+    a = vectors[rng.integers(0, n, size=queries)]
+    b = vectors[rng.integers(0, n, size=queries)]
+    q = a + b
+    q /= np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    q = np.ascontiguousarray(q, dtype=np.float32)
     exact = faiss.IndexFlatIP(vectors.shape[1])
     exact.add(vectors)
     _, positions = exact.search(q, k)
@@ -89,7 +131,7 @@ def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, q
         index.nprobe = nprobe
         _, got = index.search(q, k)
         if recall_at_k(got, truth) >= TARGET_RECALL or nprobe >= index.nlist:
-            return nprobe
+            return min(nprobe, index.nlist)
         nprobe *= 2
 
 
@@ -168,10 +210,15 @@ class IndexDir:
         tmp = self.root / f".tmp-{version}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        images, img_spec = build_index(image_vectors, image_ids, spec)
-        captions, cap_spec = build_index(caption_vectors, caption_ids)
-        faiss.write_index(images, str(tmp / "images.faiss"))
-        faiss.write_index(captions, str(tmp / "captions.faiss"))
+        built = {}
+        for name, key, vecs, ids, given in (("images", "index_type", image_vectors, image_ids, spec),
+                                             ("captions", "caption_index_type", caption_vectors, caption_ids, None)):
+            prev_spec, trained = (given, None) if given else self._reusable_training(name, key, len(ids), manifest)
+            index, built[key], empty = build_index(vecs, ids, prev_spec, trained)
+            faiss.write_index(index, str(tmp / f"{name}.faiss"))
+            if empty is not None:
+                faiss.write_index(empty, str(tmp / f"{name}.trained.faiss"))
+        img_spec, cap_spec = built["index_type"], built["caption_index_type"]
         manifest = dict(manifest, version=version, images=int(len(image_ids)), captions=int(len(caption_ids)),
                         index_type=img_spec, caption_index_type=cap_spec, created_at=time.time())
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
@@ -188,14 +235,34 @@ class IndexDir:
         self.prune()
         return version
 
+    def _reusable_training(self, name: str, key: str, n: int, manifest: dict) -> tuple[dict | None, faiss.Index | None]:
+        """The live version's trained, empty IVF for ``name`` if it still suits ``n`` vectors."""
+        live = self.current_version()
+        if live is None:
+            return None, None
+        folder = self.root / live
+        try:
+            old = json.loads((folder / "manifest.json").read_text())
+            spec = old.get(key) or {}
+            if (old.get("dim") != manifest.get("dim") or old.get("fingerprint") != manifest.get("fingerprint")
+                    or not can_reuse_training(n, int(manifest["dim"]), spec)):
+                return None, None
+            trained = faiss.read_index(str(folder / f"{name}.trained.faiss"))
+        except (OSError, ValueError, KeyError, RuntimeError):
+            return None, None  # pruned meanwhile, or an older version without one: train afresh
+        return {k: spec[k] for k in ("type", "nlist", "codec", "trained_on") if k in spec}, trained
+
     def prune(self, keep: int = KEEP_VERSIONS) -> None:
         live = self.current_version()
         versions = self.versions()
         for v in versions[:-keep] if keep else versions:
             if v != live:
                 shutil.rmtree(self.root / v, ignore_errors=True)
+        # Leftovers of a publish killed half-way (only one job runs at a time).
         for p in self.root.glob(".tmp-*"):
             shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".current-*"):
+            p.unlink(missing_ok=True)
 
     def load(self, version: str | None = None, use_gpu: bool | None = None) -> LoadedIndex | None:
         version = version or self.current_version()
@@ -257,12 +324,16 @@ class LiveIndex:
             return  # another thread is loading; keep serving the old one
         try:
             self._checked = now
-            version = self.index_dir.current_version()
-            if version and (self._loaded is None or version != self._loaded.version):
+            for attempt in range(3):
+                version = self.index_dir.current_version()
+                if not version or (self._loaded is not None and version == self._loaded.version):
+                    return
                 try:
                     self._loaded = self.index_dir.load(version)
-                except Exception:  # pruned between read and load: retry next time
-                    log.exception("could not load index version %s; keeping %s", version,
-                                  self._loaded.version if self._loaded else None)
+                    return
+                except Exception:  # noqa: BLE001 - pruned or replaced between reading `current` and loading
+                    log.warning("could not load index version %s (attempt %d); keeping %s", version, attempt + 1,
+                                self._loaded.version if self._loaded else None, exc_info=attempt == 2)
+                    time.sleep(0.05)
         finally:
             self._lock.release()
