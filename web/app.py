@@ -1,0 +1,67 @@
+"""Flask app factory: one Engine per app, blueprints for pages, JSON API and clip-retrieval compatibility.
+
+The engine (model, index, store) is built once and shared by every request
+thread; ``create_app`` accepts a ready Engine so the server can warm it
+before the first request and tests can share one across apps.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+from search.engine import Engine
+from search.paths import Paths
+
+from web import config as web_config
+from web.errors import HttpError, register_error_handlers
+from web.config import max_upload_bytes
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+# Pages load only their own script and style; images may come from blob: (the upload preview).
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> Flask:
+    """Build the app around an Engine (made from Paths when given Paths)."""
+    engine = paths_or_engine if isinstance(paths_or_engine, Engine) else Engine(paths_or_engine)
+    app = Flask(__name__)
+    app.config.update(web_config.from_env())
+    app.config.update(config or {})
+    # Room for a base64 upload in a JSON body; the decoded size is checked against the limit itself.
+    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes(app.config) * 4 // 3 + 64 * 1024
+    app.config["JSON_SORT_KEYS"] = False
+    app.json.sort_keys = False
+    app.extensions["glimpse_engine"] = engine
+
+    from web import api, clip_compat, pages
+
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(clip_compat.bp)
+    register_error_handlers(app)
+    pages.register_filters(app)
+
+    @app.before_request
+    def _check_host():
+        # DNS-rebinding guard: a page on another site must not reach a loopback server through its own hostname.
+        allowed = app.config.get("GLIMPSE_ALLOWED_HOSTS")
+        if allowed:
+            host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+            host = host.strip("[]").lower()
+            if host not in {h.strip("[]").lower() for h in allowed}:
+                raise HttpError(403, f"host {request.host!r} is not allowed (GLIMPSE_ALLOWED_HOSTS)")
+
+    @app.after_request
+    def _headers(response):
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
+        return response
+
+    return app

@@ -1,0 +1,134 @@
+"""Server-rendered pages (Jinja, autoescaped) and the HTML fragments the page script appends.
+
+Results are rendered by one template macro whether they come with the page
+(bookmarkable ``/?q=…``), from "load more", or from an upload, so there is a
+single place where captions and paths are escaped.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
+
+from search.engine import Engine, EngineError, NotIndexedError, SearchResult
+
+from web import queries
+from web.config import max_upload_bytes
+from web.errors import HttpError
+from web.params import SearchParams, parse_search_params
+from web.uploads import read_upload
+
+bp = Blueprint("pages", __name__)
+
+
+def engine() -> Engine:
+    return current_app.extensions["glimpse_engine"]
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def register_filters(app: Flask) -> None:
+    app.add_template_filter(human_size, "human_size")
+    app.add_template_filter(os.path.basename, "basename")
+    app.add_template_global(queries.image_urls, "image_urls")
+
+
+def _like_id(raw: str | None) -> int | None:
+    if raw is None or raw.strip() == "":
+        return None
+    if not raw.strip().isdigit():
+        raise HttpError(400, "like must be an image id")
+    return int(raw)
+
+
+def _cards_json(page: queries.Page, params: SearchParams, next_url: str | None) -> dict:
+    html = render_template("_cards.html", results=page.results, keep=params.filter_args())
+    return {"html": html, "count": len(page.results), "page": page.page, "has_more": page.has_more,
+            "next_url": next_url if page.has_more else None}
+
+
+def _stats() -> dict:
+    try:
+        return engine().stats(failed_limit=1)
+    except Exception:  # the page must render even when the store is unreadable
+        current_app.logger.exception("stats failed")
+        return {}
+
+
+@bp.get("/")
+def index():
+    q = (request.args.get("q") or "").strip()
+    error, status, page, source = None, 200, None, None
+    params = SearchParams()
+    like = None
+    try:
+        params = parse_search_params(request.args)
+        like = None if q else _like_id(request.args.get("like"))
+        if q:
+            page = queries.search_text(engine(), q, params)
+        elif like is not None:
+            source = engine().image(like)
+            if source is None:
+                raise HttpError(404, f"no image with id {like}")
+            page = queries.search_similar(engine(), like, params)
+    except HttpError as exc:
+        error, status = exc.message, exc.status
+    except NotIndexedError as exc:
+        error, status = str(exc), 503
+    except EngineError as exc:
+        error, status = str(exc), 400
+    keep = params.filter_args()
+    more_url = fragment_url = None
+    if page is not None and page.has_more:
+        more_url = url_for("pages.index", q=q or None, like=like, page=page.page + 1, **keep)
+        fragment_url = url_for("pages.fragment_results", q=q or None, like=like, page=page.page + 1, **keep)
+    stats = _stats()
+    return render_template(
+        "index.html", q=q, like=like, source=source, page=page, params=params, keep=keep, error=error,
+        more_url=more_url, fragment_url=fragment_url, stats=stats,
+        roots=[r["path"] for r in stats.get("roots", [])], max_upload=max_upload_bytes(current_app.config),
+    ), status
+
+
+@bp.get("/fragments/results")
+def fragment_results():
+    """Next page of a text or "more like this" search, as card HTML for the page script."""
+    q = (request.args.get("q") or "").strip()
+    params = parse_search_params(request.args)
+    like = None if q else _like_id(request.args.get("like"))
+    if q:
+        page = queries.search_text(engine(), q, params)
+    elif like is not None:
+        page = queries.search_similar(engine(), like, params)
+    else:
+        raise HttpError(400, "missing query")
+    keep = params.filter_args()
+    next_url = url_for("pages.fragment_results", q=q or None, like=like, page=page.page + 1, **keep)
+    return jsonify(_cards_json(page, params, next_url))
+
+
+@bp.post("/fragments/image")
+def fragment_image():
+    """Results for an uploaded (picked, dropped or pasted) image, as card HTML."""
+    data = read_upload(request.files)
+    params = parse_search_params(request.form)
+    page = queries.search_image(engine(), data, params)
+    return jsonify(_cards_json(page, params, None))
+
+
+@bp.get("/image/<int:image_id>")
+def image_page(image_id: int):
+    found: SearchResult | None = engine().image(image_id)
+    if found is None:
+        raise HttpError(404, f"no image with id {image_id}")
+    return render_template("image.html", image=found, captions=engine().captions_of(image_id))

@@ -1,0 +1,90 @@
+"""Parse and validate query-string / form parameters shared by the API and the pages.
+
+Bad values become a 400 with a message that names the parameter, instead of a
+500 from deep inside the engine.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from search.engine import MAX_K, Filters
+
+from web.errors import HttpError
+
+DEFAULT_K = 24
+MAX_PAGE_K = 200
+MODES = ("images", "captions")
+ORDERS = ("relevance", "date")
+
+
+@dataclass
+class SearchParams:
+    k: int = DEFAULT_K
+    page: int = 0
+    mode: str = "images"
+    filters: Filters = field(default_factory=Filters)
+
+    def filter_args(self) -> dict:
+        """The active filters as query-string arguments (for links that keep them)."""
+        f = self.filters
+        out = {"folder": f.folder, "date_from": f.date_from, "date_to": f.date_to,
+               "min_score": f.min_score, "order": f.order if f.order != "relevance" else None,
+               "mode": self.mode if self.mode != "images" else None,
+               "k": self.k if self.k != DEFAULT_K else None}
+        return {key: v for key, v in out.items() if v is not None}
+
+
+def _int(args, name: str, default: int, lo: int, hi: int | None = None) -> int:
+    raw = args.get(name)
+    if raw is None or str(raw).strip() == "":
+        return default
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise HttpError(400, f"{name} must be an integer") from None
+    if value < lo or (hi is not None and value > hi):
+        raise HttpError(400, f"{name} must be between {lo} and {hi}" if hi is not None else f"{name} must be >= {lo}")
+    return value
+
+
+def _date(args, name: str) -> str | None:
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise HttpError(400, f"{name} must be a date like 2024-05-31") from None
+
+
+def _choice(args, name: str, choices: tuple[str, ...]) -> str:
+    raw = (args.get(name) or "").strip() or choices[0]
+    if raw not in choices:
+        raise HttpError(400, f"{name} must be one of: {', '.join(choices)}")
+    return raw
+
+
+def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
+    """k, page, mode and filters from a MultiDict (request.args or request.form)."""
+    k = _int(args, "k", default_k, 1, MAX_PAGE_K)
+    page = _int(args, "page", 0, 0)
+    if (page + 1) * k > MAX_K:
+        raise HttpError(400, f"page too deep: at most {MAX_K} results can be paged through")
+    min_score = None
+    raw = (args.get("min_score") or "").strip()
+    if raw:
+        try:
+            min_score = float(raw)
+        except ValueError:
+            raise HttpError(400, "min_score must be a number") from None
+        if not -1.0 <= min_score <= 1.0:
+            raise HttpError(400, "min_score must be between -1 and 1")
+    date_from, date_to = _date(args, "date_from"), _date(args, "date_to")
+    if date_from and date_to and date_from > date_to:
+        raise HttpError(400, "date_from is after date_to")
+    folder = (args.get("folder") or "").strip() or None
+    filters = Filters(folder=folder, date_from=date_from, date_to=date_to, min_score=min_score,
+                      order=_choice(args, "order", ORDERS))
+    return SearchParams(k=k, page=page, mode=_choice(args, "mode", MODES), filters=filters)

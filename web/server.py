@@ -1,0 +1,72 @@
+"""`glimpse serve`: the app under waitress, the model loaded before the first request.
+
+Bound to 127.0.0.1 by default; on a loopback address the Host header is
+checked too (DNS-rebinding guard), since a browser on the same machine can be
+pointed at the server by any web page.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+
+from search.engine import Engine, EngineError, NotIndexedError
+from search.paths import Paths
+
+from web.app import create_app
+from web.config import from_env
+
+log = logging.getLogger(__name__)
+
+LOOPBACK_NAMES = ["localhost", "127.0.0.1", "::1"]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(host: str) -> list[str] | None:
+    """Host names to accept: GLIMPSE_ALLOWED_HOSTS, else loopback names when bound to loopback, else any."""
+    configured = from_env().get("GLIMPSE_ALLOWED_HOSTS")
+    if configured:
+        return list(configured)
+    return LOOPBACK_NAMES + ([host] if host not in LOOPBACK_NAMES else []) if is_loopback(host) else None
+
+
+def make_server(app, host: str = "127.0.0.1", port: int = 5000, threads: int = 8):
+    """A waitress server bound now (port 0 picks a free port); call ``.run()`` to serve."""
+    from waitress import create_server
+
+    try:
+        return create_server(app, host=host, port=port, threads=threads, ident="Glimpse")
+    except OSError as exc:
+        raise EngineError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def server_url(server) -> str:
+    host = str(server.effective_host)
+    return f"http://[{host}]:{server.effective_port}/" if ":" in host else f"http://{host}:{server.effective_port}/"
+
+
+def serve(paths: Paths, host: str = "127.0.0.1", port: int = 5000, threads: int = 8) -> None:
+    """Build the engine, warm it, print the URL, serve until interrupted."""
+    engine = Engine(paths)
+    try:
+        engine.warm()
+    except NotIndexedError as exc:
+        log.warning("%s; the page will say so until an index is published", exc)
+    app = create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": allowed_hosts(host)})
+    server = make_server(app, host, port, threads)
+    print(f"Glimpse is serving on {server_url(server)}", flush=True)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+        engine.close()
