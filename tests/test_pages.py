@@ -79,6 +79,9 @@ def test_text_search(page, server, output_dir):
     assert page.locator("#welcome").is_visible()
     assert page.evaluate("document.activeElement.id") == "q"
     shot(page, output_dir, "01-empty")
+    page.keyboard.press("Enter")  # nothing typed: a hint, no request, the form stays usable
+    assert "Type something" in page.locator("#error").inner_text()
+    assert page.evaluate("[...document.querySelectorAll('#search [disabled]')].length") == 0
     page.fill("#q", "a sunny beach")
     page.keyboard.press("Enter")
     page.wait_for_url(re.compile(r"[?&]q=a\+sunny\+beach"))

@@ -12,9 +12,8 @@ from flask import Flask, request
 from search.engine import Engine
 from search.paths import Paths
 
-from web import config as web_config
+from web.config import from_env, max_upload_bytes
 from web.errors import HttpError, register_error_handlers
-from web.config import max_upload_bytes
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -30,7 +29,7 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
     """Build the app around an Engine (made from Paths when given Paths)."""
     engine = paths_or_engine if isinstance(paths_or_engine, Engine) else Engine(paths_or_engine)
     app = Flask(__name__)
-    app.config.update(web_config.from_env())
+    app.config.update(from_env())
     app.config.update(config or {})
     # Room for a base64 upload in a JSON body; the decoded size is checked against the limit itself.
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes(app.config) * 4 // 3 + 64 * 1024

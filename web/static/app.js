@@ -172,12 +172,12 @@
     var hasText = qInput.value.trim() !== "";
     if (!hasText && upload) { ev.preventDefault(); searchByImage(upload); return; }  // re-run the upload with new filters
     var like = form.elements["like"];
+    if (!hasText && !like) { ev.preventDefault(); qInput.focus(); showError("Type something to search for, or upload an image."); return; }
     if (hasText && like) like.disabled = true;  // a typed query replaces "more like this"
     // Leave empty filter fields out of the URL so bookmarks stay short.
     Array.prototype.forEach.call(form.querySelectorAll(".fields input, .fields select"), function (el) {
       if (!el.value || (el.name === "order" && el.value === "relevance") || (el.name === "mode" && el.value === "images")) el.disabled = true;
     });
-    if (!hasText && !like) { ev.preventDefault(); qInput.focus(); showError("Type something to search for, or upload an image."); return; }
     setLoading(true);
   });
   // Back/forward restores a page from the cache with disabled fields; re-enable them.
