@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import threading
+import urllib.request
 
 import numpy as np
 import pytest
@@ -16,11 +17,20 @@ import pytest
 from conftest import draw_image
 from web_support import LiveServer, build_corpus, image_id, shared_engine
 
-requests = pytest.importorskip("requests")
+def http_get(url: str):
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.read()
+
+
+def http_post_json(url: str, body: dict):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
 
 
 def load_clip_client():
     """clip_retrieval/__init__ imports its whole back end (faiss, pandas, torch models…): load only the client file."""
+    pytest.importorskip("requests")  # ClipClient's only third-party import
     spec = importlib.util.find_spec("clip_retrieval")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("clip-retrieval is not installed (pip install --no-deps clip-retrieval==2.45.0)")
@@ -81,8 +91,8 @@ def test_clip_client_text_query(server, clip_client):
         assert set(r) == {"id", "similarity", "url", "image_path", "caption"}
     sims = [r["similarity"] for r in results]
     assert sims == sorted(sims, reverse=True)
-    got = requests.get(results[0]["url"], timeout=10)
-    assert got.status_code == 200 and got.content == open(results[0]["image_path"], "rb").read()
+    status, content = http_get(results[0]["url"])
+    assert status == 200 and content == open(results[0]["image_path"], "rb").read()
 
 
 def test_clip_client_image_query_finds_itself(server, clip_client, engine, corpus):
@@ -124,10 +134,9 @@ def test_deduplicate_is_honoured(server, clip_client, engine, corpus):
 
 
 def test_indices_list_and_metadata_over_http(server, engine, corpus):
-    assert requests.get(f"{server.url}/indices-list", timeout=10).json() == ["glimpse"]
+    assert json.loads(http_get(f"{server.url}/indices-list")[1]) == ["glimpse"]
     iid = image_id(engine, corpus.files["beach_00.png"])
-    meta = requests.post(f"{server.url}/metadata", data=json.dumps({"ids": [iid, 99999], "indice_name": "glimpse"}),
-                         timeout=10).json()
+    meta = http_post_json(f"{server.url}/metadata", {"ids": [iid, 99999], "indice_name": "glimpse"})
     assert meta[0]["id"] == iid and meta[0]["metadata"]["caption"] == "a sunny beach with blue water"
     assert meta[0]["metadata"]["image_path"] == str(corpus.files["beach_00.png"])
     assert meta[0]["metadata"]["url"] == f"{server.url}/api/images/{iid}/file"
