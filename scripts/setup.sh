@@ -15,6 +15,7 @@ fi
 .venv/bin/python -m pip install -q -e .
 if [ "${1:-}" = "--dev" ]; then
   # ClipClient (for the clip-retrieval compatibility test) without its heavy dependencies.
+  .venv/bin/python -m pip install -q requests
   .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian chromium for the page tests"
