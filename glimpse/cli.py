@@ -85,7 +85,7 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
     from indexer.captions import ManifestError
     from indexer.lock import LockHeld
     from indexer.pipeline import ModelMismatch, Options, run_job
-    from search.encoder import ModelLoadError
+    from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
 
     opts = Options(kind=kind, **kw)
     try:

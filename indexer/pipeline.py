@@ -66,16 +66,11 @@ class Counts:
                                                "unchanged", "embedded", "captions")}
 
 
-@dataclass(frozen=True)
-class RowState:
-    """What the diff needs of one stored image row."""
-
-    id: int
-    size: int
-    mtime: float
-    hash: str | None
-    done: bool  # has a vector, or failed for good
-    root_id: int | None
+# What the diff needs of one stored image row: (id, size, mtime, content hash,
+# done = has a vector or failed for good, root id). A plain tuple: the nightly
+# no-op run builds one per file, and 100k dataclasses cost more than the scan.
+RowState = tuple[int, int, float, "str | None", int, "int | None"]
+ID, SIZE, MTIME, HASH, DONE, ROOT = range(6)
 
 
 def _is_empty_dir(path: str) -> bool:
@@ -147,7 +142,7 @@ class Indexer:
         manifest = read_manifest(self.opts.captions, roots) if self.opts.captions else {}
         root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r)) for r in roots}
         states = self._states()
-        seen, available = self._scan(root_ids, {s.root_id for s in states.values()})
+        seen, available = self._scan(root_ids, {s[ROOT] for s in states.values()})
         plan = self._diff(seen, available, states)
         del states
         self._apply_moves_and_deletes(plan)
@@ -158,12 +153,20 @@ class Indexer:
         self._publish(spec, force_publish)
         return self.counts
 
-    def _states(self) -> dict[str, "RowState"]:
-        """Every image row, loaded once (one query: the diff's only database read)."""
-        q = select(ImageRow.path, ImageRow.id, ImageRow.size, ImageRow.mtime, ImageRow.content_hash,
-                   (ImageRow.vector.is_not(None)) | (ImageRow.status == "failed"), ImageRow.root_id)
-        with self.store.session() as s:
-            return {r[0]: RowState(r[1], r[2], r[3], r[4], bool(r[5]), r[6]) for r in s.execute(q)}
+    def _states(self) -> dict[str, RowState]:
+        """Every image row, loaded once: the diff's only read of the database.
+
+        Straight through the DB-API cursor: ORM row objects for every file would
+        make the no-op nightly run several times slower.
+        """
+        with self.store.engine.connect() as conn:
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                cur.execute("SELECT path, id, size, mtime, content_hash, "
+                            "vector IS NOT NULL OR status = 'failed', root_id FROM images")
+                return {r[0]: r[1:] for r in cur}
+            finally:
+                cur.close()
 
     def _scan(self, root_ids: dict[str, int], roots_with_rows: set[int | None]
               ) -> tuple[dict[str, tuple[FileEntry, int]], set[int]]:
@@ -192,26 +195,28 @@ class Indexer:
         log.info("scanned %d files in %d folders", len(seen), len(root_ids))
         return seen, available
 
-    def _diff(self, seen: dict[str, tuple[FileEntry, int]], available: set[int], states: dict[str, "RowState"]) -> dict:
+    def _diff(self, seen: dict[str, tuple[FileEntry, int]], available: set[int], states: dict[str, RowState]) -> dict:
         new, changed, embed, caption_paths = [], [], [], []
+        unchanged = 0
         for path, (entry, root_id) in seen.items():
             state = states.get(path)
             if state is None:
                 new.append((entry, root_id))
-            elif state.size == entry.size and abs(state.mtime - entry.mtime) < 1e-6:
-                if state.done:
-                    self.counts.unchanged += 1
+            elif state[SIZE] == entry.size and abs(state[MTIME] - entry.mtime) < 1e-6:
+                if state[DONE]:
+                    unchanged += 1
                 else:
-                    embed.append((entry, root_id, state.id, None))  # after a model change, or a crash
+                    embed.append((entry, root_id, state[ID], None))  # after a model change, or a crash
             else:
-                changed.append((entry, root_id, state.id))
+                changed.append((entry, root_id, state[ID]))
+        self.counts.unchanged += unchanged
         # Rows under scanned roots that were not seen: gone (or moved; the hash decides).
-        gone = {p: s for p, s in states.items() if s.root_id in available and p not in seen}
+        gone = {p: states[p] for p in states.keys() - seen.keys() if states[p][ROOT] in available}
         hashes = self._hash([e.path for e, _ in new] + [e.path for e, _, _ in changed])
         touch = []
         for entry, root_id, row_id in changed:
             h, state = hashes.get(entry.path), states[entry.path]
-            if h is not None and h == state.hash and state.done:
+            if h is not None and h == state[HASH] and state[DONE]:
                 touch.append((row_id, entry))  # same bytes, new mtime: keep the vector
                 self.counts.unchanged += 1
             else:
@@ -220,8 +225,8 @@ class Indexer:
                 caption_paths.append(entry.path)
         gone_by_hash: dict[str, list[tuple[str, int]]] = {}
         for p, st in gone.items():
-            if st.hash and st.done:
-                gone_by_hash.setdefault(st.hash, []).append((p, st.id))
+            if st[HASH] and st[DONE]:
+                gone_by_hash.setdefault(st[HASH], []).append((p, st[ID]))
         moves, copies = [], []
         reusable = self.store.images_by_hash([h for h in hashes.values() if h]) if new else {}
         for entry, root_id in new:
@@ -237,7 +242,7 @@ class Indexer:
             caption_paths.append(entry.path)
         self.counts.new = len(new) - len(moves)
         self.counts.moved = len(moves)
-        return {"touch": touch, "moves": moves, "copies": copies, "gone": {p: s.id for p, s in gone.items()},
+        return {"touch": touch, "moves": moves, "copies": copies, "gone": {p: s[ID] for p, s in gone.items()},
                 "embed": embed, "caption_paths": caption_paths}
 
     def _hash(self, paths: list[str]) -> dict[str, str | None]:

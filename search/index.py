@@ -51,6 +51,8 @@ def choose_index_spec(n: int, dim: int) -> dict:
     if n <= FLAT_MAX:
         return {"type": "flat"}
     nlist = int(2 ** round(math.log2(max(256, 4 * math.sqrt(n)))))
+    # k-means wants ~39+ points per centroid (only bites when GLIMPSE_FLAT_MAX is set very low).
+    nlist = min(nlist, 2 ** int(math.log2(max(1, n // 39))))
     # SQ8 keeps a million 512-d vectors in ~0.5 GB with ~no ranking loss.
     return {"type": "ivf", "nlist": nlist, "codec": "SQ8"}
 
