@@ -85,6 +85,11 @@ def kill(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _last_line(log: Path) -> str:
+    lines = [line for line in log.read_text().splitlines() if line[:2] == "20"]
+    return lines[-1][24:120] if lines else "(starting up)"
+
+
 def reap_group(proc: subprocess.Popen) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -114,27 +119,28 @@ def test_reindex_killed_at_random_points_loses_nothing(home, tmp_path, tiny_mode
     committed = vectors(db)  # id -> (path, vector): must never be lost or altered once committed
     changed_id = next(i for i, (p, _) in committed.items() if p == str(old[0]))
     moved_id = next(i for i, (p, _) in committed.items() if p == str(old[1]))
-    kills = 0
-    plan = ["time"] * 4 + ["progress"] * 16 + ["near end"] * 4
+    kills, landed = 0, []
+    plan = ["time"] * 4 + ["progress"] * 18 + ["near end"] * 5
     for run, mode in enumerate(plan):
         log = tmp_path / f"run{run:02d}.log"
         proc = start_reindex(home, log)
         try:
             if mode == "time":
-                time.sleep(rng.uniform(0.5, 5.0))
+                time.sleep(rng.uniform(0.3, 3.0))
             elif mode == "progress":
                 target = embedded_count(db) + rng.randint(3, 14)
                 while proc.poll() is None and embedded_count(db) < target:
                     time.sleep(0.01)
             else:  # all embedded and scanned: land in caption sync, the (forced) publish, the job's last write
                 while proc.poll() is None and (embedded_count(db) < n_files or "scanned" not in log.read_text()):
-                    time.sleep(0.01)
-                time.sleep(rng.uniform(0.0, 0.3))
+                    time.sleep(0.001)
+                time.sleep(rng.uniform(0.0, 0.03))  # what is left takes tens of milliseconds
             if proc.poll() is not None:
                 assert proc.wait() == 0, log.read_text()
                 continue  # it finished before the kill: not a kill point
             kill(proc)
             kills += 1
+            landed.append(f"{mode}: {_last_line(log)}")
             # The lock died with the job, even while its decode workers linger.
             assert not JobLock.is_held(home / "glimpse.lock")
         finally:
@@ -151,6 +157,7 @@ def test_reindex_killed_at_random_points_loses_nothing(home, tmp_path, tiny_mode
             assert now[row_id][1] == vec, f"committed vector of {path} changed"
         committed.update(now)
         committed = {i: v for i, v in committed.items() if i in now or i == deleted_id}
+    print("kill points:\n" + "\n".join(landed))
     assert kills >= 20, f"only {kills} runs were killed before they finished"
 
     # What a resume still has to embed: files on disk without a current vector (the move reuses one).

@@ -106,14 +106,18 @@ def _through_http(engine):
             assert resp.status == 200
             return [r["id"] for r in json.load(resp)["results"]]
 
-    return ask, server.close
+    def stats() -> dict:
+        with urllib.request.urlopen(base + "api/stats", timeout=30) as resp:
+            return json.load(resp)
+
+    return ask, stats, server.close
 
 
 def _through_engine(engine):
     def ask(q: str) -> list[int]:
         return [r.id for r in engine.search_text(q, k=100)]
 
-    return ask, lambda: None
+    return ask, engine.stats, lambda: None
 
 
 @pytest.mark.parametrize("via", ["http", "engine"])
@@ -127,7 +131,7 @@ def test_queries_never_fail_while_reindex_publishes(home, tmp_path, tiny_model, 
     make_images(photos / "a", 10, size=(40, 40))
     run_job(paths, [str(photos)], Options(model=tiny_model, workers=0), encoder=tiny_encoder)
     engine = Engine(paths, encoder=tiny_encoder, index_check_every=0.05)
-    ask, close = (_through_http if via == "http" else _through_engine)(engine)
+    ask, stats, close = (_through_http if via == "http" else _through_engine)(engine)
     try:
         assert len(ask("warm up")) == 10
         with Queries(ask) as queries:
@@ -145,6 +149,42 @@ def test_queries_never_fail_while_reindex_publishes(home, tmp_path, tiny_model, 
         later = queries.asked_after(swapped)
         assert later and all(ids == everything for ids in later)
         assert sorted(p.name for p in (home / "index").iterdir() if p.name.isdigit()) == ["000002", "000003"]
+        # Every run is in the jobs table, and the server reports it (GET /api/stats).
+        s = stats()
+        assert s["images_indexed"] == 22 and s["index_version"] == "000003"
+        assert [(j["kind"], j["outcome"], j["new"], j["embedded"], j["index_version"]) for j in s["jobs"]] == [
+            ("reindex", "ok", 6, 6, "000003"), ("reindex", "ok", 6, 6, "000002"), ("index", "ok", 10, 10, "000001")]
+        assert all(j["started_at"] <= j["finished_at"] for j in s["jobs"])
     finally:
         close()
         engine.close()
+
+
+def test_a_load_racing_a_prune_retries_at_once(tmp_path):
+    """`current` read, then the version folder vanishes before it is loaded: the next version is tried at once."""
+    import numpy as np
+
+    from search.index import IndexDir, LiveIndex
+
+    vecs = np.eye(4, dtype=np.float32)
+    d = IndexDir(tmp_path / "index")
+    meta = {"dim": 4, "fingerprint": "f"}
+    d.publish(vecs[:2], np.arange(2), vecs[:1], np.arange(1), meta)
+    live = LiveIndex(d, check_every=0.0)
+    assert live.get().version == "000001"
+    d.publish(vecs[:3], np.arange(3), vecs[:1], np.arange(1), meta)
+
+    real_load, calls = d.load, []
+
+    def racing_load(version=None, **kw):
+        calls.append(version)
+        if len(calls) == 1:  # a newer job publishes 000003 and prunes 000002 under our feet
+            d.publish(vecs, np.arange(4), vecs[:1], np.arange(1), meta)
+            d.prune(keep=1)
+            return real_load(version, **kw)  # raises: 000002 is gone
+        return real_load(version, **kw)
+
+    d.load = racing_load
+    got = live.get()
+    assert calls == ["000002", "000003"]
+    assert got.version == "000003" and got.images.ntotal == 4
