@@ -114,6 +114,13 @@ def dir_bytes(path: Path) -> int:
 def corpus(n: int) -> Path:
     out = DATA / f"corpus{n // 1000}k" if n % 1000 == 0 else DATA / f"corpus{n}"
     have = len(list(out.glob("*.jpg"))) if out.exists() else 0
+    bigger = DATA / "corpus1k"
+    if have < n and n < 1000 and len(list(bigger.glob("*.jpg"))) >= 1000:
+        # make_corpus is deterministic per (seed, index): the first n of a bigger corpus are the same bytes
+        out.mkdir(parents=True, exist_ok=True)
+        for p in sorted(bigger.glob("*.jpg"))[:n]:
+            shutil.copy2(p, out / p.name)
+        have = n
     if have < n:
         log(f"generating {n - have} corpus images in {out} (bench/make_corpus.py, deterministic)")
         subprocess.run([sys.executable, str(REPO / "bench" / "make_corpus.py"), str(out), "-n", str(n - have),
@@ -135,19 +142,52 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
     load_s = time.perf_counter() - t0
     bs = 32
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (bs, enc.image_size, enc.image_size, 3), dtype=np.uint8))
-    enc.encode_pixels(x)  # warm-up
-    note: dict = {}
-    with quiet_machine(note):
-        times = []
-        for _ in range(args.ceiling_batches):
-            t = time.perf_counter()
-            enc.encode_pixels(x)
-            times.append(time.perf_counter() - t)
-    ceiling = bs / statistics.median(times)
-    res.raw["ceiling_img_s"] = ceiling
-    res.raw["encoder_backend"] = getattr(enc, "backend", "torch")
-    res.add(f"encoder-only ceiling, {MODEL} fp32 {res.raw['encoder_backend']} (img/s, batch {bs}, median of {len(times)})",
-            f"{ceiling:.2f}", "", cond_str(note) + f", torch threads {torch.get_num_threads()}")
+    backend = getattr(enc, "backend", "torch")
+    res.raw["encoder_backend"] = backend
+    ort = getattr(enc, "_ort", None)
+    # The ceiling `glimpse index` is held to is the runtime it uses (auto: ONNX Runtime on CPU);
+    # torch is measured too, for reference (the same Encoder with its ONNX tower switched off).
+    for runtime in ([backend, "torch"] if backend != "torch" else ["torch"]):
+        enc._ort = ort if runtime != "torch" else None
+        enc.encode_pixels(x)  # warm-up
+        note: dict = {}
+        with quiet_machine(note):
+            times = []
+            for _ in range(args.ceiling_batches):
+                t = time.perf_counter()
+                enc.encode_pixels(x)
+                times.append(time.perf_counter() - t)
+        rate = bs / statistics.median(times)
+        res.raw[f"ceiling_img_s_{runtime}"] = rate
+        if runtime == backend:
+            res.raw["ceiling_img_s"] = rate
+        res.add(f"encoder-only ceiling, {MODEL} fp32, {runtime}{' (used by glimpse index)' if runtime == backend else ''} "
+                f"(img/s on preprocessed uint8 tensors, batch {bs}, median of {len(times)})",
+                f"{rate:.2f}", "", cond_str(note) + f", {torch.get_num_threads()} threads")
+    enc._ort = ort
+
+    if backend == "onnx" and not args.no_int8:
+        # Opt-in int8 image tower (GLIMPSE_QUANTIZE=int8): speed, and how far its vectors are from fp32.
+        t0 = time.perf_counter()
+        q = Encoder(ModelSpec.parse(MODEL, PRETRAINED), device="cpu", quantize="int8")
+        qload = time.perf_counter() - t0
+        q.encode_pixels(x)
+        note = {}
+        with quiet_machine(note):
+            times = []
+            for _ in range(args.ceiling_batches):
+                t = time.perf_counter()
+                q.encode_pixels(x)
+                times.append(time.perf_counter() - t)
+        rate = bs / statistics.median(times)
+        real = sorted(str(p) for p in corpus_dir.glob("*.jpg"))[:bs]
+        pix = torch.stack([b.pixels for batch in iter_batches(real, enc.pil_transform, enc.image_size, bs, 0) for b in batch])
+        cos = (q.encode_pixels(pix) * enc.encode_pixels(pix)).sum(axis=1)
+        res.raw.update(ceiling_img_s_int8=rate, int8_cos_min=float(cos.min()))
+        res.add(f"encoder-only ceiling, ONNX Runtime int8 (opt-in GLIMPSE_QUANTIZE=int8) (img/s, batch {bs})",
+                f"{rate:.2f}", "", cond_str(note) + f"; cosine to fp32 on {len(cos)} corpus images: "
+                f"min {cos.min():.4f}, mean {cos.mean():.4f}; load incl. one-time quantization {qload:.0f}s")
+        del q
 
     texts = [f"a photo of a {w} at the {p}" for w in ("dog", "cat", "car", "tree", "child", "boat", "house", "bird")
              for p in ("beach", "park", "city", "lake")]
@@ -385,20 +425,26 @@ def main(argv=None) -> int:
     ap.add_argument("--index-args", default="", help="extra arguments for `glimpse index` (e.g. '--workers 1')")
     ap.add_argument("--index-repeats", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="query sizes, e.g. 10000,100000,1000000")
+    ap.add_argument("--peer-images", type=int, default=None, help="corpus size for the peer comparison (default 1000)")
+    ap.add_argument("--peer-rounds", type=int, default=None)
+    ap.add_argument("--no-int8", action="store_true", help="skip the int8 image-tower measurement")
     a = ap.parse_args(argv)
     a.index_args = a.index_args.split()
+    user_peer_images, user_peer_rounds = a.peer_images, a.peer_rounds
     if a.quick:
         # Small, but still crossing the flat → IVF boundary.
         os.environ["GLIMPSE_FLAT_MAX"] = "5000"
         a.corpus, a.ceiling_batches, a.decode_images = 64, 2, 64
         a.reindex_files, a.query_sizes = 10_000, [2_000, 10_000, 20_000]
         a.text_queries, a.image_queries, a.index_repeats = 10, 4, a.index_repeats or 1
-        a.peer_images = 32
+        a.peer_images, a.peer_rounds = 32, 1
     else:
         a.corpus, a.ceiling_batches, a.decode_images = 1000, 6, 1000
         a.reindex_files, a.query_sizes = 100_000, [10_000, 100_000, 1_000_000]
         a.text_queries, a.image_queries, a.index_repeats = 50, 20, a.index_repeats or 1
-        a.peer_images = 1000
+        a.peer_images, a.peer_rounds = 1000, 2
+    a.peer_images = user_peer_images or a.peer_images
+    a.peer_rounds = user_peer_rounds or a.peer_rounds
     if a.sizes:
         a.query_sizes = [int(s) for s in a.sizes.split(",")]
     only = set(a.only.split(","))
@@ -419,7 +465,7 @@ def main(argv=None) -> int:
         if "query" in only:
             section_query(res, a)
         if "peers" in only:
-            section_peers(res, a, corpus_dir)
+            section_peers(res, a, corpus(a.peer_images))
     finally:
         md = write_markdown(res, a, started, info, argv)
         print(md)

@@ -85,7 +85,7 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
     """Create (or reuse) a home with ``n`` indexed images. Returns build info."""
     home = Path(home)
     stamp_path = home / STAMP
-    want = {"n": n, "seed": seed, "files_root": str(files_root) if files_root else None, "schema": _schema_key(), "v": 1}
+    want = {"n": n, "seed": seed, "files_root": str(Path(files_root).resolve()) if files_root else None, "schema": _schema_key(), "v": 1}
     if stamp_path.exists():
         stamp = json.loads(stamp_path.read_text())
         if all(stamp.get(k) == v for k, v in want.items()) and (home / "index" / "current").exists():

@@ -54,9 +54,20 @@ def _collate(items: list[Loaded]) -> list[Loaded]:
     return items
 
 
+# Decode workers run at a lower CPU priority than the encoder: on a machine with
+# few cores they then fill the encoder's idle moments instead of preempting its
+# threads mid-matmul (a stalled thread holds up every other one at the next barrier).
+DECODE_NICE = int(os.environ.get("GLIMPSE_DECODE_NICE", "0"))
+
+
 def _worker_init(_worker_id: int) -> None:
     # Decoding is single-threaded per image; extra torch threads only contend.
     torch.set_num_threads(1)
+    if DECODE_NICE:
+        try:
+            os.nice(DECODE_NICE)
+        except OSError:
+            pass
 
 
 def default_workers() -> int:

@@ -113,3 +113,28 @@ def test_encode_pil_matches_indexer_path(encoder224, photos):
     via_pil = encoder224.encode_pil(imgs)
     via_loader = fast_vectors(encoder224, photos, workers=0)
     np.testing.assert_allclose(via_pil, via_loader, atol=1e-5)
+
+
+def test_onnx_image_tower_matches_torch(encoder224, photos, tmp_path, monkeypatch):
+    """The ONNX Runtime image tower (CPU default) is exported from the same weights and agrees with torch."""
+    pytest.importorskip("onnxruntime")
+    from search.encoder import Encoder
+
+    monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
+    onnx = Encoder(encoder224.spec, device="cpu", runtime="onnx")
+    plain = Encoder(encoder224.spec, device="cpu", runtime="torch")
+    assert onnx.backend == "onnx" and plain.backend == "torch"
+    assert list((tmp_path / "cache" / "onnx").glob("*.onnx")), "export is cached"
+    a = fast_vectors(onnx, photos, workers=0)
+    b = fast_vectors(plain, photos, workers=0)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    # a second encoder reuses the cached export
+    again = Encoder(encoder224.spec, device="cpu", runtime="onnx")
+    np.testing.assert_allclose(fast_vectors(again, photos[:2], workers=0), a[:2], atol=1e-6)
+
+
+def test_unknown_runtime_is_refused(encoder224):
+    from search.encoder import Encoder
+
+    with pytest.raises(ValueError, match="runtime"):
+        Encoder(encoder224.spec, device="cpu", runtime="tensorrt")
