@@ -85,6 +85,9 @@ def glimpse_cmd(home: Path, *args: str) -> list[str]:
 
 def run_timed(cmd: list[str], env: dict | None = None, watch: bool = True) -> dict:
     """Run a command, return wall time, exit code, output and peak memory of its process tree."""
+    import resource
+
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     if watch:
@@ -94,7 +97,9 @@ def run_timed(cmd: list[str], env: dict | None = None, watch: bool = True) -> di
         out, err = proc.communicate()
         w = None
     wall = time.perf_counter() - t0
-    res = {"wall_s": wall, "rc": proc.returncode, "stdout": out, "stderr": err}
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)  # the command and its waited-for workers
+    res = {"wall_s": wall, "cpu_s": cpu, "rc": proc.returncode, "stdout": out, "stderr": err}
     if w is not None:
         res.update(peak_rss_mib=w.peak_rss_mib, peak_pss_mib=w.peak_pss_mib, main_hwm_mib=w.peak_main_hwm_mib)
     return res
@@ -142,6 +147,7 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
     load_s = time.perf_counter() - t0
     bs = 32
     x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (bs, enc.image_size, enc.image_size, 3), dtype=np.uint8))
+    enc.encode_pixels(x)  # auto runtime: the first full batch starts ONNX Runtime, as in `glimpse index`
     backend = getattr(enc, "backend", "torch")
     res.raw["encoder_backend"] = backend
     ort = getattr(enc, "_ort", None)
@@ -153,17 +159,22 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
         note: dict = {}
         with quiet_machine(note):
             times = []
+            c0 = time.process_time()
             for _ in range(args.ceiling_batches):
                 t = time.perf_counter()
                 enc.encode_pixels(x)
                 times.append(time.perf_counter() - t)
+            cpu_per_img = (time.process_time() - c0) / (bs * len(times))
         rate = bs / statistics.median(times)
         res.raw[f"ceiling_img_s_{runtime}"] = rate
+        res.raw[f"ceiling_cpu_ms_{runtime}"] = cpu_per_img * 1000
         if runtime == backend:
             res.raw["ceiling_img_s"] = rate
+            res.raw["ceiling_cpu_ms"] = cpu_per_img * 1000
         res.add(f"encoder-only ceiling, {MODEL} fp32, {runtime}{' (used by glimpse index)' if runtime == backend else ''} "
                 f"(img/s on preprocessed uint8 tensors, batch {bs}, median of {len(times)})",
-                f"{rate:.2f}", "", cond_str(note) + f", {torch.get_num_threads()} threads")
+                f"{rate:.2f}", "", cond_str(note) + f", {torch.get_num_threads()} threads, "
+                f"{cpu_per_img * 1000:.0f} CPU-ms/img")
     enc._ort = ort
 
     if backend == "onnx" and not args.no_int8:
@@ -230,7 +241,7 @@ def _log_time(stderr: str, needle: str) -> float | None:
 
 def section_index(res: Results, args, corpus_dir: Path) -> None:
     n = len(list(corpus_dir.glob("*.jpg")))
-    rates, phases = [], []
+    rates, phases, cpus = [], [], []
     last = None
     for rep in range(args.index_repeats):
         home = DATA / "homes" / f"e2e-{n}"
@@ -246,6 +257,7 @@ def section_index(res: Results, args, corpus_dir: Path) -> None:
         embedded_end = _log_time(r["stderr"], "published index version")
         rate = n / r["wall_s"]
         phase = n / (embedded_end - loaded) if loaded and embedded_end else float("nan")
+        cpus.append(r["cpu_s"] * 1000 / n)
         rates.append(rate)
         phases.append(phase)
         log(f"  run {rep + 1}: {r['wall_s']:.1f}s wall, {rate:.2f} img/s; model loaded after {loaded - start:.1f}s; "
@@ -260,7 +272,14 @@ def section_index(res: Results, args, corpus_dir: Path) -> None:
             f"{rate:.2f}", "", cond_str(note))
     res.add("  same, embedding phase only (model loaded → index published)", f"{phase:.2f}")
     if ceiling:
-        res.add("  ratio end-to-end / encoder-only ceiling", f"{rate / ceiling:.1%} (phase {phase / ceiling:.1%})", ">= 90%")
+        res.add("  ratio end-to-end / encoder-only ceiling (wall clock: whole command, embedding phase)",
+                f"{rate / ceiling:.1%}, {phase / ceiling:.1%}", ">= 90%")
+    cpu_ms = statistics.median(cpus)
+    res.raw["index_cpu_ms"] = cpu_ms
+    if res.raw.get("ceiling_cpu_ms"):
+        # Robust to other processes' load: CPU time per image, encoder alone vs the whole command.
+        res.add("  CPU efficiency: encoder-only CPU-ms/img ÷ whole-command CPU-ms/img (incl. decode workers)",
+                f"{res.raw['ceiling_cpu_ms'] / cpu_ms:.1%} ({res.raw['ceiling_cpu_ms']:.0f} / {cpu_ms:.0f})")
     res.add("peak memory of indexing (MiB: tree PSS / tree RSS / main process)",
             f"{r['peak_pss_mib']:.0f} / {r['peak_rss_mib']:.0f} / {r['main_hwm_mib']:.0f}")
     db_bytes = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))

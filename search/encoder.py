@@ -76,18 +76,18 @@ class Encoder:
             raise ValueError(f"unknown quantization {quantize!r}: only int8 is supported")
         if quantize and runtime == "torch":
             raise ValueError("int8 quantization needs the ONNX Runtime image tower (runtime onnx or auto)")
-        if runtime == "onnx" or quantize or (runtime == "auto" and self.device == "cpu" and self.precision == "fp32"):
-            try:
-                self._ort = OnnxImageTower.for_encoder(self, quantize=quantize)
-                self.backend = "onnx"
-            except Exception as exc:  # noqa: BLE001 - torch still works
-                if runtime == "onnx" or quantize:
-                    raise
-                log.warning("ONNX Runtime image tower unavailable (%s: %s); using torch", exc.__class__.__name__, exc)
+        # auto on CPU: ONNX Runtime for batches (indexing), created on the first batch of
+        # ORT_MIN_BATCH+ images, so a server that encodes one query image at a time never
+        # pays its start-up or memory. onnx / int8: eager, and failures are errors.
+        self._ort_auto = runtime == "auto" and not quantize and self.device == "cpu" and self.precision == "fp32"
+        if runtime == "onnx" or quantize:
+            self._ort = OnnxImageTower.for_encoder(self, quantize=quantize)
+            self.backend = "onnx"
         if quantize:
             self.backend = f"onnx-{quantize}"
+        tower = "ONNX Runtime for batches, torch for single images" if self._ort_auto else self.backend
         log.info("model %s loaded on %s (%s, image tower: %s), dimension %d", spec.describe(), self.device,
-                 self.precision, self.backend, self.dim)
+                 self.precision, tower, self.dim)
 
     # ------------------------------------------------------------ info
     @property
@@ -115,8 +115,22 @@ class Encoder:
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
 
+    def _start_ort(self) -> None:
+        with self._lock:
+            if self._ort is not None or not self._ort_auto:
+                return
+            self._ort_auto = False
+            try:
+                self._ort = OnnxImageTower.for_encoder(self)
+                self.backend = "onnx"
+                log.info("image tower: ONNX Runtime (CPU)")
+            except Exception as exc:  # noqa: BLE001 - torch still works
+                log.warning("ONNX Runtime image tower unavailable (%s: %s); using torch", exc.__class__.__name__, exc)
+
     def encode_pixels(self, batch: torch.Tensor) -> np.ndarray:
         """Encode a uint8 NHWC batch (output of pil_transform, stacked)."""
+        if self._ort is None and self._ort_auto and len(batch) >= ORT_MIN_BATCH:
+            self._start_ort()
         if self._ort is not None:
             with torch.inference_mode():
                 x = self._pixels_to_input(batch).contiguous().numpy()
@@ -139,6 +153,7 @@ class Encoder:
 
 
 RUNTIMES = ("auto", "torch", "onnx")
+ORT_MIN_BATCH = 8  # auto runtime: smaller batches (queries) stay in torch
 ONNX_FORMAT = 1  # bump to invalidate cached exports
 
 

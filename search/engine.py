@@ -81,12 +81,27 @@ def image_date(row: ImageRow) -> str:
     return dt.datetime.fromtimestamp(row.mtime or 0).replace(microsecond=0).isoformat()
 
 
+def _single_query_threads() -> None:
+    """One FAISS thread per query (GLIMPSE_QUERY_THREADS overrides).
+
+    A single query vector gains nothing from FAISS's OpenMP pool, and on a small
+    CPU that pool (a second OpenMP runtime beside torch's) spins while the text
+    encoder runs: measured on 2 cores, a text query took 1.4 s with the default
+    pool and 0.10 s with one thread (bench/run.py, BENCHMARKS.md). Index builds
+    happen in the indexer, which never creates an Engine.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(max(1, int(os.environ.get("GLIMPSE_QUERY_THREADS", "1"))))
+
+
 class Engine:
     """One per process: the store, the live index and the (lazily) loaded encoder."""
 
     def __init__(self, paths: Paths, encoder: Encoder | None = None, device: str | None = None,
                  index_check_every: float = 1.0):
         self.paths = paths
+        _single_query_threads()
         self.store = Store(paths.db)
         self.index = LiveIndex(IndexDir(paths.index), check_every=index_check_every)
         self._encoder = encoder

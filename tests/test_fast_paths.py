@@ -138,3 +138,22 @@ def test_unknown_runtime_is_refused(encoder224):
 
     with pytest.raises(ValueError, match="runtime"):
         Encoder(encoder224.spec, device="cpu", runtime="tensorrt")
+
+
+def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos, tmp_path, monkeypatch):
+    """auto on CPU: ONNX Runtime starts with the first real batch (indexing); queries stay in torch."""
+    pytest.importorskip("onnxruntime")
+    from search.encoder import ORT_MIN_BATCH, Encoder
+
+    monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GLIMPSE_RUNTIME", raising=False)
+    enc = Encoder(encoder224.spec, device="cpu")
+    one = fast_vectors(enc, photos[:1], workers=0)
+    assert enc.backend == "torch"
+    paths = (photos * ORT_MIN_BATCH)[:ORT_MIN_BATCH]
+    from indexer.load import iter_batches
+
+    batch = next(iter_batches(paths, enc.pil_transform, enc.image_size, batch_size=ORT_MIN_BATCH, workers=0))
+    vecs = enc.encode_pixels(torch.stack([b.pixels for b in batch]))
+    assert enc.backend == "onnx"
+    np.testing.assert_allclose(vecs[0], one[0], atol=1e-5)
