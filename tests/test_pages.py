@@ -105,8 +105,13 @@ def test_text_search(page, server, output_dir):
 def test_infinite_scroll_loads_every_page_once(page, server, output_dir):
     page.goto(server.url + "/?q=beach&k=5")
     page.locator("#results .card").nth(5).wait_for()
-    page.mouse.wheel(0, 5000)
-    page.wait_for_function("() => document.querySelectorAll('#results .card').length === 22")
+    count = "() => document.querySelectorAll('#results .card').length"
+    for _ in range(40):  # scroll as a reader does, until the last page has arrived (bounded)
+        if page.evaluate(count) == 22:
+            break
+        page.mouse.wheel(0, 5000)
+        page.wait_for_timeout(250)
+    page.wait_for_function(count + " === 22")
     page.wait_for_selector("#more", state="hidden")
     ids = card_ids(page)
     assert len(ids) == len(set(ids)) == 22
