@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import sys
 
@@ -47,6 +48,7 @@ def train(**kw) -> None:
         raise click.UsageError("--from and --config are exclusive")
     if not (kw["epochs"] or kw["minutes"]):
         raise click.UsageError("give --epochs and/or --minutes")
+    kw["command"] = "glimpse train " + shlex.join(sys.argv[1:])
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         result = run_training(TrainOptions(**kw))
