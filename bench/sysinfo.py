@@ -14,6 +14,7 @@ import platform
 import signal
 import subprocess
 import sys
+import threading
 import time
 from importlib import metadata
 
@@ -154,13 +155,29 @@ def quiet_machine(note: dict | None = None, pause: bool = True):
             _stopped.add(pid)
         except ProcessLookupError:
             pass
+    # Other people's measurement scripts SIGCONT the same jobs when they finish: keep them stopped.
+    done = threading.Event()
+
+    def keep_stopped():
+        while not done.wait(0.25):
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:
+                    pass
+
+    guard = threading.Thread(target=keep_stopped, daemon=True)
     if pids:
+        guard.start()
         time.sleep(0.2)
     before = loadavg()
     busy0, t0, own0 = _system_busy_s(), time.monotonic(), _own_cpu_s()
     try:
         yield
     finally:
+        done.set()
+        if guard.is_alive():
+            guard.join()
         _resume_all()
         if note is not None:
             wall = max(time.monotonic() - t0, 1e-9)
