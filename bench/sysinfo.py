@@ -155,7 +155,7 @@ def quiet_machine(note: dict | None = None, pause: bool = True):
             _stopped.add(pid)
         except ProcessLookupError:
             pass
-    # Other people's measurement scripts SIGCONT the same jobs when they finish: keep them stopped.
+    # The training job has a watchdog that SIGCONTs it every 20 s: re-stop it for the timed section only.
     done = threading.Event()
 
     def keep_stopped():
