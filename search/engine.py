@@ -286,6 +286,12 @@ class Engine:
         row = self.store.get_image(image_id)
         return row.path if row is not None else None
 
+    def health(self) -> dict:
+        """Liveness without SQL or model calls: what the live index serves."""
+        live = self.index.get()
+        return {"status": "ok", "images_indexed": int(live.images.ntotal) if live else 0,
+                "index_version": live.version if live else None}
+
     def stats(self, failed_limit: int | None = 50) -> dict:
         counts = self.store.counts()
         model = self.store.get_model()

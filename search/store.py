@@ -53,7 +53,12 @@ class Root(Base):
 
 class ImageRow(Base):
     __tablename__ = "images"
-    __table_args__ = (Index("ix_images_content_hash", "content_hash"), Index("ix_images_root_id", "root_id"))
+    __table_args__ = (
+        Index("ix_images_content_hash", "content_hash"),
+        Index("ix_images_root_id", "root_id"),
+        # counts by status must not read every row's vector blob (1 GB at 1M images)
+        Index("ix_images_status", "status"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
     path: Mapped[str] = mapped_column(String, unique=True)
@@ -64,7 +69,7 @@ class ImageRow(Base):
     height: Mapped[int | None] = mapped_column(Integer, nullable=True)
     format: Mapped[str | None] = mapped_column(String(16), nullable=True)
     taken_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # "indexed" (has a vector) or "failed" (error says why)
+    # "indexed" (has a vector), "failed" (error says why), "pending" (vector dropped by a model change)
     status: Mapped[str] = mapped_column(String(16), default="indexed")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
@@ -185,7 +190,7 @@ class Store:
     def drop_all_vectors(self) -> None:
         """Forget every vector (model change): rows stay, everything re-embeds."""
         with self.session() as s, s.begin():
-            s.query(ImageRow).update({ImageRow.vector: None, ImageRow.size: -1})
+            s.query(ImageRow).filter(ImageRow.status == "indexed").update({ImageRow.vector: None, ImageRow.status: "pending"})
             s.query(CaptionRow).update({CaptionRow.vector: None})
 
     # -------------------------------------------------------------- roots
@@ -318,11 +323,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         with self.session() as s:
-            indexed = s.scalar(
-                select(func.count()).select_from(ImageRow).where(
-                    ImageRow.status == "indexed", ImageRow.vector.is_not(None)
-                )
-            )
+            indexed = s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.status == "indexed"))
             failed = s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.status == "failed"))
             captions = s.scalar(select(func.count()).select_from(CaptionRow))
             roots = s.scalar(select(func.count()).select_from(Root))

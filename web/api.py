@@ -108,8 +108,7 @@ def file(image_id: int):
 @bp.get("/health")
 def health():
     """Cheap liveness: no model call, just whether an index is published."""
-    stats = engine().stats(failed_limit=1)
-    return jsonify(status="ok", images_indexed=stats["images_indexed"], index_version=stats["index_version"])
+    return jsonify(engine().health())
 
 
 @bp.get("/stats")
