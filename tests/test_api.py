@@ -17,17 +17,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO, draw_image
-from web_support import XSS_CAPTION, build_corpus, image_id, shared_engine
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tiny_model):
-    return build_corpus(tmp_path_factory.mktemp("web"), tiny_model)
-
-
-@pytest.fixture(scope="module")
-def engine(corpus):
-    return shared_engine(corpus)
+from web_support import XSS_CAPTION, image_id
+from web_support import corpus, engine  # noqa: F401  (shared module-scoped fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import draw_image
-from web_support import LiveServer, build_corpus, image_id, shared_engine
+from web_support import image_id
+from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
 
 def http_get(url: str):
     with urllib.request.urlopen(url, timeout=10) as resp:
@@ -44,25 +45,6 @@ def load_clip_client():
 @pytest.fixture(scope="module")
 def clip_client():
     return load_clip_client()
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tiny_model):
-    return build_corpus(tmp_path_factory.mktemp("web"), tiny_model)
-
-
-@pytest.fixture(scope="module")
-def engine(corpus):
-    return shared_engine(corpus)
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    from web.app import create_app
-
-    live = LiveServer(create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": ["127.0.0.1"]}))
-    yield live
-    live.close()
 
 
 @pytest.fixture(scope="module")

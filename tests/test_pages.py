@@ -9,31 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from web_support import XSS_CAPTION, LiveServer, build_corpus, image_id, shared_engine
+from web_support import XSS_CAPTION, image_id
+from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 TIMEOUT_MS = 20_000
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tiny_model):
-    return build_corpus(tmp_path_factory.mktemp("web"), tiny_model)
-
-
-@pytest.fixture(scope="module")
-def engine(corpus):
-    return shared_engine(corpus)
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    from web.app import create_app
-
-    live = LiveServer(create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": ["127.0.0.1"]}))
-    yield live
-    live.close()
 
 
 @pytest.fixture(scope="module")

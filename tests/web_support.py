@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from conftest import draw_image, glimpse_cmd
 
 XSS_CAPTION = '<script>alert("x")</script> a <b>bold</b> caption'
@@ -118,3 +120,24 @@ class LiveServer:
     def close(self) -> None:
         self.server.close()
         self.thread.join(timeout=5)
+
+
+# Fixtures shared by test_api, test_clip_compat and test_pages (imported there by name);
+# module scope, so each file gets its own engine over the one cached corpus.
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, tiny_model):
+    return build_corpus(tmp_path_factory.mktemp("web"), tiny_model)
+
+
+@pytest.fixture(scope="module")
+def engine(corpus):
+    return shared_engine(corpus)
+
+
+@pytest.fixture(scope="module")
+def server(engine):
+    from web.app import create_app
+
+    live = LiveServer(create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": ["127.0.0.1"]}))
+    yield live
+    live.close()
