@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 from sqlalchemy import (
@@ -216,17 +216,6 @@ class Store:
                     row.last_seen_at = utcnow()
 
     # -------------------------------------------------------------- images
-    def file_states(self, root_id: int | None = None) -> dict[str, tuple[int, int, float, str | None, bool]]:
-        """path -> (id, size, mtime, hash, has_vector_or_failed) for the diff step."""
-        q = select(
-            ImageRow.id, ImageRow.path, ImageRow.size, ImageRow.mtime, ImageRow.content_hash,
-            (ImageRow.vector.is_not(None)) | (ImageRow.status == "failed"),
-        )
-        if root_id is not None:
-            q = q.where(ImageRow.root_id == root_id)
-        with self.session() as s:
-            return {p: (i, sz, mt, h, bool(done)) for i, p, sz, mt, h, done in s.execute(q)}
-
     def images_by_hash(self, hashes: Iterable[str]) -> dict[str, ImageRow]:
         hashes = list(set(hashes))
         out: dict[str, ImageRow] = {}
@@ -356,7 +345,3 @@ class Store:
                 job.outcome = "interrupted"
                 job.finished_at = job.finished_at or utcnow()
 
-
-def iter_chunks(seq: Sequence, n: int) -> Iterator[Sequence]:
-    for i in range(0, len(seq), n):
-        yield seq[i : i + n]
