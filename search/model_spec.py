@@ -43,7 +43,18 @@ class ModelSpec:
         return cls(model, pretrained or None)
 
     def fingerprint(self) -> str:
-        """Identity of the weights: changes whenever the vectors would."""
+        """Identity of the weights: changes whenever the vectors would.
+
+        Hashed once per spec: a checkpoint can be gigabytes, and one index run
+        asks several times (model check, encoder load, publish).
+        """
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            cached = self._hash_weights()
+            object.__setattr__(self, "_fingerprint", cached)  # frozen dataclass: not a field, not compared
+        return cached
+
+    def _hash_weights(self) -> str:
         if self.name.startswith(LOCAL_DIR):
             folder = Path(self.name[len(LOCAL_DIR):])
             if not (folder / "open_clip_config.json").is_file():
