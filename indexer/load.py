@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from indexer.hashing import bytes_hash, file_hash
 from search.encoder import pil_to_uint8
 from search.images import ImageDecodeError, load_rgb, probe
 
@@ -25,29 +26,48 @@ class Loaded:
     pixels: torch.Tensor | None
     meta: dict
     error: str | None
+    content_hash: str | None = None  # only when asked for: the worker already holds the bytes
+
+
+# Files up to this size are read once into memory, hashed and decoded from there;
+# bigger ones are hashed in a streaming pass and decoded from disk.
+_IN_MEMORY_MAX = 64 << 20
+
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[str], pil_transform: Callable, draft_size: int):
+    def __init__(self, paths: Sequence[str], pil_transform: Callable, draft_size: int,
+                 want_hash: Sequence[bool] | None = None):
         self.paths = list(paths)
         self.pil_transform = pil_transform
         self.draft_size = draft_size
+        self.want_hash = list(want_hash) if want_hash is not None else [False] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Loaded:
         path = self.paths[i]
+        digest = None
         try:
-            img = load_rgb(path, draft_size=self.draft_size)
-            meta = probe(path)
-            return Loaded(i, pil_to_uint8(self.pil_transform(img)), meta, None)
+            source: str | bytes = path
+            if self.want_hash[i]:
+                # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
+                if os.path.getsize(path) <= _IN_MEMORY_MAX:
+                    with open(path, "rb") as f:
+                        source = f.read()
+                    digest = bytes_hash(source)
+                else:
+                    digest = file_hash(path)
+            img = load_rgb(source, draft_size=self.draft_size)
+            meta = probe(source)
+            return Loaded(i, pil_to_uint8(self.pil_transform(img)), meta, None, digest)
         except ImageDecodeError as exc:
-            return Loaded(i, None, {}, str(exc))
+            return Loaded(i, None, {}, str(exc), digest)
         except Exception as exc:  # noqa: BLE001 - any bad file must not stop the run
             if isinstance(exc, FileNotFoundError):
                 return Loaded(i, None, {}, "file vanished during indexing")
-            return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}")
+            return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}", digest)
 
 
 def _collate(items: list[Loaded]) -> list[Loaded]:
@@ -81,10 +101,14 @@ def iter_batches(
     batch_size: int = 32,
     workers: int | None = None,
     pin_memory: bool = False,
+    want_hash: Sequence[bool] | None = None,
 ) -> Iterator[list[Loaded]]:
-    """Yield lists of decoded images, in input order, ``batch_size`` at a time."""
+    """Yield lists of decoded images, in input order, ``batch_size`` at a time.
+
+    ``want_hash[i]``: also return the content hash of ``paths[i]`` (computed in the worker).
+    """
     workers = default_workers() if workers is None else workers
-    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size)
+    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size, want_hash=want_hash)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,

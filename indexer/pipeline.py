@@ -8,7 +8,6 @@ index is rebuilt from stored vectors and published atomically at the end.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ import numpy as np
 from sqlalchemy import delete, select, update
 
 from indexer.captions import read_manifest, sidecar_captions
+from indexer.hashing import file_hash
 from indexer.lock import JobLock
 from indexer.progress import bar
 from indexer.scan import FileEntry, walk_images
@@ -80,16 +80,6 @@ def _is_empty_dir(path: str) -> bool:
     except OSError:
         return True
 
-
-def file_hash(path: str) -> str | None:
-    h = hashlib.blake2b(digest_size=16)
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return None
-    return h.hexdigest()
 
 
 class Indexer:
@@ -278,6 +268,12 @@ class Indexer:
             log.info("reused vectors for %d moved and %d copied files", len(plan["moves"]), len(plan["copies"]))
 
     def _embed(self, spec: ModelSpec, items: list, root_ids: dict) -> None:
+        """Decode (workers) -> encode (this thread) -> write (a writer thread), overlapped.
+
+        The writer commits batch N while the encoder works on batch N+1, so the
+        encoder never waits on SQLite; it holds at most one batch, so a crash
+        loses at most the batches not yet committed, never a committed one.
+        """
         from indexer.load import iter_batches
 
         enc = self.encoder(spec)
@@ -285,32 +281,48 @@ class Indexer:
         batch_size = self.opts.batch_size or (256 if on_gpu else 32)
         progress = bar(len(items), "embedding")
         paths = [entry.path for entry, *_ in items]
-        for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, self.opts.workers, on_gpu):
-            ok = [b for b in batch if b.pixels is not None]
-            vectors = enc.encode_pixels(_stack([b.pixels for b in ok])) if ok else np.zeros((0, enc.dim))
-            vec_of = {b.index: v for b, v in zip(ok, vectors)}
-            with self.store.session() as s, s.begin():
-                for b in batch:
-                    entry, root_id, row_id, h = items[b.index]
-                    if h is None:
-                        h = file_hash(entry.path)
-                    values = dict(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime,
-                                  content_hash=h, indexed_at=utcnow(),
-                                  width=b.meta.get("width"), height=b.meta.get("height"),
-                                  format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
-                    if b.error:
-                        values.update(status="failed", error=b.error, vector=None)
-                        self.counts.failed += 1
-                        log.warning("failed: %s: %s", entry.path, b.error)
-                    else:
-                        values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
-                        self.counts.embedded += 1
-                    if row_id is None:
-                        s.add(ImageRow(**values))
-                    else:
-                        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
-            progress.update(len(batch))
+        want_hash = [h is None for *_, h in items]
+        pending = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer:
+            try:
+                for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, self.opts.workers,
+                                          on_gpu, want_hash=want_hash):
+                    ok = [b for b in batch if b.pixels is not None]
+                    vectors = enc.encode_pixels(_stack([b.pixels for b in ok])) if ok else np.zeros((0, enc.dim))
+                    if pending is not None:
+                        pending.result()  # re-raises a write error; keeps at most one batch in flight
+                    pending = writer.submit(self._write_batch, items, batch, ok, vectors, progress)
+                if pending is not None:
+                    pending.result()
+            except BaseException:
+                if pending is not None and not pending.done():
+                    pending.result()  # finish the batch already encoded before giving up
+                raise
         progress.close()
+
+    def _write_batch(self, items: list, batch: list, ok: list, vectors: np.ndarray, progress) -> None:
+        vec_of = {b.index: v for b, v in zip(ok, vectors)}
+        with self.store.session() as s, s.begin():
+            for b in batch:
+                entry, root_id, row_id, h = items[b.index]
+                if h is None:
+                    h = b.content_hash or file_hash(entry.path)
+                values = dict(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime,
+                              content_hash=h, indexed_at=utcnow(),
+                              width=b.meta.get("width"), height=b.meta.get("height"),
+                              format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
+                if b.error:
+                    values.update(status="failed", error=b.error, vector=None)
+                    self.counts.failed += 1
+                    log.warning("failed: %s: %s", entry.path, b.error)
+                else:
+                    values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
+                    self.counts.embedded += 1
+                if row_id is None:
+                    s.add(ImageRow(**values))
+                else:
+                    s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+        progress.update(len(batch))
 
     def _sync_captions(self, spec: ModelSpec, manifest: dict[str, list[str]], new_paths: Iterable[str]) -> None:
         """Store manifest + sidecar captions for indexed images; embed the ones without vectors."""

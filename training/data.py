@@ -132,17 +132,21 @@ class CaptionTable:
     """All captions tokenised once; sample one caption per image per step."""
 
     def __init__(self, records: list[Record], tokenizer):
-        caps = [c for r in records for c in r.captions]
-        self.tokens = tokenizer(caps)
+        self.texts = [c for r in records for c in r.captions]
+        self.tokens = tokenizer(self.texts)
         counts = np.array([len(r.captions) for r in records])
         self.start = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self.count = counts
 
-    def sample(self, idx: np.ndarray, rng: np.random.Generator, primary_prob: float = 0.5):
-        """Primary caption half the time (it is what users type), else any caption."""
+    def sample_rows(self, idx: np.ndarray, rng: np.random.Generator, primary_prob: float = 0.5) -> np.ndarray:
+        """Row numbers (into ``texts``/``tokens``) of one caption per image: the primary one
+        half the time (it is what users type), else any."""
         pick = rng.integers(0, 1 << 30, size=len(idx)) % self.count[idx]
         pick = np.where(rng.random(len(idx)) < primary_prob, 0, pick)
-        return self.tokens[self.start[idx] + pick]
+        return self.start[idx] + pick
+
+    def sample(self, idx: np.ndarray, rng: np.random.Generator, primary_prob: float = 0.5):
+        return self.tokens[self.sample_rows(idx, rng, primary_prob)]
 
     def primary(self, idx: np.ndarray):
         return self.tokens[self.start[idx]]

@@ -90,8 +90,13 @@ def embed_tokens(model, tokens: torch.Tensor, device, batch: int = 1024) -> torc
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def evaluate(model, es: EvalSet, pixels: np.ndarray, primary_tokens: torch.Tensor, mean, std, device) -> dict:
-    """Recall@k for t2i, i2t and i2i (with chance) on the validation records."""
+def evaluate(model, es: EvalSet, pixels: np.ndarray, primary_tokens: torch.Tensor, mean, std, device,
+             teacher_text: np.ndarray | None = None) -> dict:
+    """Recall@k for t2i, i2t and i2i (with chance) on the validation records.
+
+    ``teacher_text`` (gallery-aligned caption embeddings from a text teacher) adds
+    ``t2i_teacher``: the image tower ranked by the teacher's text instead of the student's.
+    """
     was_training = model.training
     model.eval()
     g = es.gallery
@@ -102,6 +107,8 @@ def evaluate(model, es: EvalSet, pixels: np.ndarray, primary_tokens: torch.Tenso
     res["t2i"] = recall(txt @ img[g].T, c)
     res["i2t"] = recall(img[g] @ txt.T, c)
     res["chance"] = {f"R@{k}": chance_recall(len(g), c.sum(1), k) for k in KS}
+    if teacher_text is not None:
+        res["t2i_teacher"] = recall(teacher_text @ img[g].T, c)
     if len(es.others):
         o = es.others
         ci = es.correct(g, o)

@@ -36,6 +36,13 @@ PRESETS: dict[str, dict] = {
         "vision_cfg": {"image_size": 48, "patch_size": 8, "width": 128, "layers": 4, "head_width": 64},
         "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
     },
+    # For --text-teacher: embed_dim follows the teacher (384 for all-MiniLM-L6-v2); a wider,
+    # deeper text tower than glimpse-icons-small, because it has to imitate a 6-layer BERT.
+    "glimpse-icons-distil": {
+        "embed_dim": 384,
+        "vision_cfg": {"image_size": 48, "patch_size": 8, "width": 128, "layers": 4, "head_width": 64},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 256, "heads": 4, "layers": 4},
+    },
     "glimpse-icons-tiny": {  # for tests
         "embed_dim": 64,
         "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 64, "layers": 2, "head_width": 32},
@@ -71,6 +78,8 @@ class TrainOptions:
     threads: int | None = 1
     device: str | None = None
     fp16: bool = False
+    text_teacher: str | None = None  # folder or alias of a frozen sentence encoder (see teacher.py)
+    distill: float = 1.0  # weight of the student-text <-> teacher loss
     command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
 
 
@@ -86,7 +95,7 @@ def resolve_config(config: str) -> dict:
     return cfg.get("model_cfg", cfg)
 
 
-def build_model(opts: TrainOptions, work: Path):
+def build_model(opts: TrainOptions, work: Path, embed_dim: int | None = None):
     """Model, model_cfg, preprocess_cfg and tokenizer, all through open_clip's factory."""
     if opts.model_from:
         cfg = open_clip.get_model_config(opts.model_from)
@@ -97,6 +106,8 @@ def build_model(opts: TrainOptions, work: Path):
         tokenizer = open_clip.get_tokenizer(opts.model_from)
     else:
         cfg = resolve_config(opts.config or "glimpse-icons-small")
+        if embed_dim:
+            cfg["embed_dim"] = embed_dim
         pre = dict(DEFAULT_PREPROCESS)
         if opts.image_size:
             cfg["vision_cfg"]["image_size"] = opts.image_size
@@ -149,7 +160,15 @@ def train(opts: TrainOptions, on_step=None) -> dict:
         opts = TrainOptions(**saved)
     torch.manual_seed(opts.seed)
 
-    model, cfg, pre, tokenizer = build_model(opts, work)
+    teacher = None
+    if opts.text_teacher:
+        from .teacher import TextTeacher
+
+        teacher = TextTeacher(opts.text_teacher)
+    model, cfg, pre, tokenizer = build_model(opts, work, teacher.dim if teacher and not opts.model_from else None)
+    if teacher and cfg.get("embed_dim") != teacher.dim:
+        raise ValueError(f"--text-teacher gives {teacher.dim}-d embeddings but the model's embed_dim is "
+                         f"{cfg.get('embed_dim')}")
     model.to(device).train()
     size = cfg["vision_cfg"]["image_size"]
     size = size if isinstance(size, int) else size[0]
@@ -164,6 +183,15 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     tr_pix = np.ascontiguousarray(tr_pix)
     tr_caps, va_caps = CaptionTable(train_recs, tokenizer), CaptionTable(val_recs, tokenizer)
     es = EvalSet.build(val_recs, opts.val_style)
+    tr_teach = va_teach = None
+    if teacher:
+        from .teacher import cached_embeddings
+
+        tr_teach = torch.from_numpy(cached_embeddings(teacher, tr_caps.texts, cache))
+        # Diagnostic only (never trained on): the image tower against the teacher's text, i.e. the
+        # text->image recall a perfectly distilled student would reach.
+        va_teach = teacher.embed([val_recs[i].captions[0] for i in es.gallery])
+        del teacher
     pix_base = pixel_baseline(es, va_pix)
 
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
@@ -214,7 +242,8 @@ def train(opts: TrainOptions, on_step=None) -> dict:
 
     def do_eval(train_loss: float) -> None:
         t0 = time.time()
-        m = evaluate(model, es, va_pix, va_caps.primary(np.arange(len(val_recs))), pre["mean"], pre["std"], device)
+        m = evaluate(model, es, va_pix, va_caps.primary(np.arange(len(val_recs))), pre["mean"], pre["std"], device,
+                     teacher_text=va_teach)
         rec = {"step": st["step"], "epoch": st["step"] / max(1, steps_per_epoch), "minutes": st["elapsed"] / 60,
                "train_loss": train_loss, "lr": optim.param_groups[0]["lr"],
                "logit_scale": model.logit_scale.exp().item(), **m}
@@ -227,6 +256,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
                    f"t2i {fmt(m['t2i'])} i2t {fmt(m['i2t'])} (chance {fmt(m['chance'])})"
                    + (f" i2i {fmt(m['i2i'])} (chance {fmt(m['i2i_chance'])}, pixels "
                       f"{' '.join(fmt(v) for v in pix_base.values())}) i2i_rev {fmt(m['i2i_rev'])}" if "i2i" in m else "")
+                   + (f" t2i_teacher {fmt(m['t2i_teacher'])}" if "t2i_teacher" in m else "")
                    + f"  [{time.time() - t0:.0f}s]")
         if score > st["best_score"]:
             st["best_score"], st["best"] = score, rec
@@ -256,13 +286,23 @@ def train(opts: TrainOptions, on_step=None) -> dict:
             idx = np.sort(perm[pos * bs:(pos + 1) * bs])
             x = to_tensor(tr_pix[idx], (0, 0, 0), (1, 1, 1), device)
             x = (augment(x, gen, opts.augment) - mean) / std
-            tokens = tr_caps.sample(idx, rng).to(device)
+            rows = tr_caps.sample_rows(idx, rng)
+            tokens = tr_caps.tokens[rows].to(device)
             for g in optim.param_groups:
                 g["lr"] = _lr(opts, step, progress())
             with autocast:
                 img_f = model.encode_image(x, normalize=True)
                 txt_f = model.encode_text(tokens, normalize=True)
-                loss = loss_fn(img_f, txt_f, model.logit_scale.exp())
+                scale = model.logit_scale.exp()
+                if tr_teach is None:
+                    loss = loss_fn(img_f, txt_f, scale)
+                else:
+                    # Images learn the teacher's space (its geometry generalises to unseen words); the
+                    # student text tower learns to imitate the teacher (contrastive, so the whole batch's
+                    # geometry, plus cosine for the absolute position) and to match images directly.
+                    t_f = tr_teach[torch.as_tensor(rows)].to(device)
+                    loss = (loss_fn(img_f, t_f, scale) + 0.5 * loss_fn(img_f, txt_f, scale)
+                            + opts.distill * (loss_fn(txt_f, t_f, scale) + (1 - (txt_f * t_f).sum(-1)).mean() * 10))
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -270,7 +310,11 @@ def train(opts: TrainOptions, on_step=None) -> dict:
                 model.logit_scale.clamp_(0, math.log(100))
             losses.append(loss.item())
             st["step"] += 1
-            st["elapsed"] += time.time() - t0
+            # A step that took far longer than usual was paused (SIGSTOP by a benchmark, a suspended
+            # laptop): count a typical step, so pauses neither eat --minutes nor advance the LR schedule.
+            dt = time.time() - t0
+            typical = st["elapsed"] / (st["step"] - 1) if st["step"] > 1 else dt
+            st["elapsed"] += min(dt, 10 * typical) if st["step"] > 10 else dt
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", ep=f"{st['step'] / steps_per_epoch:.1f}", refresh=False)
             if on_step:
