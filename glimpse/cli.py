@@ -69,6 +69,9 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
 
 
 def model_options(f):
+    f = click.option("--quantize", type=click.Choice(["int8"]), default=None,
+                     help="CPU only: int8 image tower in ONNX Runtime (faster; vectors within cosine ~0.98 of "
+                          "float32, see BENCHMARKS.md). Same as GLIMPSE_QUANTIZE=int8.")(f)
     f = click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: GPU when present).")(f)
     f = click.option("--workers", type=int, default=None, help="Decode worker processes.")(f)
     f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 32 CPU, 256 GPU).")(f)

@@ -45,6 +45,7 @@ class Options:
     batch_size: int | None = None
     workers: int | None = None
     device: str | None = None
+    quantize: str | None = None  # "int8": ONNX Runtime int8 image tower (CPU)
     kind: str = "index"
 
 
@@ -115,7 +116,7 @@ class Indexer:
         if self._encoder is None:
             from search.encoder import Encoder  # torch: only when something needs embedding
 
-            self._encoder = Encoder(spec, device=self.opts.device)
+            self._encoder = Encoder(spec, device=self.opts.device, quantize=self.opts.quantize)
         row = self.store.get_model()
         if row is None or row.dim != self._encoder.dim or row.fingerprint != spec.fingerprint():
             self.store.set_model(spec.name, spec.pretrained, spec.fingerprint(), self._encoder.dim)
@@ -141,7 +142,21 @@ class Indexer:
             self._embed(spec, to_embed, root_ids)
         self._sync_captions(spec, manifest, plan["caption_paths"])
         self._publish(spec, force_publish)
+        self._prepare_query_bundle()
         return self.counts
+
+    def _prepare_query_bundle(self) -> None:
+        """With the model already loaded in torch, write the ONNX query bundle the server
+        loads without torch (once per model; see search.query_bundle)."""
+        enc = self._encoder
+        if enc is None or enc.device != "cpu" or (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower() == "torch":
+            return
+        from search.query_bundle import ensure_bundle
+
+        try:
+            ensure_bundle(enc)
+        except Exception as exc:  # noqa: BLE001 - the index is published; the server falls back to torch
+            log.warning("no ONNX query bundle (%s: %s); the server will query in torch", exc.__class__.__name__, exc)
 
     def _states(self) -> dict[str, RowState]:
         """Every image row, loaded once: the diff's only read of the database.

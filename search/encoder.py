@@ -12,7 +12,8 @@ ONNX graph is exported once from the very same open_clip weights, cached by
 model fingerprint under ``$GLIMPSE_CACHE_DIR`` (default ``~/.cache/glimpse``),
 and checked against torch on a probe batch before use; any failure falls back
 to torch with a warning. ``GLIMPSE_RUNTIME=torch|onnx|auto`` (or ``runtime=``)
-overrides the choice. Text always runs in torch.
+overrides the choice. Text runs in torch here; a server queries through
+``search.query_bundle`` instead (both towers in ONNX Runtime, no torch import).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
+from search.paths import cache_dir  # noqa: E402
 from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
 
 
@@ -157,26 +159,13 @@ ORT_MIN_BATCH = 8  # auto runtime: smaller batches (queries) stay in torch
 ONNX_FORMAT = 1  # bump to invalidate cached exports
 
 
-def cache_dir() -> str:
-    return os.path.expanduser(os.environ.get("GLIMPSE_CACHE_DIR") or os.path.join("~", ".cache", "glimpse"))
-
-
 class OnnxImageTower:
     """The open_clip image tower exported to ONNX and run by ONNX Runtime (CPU)."""
 
     def __init__(self, path: str, threads: int):
-        import onnxruntime as ort
+        from search.ort_session import cpu_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, threads)
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        # No busy-waiting between operators: decode workers (and anything else on a small
-        # machine) need those cycles; spinning measured slower end to end on 2 cores.
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.session = cpu_session(path, threads)
         self.input = self.session.get_inputs()[0].name
         self.path = path
 

@@ -12,16 +12,19 @@ import logging
 import os
 import threading
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
-from search.encoder import Encoder, ModelSpec
+from search.model_spec import ModelSpec
 from search.images import Source, load_rgb
 from search.index import IndexDir, LiveIndex
 from search.paths import Paths
 from search.query import parse_query
 from search.store import ImageRow, Store
+
+if TYPE_CHECKING:  # torch stays out of a server that queries through the ONNX bundle
+    from search.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +101,7 @@ def _single_query_threads() -> None:
 class Engine:
     """One per process: the store, the live index and the (lazily) loaded encoder."""
 
-    def __init__(self, paths: Paths, encoder: Encoder | None = None, device: str | None = None,
+    def __init__(self, paths: Paths, encoder: "Encoder | None" = None, device: str | None = None,
                  index_check_every: float = 1.0):
         self.paths = paths
         _single_query_threads()
@@ -123,18 +126,28 @@ class Engine:
         return ModelSpec(row.name, row.pretrained)
 
     @property
-    def encoder(self) -> Encoder:
-        """The model the vectors were made with; loaded once, kept for every query."""
+    def encoder(self):
+        """The model the vectors were made with; loaded once, kept for every query.
+
+        On CPU that is the ONNX Runtime query bundle (no torch in the process; see
+        ``search.query_bundle``), else open_clip in torch.
+        """
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    self._encoder = Encoder(self.model_spec(), device=self._device)
+                    from search.query_bundle import open_query_encoder
+
+                    self._encoder = open_query_encoder(self.model_spec(), device=self._device)
         return self._encoder
 
     def warm(self) -> None:
-        """Load model and index now, so the first query is as fast as the next."""
+        """Load model and index now, and run both towers once, so the first query is as fast as the next."""
         self._live()
-        self.encoder.encode_texts(["warm up"])
+        from PIL import Image
+
+        enc = self.encoder
+        enc.encode_texts(["warm up"])
+        enc.encode_pil([Image.new("RGB", (enc.image_size, enc.image_size), "white")])
 
     def _live(self):
         live = self.index.get()

@@ -272,13 +272,16 @@ class IndexDir:
             return None
         folder = self.root / version
         manifest = json.loads((folder / "manifest.json").read_text())
-        images = faiss.read_index(str(folder / "images.faiss"))
+        if use_gpu is None:
+            use_gpu = gpu_available()
+        # On CPU the files are memory-mapped (published versions are never modified): start-up
+        # reads nothing, and an IVF index keeps resident only the lists queries touch.
+        flags = 0 if use_gpu or os.environ.get("GLIMPSE_INDEX_MMAP", "1") == "0" else faiss.IO_FLAG_MMAP
+        images = faiss.read_index(str(folder / "images.faiss"), flags)
         if "nprobe" in manifest.get("index_type", {}):
             faiss.extract_index_ivf(images).nprobe = manifest["index_type"]["nprobe"]
         cap_path = folder / "captions.faiss"
-        captions = faiss.read_index(str(cap_path)) if cap_path.exists() else None
-        if use_gpu is None:
-            use_gpu = gpu_available()
+        captions = faiss.read_index(str(cap_path), flags) if cap_path.exists() else None
         if use_gpu:
             images = _to_gpu(images)
             captions = _to_gpu(captions) if captions is not None else None

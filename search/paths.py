@@ -37,3 +37,8 @@ class Paths:
     def ensure(self) -> "Paths":
         self.home.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def cache_dir() -> str:
+    """Per-user cache for derived model files (ONNX exports): $GLIMPSE_CACHE_DIR, else ~/.cache/glimpse."""
+    return os.path.expanduser(os.environ.get("GLIMPSE_CACHE_DIR") or os.path.join("~", ".cache", "glimpse"))

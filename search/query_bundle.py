@@ -1,0 +1,247 @@
+"""The query-time model: both towers in ONNX Runtime, loaded without torch.
+
+A server answers one query at a time; importing torch and open_clip costs it
+~4 s of start-up and ~700 MB resident before the model is even built
+(measured, BENCHMARKS.md). So the first time a model is loaded in torch (by
+``glimpse index``, or by a server that finds no bundle), Glimpse writes a
+*query bundle* next to the cached image-tower export:
+
+    $GLIMPSE_CACHE_DIR/onnx/query-<key>/
+        image.onnx  text.onnx  tokenizer.json  meta.json
+
+and checks it against torch (text and image vectors within ``ATOL``, identical
+token ids, identical preprocessed pixels). ``meta.json`` is written last, so a
+bundle without it is unfinished and ignored. Later processes load the bundle
+with onnxruntime, ``tokenizers`` and Pillow only. ``GLIMPSE_RUNTIME=torch``
+keeps the torch path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import threading
+from importlib import metadata
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from search import clip_tokenizer, pil_steps
+from search.model_spec import ModelSpec
+from search.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # bump to invalidate bundles
+ATOL = 1e-4  # max abs difference to torch, per vector component (vectors are unit length)
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
+def bundle_dir(spec: ModelSpec) -> str:
+    key = hashlib.sha256("|".join([
+        spec.fingerprint(), spec.name, _version("open_clip_torch"), _version("torch"), str(FORMAT)]).encode()
+    ).hexdigest()[:24]
+    return os.path.join(cache_dir(), "onnx", f"query-{key}")
+
+
+class OnnxQueryEncoder:
+    """Text and image towers in ONNX Runtime: the query half of ``search.encoder.Encoder``."""
+
+    backend = "onnx"
+    device = "cpu"
+
+    def __init__(self, folder: str, threads: int | None = None):
+        from search.ort_session import cpu_session
+
+        with open(os.path.join(folder, "meta.json")) as f:
+            meta = json.load(f)
+        self.folder = folder
+        self.dim = int(meta["dim"])
+        self.image_size = int(meta["image_size"])
+        self.mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
+        self.steps = meta["pil_steps"]
+        self.pil_transform = pil_steps.compose(self.steps)
+        self.tokenizer = clip_tokenizer.load(meta["tokenizer"], folder)
+        self.text = cpu_session(os.path.join(folder, "text.onnx"), threads)
+        self.image = cpu_session(os.path.join(folder, "image.onnx"), threads)
+        self._text_in = self.text.get_inputs()[0].name
+        self._image_in = self.image.get_inputs()[0].name
+
+    @staticmethod
+    def _unit(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float32, copy=False)
+        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        (out,) = self.text.run(None, {self._text_in: self.tokenizer(list(texts))})
+        return self._unit(out)
+
+    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Preprocessed float NCHW input, exactly as open_clip's transform makes it."""
+        arr = np.stack([np.asarray(self.pil_transform(im).convert("RGB"), dtype=np.uint8) for im in images])
+        x = arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+        return np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        if not images:
+            return np.zeros((0, self.dim), np.float32)
+        (out,) = self.image.run(None, {self._image_in: self.pixels(images)})
+        return self._unit(out)
+
+
+_build_lock = threading.Lock()
+
+
+def open_bundle(spec: ModelSpec) -> OnnxQueryEncoder | None:
+    """The verified bundle for ``spec``, or None when there is none (or onnxruntime is missing)."""
+    folder = bundle_dir(spec)
+    if not os.path.isfile(os.path.join(folder, "meta.json")):
+        return None
+    try:
+        return OnnxQueryEncoder(folder)
+    except ImportError as exc:
+        log.info("query bundle not usable (%s); using torch", exc)
+        return None
+
+
+def ensure_bundle(enc) -> str:
+    """Build and verify the bundle for a loaded torch ``Encoder`` unless it exists; return its folder."""
+    folder = bundle_dir(enc.spec)
+    if os.path.isfile(os.path.join(folder, "meta.json")):
+        return folder
+    with _build_lock:
+        if os.path.isfile(os.path.join(folder, "meta.json")):
+            return folder
+        tmp = f"{folder}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            _build(enc, tmp)
+            try:
+                os.replace(tmp, folder)
+            except OSError:  # another process finished first (the folder exists and is not empty)
+                if not os.path.isfile(os.path.join(folder, "meta.json")):
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    log.info("query bundle ready: %s", folder)
+    return folder
+
+
+def _build(enc, tmp: str) -> None:
+    import torch
+
+    from search.encoder import OnnxImageTower
+
+    steps = pil_steps.describe(enc.pil_transform)
+    tok_meta = clip_tokenizer.convert(enc.tokenizer, os.path.join(tmp, "tokenizer.json"))
+    diff = clip_tokenizer.same_as(enc.tokenizer, clip_tokenizer.load(tok_meta, tmp))
+    if diff is not None:
+        raise clip_tokenizer.UnsupportedTokenizer(f"rebuilt tokenizer differs from open_clip's on {diff!r}")
+    image = OnnxImageTower.for_encoder(enc)  # exported once, cached and verified against torch
+    try:
+        os.link(image.path, os.path.join(tmp, "image.onnx"))
+    except OSError:
+        shutil.copyfile(image.path, os.path.join(tmp, "image.onnx"))
+    del image
+    _export_text_tower(enc, os.path.join(tmp, "text.onnx"))
+    meta = {"format": FORMAT, "model": enc.spec.name, "pretrained": enc.spec.pretrained,
+            "fingerprint": enc.spec.fingerprint(), "dim": int(enc.dim), "image_size": int(enc.image_size),
+            "mean": list(enc.mean), "std": list(enc.std), "pil_steps": steps, "tokenizer": tok_meta}
+    with open(os.path.join(tmp, "meta.json.tmp"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(tmp, "meta.json.tmp"), os.path.join(tmp, "meta.json"))
+
+    # Verify the whole query path against torch before anyone relies on it.
+    q = OnnxQueryEncoder(tmp, threads=torch.get_num_threads())
+    texts = clip_tokenizer.PROBE_TEXTS
+    err = float(np.abs(q.encode_texts(texts) - enc.encode_texts(texts)).max())
+    rng = np.random.default_rng(0)
+    probes = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((300, 200), (150, 320), (64, 64))]
+    for im in probes:
+        if not np.array_equal(np.asarray(q.pil_transform(im)), np.asarray(enc.pil_transform(im))):
+            raise pil_steps.UnsupportedStep("replayed preprocessing differs from open_clip's")
+    err = max(err, float(np.abs(q.encode_pil(probes) - _torch_encode_pil(enc, probes)).max()))
+    if not err <= ATOL:
+        raise RuntimeError(f"ONNX query towers differ from torch by {err:.2e} (> {ATOL})")
+    log.debug("query bundle matches torch (max abs diff %.1e)", err)
+
+
+def _torch_encode_pil(enc, images) -> np.ndarray:
+    import torch
+
+    from search.encoder import pil_to_uint8
+
+    batch = torch.stack([pil_to_uint8(enc.pil_transform(im)) for im in images])
+    with torch.inference_mode():
+        return enc._normalise(enc.model.encode_image(enc._pixels_to_input(batch)))
+
+
+def _export_text_tower(enc, path: str) -> None:
+    import warnings
+
+    import torch
+
+    class _Text(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, tokens):
+            return self.model.encode_text(tokens)
+
+    log.info("exporting the text tower of %s to ONNX (once; cached)", enc.spec.describe())
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dummy = enc.tokenizer(["a photo of a cat", "a dog"])
+            torch.onnx.export(_Text(enc.model).eval(), (dummy,), path, input_names=["tokens"],
+                              output_names=["embedding"], dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
+                              opset_version=17, dynamo=False)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+def open_query_encoder(spec: ModelSpec, device: str | None = None):
+    """The encoder a server should query with.
+
+    CPU (the default unless a device is named): the ONNX bundle, built from
+    torch on first use when missing. ``GLIMPSE_RUNTIME=torch``, a named GPU
+    device, or a bundle that cannot be built: the torch ``Encoder``.
+    """
+    runtime = (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower()
+    onnx_ok = runtime in ("auto", "onnx") and device in (None, "auto", "cpu") and \
+        not os.environ.get("GLIMPSE_QUANTIZE")
+    if onnx_ok:
+        q = open_bundle(spec)
+        if q is not None:
+            log.info("query model %s: ONNX Runtime bundle %s (no torch)", spec.describe(), q.folder)
+            return q
+    from search.encoder import Encoder
+
+    enc = Encoder(spec, device=device)
+    if onnx_ok and enc.device == "cpu":
+        try:
+            q = OnnxQueryEncoder(ensure_bundle(enc))
+            log.info("query model %s: ONNX Runtime bundle built; later starts skip torch", spec.describe())
+            return q
+        except Exception as exc:  # noqa: BLE001 - torch still answers queries
+            if runtime == "onnx":
+                raise
+            log.warning("no ONNX query bundle (%s: %s); queries run in torch", exc.__class__.__name__, exc)
+    return enc
