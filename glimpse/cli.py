@@ -148,7 +148,7 @@ def reindex(paths_obj, **kw):
 @click.pass_obj
 def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json):
     """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
-    from search.encoder import ModelLoadError
+    from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
     from search.engine import Engine, EngineError, Filters
     from search.images import ImageDecodeError
 
@@ -221,7 +221,7 @@ def stats(paths_obj, as_json, all_failed):
 @click.pass_obj
 def serve(paths_obj, host, port, threads):
     """Serve the search page and JSON API (waitress)."""
-    from search.encoder import ModelLoadError
+    from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
     from search.engine import EngineError
     from web.server import serve as run_server
 

@@ -117,3 +117,18 @@ print(json.dumps({{"torch": "torch" in sys.modules, "backend": eng.encoder.backe
     assert [r["id"] for r in results] == [r["id"] for r in want_torch]
     np.testing.assert_allclose([r["score"] for r in results], [r["score"] for r in want_torch], atol=1e-3)
     assert got["image"]["results"][0]["path"].endswith("img_0003.png")
+
+
+def test_cli_search_runs_without_torch(tiny_model, home, tmp_path, glimpse):
+    """`glimpse search` (and `serve`, through the same engine) must not pay torch's import."""
+    make_images(tmp_path / "pics", 6)
+    glimpse("index", str(tmp_path / "pics"), "--model", tiny_model)
+    probe = ("import sys, runpy; sys.argv = ['glimpse', 'search', 'red', '--json'];\n"
+             "try:\n    runpy.run_module('glimpse.cli', run_name='__main__')\n"
+             "except SystemExit as e:\n    assert not e.code, e.code\n"
+             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=str(REPO),
+                         env=dict(os.environ, GLIMPSE_HOME=str(home)), timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout[: out.stdout.rindex("]") + 1])  # results were printed
+    assert out.stdout.strip().endswith("NO-TORCH")
