@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -25,6 +26,7 @@ from indexer.lock import JobLock
 from indexer.progress import bar
 from indexer.scan import FileEntry, walk_images
 from search.model_spec import ModelSpec
+from search.ort_session import cpu_threads
 from search.index import IndexDir
 from search.paths import Paths
 from search.store import CaptionRow, ImageRow, Root, Store, pack_vector, utcnow
@@ -116,7 +118,9 @@ class Indexer:
         if self._encoder is None:
             from search.encoder import Encoder  # torch: only when something needs embedding
 
-            self._encoder = Encoder(spec, device=self.opts.device, quantize=self.opts.quantize)
+            streams = encode_streams(self.opts.device)
+            self._encoder = Encoder(spec, device=self.opts.device, quantize=self.opts.quantize,
+                                    ort_threads=max(1, cpu_threads() // streams))
         row = self.store.get_model()
         if row is None or row.dim != self._encoder.dim or row.fingerprint != spec.fingerprint():
             self.store.set_model(spec.name, spec.pretrained, spec.fingerprint(), self._encoder.dim)
@@ -283,11 +287,13 @@ class Indexer:
             log.info("reused vectors for %d moved and %d copied files", len(plan["moves"]), len(plan["copies"]))
 
     def _embed(self, spec: ModelSpec, items: list, root_ids: dict) -> None:
-        """Decode (workers) -> encode (this thread) -> write (a writer thread), overlapped.
+        """Decode (workers) -> encode (one stream per core on CPU) -> write (a writer thread), overlapped.
 
-        The writer commits batch N while the encoder works on batch N+1, so the
-        encoder never waits on SQLite; it holds at most one batch, so a crash
-        loses at most the batches not yet committed, never a committed one.
+        On CPU each encode stream is one single-threaded ONNX Runtime call on its own
+        batch: no thread barriers inside a batch, so a decode worker taking a core
+        stalls one stream instead of both threads of a shared call. The writer
+        commits batch N while the encoders work on the next ones, in input order;
+        a crash loses at most the batches not yet committed, never a committed one.
         """
         from indexer.load import iter_batches
 
@@ -297,21 +303,38 @@ class Indexer:
         progress = bar(len(items), "embedding")
         paths = [entry.path for entry, *_ in items]
         want_hash = [h is None for *_, h in items]
-        pending = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer:
+        streams = encode_streams(self.opts.device) if enc.device == "cpu" else 1
+        encode = lambda ok: enc.encode_pixels(_stack([b.pixels for b in ok])) if ok else np.zeros((0, enc.dim))  # noqa: E731
+        inflight: deque = deque()  # (batch, ok, future of vectors), in input order
+        pending = None  # the write in progress
+
+        def write_oldest() -> None:
+            nonlocal pending
+            batch, ok, fut = inflight.popleft()
+            vectors = fut.result()
+            if pending is not None:
+                pending.result()  # re-raises a write error; keeps at most one batch being written
+            pending = writer.submit(self._write_batch, items, batch, ok, vectors, progress)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
+                ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
             try:
                 for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, self.opts.workers,
                                           on_gpu, want_hash=want_hash):
                     ok = [b for b in batch if b.pixels is not None]
-                    vectors = enc.encode_pixels(_stack([b.pixels for b in ok])) if ok else np.zeros((0, enc.dim))
-                    if pending is not None:
-                        pending.result()  # re-raises a write error; keeps at most one batch in flight
-                    pending = writer.submit(self._write_batch, items, batch, ok, vectors, progress)
+                    inflight.append((batch, ok, encoders.submit(encode, ok)))
+                    while len(inflight) >= streams:
+                        write_oldest()
+                while inflight:
+                    write_oldest()
                 if pending is not None:
                     pending.result()
             except BaseException:
+                # Let the write in progress finish; batches still encoding are dropped (the next run embeds them).
+                for _, _, fut in inflight:
+                    fut.cancel()
                 if pending is not None and not pending.done():
-                    pending.result()  # finish the batch already encoded before giving up
+                    pending.result()
                 raise
         progress.close()
 
@@ -398,6 +421,16 @@ class Indexer:
         return index_dir.publish(img_vecs, img_ids, cap_vecs, cap_ids, {
             "model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim,
         })
+
+
+def encode_streams(device: str | None) -> int:
+    """Concurrent encoder calls while indexing: GLIMPSE_ENCODE_STREAMS, else one per core on CPU."""
+    configured = os.environ.get("GLIMPSE_ENCODE_STREAMS")
+    if configured:
+        return max(1, int(configured))
+    if (device and device not in ("cpu", "auto")) or (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower() == "torch":
+        return 1
+    return min(4, cpu_threads())
 
 
 def _stack(tensors):

@@ -43,7 +43,7 @@ class Encoder:
     """A loaded open_clip model with its tokenizer and split preprocessing."""
 
     def __init__(self, spec: ModelSpec, device: str | None = None, precision: str = "auto", runtime: str | None = None,
-                 quantize: str | None = None):
+                 quantize: str | None = None, ort_threads: int | None = None):
         import open_clip
 
         self.spec = spec
@@ -51,6 +51,8 @@ class Encoder:
         # bf16/fp16 on a CPU without native support is several times slower.
         self.precision = ("fp16" if self.device.startswith("cuda") else "fp32") if precision == "auto" else precision
         self._lock = threading.Lock()
+        # ONNX Runtime threads per call; the indexer runs one call per core with 1 thread each.
+        self.ort_threads = ort_threads
         pretrained = None if spec.pretrained in (None, RANDOM_INIT) else spec.pretrained
         if spec.pretrained == RANDOM_INIT or (not pretrained and not spec.name.startswith(LOCAL_DIR)):
             log.warning("model %s has no pretrained weights: random init (seed 0), useful for benchmarks only", spec.name)
@@ -136,8 +138,7 @@ class Encoder:
         if self._ort is not None:
             with torch.inference_mode():
                 x = self._pixels_to_input(batch).contiguous().numpy()
-            with self._lock:
-                return self._ort.run(x)
+            return self._ort.run(x)  # ONNX Runtime sessions are thread-safe: concurrent batches may overlap
         with self._lock, torch.inference_mode(), self._autocast():
             return self._normalise(self.model.encode_image(self._pixels_to_input(batch)))
 
@@ -206,7 +207,7 @@ class OnnxImageTower:
                     if os.path.exists(tmp):
                         os.unlink(tmp)
             path = qpath
-        tower = cls(path, torch.get_num_threads())
+        tower = cls(path, enc.ort_threads or torch.get_num_threads())
         import onnxruntime
 
         # The check runs once per (export, ONNX Runtime version): a marker records that it passed,

@@ -157,3 +157,25 @@ def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos,
     vecs = enc.encode_pixels(torch.stack([b.pixels for b in batch]))
     assert enc.backend == "onnx"
     np.testing.assert_allclose(vecs[0], one[0], atol=1e-5)
+
+
+def test_concurrent_encode_streams_store_the_same_vectors_per_file(tiny_model, tmp_path, monkeypatch):
+    """Several encoder calls in flight (one per core) must not mix up which vector belongs to which file."""
+    from conftest import glimpse_cmd, make_images
+    from search.store import ImageRow, Store, unpack_vectors
+
+    make_images(tmp_path / "pics", 45, size=(64, 48))
+    stored = {}
+    for streams in ("1", "3"):
+        home = tmp_path / f"home{streams}"
+        glimpse_cmd("index", str(tmp_path / "pics"), "--model", tiny_model, "--batch-size", "8", "--workers", "2",
+                    home=home, env={"GLIMPSE_ENCODE_STREAMS": streams})
+        store = Store(home / "glimpse.db")
+        with store.session() as s:
+            rows = s.query(ImageRow.path, ImageRow.vector).all()
+        vecs = unpack_vectors([v for _, v in rows], 32)
+        stored[streams] = {p: v for (p, _), v in zip(rows, vecs)}
+        store.close()
+    assert len(stored["1"]) == 45 and stored["1"].keys() == stored["3"].keys()
+    for path, vec in stored["1"].items():
+        np.testing.assert_allclose(stored["3"][path], vec, atol=2e-3)  # float16 storage
