@@ -301,6 +301,42 @@ def section_index(res: Results, args, corpus_dir: Path) -> None:
             f"{(db_bytes + idx_bytes) / n:,.0f} ({db_bytes / n:,.0f} + {idx_bytes / n:,.0f})")
 
 
+def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
+    """`glimpse index --quantize int8` end to end, and how many of float32's top-10 it keeps."""
+    n = len(list(corpus_dir.glob("*.jpg")))
+    home = DATA / "homes" / f"e2e-{n}-int8"
+    shutil.rmtree(home, ignore_errors=True)
+    note: dict = {}
+    with quiet_machine(note):
+        r = run_timed(glimpse_cmd(home, "-v", "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED,
+                                  "--quantize", "int8") + args.index_args)
+    if r["rc"] != 0:
+        raise RuntimeError(f"glimpse index --quantize int8 failed ({r['rc']}):\n{r['stderr'][-3000:]}")
+    loaded = _log_time(r["stderr"], "loaded on")
+    end = _log_time(r["stderr"], "published index version")
+    rate, phase = n / r["wall_s"], (n / (end - loaded) if loaded and end else float("nan"))
+    res.raw.update(index_int8_img_s=rate, index_int8_phase_img_s=phase)
+    res.add(f"end-to-end `glimpse index --quantize int8`, {n} JPEGs (img/s, whole command / embedding phase)",
+            f"{rate:.2f} / {phase:.2f}", "", cond_str(note))
+    # Agreement: same queries against the float32 home of section_index (image queries: corpus files).
+    fp32_home = DATA / "homes" / f"e2e-{n}"
+    if not (fp32_home / "glimpse.db").exists():
+        return
+    from search.engine import Engine
+
+    queries = sorted(corpus_dir.glob("*.jpg"))[:: max(1, n // 50)][:50]
+    engines = [Engine.open(str(h)) for h in (fp32_home, home)]
+    overlap = []
+    for q in queries:
+        ids = [[Path(x.path).name for x in e.search_image(str(q), k=10)] for e in engines]
+        overlap.append(len(set(ids[0]) & set(ids[1])) / 10)
+    for e in engines:
+        e.close()
+    res.raw["int8_top10_agreement"] = statistics.mean(overlap)
+    res.add(f"  int8 top-10 agreement with float32 ({len(overlap)} image queries, same query encoder)",
+            f"{statistics.mean(overlap):.1%} (min {min(overlap):.0%})")
+
+
 def section_reindex(res: Results, args) -> None:
     from bench.synth import synth_home, tiny_tree
 
@@ -501,6 +537,8 @@ def main(argv=None) -> int:
             section_encoder(res, a, corpus_dir)
         if "index" in only:
             section_index(res, a, corpus_dir)
+            if not a.no_int8:
+                section_index_int8(res, a, corpus_dir)
         if "reindex" in only:
             section_reindex(res, a)
         if "query" in only:
