@@ -300,6 +300,8 @@ class Indexer:
         enc = self.encoder(spec)
         on_gpu = enc.device.startswith("cuda")
         batch_size = self.opts.batch_size or (256 if on_gpu else 32)
+        if len(items) >= batch_size:  # overlap the ONNX session start with the decode workers' start
+            threading.Thread(target=enc.start_batch_runtime, name="glimpse-ort-start", daemon=True).start()
         progress = bar(len(items), "embedding")
         paths = [entry.path for entry, *_ in items]
         want_hash = [h is None for *_, h in items]

@@ -119,22 +119,26 @@ class Encoder:
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
 
-    def _start_ort(self) -> None:
+    def start_batch_runtime(self) -> None:
+        """Create the ONNX Runtime image tower now (auto runtime on CPU) instead of on the
+        first batch; the indexer calls this in a thread while decode workers start.
+        Callers of ``encode_pixels`` meanwhile wait for it rather than fall back to torch."""
         with self._lock:
             if self._ort is not None or not self._ort_auto:
                 return
-            self._ort_auto = False
             try:
                 self._ort = OnnxImageTower.for_encoder(self)
                 self.backend = "onnx"
                 log.info("image tower: ONNX Runtime (CPU)")
             except Exception as exc:  # noqa: BLE001 - torch still works
                 log.warning("ONNX Runtime image tower unavailable (%s: %s); using torch", exc.__class__.__name__, exc)
+            finally:
+                self._ort_auto = False
 
     def encode_pixels(self, batch: torch.Tensor) -> np.ndarray:
         """Encode a uint8 NHWC batch (output of pil_transform, stacked)."""
         if self._ort is None and self._ort_auto and len(batch) >= ORT_MIN_BATCH:
-            self._start_ort()
+            self.start_batch_runtime()
         if self._ort is not None:
             with torch.inference_mode():
                 x = self._pixels_to_input(batch).contiguous().numpy()
