@@ -248,29 +248,32 @@ def _touch(path: str) -> None:
 
 
 def _export_image_tower(enc: "Encoder", path: str) -> None:
-    """torch.onnx export of ``model.encode_image`` with a dynamic batch axis; atomic write."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    log.info("exporting the image tower of %s to ONNX (once; cached in %s)", enc.spec.describe(), os.path.dirname(path))
+    export_onnx(enc.model, "encode_image", torch.zeros(2, 3, enc.image_size, enc.image_size), path, "pixels")
 
-    class _Image(torch.nn.Module):
-        def __init__(self, model):
+
+def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: str, input_name: str) -> None:
+    """torch.onnx export of ``model.<method>(x)`` with a dynamic batch axis; atomic write."""
+
+    class _Tower(torch.nn.Module):
+        def __init__(self):
             super().__init__()
             self.model = model
 
         def forward(self, x):
-            return self.model.encode_image(x)
+            return getattr(self.model, method)(x)
 
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    import warnings
+
     tmp = f"{path}.{os.getpid()}.tmp"
-    log.info("exporting the image tower of %s to ONNX (once; cached in %s)", enc.spec.describe(), os.path.dirname(path))
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
     try:
-        import warnings
-
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            dummy = torch.zeros(2, 3, enc.image_size, enc.image_size)
-            torch.onnx.export(_Image(enc.model).eval(), (dummy,), tmp, input_names=["pixels"], output_names=["embedding"],
-                              dynamic_axes={"pixels": {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
+            torch.onnx.export(_Tower().eval(), (dummy,), tmp, input_names=[input_name], output_names=["embedding"],
+                              dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
                               dynamo=False)
         os.replace(tmp, path)
     finally:

@@ -191,30 +191,10 @@ def _torch_encode_pil(enc, images) -> np.ndarray:
 
 
 def _export_text_tower(enc, path: str) -> None:
-    import warnings
-
-    import torch
-
-    class _Text(torch.nn.Module):
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, tokens):
-            return self.model.encode_text(tokens)
+    from search.encoder import export_onnx
 
     log.info("exporting the text tower of %s to ONNX (once; cached)", enc.spec.describe())
-    fastpath = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dummy = enc.tokenizer(["a photo of a cat", "a dog"])
-            torch.onnx.export(_Text(enc.model).eval(), (dummy,), path, input_names=["tokens"],
-                              output_names=["embedding"], dynamic_axes={"tokens": {0: "batch"}, "embedding": {0: "batch"}},
-                              opset_version=17, dynamo=False)
-    finally:
-        torch.backends.mha.set_fastpath_enabled(fastpath)
+    export_onnx(enc.model, "encode_text", enc.tokenizer(["a photo of a cat", "a dog"]), path, "tokens")
 
 
 def open_query_encoder(spec: ModelSpec, device: str | None = None):
