@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 scripts/setup.sh
 export GLIMPSE_HOME=${GLIMPSE_HOME:-$PWD/glimpse-data/demo}
-MODEL=${GLIMPSE_DEMO_MODEL:-local-dir:$PWD/models/glimpse-icons-small}
+MODEL=${GLIMPSE_DEMO_MODEL:-local-dir:$PWD/models/glimpse-icons-distil}
 # --reembed: a demo home indexed with an earlier bundled model is re-embedded, not refused
 .venv/bin/glimpse index demo/corpus --captions demo/corpus/captions.jsonl --model "$MODEL" --reembed
 exec .venv/bin/glimpse serve --host 127.0.0.1 --port "${PORT:-5000}"

@@ -3,7 +3,7 @@
 Used for the demo corpus goal ("the right image is in the top 10 for >= 80% of
 its own captions"):
 
-    python -m training.manifest_eval local-dir:models/glimpse-icons-small demo/corpus/captions.jsonl
+    python -m training.manifest_eval local-dir:models/glimpse-icons-distil demo/corpus/captions.jsonl
 """
 
 from __future__ import annotations
