@@ -105,6 +105,10 @@ class OnnxQueryEncoder:
 _build_lock = threading.Lock()
 
 
+class UnsupportedModel(RuntimeError):
+    """This model's query path cannot be reproduced outside torch; it keeps the torch encoder."""
+
+
 def open_bundle(spec: ModelSpec) -> OnnxQueryEncoder | None:
     """The verified bundle for ``spec``, or None when there is none (or onnxruntime is missing)."""
     folder = bundle_dir(spec)
@@ -122,6 +126,10 @@ def ensure_bundle(enc) -> str:
     folder = bundle_dir(enc.spec)
     if os.path.isfile(os.path.join(folder, "meta.json")):
         return folder
+    refused = f"{folder}.unsupported"  # a model that cannot have a bundle is not re-exported at every start
+    if os.path.isfile(refused):
+        with open(refused) as f:
+            raise UnsupportedModel(f.read().strip())
     with _build_lock:
         if os.path.isfile(os.path.join(folder, "meta.json")):
             return folder
@@ -129,7 +137,12 @@ def ensure_bundle(enc) -> str:
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
-            _build(enc, tmp)
+            try:
+                _build(enc, tmp)
+            except (clip_tokenizer.UnsupportedTokenizer, pil_steps.UnsupportedStep, UnsupportedModel) as exc:
+                with open(refused, "w") as f:
+                    f.write(f"{exc.__class__.__name__}: {exc}\n")
+                raise
             try:
                 os.replace(tmp, folder)
             except OSError:  # another process finished first (the folder exists and is not empty)
@@ -176,7 +189,7 @@ def _build(enc, tmp: str) -> None:
             raise pil_steps.UnsupportedStep("replayed preprocessing differs from open_clip's")
     err = max(err, float(np.abs(q.encode_pil(probes) - _torch_encode_pil(enc, probes)).max()))
     if not err <= ATOL:
-        raise RuntimeError(f"ONNX query towers differ from torch by {err:.2e} (> {ATOL})")
+        raise UnsupportedModel(f"ONNX query towers differ from torch by {err:.2e} (> {ATOL})")
     log.debug("query bundle matches torch (max abs diff %.1e)", err)
 
 

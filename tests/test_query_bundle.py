@@ -132,3 +132,21 @@ def test_cli_search_runs_without_torch(tiny_model, home, tmp_path, glimpse):
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout[: out.stdout.rindex("]") + 1])  # results were printed
     assert out.stdout.strip().endswith("NO-TORCH")
+
+
+def test_model_without_bundle_support_is_refused_once_and_remembered(tiny_encoder, tmp_path, monkeypatch):
+    from search import clip_tokenizer, query_bundle
+
+    monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def unsupported(tokenizer, path):
+        calls.append(path)
+        raise clip_tokenizer.UnsupportedTokenizer("tokenizer HFTokenizer")
+
+    monkeypatch.setattr(clip_tokenizer, "convert", unsupported)
+    for _ in range(2):
+        with pytest.raises(clip_tokenizer.UnsupportedTokenizer if not calls else query_bundle.UnsupportedModel):
+            query_bundle.ensure_bundle(tiny_encoder)
+    assert len(calls) == 1  # the second start does not export again
+    assert query_bundle.open_bundle(tiny_encoder.spec) is None
