@@ -34,7 +34,6 @@ class Loaded:
 _IN_MEMORY_MAX = 64 << 20
 
 
-
 class _ImageFiles(Dataset):
     def __init__(self, paths: Sequence[str], pil_transform: Callable, draft_size: int,
                  want_hash: Sequence[bool] | None = None):

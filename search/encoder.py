@@ -30,6 +30,7 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 from search.paths import cache_dir  # noqa: E402
+from search.ort_session import cpu_session, unit_rows  # noqa: E402
 from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
 
 
@@ -168,16 +169,13 @@ class OnnxImageTower:
     """The open_clip image tower exported to ONNX and run by ONNX Runtime (CPU)."""
 
     def __init__(self, path: str, threads: int):
-        from search.ort_session import cpu_session
-
         self.session = cpu_session(path, threads)
         self.input = self.session.get_inputs()[0].name
         self.path = path
 
     def run(self, x: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})
-        out = out.astype(np.float32, copy=False)
-        return out / np.maximum(np.linalg.norm(out, axis=-1, keepdims=True), 1e-12)
+        return unit_rows(out)
 
     @classmethod
     def for_encoder(cls, enc: "Encoder", atol: float = 1e-4, quantize: str | None = None,

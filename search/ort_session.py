@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 
 def cpu_threads() -> int:
     """Threads for one ONNX Runtime session: GLIMPSE_THREADS, else the CPUs this process may use."""
@@ -29,3 +31,9 @@ def cpu_session(path: str, threads: int | None = None):
     # machine) need those cycles; spinning measured slower end to end on 2 cores.
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """float32 rows scaled to unit length (both ONNX towers' outputs are raw projections)."""
+    x = x.astype(np.float32, copy=False)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)

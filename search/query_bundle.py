@@ -32,6 +32,7 @@ from PIL import Image
 
 from search import clip_tokenizer, pil_steps
 from search.model_spec import ModelSpec
+from search.ort_session import cpu_session, unit_rows
 from search.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,6 @@ class OnnxQueryEncoder:
     device = "cpu"
 
     def __init__(self, folder: str, threads: int | None = None):
-        from search.ort_session import cpu_session
-
         with open(os.path.join(folder, "meta.json")) as f:
             meta = json.load(f)
         self.folder = folder
@@ -78,16 +77,11 @@ class OnnxQueryEncoder:
         self._text_in = self.text.get_inputs()[0].name
         self._image_in = self.image.get_inputs()[0].name
 
-    @staticmethod
-    def _unit(x: np.ndarray) -> np.ndarray:
-        x = x.astype(np.float32, copy=False)
-        return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         (out,) = self.text.run(None, {self._text_in: self.tokenizer(list(texts))})
-        return self._unit(out)
+        return unit_rows(out)
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Preprocessed float NCHW input, exactly as open_clip's transform makes it."""
@@ -99,7 +93,7 @@ class OnnxQueryEncoder:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         (out,) = self.image.run(None, {self._image_in: self.pixels(images)})
-        return self._unit(out)
+        return unit_rows(out)
 
 
 _build_lock = threading.Lock()
