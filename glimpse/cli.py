@@ -73,6 +73,9 @@ def model_options(f):
                      help="CPU only: int8 image tower in ONNX Runtime (faster; vectors within cosine ~0.98 of "
                           "float32, see BENCHMARKS.md). Same as GLIMPSE_QUANTIZE=int8.")(f)
     f = click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: GPU when present).")(f)
+    f = click.option("--decode", type=click.Choice(["auto", "gpu", "cpu"]), default=None,
+                     help="Where JPEGs are decoded: auto (default; nvJPEG on the GPU when encoding on one), "
+                          "gpu, or cpu (PIL in the worker processes). Same as GLIMPSE_DECODE.")(f)
     f = click.option("--workers", type=int, default=None, help="Decode worker processes.")(f)
     f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 32 CPU, 256 GPU).")(f)
     f = click.option("--reembed", is_flag=True, help="Allow a model change: re-embed every image with the new model.")(f)

@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from indexer.gpu_decode import nvjpeg_suitable
 from indexer.hashing import bytes_hash, file_hash
 from search.encoder import pil_to_uint8
 from search.images import ImageDecodeError, load_rgb, probe
@@ -27,6 +28,14 @@ class Loaded:
     meta: dict
     error: str | None
     content_hash: str | None = None  # only when asked for: the worker already holds the bytes
+    jpeg: tuple[int, int] | None = None  # raw mode: [start, end) of this file's bytes in the batch's blob
+
+
+class LoadedBatch(list):
+    """A batch of Loaded; ``blob`` holds the raw JPEG bytes of its ``jpeg`` items (one tensor per batch,
+    so a batch crosses from the worker in one shared-memory segment)."""
+
+    blob: torch.Tensor | None = None
 
 
 # Files up to this size are read once into memory, hashed and decoded from there;
@@ -36,11 +45,12 @@ _IN_MEMORY_MAX = 64 << 20
 
 class _ImageFiles(Dataset):
     def __init__(self, paths: Sequence[str], pil_transform: Callable, draft_size: int,
-                 want_hash: Sequence[bool] | None = None):
+                 want_hash: Sequence[bool] | None = None, raw_jpeg: bool = False):
         self.paths = list(paths)
         self.pil_transform = pil_transform
         self.draft_size = draft_size
         self.want_hash = list(want_hash) if want_hash is not None else [False] * len(self.paths)
+        self.raw_jpeg = raw_jpeg
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -50,7 +60,18 @@ class _ImageFiles(Dataset):
         digest = None
         try:
             source: str | bytes = path
-            if self.want_hash[i]:
+            if self.raw_jpeg and os.path.getsize(path) <= _IN_MEMORY_MAX:
+                with open(path, "rb") as f:
+                    source = f.read()
+                if self.want_hash[i]:
+                    digest = bytes_hash(source)
+                try:
+                    meta = probe(source)
+                except Exception:  # noqa: BLE001 - load_rgb below says what is wrong with it
+                    meta = {}
+                if nvjpeg_suitable(source, meta):
+                    return Loaded(i, None, meta, None, digest, jpeg=source)  # type: ignore[arg-type] # packed by _collate
+            elif self.want_hash[i]:
                 # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
                 if os.path.getsize(path) <= _IN_MEMORY_MAX:
                     with open(path, "rb") as f:
@@ -69,8 +90,18 @@ class _ImageFiles(Dataset):
             return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}", digest)
 
 
-def _collate(items: list[Loaded]) -> list[Loaded]:
-    return items
+def _collate(items: list[Loaded]) -> LoadedBatch:
+    batch = LoadedBatch(items)
+    raw = [it for it in items if it.jpeg is not None]
+    if raw:
+        offset, parts = 0, []
+        for it in raw:
+            data: bytes = it.jpeg  # type: ignore[assignment]
+            parts.append(data)
+            it.jpeg = (offset, offset + len(data))
+            offset += len(data)
+        batch.blob = torch.frombuffer(bytearray(b"".join(parts)), dtype=torch.uint8)
+    return batch
 
 
 # Decode workers run at a lower CPU priority than the encoder: on a machine with
@@ -89,8 +120,11 @@ def _worker_init(_worker_id: int) -> None:
             pass
 
 
-def default_workers() -> int:
-    return max(1, min(8, (os.cpu_count() or 2)))
+def default_workers(gpu: bool = False) -> int:
+    """One decode process per core; on CPU at most 8 (the encoder needs the rest), on a GPU
+    all cores but one (the main process feeds the GPU)."""
+    cores = os.cpu_count() or 2
+    return max(1, min(32, cores - 1)) if gpu else max(1, min(8, cores))
 
 
 def iter_batches(
@@ -99,15 +133,16 @@ def iter_batches(
     image_size: int,
     batch_size: int = 32,
     workers: int | None = None,
-    pin_memory: bool = False,
     want_hash: Sequence[bool] | None = None,
-) -> Iterator[list[Loaded]]:
-    """Yield lists of decoded images, in input order, ``batch_size`` at a time.
+    raw_jpeg: bool = False,
+) -> Iterator[LoadedBatch]:
+    """Yield batches of decoded images, in input order, ``batch_size`` at a time.
 
     ``want_hash[i]``: also return the content hash of ``paths[i]`` (computed in the worker).
+    ``raw_jpeg``: JPEGs a GPU can decode come back undecoded (``Loaded.jpeg``, see indexer.gpu_decode).
     """
-    workers = default_workers() if workers is None else workers
-    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size, want_hash=want_hash)
+    workers = default_workers(raw_jpeg) if workers is None else workers
+    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size, want_hash=want_hash, raw_jpeg=raw_jpeg)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -116,11 +151,6 @@ def iter_batches(
         collate_fn=_collate,
         worker_init_fn=_worker_init if workers else None,
         prefetch_factor=4 if workers else None,
-        pin_memory=False,  # our items are dataclasses; pinning happens on the stacked batch
+        pin_memory=False,  # our items are dataclasses; the encoder pins the stacked batch
     )
-    for batch in loader:
-        if pin_memory:
-            for item in batch:
-                if item.pixels is not None:
-                    item.pixels = item.pixels.pin_memory()
-        yield batch
+    yield from loader

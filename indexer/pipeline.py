@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 
 from indexer.captions import read_manifest, sidecar_captions
 from indexer.hashing import file_hash
@@ -48,6 +48,7 @@ class Options:
     workers: int | None = None
     device: str | None = None
     quantize: str | None = None  # "int8": ONNX Runtime int8 image tower (CPU)
+    decode: str | None = None  # where JPEGs are decoded: auto (GPU when encoding on one), gpu, cpu
     kind: str = "index"
 
 
@@ -295,7 +296,7 @@ class Indexer:
         commits batch N while the encoders work on the next ones, in input order;
         a crash loses at most the batches not yet committed, never a committed one.
         """
-        from indexer.load import iter_batches
+        from indexer.load import default_workers, iter_batches
 
         enc = self.encoder(spec)
         on_gpu = enc.device.startswith("cuda")
@@ -306,14 +307,20 @@ class Indexer:
         paths = [entry.path for entry, *_ in items]
         want_hash = [h is None for *_, h in items]
         streams = encode_streams(self.opts.device) if enc.device == "cpu" else 1
-        encode = lambda ok: enc.encode_pixels(_stack([b.pixels for b in ok])) if ok else np.zeros((0, enc.dim))  # noqa: E731
-        inflight: deque = deque()  # (batch, ok, future of vectors), in input order
+        gpu_steps = gpu_decode_steps(enc, self.opts.decode)
+        log.info("decoding JPEGs %s", "on the GPU (nvJPEG)" if gpu_steps is not None else "in worker processes")
+
+        def encode(batch):
+            ok, pixels = batch_pixels(batch, enc, gpu_steps)
+            return ok, (enc.encode_pixels(pixels) if ok else np.zeros((0, enc.dim)))
+
+        inflight: deque = deque()  # (batch, future of (ok, vectors)), in input order
         pending = None  # the write in progress
 
         def write_oldest() -> None:
             nonlocal pending
-            batch, ok, fut = inflight.popleft()
-            vectors = fut.result()
+            batch, fut = inflight.popleft()
+            ok, vectors = fut.result()
             if pending is not None:
                 pending.result()  # re-raises a write error; keeps at most one batch being written
             pending = writer.submit(self._write_batch, items, batch, ok, vectors, progress)
@@ -321,10 +328,10 @@ class Indexer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
                 ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
             try:
-                for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, self.opts.workers,
-                                          on_gpu, want_hash=want_hash):
-                    ok = [b for b in batch if b.pixels is not None]
-                    inflight.append((batch, ok, encoders.submit(encode, ok)))
+                workers = self.opts.workers if self.opts.workers is not None else default_workers(on_gpu)
+                for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
+                                          want_hash=want_hash, raw_jpeg=gpu_steps is not None):
+                    inflight.append((batch, encoders.submit(encode, batch)))
                     while len(inflight) >= streams:
                         write_oldest()
                 while inflight:
@@ -333,7 +340,7 @@ class Indexer:
                     pending.result()
             except BaseException:
                 # Let the write in progress finish; batches still encoding are dropped (the next run embeds them).
-                for _, _, fut in inflight:
+                for _, fut in inflight:
                     fut.cancel()
                 if pending is not None and not pending.done():
                     pending.result()
@@ -342,6 +349,7 @@ class Indexer:
 
     def _write_batch(self, items: list, batch: list, ok: list, vectors: np.ndarray, progress) -> None:
         vec_of = {b.index: v for b, v in zip(ok, vectors)}
+        new_rows = []  # one executemany: ORM objects cost more than the encoder on a GPU
         with self.store.session() as s, s.begin():
             for b in batch:
                 entry, root_id, row_id, h = items[b.index]
@@ -359,9 +367,11 @@ class Indexer:
                     values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
                     self.counts.embedded += 1
                 if row_id is None:
-                    s.add(ImageRow(**values))
+                    new_rows.append(values)
                 else:
                     s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+            if new_rows:
+                s.execute(insert(ImageRow), new_rows)
         progress.update(len(batch))
 
     def _sync_captions(self, spec: ModelSpec, manifest: dict[str, list[str]], new_paths: Iterable[str]) -> None:
@@ -435,10 +445,74 @@ def encode_streams(device: str | None) -> int:
     return min(4, cpu_threads())
 
 
-def _stack(tensors):
+def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
+    """The preprocessing steps to replay on the GPU after nvJPEG, or None to decode in workers.
+
+    ``decode``: "auto" (default; GLIMPSE_DECODE) decodes on the GPU when the encoder runs on
+    one and torchvision has nvJPEG; "gpu" insists; "cpu" keeps PIL in the workers.
+    """
+    from indexer.gpu_decode import gpu_jpeg_available, replayable
+    from search.pil_steps import UnsupportedStep, describe
+
+    decode = (decode or os.environ.get("GLIMPSE_DECODE") or "auto").lower()
+    if decode not in ("auto", "gpu", "cpu"):
+        raise ValueError(f"unknown decode mode {decode!r}: use auto, gpu or cpu")
+    if decode == "cpu" or (decode == "auto" and not enc.device.startswith("cuda")):
+        return None
+    why = None
+    if not gpu_jpeg_available(enc.device):
+        why = f"no nvJPEG decoder for device {enc.device}"
+    else:
+        try:
+            steps = describe(enc.pil_transform)
+            if replayable(steps):
+                return steps
+            why = "the model's preprocessing has a step the GPU path cannot replay"
+        except UnsupportedStep as exc:
+            why = str(exc)
+    if decode == "gpu":
+        raise ValueError(f"--decode gpu: {why}")
+    log.info("decoding on CPU: %s", why)
+    return None
+
+
+def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
+    """The images of a batch that decoded, and their uint8 NHWC pixels (on the encoder's device
+    when it is a GPU). JPEGs left raw by the workers are decoded here with nvJPEG; one nvJPEG
+    refuses is decoded with PIL instead, or marked failed with PIL's error."""
     import torch
 
-    return torch.stack(tensors)
+    from indexer.gpu_decode import decode_batch
+    from search.encoder import pil_to_uint8
+    from search.images import ImageDecodeError, load_rgb
+
+    raw = [b for b in batch if b.jpeg is not None]
+    on_device: dict[int, "torch.Tensor"] = {}
+    if raw:
+        blob = batch.blob
+        datas = [blob[b.jpeg[0]:b.jpeg[1]] for b in raw]
+        results = decode_batch(datas, [b.meta.get("orientation") for b in raw], gpu_steps, enc.device)
+        for b, data, got in zip(raw, datas, results):
+            if isinstance(got, Exception):
+                try:
+                    b.pixels = pil_to_uint8(enc.pil_transform(load_rgb(data.numpy().tobytes(), enc.image_size)))
+                except ImageDecodeError as exc:
+                    b.error = str(exc)
+            else:
+                on_device[b.index] = got
+            b.jpeg = None
+    ok = [b for b in batch if b.pixels is not None or b.index in on_device]
+    if not ok:
+        return ok, None
+    host = [b.pixels for b in ok if b.index not in on_device]
+    if host:
+        stacked = torch.stack(host)
+        if enc.device.startswith("cuda"):  # pinned: the copy to the GPU overlaps instead of blocking
+            stacked = stacked.pin_memory().to(enc.device, non_blocking=True)
+        if not on_device:
+            return ok, stacked
+    moved = iter(stacked if host else ())
+    return ok, torch.stack([on_device[b.index] if b.index in on_device else next(moved) for b in ok])
 
 
 def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None" = None) -> tuple[Counts, str | None]:

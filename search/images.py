@@ -99,14 +99,20 @@ def load_rgb(source: Source, draft_size: int | None = None) -> Image.Image:
 
 
 def probe(source: Source) -> dict:
-    """Cheap header read: format, size, EXIF date; no pixel decode."""
+    """Cheap header read: format, size (as displayed), EXIF date; no pixel decode.
+
+    Also ``mode``, ``progressive`` and EXIF ``orientation``: what a GPU decoder needs to know.
+    """
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
     with Image.open(source) as img:
-        info = {"format": img.format, "width": img.width, "height": img.height, "taken_at": None}
+        info = {"format": img.format, "width": img.width, "height": img.height, "taken_at": None,
+                "mode": img.mode, "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
+                "orientation": None}
         try:
             exif = img.getexif()
             orientation = exif.get(0x0112)
+            info["orientation"] = orientation if orientation in range(1, 9) else None
             if orientation in (5, 6, 7, 8):
                 info["width"], info["height"] = img.height, img.width
             date = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
