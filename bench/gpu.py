@@ -136,7 +136,7 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
           f"{cos.min():.5f} / {cos.mean():.5f}")
 
     # Decode + preprocess rates feeding it.
-    many = sorted(str(p) for p in corpus.glob("*.jpg"))[:4000]
+    many = sorted(str(p) for p in corpus.glob("*.jpg"))[:12000]
     w = default_workers(gpu=True)
     t0 = time.perf_counter()
     n = sum(len(bt) for bt in iter_batches(many, enc.pil_transform, enc.image_size, batch, w))
@@ -163,22 +163,26 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
     torch.cuda.empty_cache()
 
 
-def section_index(t: Table, model: str, corpus: Path, decode: str, data: Path, batch: int, extra: list[str]) -> None:
+def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, batch: int, extra: list[str]) -> None:
+    """``variant``: a --decode mode, optionally with environment settings: "gpu:GLIMPSE_DECODE_CPU_SHARE=0.3"."""
     n = len(list(corpus.glob("*.jpg")))
+    decode, *settings = variant.split(":")
+    env = dict(os.environ, **dict(kv.split("=", 1) for kv in settings))
     home = data / "homes" / f"gpu-{model}-{decode}"
     shutil.rmtree(home, ignore_errors=True)
     start = time.time()
     r = run_timed(glimpse_cmd(home, "-v", "index", str(corpus), "--model", model, "--pretrained", "none",
-                              "--device", "cuda", "--decode", decode, "--batch-size", str(batch), *extra))
+                              "--device", "cuda", "--decode", decode, "--batch-size", str(batch), *extra), env=env)
     if r["rc"] != 0:
         raise RuntimeError(f"glimpse index failed ({r['rc']}):\n{r['stderr'][-3000:]}")
     loaded = _log_time(r["stderr"], "loaded on")
     end = _log_time(r["stderr"], "published index version")
     phase = n / (end - loaded) if loaded and end else float("nan")
-    t.add(f"{model} end-to-end `glimpse index --decode {decode}`, {n} JPEGs (img/s: embedding phase, model loaded "
+    stages = next((line.split("busy: ", 1)[1] for line in r["stderr"].splitlines() if "busy: " in line), "")
+    t.add(f"{model} end-to-end `glimpse index --decode {decode}`{' ' + ' '.join(settings) if settings else ''}, {n} JPEGs (img/s: embedding phase, model loaded "
           f"→ index published / whole command)", f"**{phase:,.0f}** / {n / r['wall_s']:,.0f}",
           f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; peak RSS tree "
-          f"{r['peak_rss_mib']:,.0f} MiB; {r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average")
+          f"{r['peak_rss_mib']:,.0f} MiB; {r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}")
     db = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
     cur = (home / "index" / "current").read_text().strip()
     t.add("  bytes per image on disk (DB + FAISS)", f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}")
@@ -225,7 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--images", type=int, default=12000)
     ap.add_argument("--base", type=int, default=320, help="distinct generated JPEGs the corpus is copied from")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--decode", default="gpu,cpu", help="decode modes for the end-to-end run of the first model")
+    ap.add_argument("--decode", default="gpu,cpu,gpu:GLIMPSE_DECODE_CPU_SHARE=0.3",
+                    help="end-to-end variants for the first model: a --decode mode, optionally :VAR=value settings")
     ap.add_argument("--faiss-sizes", default="100000,1000000")
     ap.add_argument("--only", default="encoder,index,faiss")
     ap.add_argument("--data", default=str(REPO / "bench-data"))

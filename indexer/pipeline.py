@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -306,13 +307,27 @@ class Indexer:
         progress = bar(len(items), "embedding")
         paths = [entry.path for entry, *_ in items]
         want_hash = [h is None for *_, h in items]
-        streams = encode_streams(self.opts.device) if enc.device == "cpu" else 1
+        # GPU: two batches in flight, so nvJPEG decodes one while the model encodes the other.
+        streams = encode_streams(self.opts.device) if enc.device == "cpu" else \
+            max(1, int(os.environ.get("GLIMPSE_ENCODE_STREAMS") or 2))
         gpu_steps = gpu_decode_steps(enc, self.opts.decode)
         log.info("decoding JPEGs %s", "on the GPU (nvJPEG)" if gpu_steps is not None else "in worker processes")
+        busy = {"wait": 0.0, "decode": 0.0, "encode": 0.0, "write": 0.0}  # seconds, summed over threads
+        t_start = time.perf_counter()
 
         def encode(batch):
+            t0 = time.perf_counter()
             ok, pixels = batch_pixels(batch, enc, gpu_steps)
-            return ok, (enc.encode_pixels(pixels) if ok else np.zeros((0, enc.dim)))
+            t1 = time.perf_counter()
+            vectors = enc.encode_pixels(pixels) if ok else np.zeros((0, enc.dim))
+            busy["decode"] += t1 - t0
+            busy["encode"] += time.perf_counter() - t1
+            return ok, vectors
+
+        def timed_write(*a):
+            t0 = time.perf_counter()
+            self._write_batch(*a)
+            busy["write"] += time.perf_counter() - t0
 
         inflight: deque = deque()  # (batch, future of (ok, vectors)), in input order
         pending = None  # the write in progress
@@ -323,14 +338,20 @@ class Indexer:
             ok, vectors = fut.result()
             if pending is not None:
                 pending.result()  # re-raises a write error; keeps at most one batch being written
-            pending = writer.submit(self._write_batch, items, batch, ok, vectors, progress)
+            pending = writer.submit(timed_write, items, batch, ok, vectors, progress)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
                 ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
             try:
                 workers = self.opts.workers if self.opts.workers is not None else default_workers(on_gpu)
-                for batch in iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
-                                          want_hash=want_hash, raw_jpeg=gpu_steps is not None):
+                batches = iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
+                                       want_hash=want_hash, raw_jpeg=gpu_steps is not None)
+                while True:
+                    t0 = time.perf_counter()
+                    batch = next(batches, None)
+                    busy["wait"] += time.perf_counter() - t0
+                    if batch is None:
+                        break
                     inflight.append((batch, encoders.submit(encode, batch)))
                     while len(inflight) >= streams:
                         write_oldest()
@@ -346,6 +367,12 @@ class Indexer:
                     pending.result()
                 raise
         progress.close()
+        took = time.perf_counter() - t_start
+        # Which stage bounds the run: the one whose busy time is closest to the wall time.
+        log.info("embedded %d images in %.1fs (%.1f img/s); busy: waiting for decoded batches %.1fs, %s %.1fs, "
+                 "encoder %.1fs, database writes %.1fs", len(items), took, len(items) / max(took, 1e-9), busy["wait"],
+                 "nvJPEG decode" if gpu_steps is not None else "stacking", busy["decode"], busy["encode"],
+                 busy["write"])
 
     def _write_batch(self, items: list, batch: list, ok: list, vectors: np.ndarray, progress) -> None:
         vec_of = {b.index: v for b, v in zip(ok, vectors)}
