@@ -72,14 +72,15 @@ def _with_comment(data: bytes, text: bytes) -> bytes:
     return data[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + data[2:]
 
 
-def gpu_corpus(root: Path, n: int, base: int) -> Path:
-    out = root / f"gpu-corpus-{n}-of-{base}"
+def gpu_corpus(root: Path, n: int, base: int, profile: str = "mixed") -> Path:
+    out = root / f"gpu-corpus-{profile}-{n}-of-{base}"
     if out.exists() and len(list(out.glob("*.jpg"))) == n:
         return out
-    src = root / f"gpu-base-{base}"
+    src = root / f"gpu-base-{profile}-{base}"
     if len(list(src.glob("*.jpg"))) < base:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "bench" / "make_corpus.py"), str(src), "-n", str(base)], check=True)
+        subprocess.run([sys.executable, str(REPO / "bench" / "make_corpus.py"), str(src), "-n", str(base),
+                        "--profile", profile], check=True)
         log(f"generated {base} base JPEGs in {time.perf_counter() - t0:.0f}s")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -228,6 +229,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="ViT-B-32,ViT-L-14")
     ap.add_argument("--images", type=int, default=12000)
     ap.add_argument("--base", type=int, default=320, help="distinct generated JPEGs the corpus is copied from")
+    ap.add_argument("--profile", choices=["mixed", "fixed"], default="mixed",
+                    help="make_corpus size profile: mixed phone photos 1–12 MP, or all 1024×768")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--decode", default="gpu,cpu,gpu:GLIMPSE_DECODE_CPU_SHARE=0.3",
                     help="end-to-end variants for the first model: a --decode mode, optionally :VAR=value settings")
@@ -259,9 +262,10 @@ def main(argv=None) -> int:
     corpus = None
     if only & {"encoder", "index"}:
         t0 = time.perf_counter()
-        corpus = gpu_corpus(data, args.images, args.base)
+        corpus = gpu_corpus(data, args.images, args.base, args.profile)
         mp = statistics.mean(_megapixels(p) for p in sorted(corpus.glob("*.jpg"))[: args.base])
-        t.add("corpus", f"{args.images:,} JPEGs", f"{args.base} distinct, mixed 1–12 MP (mean {mp:.1f} MP), "
+        kind = "mixed 1–12 MP" if args.profile == "mixed" else "all 1024×768"
+        t.add("corpus", f"{args.images:,} JPEGs", f"{args.base} distinct, {kind} (mean {mp:.1f} MP), "
               f"ready in {time.perf_counter() - t0:.0f}s")
     for i, model in enumerate(models):
         if "encoder" in only:

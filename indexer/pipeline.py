@@ -223,7 +223,12 @@ class Indexer:
         self.counts.unchanged += unchanged
         # Rows under scanned roots that were not seen: gone (or moved; the hash decides).
         gone = {p: states[p] for p in states.keys() - seen.keys() if states[p][ROOT] in available}
-        hashes = self._hash([e.path for e, _ in new] + [e.path for e, _, _ in changed])
+        # Hash up front only files that could turn out to be a move, a copy or a touch: equal bytes
+        # need an equal size. Every other file is hashed by the decode workers, which read it anyway
+        # (a fresh index of a big folder would otherwise read every byte twice).
+        sizes_with_vectors = {st[SIZE] for st in states.values() if st[HASH] and st[DONE]}
+        hashes = self._hash([e.path for e, _ in new if e.size in sizes_with_vectors]
+                            + [e.path for e, _, row_id in changed if states[e.path][SIZE] == e.size])
         touch = []
         for entry, root_id, row_id in changed:
             h, state = hashes.get(entry.path), states[entry.path]
