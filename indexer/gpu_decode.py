@@ -81,6 +81,7 @@ def orient(x: torch.Tensor, orientation: int | None) -> torch.Tensor:
 
 
 def _resize(x: torch.Tensor, size, interpolation: str) -> torch.Tensor:
+    """x: NCHW float."""
     h, w = x.shape[-2:]
     if isinstance(size, int):  # shorter side -> size, computed as torchvision does
         short, long = (w, h) if w <= h else (h, w)
@@ -90,8 +91,7 @@ def _resize(x: torch.Tensor, size, interpolation: str) -> torch.Tensor:
         new_h, new_w = size
     if (new_h, new_w) == (h, w):
         return x
-    y = F.interpolate(x[None], size=(new_h, new_w), mode=_INTERP[interpolation], align_corners=False, antialias=True)
-    return y[0]
+    return F.interpolate(x, size=(new_h, new_w), mode=_INTERP[interpolation], align_corners=False, antialias=True)
 
 
 def _center_crop(x: torch.Tensor, size, fill) -> torch.Tensor:
@@ -108,7 +108,10 @@ def _center_crop(x: torch.Tensor, size, fill) -> torch.Tensor:
 
 
 def preprocess(x: torch.Tensor, steps: Sequence[dict[str, Any]]) -> torch.Tensor:
-    """Decoded uint8 CHW image -> uint8 HWC input of the image tower, on x's device."""
+    """Decoded uint8 CHW image (or NCHW images of one size) -> uint8 HWC (NHWC) input of the
+    image tower, on x's device."""
+    if x.dim() == 3:
+        return preprocess(x[None], steps)[0]
     y = x.float()
     for s in steps:
         op = s["op"]
@@ -122,7 +125,7 @@ def preprocess(x: torch.Tensor, steps: Sequence[dict[str, Any]]) -> torch.Tensor
         elif op == "center_crop":
             y = _center_crop(y, s["size"], s["fill"])
     # PIL rounds each resampled pixel to uint8: so do we, so both paths feed the same kind of input.
-    return y.round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0)
+    return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def decode_batch(datas: Sequence[torch.Tensor], orientations: Sequence[int | None], steps, device: str
@@ -147,7 +150,15 @@ def decode_batch(datas: Sequence[torch.Tensor], orientations: Sequence[int | Non
                 decoded.append(run([d])[0])
             except Exception as exc:  # noqa: BLE001
                 decoded.append(exc)
-    out: list[torch.Tensor | Exception] = []
-    for img, o in zip(decoded, orientations):
-        out.append(img if isinstance(img, Exception) else preprocess(orient(img, o), steps))
+    # Photos from one camera share a size: one resize call per (size, orientation) group instead of
+    # one per image keeps the Python work per batch small next to the GPU's.
+    groups: dict[tuple, list[int]] = {}
+    for i, (img, o) in enumerate(zip(decoded, orientations)):
+        if not isinstance(img, Exception):
+            groups.setdefault((tuple(img.shape), o), []).append(i)
+    out: list[torch.Tensor | Exception] = list(decoded)
+    for (_, o), idx in groups.items():
+        x = decoded[idx[0]][None] if len(idx) == 1 else torch.stack([decoded[i] for i in idx])
+        for i, y in zip(idx, preprocess(orient(x, o), steps)):
+            out[i] = y
     return out

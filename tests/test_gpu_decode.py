@@ -109,7 +109,9 @@ def _raw_path_vectors(enc, paths, workers, cpu_share=0.0):
 
 @pytest.mark.parametrize("workers,cpu_share", [(0, 0.0), (2, 0.0), (2, 0.5)])
 def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers, cpu_share):  # noqa: F811
-    """Raw bytes decoded in the main process, alone or mixed in one batch with worker-decoded images."""
+    """Raw bytes decoded in the main process, alone or mixed in one batch with worker-decoded images;
+    same-size images are resized together."""
+    photos = photos[:3] + photos + photos[1:2]  # batches of 4 then hold same-size pairs
     ref = reference_vectors(encoder224, photos)
     vectors, errors, raw_seen = _raw_path_vectors(encoder224, photos, workers, cpu_share)
     assert not errors
