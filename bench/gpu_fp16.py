@@ -37,7 +37,15 @@ def main(argv=None) -> int:
     enc = Encoder(ModelSpec.parse(args.model), device="cuda")
     paths = sorted(str(p) for p in Path(args.images).rglob("*") if is_image_path(p.name))
     pix = torch.stack([b.pixels for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 4) for b in bt])
-    texts = [f"a photo of {Path(p).stem.replace('_', ' ')}" for p in paths]
+    captions = {}
+    manifest = Path(args.images) / "captions.jsonl"
+    if manifest.exists():
+        import json
+
+        for line in manifest.read_text().splitlines():
+            row = json.loads(line)
+            captions.setdefault(str((manifest.parent / row["path"]).resolve()), row["caption"])
+    texts = [captions.get(str(Path(p).resolve()), Path(p).stem.replace("_", " ")) for p in paths]
     out = {}
     for precision in ("fp16", "fp32"):
         enc.precision = precision
