@@ -162,3 +162,58 @@ def decode_batch(datas: Sequence[torch.Tensor], orientations: Sequence[int | Non
         for i, y in zip(idx, preprocess(orient(x, o), steps)):
             out[i] = y
     return out
+
+
+def decode_raw_items(batch, steps, device: str, pil_transform, image_size: int) -> dict[int, torch.Tensor]:
+    """Decode the raw JPEG items of a ``LoadedBatch`` on ``device``: {item index: HWC uint8 tensor}.
+
+    An image nvJPEG refuses is decoded with PIL instead (``item.pixels``) or marked failed with
+    PIL's error (``item.error``); every item's ``jpeg`` is cleared.
+    """
+    from search.encoder import pil_to_uint8
+    from search.images import ImageDecodeError, load_rgb
+
+    raw = [b for b in batch if b.jpeg is not None]
+    if not raw:
+        return {}
+    blob = batch.blob
+    datas = [blob[b.jpeg[0]:b.jpeg[1]] for b in raw]
+    on_device = {}
+    for b, data, got in zip(raw, datas, decode_batch(datas, [b.meta.get("orientation") for b in raw], steps, device)):
+        if isinstance(got, Exception):
+            try:
+                b.pixels = pil_to_uint8(pil_transform(load_rgb(data.numpy().tobytes(), image_size)))
+            except ImageDecodeError as exc:
+                b.error = str(exc)
+        else:
+            on_device[b.index] = got
+        b.jpeg = None
+    batch.blob = None
+    return on_device
+
+
+class DecodingCollate:
+    """DataLoader collate for worker processes that decode with nvJPEG themselves.
+
+    torchvision keeps one nvJPEG decoder per process, behind a lock; several worker processes
+    (spawned, each with its own CUDA context) decode side by side. Each worker returns small
+    224 px uint8 tensors on the host, which the main process stacks and copies back.
+    """
+
+    def __init__(self, steps, device: str, pil_transform, image_size: int):
+        self.steps, self.device = steps, device
+        self.pil_transform, self.image_size = pil_transform, image_size
+
+    def __call__(self, items):
+        from indexer.load import _collate
+
+        batch = _collate(items)
+        on_device = decode_raw_items(batch, self.steps, self.device, self.pil_transform, self.image_size)
+        if on_device:
+            order = list(on_device)
+            host = torch.stack([on_device[i] for i in order]).cpu()  # one storage: one segment to the main process
+            pos = {i: k for k, i in enumerate(order)}
+            for b in batch:
+                if b.index in pos:
+                    b.pixels = host[pos[b.index]]
+        return batch
