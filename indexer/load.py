@@ -141,15 +141,12 @@ def iter_batches(
     want_hash: Sequence[bool] | None = None,
     raw_jpeg: bool = False,
     cpu_share: float | None = None,
-    decoding_collate: Callable | None = None,
 ) -> Iterator[LoadedBatch]:
     """Yield batches of decoded images, in input order, ``batch_size`` at a time.
 
     ``want_hash[i]``: also return the content hash of ``paths[i]`` (computed in the worker).
     ``raw_jpeg``: JPEGs a GPU can decode come back undecoded (``Loaded.jpeg``, see indexer.gpu_decode),
     except ``cpu_share`` of them (default GLIMPSE_DECODE_CPU_SHARE, else 0), which workers decode.
-    ``decoding_collate`` (indexer.gpu_decode.DecodingCollate): the workers, spawned with their own
-    CUDA context, decode the raw JPEGs themselves; batches then come back decoded.
     """
     if cpu_share is None:
         cpu_share = float(os.environ.get("GLIMPSE_DECODE_CPU_SHARE") or 0.0)
@@ -161,11 +158,8 @@ def iter_batches(
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,
-        collate_fn=decoding_collate or _collate,
+        collate_fn=_collate,
         worker_init_fn=_worker_init if workers else None,
-        # CUDA cannot start in a forked child of a process that already uses it.
-        multiprocessing_context="spawn" if decoding_collate is not None and workers else None,
-        persistent_workers=False,
         # Raw JPEG batches are large (~100 MB at 256 photos): two per worker keep the GPU fed.
         prefetch_factor=(2 if raw_jpeg else 4) if workers else None,
         pin_memory=False,  # our items are dataclasses; the encoder pins the stacked batch

@@ -350,15 +350,8 @@ class Indexer:
                 ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
             try:
                 workers = self.opts.workers if self.opts.workers is not None else default_workers(on_gpu)
-                collate = None
-                decode_procs = int(os.environ.get("GLIMPSE_GPU_DECODE_WORKERS") or 0) if gpu_steps else 0
-                if decode_procs > 0:  # nvJPEG in N spawned workers instead of the main process
-                    from indexer.gpu_decode import DecodingCollate
-
-                    collate = DecodingCollate(gpu_steps, enc.device, enc.pil_transform, enc.image_size)
-                    workers = self.opts.workers or decode_procs
                 batches = iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
-                                       want_hash=want_hash, raw_jpeg=gpu_steps is not None, decoding_collate=collate)
+                                       want_hash=want_hash, raw_jpeg=gpu_steps is not None)
                 while True:
                     t0 = time.perf_counter()
                     batch = next(batches, None)
@@ -522,9 +515,25 @@ def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
     refuses is decoded with PIL instead, or marked failed with PIL's error."""
     import torch
 
-    from indexer.gpu_decode import decode_raw_items
+    from indexer.gpu_decode import decode_batch
+    from search.encoder import pil_to_uint8
+    from search.images import ImageDecodeError, load_rgb
 
-    on_device = decode_raw_items(batch, gpu_steps, enc.device, enc.pil_transform, enc.image_size) if gpu_steps else {}
+    raw = [b for b in batch if b.jpeg is not None]
+    on_device: dict[int, "torch.Tensor"] = {}
+    if raw:
+        blob = batch.blob
+        datas = [blob[b.jpeg[0]:b.jpeg[1]] for b in raw]
+        results = decode_batch(datas, [b.meta.get("orientation") for b in raw], gpu_steps, enc.device)
+        for b, data, got in zip(raw, datas, results):
+            if isinstance(got, Exception):
+                try:
+                    b.pixels = pil_to_uint8(enc.pil_transform(load_rgb(data.numpy().tobytes(), enc.image_size)))
+                except ImageDecodeError as exc:
+                    b.error = str(exc)
+            else:
+                on_device[b.index] = got
+            b.jpeg = None
     ok = [b for b in batch if b.pixels is not None or b.index in on_device]
     if not ok:
         return ok, None
