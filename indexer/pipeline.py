@@ -151,6 +151,21 @@ class Indexer:
         self._prepare_query_bundle()
         return self.counts
 
+    def check_options(self) -> None:
+        """Refuse `--decode gpu` before scanning when no GPU decoder can run (a mistake in a cron line
+        should fail in a second, not after the scan and the model load)."""
+        decode = (self.opts.decode or os.environ.get("GLIMPSE_DECODE") or "auto").lower()
+        if decode not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"unknown decode mode {decode!r}: use auto, gpu or cpu")
+        if decode == "gpu":
+            from indexer.gpu_decode import gpu_jpeg_available
+            from search.encoder import pick_device
+
+            device = pick_device(self.opts.device)
+            if not gpu_jpeg_available(device):
+                raise ValueError(f"--decode gpu: no nvJPEG decoder for device {device} "
+                                 "(needs a CUDA GPU and torchvision built with nvJPEG)")
+
     def _prepare_query_bundle(self) -> None:
         """With the model already loaded in torch, write the ONNX query bundle the server
         loads without torch (once per model; see search.query_bundle)."""
@@ -564,6 +579,7 @@ def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "
                 roots = [r.path for r in store.roots()]
                 if not roots:
                     raise ValueError("no folders are known yet: run `glimpse index PATH` first")
+            indexer.check_options()  # a usage mistake is not a failed job
             # A job that did not end "ok" may have committed batches without publishing them.
             last = store.recent_jobs(1)
             force_publish = bool(last) and last[0].outcome != "ok"

@@ -153,6 +153,23 @@ def test_decode_choice(encoder224):  # noqa: F811
         gpu_decode_steps(encoder224, "fpga")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp_path):
+    from conftest import glimpse_cmd, make_images
+    from search.store import Store
+
+    make_images(tmp_path / "pics", 3)
+    home = tmp_path / "home"
+    proc = glimpse_cmd("index", str(tmp_path / "pics"), "--model", tiny_model, "--decode", "gpu", home=home, check=False)
+    assert proc.returncode == 1
+    assert "--decode gpu: no nvJPEG decoder" in proc.stderr
+    store = Store(home / "glimpse.db")
+    try:
+        assert store.recent_jobs(5) == []  # a usage mistake is not a failed job to resume
+    finally:
+        store.close()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     """On a GPU: `glimpse index` with nvJPEG stores the vectors PIL decoding stores."""
