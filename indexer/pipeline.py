@@ -365,6 +365,8 @@ class Indexer:
                 ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
             try:
                 workers = self.opts.workers if self.opts.workers is not None else default_workers(on_gpu)
+                if gpu_steps is not None and self.opts.workers is None:
+                    workers = raw_batch_workers(workers, batch_size, [entry.size for entry, *_ in items])
                 batches = iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
                                        want_hash=want_hash, raw_jpeg=gpu_steps is not None)
                 while True:
@@ -491,6 +493,26 @@ def encode_streams(device: str | None) -> int:
     if (device and device not in ("cpu", "auto")) or (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower() == "torch":
         return 1
     return min(4, cpu_threads())
+
+
+# Raw JPEG batches in flight (workers x prefetch 2) hold whole files in memory: at most this much.
+RAW_INFLIGHT_BYTES = int(os.environ.get("GLIMPSE_RAW_INFLIGHT_MB") or 0) << 20
+
+
+def raw_batch_workers(workers: int, batch_size: int, sizes: Sequence[int]) -> int:
+    """Fewer raw-mode workers when files are big: 15 workers x 2 prefetched batches of 256
+    12 MP photos would be 30 GB of JPEG bytes waiting. Budget: GLIMPSE_RAW_INFLIGHT_MB, else a
+    quarter of RAM, at most 8 GiB."""
+    budget = RAW_INFLIGHT_BYTES
+    if not budget:
+        try:
+            ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (OSError, ValueError):
+            ram = 16 << 30
+        budget = min(8 << 30, ram // 4)
+    mean = sum(sizes) / len(sizes) if sizes else 0
+    per_worker = 2 * batch_size * max(mean, 1)
+    return max(1, min(workers, int(budget // per_worker)))
 
 
 def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:

@@ -202,3 +202,14 @@ def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     assert stored["gpu"].keys() == stored["cpu"].keys() and len(stored["gpu"]) == 40
     cos = np.array([float(stored["gpu"][p] @ stored["cpu"][p]) for p in stored["gpu"]])
     assert cos.min() > 0.98, cos  # nvJPEG at full resolution vs PIL draft mode, fp16 on both
+
+
+def test_raw_workers_bounded_by_memory(monkeypatch):
+    """Raw batches hold whole files: big photos get fewer workers so the bytes in flight stay bounded."""
+    import indexer.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "RAW_INFLIGHT_BYTES", 1 << 30)
+    small = pipeline.raw_batch_workers(15, 256, [400_000] * 10)  # 0.2 GB per worker in flight
+    big = pipeline.raw_batch_workers(15, 256, [5_000_000] * 10)  # 2.6 GB per worker: over budget alone
+    assert small == 5 and big == 1
+    assert pipeline.raw_batch_workers(15, 256, [1_000] * 10) == 15  # never more than asked for
