@@ -182,8 +182,8 @@ def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, 
     stages = next((line.split("busy: ", 1)[1] for line in r["stderr"].splitlines() if "busy: " in line), "")
     t.add(f"{model} end-to-end `glimpse index --decode {decode}`{' ' + ' '.join(settings) if settings else ''}, {n} JPEGs (img/s: embedding phase, model loaded "
           f"→ index published / whole command)", f"**{phase:,.0f}** / {n / r['wall_s']:,.0f}",
-          f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; peak RSS tree "
-          f"{r['peak_rss_mib']:,.0f} MiB; {r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}")
+          f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; peak memory of the process tree "
+          f"{r['peak_pss_mib']:,.0f} MiB PSS / {r['peak_rss_mib']:,.0f} MiB RSS; {r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}")
     db = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
     cur = (home / "index" / "current").read_text().strip()
     t.add("  bytes per image on disk (DB + FAISS)", f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}")
