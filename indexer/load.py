@@ -132,6 +132,24 @@ def default_workers(gpu: bool = False) -> int:
     return max(1, min(32, cores - 1)) if gpu else max(1, min(8, cores))
 
 
+# Measured on a 2-core EPYC (BENCHMARKS.md): decoding + preprocessing a photo in draft mode costs
+# ~10 CPU-ms; the image tower runs ~56 counted GFLOP/s per core (ViT-B-32: 5.9 GFLOP, 105 CPU-ms).
+DECODE_CPU_MS = 10.0
+ENCODE_GFLOPS_PER_CORE = 56.0
+
+
+def cpu_decode_workers(gflops: float, cores: int | None = None) -> int:
+    """Decode workers for indexing on CPU: enough cores' worth for the decode share of the work,
+    no more. Spare workers only contend with the encoder (ViT-B-32 on 2 cores: 17.0-17.2 img/s
+    with one worker, 15.6-15.7 with two); a light model needs a worker per core."""
+    import math
+
+    cores = cores or os.cpu_count() or 2
+    encode_ms = 1000.0 * gflops / ENCODE_GFLOPS_PER_CORE
+    share = DECODE_CPU_MS / (DECODE_CPU_MS + encode_ms)
+    return max(1, min(8, cores, math.ceil(cores * share)))
+
+
 def iter_batches(
     paths: Sequence[str],
     pil_transform: Callable,

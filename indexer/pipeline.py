@@ -317,7 +317,7 @@ class Indexer:
         commits batch N while the encoders work on the next ones, in input order;
         a crash loses at most the batches not yet committed, never a committed one.
         """
-        from indexer.load import default_workers, iter_batches
+        from indexer.load import cpu_decode_workers, default_workers, iter_batches
 
         enc = self.encoder(spec)
         on_gpu = enc.device.startswith("cuda")
@@ -364,7 +364,13 @@ class Indexer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
                 ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
             try:
-                workers = self.opts.workers if self.opts.workers is not None else default_workers(on_gpu)
+                if self.opts.workers is not None:
+                    workers = self.opts.workers
+                elif enc.device == "cpu":
+                    workers = cpu_decode_workers(enc.image_gflops())
+                else:
+                    workers = default_workers(on_gpu)
+                log.info("%d decode worker process(es)", workers)
                 if gpu_steps is not None and self.opts.workers is None:
                     workers = raw_batch_workers(workers, batch_size, [entry.size for entry, *_ in items])
                 batches = iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,

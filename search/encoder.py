@@ -103,6 +103,18 @@ class Encoder:
     def fingerprint(self) -> str:
         return self.spec.fingerprint()
 
+    def image_gflops(self) -> float:
+        """Counted GFLOPs of one image through the image tower (torch's FlopCounterMode; cached):
+        how heavy the encoder is next to decoding a photo."""
+        if getattr(self, "_gflops", None) is None:
+            from torch.utils.flop_counter import FlopCounterMode
+
+            x = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)
+            with self._lock, torch.inference_mode(), FlopCounterMode(display=False) as counter:
+                self.model.encode_image(x)
+            self._gflops = counter.get_total_flops() / 1e9
+        return self._gflops
+
     # ------------------------------------------------------------ encode
     def _autocast(self):
         if self.precision in ("fp16", "bf16"):
