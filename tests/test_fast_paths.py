@@ -179,3 +179,20 @@ def test_concurrent_encode_streams_store_the_same_vectors_per_file(tiny_model, t
     assert len(stored["1"]) == 45 and stored["1"].keys() == stored["3"].keys()
     for path, vec in stored["1"].items():
         np.testing.assert_allclose(stored["3"][path], vec, atol=2e-3)  # float16 storage
+
+
+def test_decode_workers_follow_the_encoder_weight(encoder224, tmp_path, monkeypatch):
+    """A heavy image tower leaves decoding a small share of the CPU: few workers, so they do not
+    contend with it; a light one is decode-bound: a worker per core (up to 8)."""
+    from indexer.load import cpu_decode_workers
+    from search.encoder import Encoder
+
+    assert cpu_decode_workers(5.9, 2) == 1  # ViT-B-32 on 2 cores
+    assert cpu_decode_workers(5.9, 16) == 2
+    assert cpu_decode_workers(0.04, 2) == 2 and cpu_decode_workers(0.04, 64) == 8
+    monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
+    g = encoder224.image_gflops()
+    assert 0 < g < 1  # the 2-layer test tower
+    assert list((tmp_path / "cache" / "gflops").glob("*.txt")), "counted once per model, then cached"
+    again = Encoder(encoder224.spec, device="cpu", runtime="torch")
+    assert again.image_gflops() == pytest.approx(g)
