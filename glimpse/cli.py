@@ -76,7 +76,9 @@ def model_options(f):
     f = click.option("--decode", type=click.Choice(["auto", "gpu", "cpu"]), default=None,
                      help="Where JPEGs are decoded: auto (default; nvJPEG on the GPU when encoding on one), "
                           "gpu, or cpu (PIL in the worker processes). Same as GLIMPSE_DECODE.")(f)
-    f = click.option("--workers", type=int, default=None, help="Decode worker processes.")(f)
+    f = click.option("--workers", type=int, default=None,
+                     help="Decode worker processes (default: on a CPU, as many as the decode share of the work "
+                          "needs, from the model's weight; on a GPU, all cores but one).")(f)
     f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 32 CPU, 256 GPU).")(f)
     f = click.option("--reembed", is_flag=True, help="Allow a model change: re-embed every image with the new model.")(f)
     f = click.option("--pretrained", default=None,
