@@ -167,7 +167,7 @@ def run(res, args, corpus_dir: Path, log) -> None:
     n = len(list(corpus_dir.glob("*.jpg")))
     renv, cenv = prepare_rclip(), prepare_clipret()
     rounds = args.peer_rounds
-    g, r, c = [], [], []
+    g, r, c, q = [], [], [], []  # q: Glimpse with the opt-in int8 image tower
     notes = []
     # tuning pass for clip-retrieval: pick its best settings on a first round
     settings = [(32, 2), (64, 2)] if not args.quick else [(32, 2)]
@@ -189,13 +189,21 @@ def run(res, args, corpus_dir: Path, log) -> None:
                            + args.index_args, watch=False)
             if rg["rc"] != 0:
                 raise RuntimeError(rg["stderr"][-2000:])
+            if not args.no_int8:
+                shutil.rmtree(home, ignore_errors=True)
+                rq = run_timed(glimpse_cmd(home, "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED,
+                                           "--quantize", "int8") + args.index_args, watch=False)
+                if rq["rc"] != 0:
+                    raise RuntimeError(rq["stderr"][-2000:])
+                q.append(n / rq["wall_s"])
             wr, _ = run_rclip(corpus_dir, renv)
             wc, msg = run_clipret(corpus_dir, cenv, cb, cw)
         g.append(n / rg["wall_s"])
         r.append(n / wr)
         c.append(n / wc)
         notes.append(cond_str(note))
-        log(f"  round {i + 1}: glimpse {g[-1]:.2f}, rclip {r[-1]:.2f}, clip-retrieval {c[-1]:.2f} img/s [{notes[-1]}]")
+        log(f"  round {i + 1}: glimpse {g[-1]:.2f}" + (f" (int8 {q[-1]:.2f})" if q else "")
+            + f", rclip {r[-1]:.2f}, clip-retrieval {c[-1]:.2f} img/s [{notes[-1]}]")
     mg, mr, mc = statistics.median(g), statistics.median(r), statistics.median(c)
     res.raw.update(peers={"glimpse": g, "rclip": r, "clip_retrieval": c, "clipret_settings": (cb, cw)})
     cond = "; ".join(notes)
@@ -204,6 +212,10 @@ def run(res, args, corpus_dir: Path, log) -> None:
             f"{mg:.2f} / {mr:.2f} / {mc:.2f}", "", cond)
     res.add("  Glimpse / rclip", f"{mg / mr:.2f}×", ">= 1.3×")
     res.add("  Glimpse / clip-retrieval (tuned)", f"{mg / mc:.2f}×", ">= 1.7×")
+    if q:
+        mq = statistics.median(q)
+        res.raw["peers"]["glimpse_int8"] = q
+        res.add(f"  Glimpse `--quantize int8` (same rounds: {mq:.2f} img/s) / rclip", f"{mq / mr:.2f}×", ">= 2×")
 
 
 if __name__ == "__main__":
