@@ -21,6 +21,10 @@ from search.images import MAX_IMAGE_PIXELS
 
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear"}
 
+# torchvision >= 0.29 flags its image codecs deprecated (in favour of torchcodec) on every call.
+# A filter set once, not catch_warnings(), which is not thread-safe (two encode threads decode).
+warnings.filterwarnings("ignore", category=DeprecationWarning, module="torchvision.io.image")
+
 
 def gpu_jpeg_available(device: str) -> bool:
     """True when torchvision can decode JPEGs on ``device`` with nvJPEG."""
@@ -137,9 +141,7 @@ def decode_batch(datas: Sequence[torch.Tensor], orientations: Sequence[int | Non
     from torchvision.io import ImageReadMode, decode_jpeg
 
     def run(items):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torchvision >= 0.29 flags its image codecs deprecated
-            return decode_jpeg(list(items), mode=ImageReadMode.RGB, device=device)
+        return decode_jpeg(list(items), mode=ImageReadMode.RGB, device=device)
 
     try:
         decoded: list = list(run(datas))
