@@ -39,7 +39,7 @@ def test_exif_orientation_matches_pil(orientation):
     meta = probe(data)
     assert meta["orientation"] == orientation
     want = np.asarray(load_rgb(data))
-    plain = torch.from_numpy(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
+    plain = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB"))).permute(2, 0, 1)
     got = orient(plain, meta["orientation"]).permute(1, 2, 0).numpy()
     assert got.shape == want.shape
     np.testing.assert_array_equal(got, want)
