@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from search.images import MAX_IMAGE_PIXELS
+from search.pil_steps import keep_ratio_size, resized_size
 
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear"}
 
@@ -87,12 +88,7 @@ def orient(x: torch.Tensor, orientation: int | None) -> torch.Tensor:
 def _resize(x: torch.Tensor, size, interpolation: str) -> torch.Tensor:
     """x: NCHW float."""
     h, w = x.shape[-2:]
-    if isinstance(size, int):  # shorter side -> size, computed as torchvision does
-        short, long = (w, h) if w <= h else (h, w)
-        new_short, new_long = size, int(size * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    else:
-        new_h, new_w = size
+    new_w, new_h = resized_size(w, h, size)
     if (new_h, new_w) == (h, w):
         return x
     return F.interpolate(x, size=(new_h, new_w), mode=_INTERP[interpolation], align_corners=False, antialias=True)
@@ -123,9 +119,7 @@ def preprocess(x: torch.Tensor, steps: Sequence[dict[str, Any]]) -> torch.Tensor
             y = _resize(y, s["size"], s["interpolation"])
         elif op == "resize_keep_ratio":
             h, w = y.shape[-2:]
-            rh, rw = h / s["size"][0], w / s["size"][1]
-            ratio = max(rh, rw) * s["longest"] + min(rh, rw) * (1.0 - s["longest"])
-            y = _resize(y, [round(h / ratio), round(w / ratio)], s["interpolation"])
+            y = _resize(y, keep_ratio_size(w, h, s["size"], s["longest"]), s["interpolation"])
         elif op == "center_crop":
             y = _center_crop(y, s["size"], s["fill"])
     # PIL rounds each resampled pixel to uint8: so do we, so both paths feed the same kind of input.

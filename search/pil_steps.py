@@ -72,24 +72,31 @@ def describe(pil_transform) -> list[dict[str, Any]]:
     return steps
 
 
-def _resize(img: Image.Image, size, interpolation: str) -> Image.Image:
-    w, h = img.size
-    if isinstance(size, int):  # shorter side -> size, as torchvision computes it
+def resized_size(w: int, h: int, size) -> tuple[int, int]:
+    """(new_w, new_h) of a resize step: an int sets the shorter side, as torchvision computes it."""
+    if isinstance(size, int):
         short, long = (w, h) if w <= h else (h, w)
         new_short, new_long = size, int(size * long / short)
-        new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    else:
-        new_h, new_w = size
-    if (new_w, new_h) == (w, h):
+        return (new_short, new_long) if w <= h else (new_long, new_short)
+    return int(size[1]), int(size[0])
+
+
+def keep_ratio_size(w: int, h: int, size, longest: float) -> list[int]:
+    """[new_h, new_w] of open_clip's ResizeKeepRatio (no random scale)."""
+    rh, rw = h / size[0], w / size[1]
+    ratio = max(rh, rw) * longest + min(rh, rw) * (1.0 - longest)
+    return [round(h / ratio), round(w / ratio)]
+
+
+def _resize(img: Image.Image, size, interpolation: str) -> Image.Image:
+    new_w, new_h = resized_size(*img.size, size)
+    if (new_w, new_h) == img.size:
         return img
     return img.resize((new_w, new_h), _RESAMPLE[interpolation])
 
 
 def _resize_keep_ratio(img: Image.Image, size, longest: float, interpolation: str) -> Image.Image:
-    w, h = img.size
-    rh, rw = h / size[0], w / size[1]
-    ratio = max(rh, rw) * longest + min(rh, rw) * (1.0 - longest)
-    return _resize(img, [round(h / ratio), round(w / ratio)], interpolation)
+    return _resize(img, keep_ratio_size(*img.size, size, longest), interpolation)
 
 
 def _center_crop(img: Image.Image, size, fill) -> Image.Image:
