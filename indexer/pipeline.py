@@ -154,10 +154,7 @@ class Indexer:
     def check_options(self) -> None:
         """Refuse `--decode gpu` before scanning when no GPU decoder can run (a mistake in a cron line
         should fail in a second, not after the scan and the model load)."""
-        decode = (self.opts.decode or os.environ.get("GLIMPSE_DECODE") or "auto").lower()
-        if decode not in ("auto", "gpu", "cpu"):
-            raise ValueError(f"unknown decode mode {decode!r}: use auto, gpu or cpu")
-        if decode == "gpu":
+        if decode_mode(self.opts.decode) == "gpu":
             from indexer.gpu_decode import gpu_jpeg_available
             from search.encoder import pick_device
 
@@ -334,21 +331,26 @@ class Indexer:
         gpu_steps = gpu_decode_steps(enc, self.opts.decode)
         log.info("decoding JPEGs %s", "on the GPU (nvJPEG)" if gpu_steps is not None else "in worker processes")
         busy = {"wait": 0.0, "decode": 0.0, "encode": 0.0, "write": 0.0}  # seconds, summed over threads
+        busy_lock = threading.Lock()
         t_start = time.perf_counter()
+
+        def add_busy(stage: str, seconds: float) -> None:
+            with busy_lock:
+                busy[stage] += seconds
 
         def encode(batch):
             t0 = time.perf_counter()
             ok, pixels = batch_pixels(batch, enc, gpu_steps)
             t1 = time.perf_counter()
             vectors = enc.encode_pixels(pixels) if ok else np.zeros((0, enc.dim))
-            busy["decode"] += t1 - t0
-            busy["encode"] += time.perf_counter() - t1
+            add_busy("decode", t1 - t0)
+            add_busy("encode", time.perf_counter() - t1)
             return ok, vectors
 
         def timed_write(*a):
             t0 = time.perf_counter()
             self._write_batch(*a)
-            busy["write"] += time.perf_counter() - t0
+            add_busy("write", time.perf_counter() - t0)
 
         inflight: deque = deque()  # (batch, future of (ok, vectors)), in input order
         pending = None  # the write in progress
@@ -370,15 +372,15 @@ class Indexer:
                     workers = cpu_decode_workers(enc.image_gflops())
                 else:
                     workers = default_workers(on_gpu)
-                log.info("%d decode worker process(es)", workers)
                 if gpu_steps is not None and self.opts.workers is None:
                     workers = raw_batch_workers(workers, batch_size, [entry.size for entry, *_ in items])
+                log.info("%d decode worker process(es)", workers)
                 batches = iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
                                        want_hash=want_hash, raw_jpeg=gpu_steps is not None)
                 while True:
                     t0 = time.perf_counter()
                     batch = next(batches, None)
-                    busy["wait"] += time.perf_counter() - t0
+                    add_busy("wait", time.perf_counter() - t0)
                     if batch is None:
                         break
                     inflight.append((batch, encoders.submit(encode, batch)))
@@ -521,6 +523,14 @@ def raw_batch_workers(workers: int, batch_size: int, sizes: Sequence[int]) -> in
     return max(1, min(workers, int(budget // per_worker)))
 
 
+def decode_mode(option: str | None) -> str:
+    """--decode, else GLIMPSE_DECODE, else auto; anything else is refused."""
+    decode = (option or os.environ.get("GLIMPSE_DECODE") or "auto").lower()
+    if decode not in ("auto", "gpu", "cpu"):
+        raise ValueError(f"unknown decode mode {decode!r}: use auto, gpu or cpu")
+    return decode
+
+
 def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
     """The preprocessing steps to replay on the GPU after nvJPEG, or None to decode in workers.
 
@@ -530,9 +540,7 @@ def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
     from indexer.gpu_decode import gpu_jpeg_available, replayable
     from search.pil_steps import UnsupportedStep, describe
 
-    decode = (decode or os.environ.get("GLIMPSE_DECODE") or "auto").lower()
-    if decode not in ("auto", "gpu", "cpu"):
-        raise ValueError(f"unknown decode mode {decode!r}: use auto, gpu or cpu")
+    decode = decode_mode(decode)
     if decode == "cpu" or (decode == "auto" and not enc.device.startswith("cuda")):
         return None
     why = None
