@@ -165,7 +165,7 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
 
 
 def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, batch: int, extra: list[str]) -> None:
-    """``variant``: a --decode mode, optionally with environment settings: "gpu:GLIMPSE_DECODE_CPU_SHARE=0.3"."""
+    """``variant``: a --decode mode, optionally with environment settings: "gpu:GLIMPSE_ENCODE_STREAMS=2"."""
     n = len(list(corpus.glob("*.jpg")))
     decode, *settings = variant.split(":")
     env = dict(os.environ, **dict(kv.split("=", 1) for kv in settings))
@@ -232,7 +232,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", choices=["mixed", "fixed"], default="mixed",
                     help="make_corpus size profile: mixed phone photos 1–12 MP, or all 1024×768")
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--decode", default="gpu,cpu,gpu:GLIMPSE_DECODE_CPU_SHARE=0.3",
+    ap.add_argument("--decode", default="gpu,cpu",
                     help="end-to-end variants for the first model: a --decode mode, optionally :VAR=value settings")
     ap.add_argument("--faiss-sizes", default="100000,1000000")
     ap.add_argument("--only", default="encoder,index,faiss")

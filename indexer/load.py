@@ -38,8 +38,6 @@ class LoadedBatch(list):
     blob: torch.Tensor | None = None
 
 
-_GOLDEN = 0.6180339887498949  # i * golden ratio mod 1 spreads a share evenly over any run of indices
-
 # Files up to this size are read once into memory, hashed and decoded from there;
 # bigger ones are hashed in a streaming pass and decoded from disk.
 _IN_MEMORY_MAX = 64 << 20
@@ -47,20 +45,19 @@ _IN_MEMORY_MAX = 64 << 20
 
 class _ImageFiles(Dataset):
     def __init__(self, paths: Sequence[str], pil_transform: Callable, draft_size: int,
-                 want_hash: Sequence[bool] | None = None, raw_jpeg: bool = False, cpu_share: float = 0.0):
+                 want_hash: Sequence[bool] | None = None, raw_jpeg: bool = False):
         self.paths = list(paths)
         self.pil_transform = pil_transform
         self.draft_size = draft_size
         self.want_hash = list(want_hash) if want_hash is not None else [False] * len(self.paths)
         self.raw_jpeg = raw_jpeg
-        self.cpu_share = cpu_share
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> Loaded:
         path = self.paths[i]
-        digest = None
+        digest = meta = None
         try:
             source: str | bytes = path
             if self.raw_jpeg and os.path.getsize(path) <= _IN_MEMORY_MAX:
@@ -72,9 +69,7 @@ class _ImageFiles(Dataset):
                     meta = probe(source)
                 except Exception:  # noqa: BLE001 - load_rgb below says what is wrong with it
                     meta = {}
-                # A share of the JPEGs is decoded here anyway: cores and nvJPEG then work side by side.
-                on_cpu = self.cpu_share > 0 and (i * _GOLDEN) % 1.0 < self.cpu_share
-                if not on_cpu and nvjpeg_suitable(source, meta):
+                if nvjpeg_suitable(source, meta):
                     return Loaded(i, None, meta, None, digest, jpeg=source)  # type: ignore[arg-type] # packed by _collate
             elif self.want_hash[i]:
                 # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
@@ -85,7 +80,8 @@ class _ImageFiles(Dataset):
                 else:
                     digest = file_hash(path)
             img = load_rgb(source, draft_size=self.draft_size)
-            meta = probe(source)
+            if not meta:  # the raw path above has probed it already
+                meta = probe(source)
             return Loaded(i, pil_to_uint8(self.pil_transform(img)), meta, None, digest)
         except ImageDecodeError as exc:
             return Loaded(i, None, {}, str(exc), digest)
@@ -158,19 +154,14 @@ def iter_batches(
     workers: int | None = None,
     want_hash: Sequence[bool] | None = None,
     raw_jpeg: bool = False,
-    cpu_share: float | None = None,
 ) -> Iterator[LoadedBatch]:
     """Yield batches of decoded images, in input order, ``batch_size`` at a time.
 
     ``want_hash[i]``: also return the content hash of ``paths[i]`` (computed in the worker).
-    ``raw_jpeg``: JPEGs a GPU can decode come back undecoded (``Loaded.jpeg``, see indexer.gpu_decode),
-    except ``cpu_share`` of them (default GLIMPSE_DECODE_CPU_SHARE, else 0), which workers decode.
+    ``raw_jpeg``: JPEGs a GPU can decode come back undecoded (``Loaded.jpeg``, see indexer.gpu_decode).
     """
-    if cpu_share is None:
-        cpu_share = float(os.environ.get("GLIMPSE_DECODE_CPU_SHARE") or 0.0)
     workers = default_workers(raw_jpeg) if workers is None else workers
-    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size, want_hash=want_hash, raw_jpeg=raw_jpeg,
-                           cpu_share=min(max(cpu_share, 0.0), 1.0))
+    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size, want_hash=want_hash, raw_jpeg=raw_jpeg)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
