@@ -119,7 +119,7 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
 
     # fp16 vs fp32 on real images: how far the fast default moves the vectors.
     paths = sorted(str(p) for p in corpus.glob("*.jpg"))[:256]
-    pix = torch.stack([b.pixels for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 8) for b in bt])
+    pix = torch.stack([torch.as_tensor(b.pixels) for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 8) for b in bt])
     v16 = enc.encode_pixels(pix)
     enc.precision = "fp32"
     v32 = enc.encode_pixels(pix)

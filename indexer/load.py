@@ -1,41 +1,53 @@
 """Decode and preprocess images in worker processes, overlapped with encoding.
 
-Workers return uint8 HWC tensors already resized and cropped (4x smaller than
-float tensors through the pipe); scaling and normalisation run batched on the
-encoder's device. A file that fails to decode comes back with its error
-instead of stopping the run.
+Workers return uint8 HWC arrays already resized and cropped (4x smaller than
+float arrays through the pipe); scaling and normalisation run batched on the
+encoder's side. A file that fails to decode comes back with its error instead
+of stopping the run.
+
+No torch here: on CPU, with the model's ONNX bundle cached, ``glimpse index``
+runs without importing torch at all (seconds of start-up and exit saved on
+every run). The GPU path, whose workers hand raw JPEG bytes to nvJPEG through
+shared memory, lives in ``indexer.load_raw``.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
+import signal
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+import numpy as np
 
-from indexer.gpu_decode import nvjpeg_suitable
 from indexer.hashing import bytes_hash, file_hash
-from search.encoder import pil_to_uint8
-from search.images import ImageDecodeError, load_rgb, probe
+from search.images import ImageDecodeError, load_rgb, probe, to_uint8_array
 
 
 @dataclass
 class Loaded:
     index: int  # position in the input list
-    pixels: torch.Tensor | None
+    pixels: Any  # uint8 HWC array (a torch tensor on the raw path), or None
     meta: dict
     error: str | None
     content_hash: str | None = None  # only when asked for: the worker already holds the bytes
-    jpeg: tuple[int, int] | None = None  # raw mode: [start, end) of this file's bytes in the batch's blob
+    jpeg: Any = None  # raw mode: this file's bytes, then [start, end) of them in the batch's blob
 
 
 class LoadedBatch(list):
-    """A batch of Loaded; ``blob`` holds the raw JPEG bytes of its ``jpeg`` items (one tensor per batch,
-    so a batch crosses from the worker in one shared-memory segment)."""
+    """A batch of Loaded; on the raw path ``blob`` holds the raw JPEG bytes of its ``jpeg`` items
+    (one tensor per batch, so a batch crosses from the worker in one shared-memory segment)."""
 
-    blob: torch.Tensor | None = None
+    blob: Any = None
+
+
+class DecodeWorkerDied(RuntimeError):
+    """A decode process was killed (out of memory, a signal): the run stops, committed batches stay."""
 
 
 # Files up to this size are read once into memory, hashed and decoded from there;
@@ -43,82 +55,81 @@ class LoadedBatch(list):
 _IN_MEMORY_MAX = 64 << 20
 
 
-class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[str], pil_transform: Callable, draft_size: int,
-                 want_hash: Sequence[bool] | None = None, raw_jpeg: bool = False):
-        self.paths = list(paths)
-        self.pil_transform = pil_transform
-        self.draft_size = draft_size
-        self.want_hash = list(want_hash) if want_hash is not None else [False] * len(self.paths)
-        self.raw_jpeg = raw_jpeg
+def load_file(i: int, path: str, pil_transform: Callable, draft_size: int, want_hash: bool = False,
+              raw_jpeg: bool = False) -> Loaded:
+    """Read, hash (when asked), probe, decode and preprocess one file; errors are returned, not raised.
 
-    def __len__(self) -> int:
-        return len(self.paths)
+    ``raw_jpeg``: a JPEG a GPU can decode comes back undecoded, its bytes in ``Loaded.jpeg``."""
+    digest = meta = None
+    try:
+        source: str | bytes = path
+        if raw_jpeg and os.path.getsize(path) <= _IN_MEMORY_MAX:
+            from indexer.gpu_decode import nvjpeg_suitable
 
-    def __getitem__(self, i: int) -> Loaded:
-        path = self.paths[i]
-        digest = meta = None
-        try:
-            source: str | bytes = path
-            if self.raw_jpeg and os.path.getsize(path) <= _IN_MEMORY_MAX:
+            with open(path, "rb") as f:
+                source = f.read()
+            if want_hash:
+                digest = bytes_hash(source)
+            try:
+                meta = probe(source)
+            except Exception:  # noqa: BLE001 - load_rgb below says what is wrong with it
+                meta = {}
+            if nvjpeg_suitable(source, meta):
+                return Loaded(i, None, meta, None, digest, jpeg=source)
+        elif want_hash:
+            # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
+            if os.path.getsize(path) <= _IN_MEMORY_MAX:
                 with open(path, "rb") as f:
                     source = f.read()
-                if self.want_hash[i]:
-                    digest = bytes_hash(source)
-                try:
-                    meta = probe(source)
-                except Exception:  # noqa: BLE001 - load_rgb below says what is wrong with it
-                    meta = {}
-                if nvjpeg_suitable(source, meta):
-                    return Loaded(i, None, meta, None, digest, jpeg=source)  # type: ignore[arg-type] # packed by _collate
-            elif self.want_hash[i]:
-                # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
-                if os.path.getsize(path) <= _IN_MEMORY_MAX:
-                    with open(path, "rb") as f:
-                        source = f.read()
-                    digest = bytes_hash(source)
-                else:
-                    digest = file_hash(path)
-            img = load_rgb(source, draft_size=self.draft_size)
-            if not meta:  # the raw path above has probed it already
-                meta = probe(source)
-            return Loaded(i, pil_to_uint8(self.pil_transform(img)), meta, None, digest)
-        except ImageDecodeError as exc:
-            return Loaded(i, None, {}, str(exc), digest)
-        except Exception as exc:  # noqa: BLE001 - any bad file must not stop the run
-            if isinstance(exc, FileNotFoundError):
-                return Loaded(i, None, {}, "file vanished during indexing")
-            return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}", digest)
+                digest = bytes_hash(source)
+            else:
+                digest = file_hash(path)
+        img = load_rgb(source, draft_size=draft_size)
+        if not meta:  # the raw path above has probed it already
+            meta = probe(source)
+        return Loaded(i, to_uint8_array(pil_transform(img)), meta, None, digest)
+    except ImageDecodeError as exc:
+        return Loaded(i, None, {}, str(exc), digest)
+    except Exception as exc:  # noqa: BLE001 - any bad file must not stop the run
+        if isinstance(exc, FileNotFoundError):
+            return Loaded(i, None, {}, "file vanished during indexing")
+        return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}", digest)
 
 
-def _collate(items: list[Loaded]) -> LoadedBatch:
-    batch = LoadedBatch(items)
-    raw = [it for it in items if it.jpeg is not None]
-    if raw:
-        offset, parts = 0, []
-        for it in raw:
-            data: bytes = it.jpeg  # type: ignore[assignment]
-            parts.append(data)
-            it.jpeg = (offset, offset + len(data))
-            offset += len(data)
-        batch.blob = torch.frombuffer(bytearray(b"".join(parts)), dtype=torch.uint8)
-    return batch
-
-
-# Decode workers run at a lower CPU priority than the encoder: on a machine with
-# few cores they then fill the encoder's idle moments instead of preempting its
-# threads mid-matmul (a stalled thread holds up every other one at the next barrier).
+# Decode workers may run at a lower CPU priority than the encoder (GLIMPSE_DECODE_NICE; off by
+# default: measured no faster on 2 cores, BENCHMARKS.md).
 DECODE_NICE = int(os.environ.get("GLIMPSE_DECODE_NICE", "0"))
 
 
-def _worker_init(_worker_id: int) -> None:
-    # Decoding is single-threaded per image; extra torch threads only contend.
-    torch.set_num_threads(1)
+def worker_setup() -> None:
+    """In each decode process: lower priority when asked, and die with the indexer."""
     if DECODE_NICE:
         try:
             os.nice(DECODE_NICE)
         except OSError:
             pass
+    # Ctrl-C reaches the whole process group: the indexer stops the workers itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.uname().sysname == "Linux":  # an indexer killed outright (OOM killer) takes its workers along
+        try:
+            import ctypes
+
+            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+_worker: dict = {}
+
+
+def _pool_init(pil_transform: Callable, draft_size: int) -> None:
+    worker_setup()
+    _worker.update(pil_transform=pil_transform, draft_size=draft_size)
+
+
+def _load_chunk(start: int, paths: list[str], want_hash: list[bool]) -> list[Loaded]:
+    t, d = _worker["pil_transform"], _worker["draft_size"]
+    return [load_file(start + j, p, t, d, h) for j, (p, h) in enumerate(zip(paths, want_hash))]
 
 
 def default_workers(gpu: bool = False) -> int:
@@ -134,13 +145,14 @@ DECODE_CPU_MS = 10.0
 ENCODE_GFLOPS_PER_CORE = 56.0
 
 
-def cpu_decode_workers(gflops: float, cores: int | None = None) -> int:
+def cpu_decode_workers(gflops: float | None, cores: int | None = None) -> int:
     """Decode workers for indexing on CPU: enough cores' worth for the decode share of the work,
     no more. Spare workers only contend with the encoder (ViT-B-32 on 2 cores: 17.0-17.2 img/s
-    with one worker, 15.6-15.7 with two); a light model needs a worker per core."""
-    import math
-
+    with one worker, 15.6-15.7 with two); a light model needs a worker per core.
+    ``gflops`` unknown: one per core."""
     cores = cores or os.cpu_count() or 2
+    if not gflops:
+        return default_workers()
     encode_ms = 1000.0 * gflops / ENCODE_GFLOPS_PER_CORE
     share = DECODE_CPU_MS / (DECODE_CPU_MS + encode_ms)
     return max(1, min(8, cores, math.ceil(cores * share)))
@@ -155,22 +167,43 @@ def iter_batches(
     want_hash: Sequence[bool] | None = None,
     raw_jpeg: bool = False,
 ) -> Iterator[LoadedBatch]:
-    """Yield batches of decoded images, in input order, ``batch_size`` at a time.
+    """Batches of decoded images, in input order, ``batch_size`` at a time.
 
     ``want_hash[i]``: also return the content hash of ``paths[i]`` (computed in the worker).
-    ``raw_jpeg``: JPEGs a GPU can decode come back undecoded (``Loaded.jpeg``, see indexer.gpu_decode).
+    ``raw_jpeg``: JPEGs a GPU can decode come back undecoded (see ``indexer.load_raw``).
+    ``workers``: decode processes (0: decode in this process); they start before this returns,
+    so a caller can start threads afterwards without forking them. ``pil_transform`` must pickle.
+    Close the iterator (or exhaust it) to stop the workers.
     """
-    workers = default_workers(raw_jpeg) if workers is None else workers
-    dataset = _ImageFiles(paths, pil_transform, draft_size=image_size, want_hash=want_hash, raw_jpeg=raw_jpeg)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=workers,
-        collate_fn=_collate,
-        worker_init_fn=_worker_init if workers else None,
-        # Raw JPEG batches are large (~100 MB at 256 photos): two per worker keep the GPU fed.
-        prefetch_factor=(2 if raw_jpeg else 4) if workers else None,
-        pin_memory=False,  # our items are dataclasses; the encoder pins the stacked batch
-    )
-    yield from loader
+    want = list(want_hash) if want_hash is not None else [False] * len(paths)
+    if raw_jpeg:
+        from indexer.load_raw import iter_raw_batches
+
+        return iter_raw_batches(paths, pil_transform, image_size, batch_size,
+                                default_workers(True) if workers is None else workers, want)
+    workers = default_workers() if workers is None else workers
+    if not workers:
+        return (LoadedBatch(load_file(s + j, p, pil_transform, image_size, h)
+                            for j, (p, h) in enumerate(zip(paths[s:s + batch_size], want[s:s + batch_size])))
+                for s in range(0, len(paths), batch_size))
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(pil_transform, image_size))
+    chunks = ((s, list(paths[s:s + batch_size]), want[s:s + batch_size]) for s in range(0, len(paths), batch_size))
+    # Four batches queued per worker keep them busy without holding the whole corpus decoded.
+    ahead = deque(pool.submit(_load_chunk, *c) for c in itertools.islice(chunks, 4 * workers))
+    return _drain(pool, ahead, chunks)
+
+
+def _drain(pool: ProcessPoolExecutor, ahead: deque, chunks: Iterator) -> Iterator[LoadedBatch]:
+    try:
+        while ahead:
+            try:
+                items = ahead.popleft().result()
+            except BrokenProcessPool as exc:
+                raise DecodeWorkerDied("a decode worker process died (out of memory, or killed); "
+                                       "batches committed so far are kept and the next run resumes") from exc
+            nxt = next(chunks, None)
+            if nxt is not None:
+                ahead.append(pool.submit(_load_chunk, *nxt))
+            yield LoadedBatch(items)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -118,11 +118,11 @@ class Indexer:
 
     def encoder(self, spec: ModelSpec) -> "Encoder":
         if self._encoder is None:
-            from search.encoder import Encoder  # torch: only when something needs embedding
+            from search.index_encoder import open_index_encoder  # only when something needs embedding
 
             streams = encode_streams(self.opts.device)
-            self._encoder = Encoder(spec, device=self.opts.device, quantize=self.opts.quantize,
-                                    ort_threads=max(1, cpu_threads() // streams))
+            self._encoder = open_index_encoder(spec, device=self.opts.device, quantize=self.opts.quantize,
+                                               ort_threads=max(1, cpu_threads() // streams))
         row = self.store.get_model()
         if row is None or row.dim != self._encoder.dim or row.fingerprint != spec.fingerprint():
             self.store.set_model(spec.name, spec.pretrained, spec.fingerprint(), self._encoder.dim)
@@ -319,8 +319,6 @@ class Indexer:
         enc = self.encoder(spec)
         on_gpu = enc.device.startswith("cuda")
         batch_size = self.opts.batch_size or (256 if on_gpu else 32)
-        if len(items) >= batch_size:  # overlap the ONNX session start with the decode workers' start
-            threading.Thread(target=enc.start_batch_runtime, name="glimpse-ort-start", daemon=True).start()
         progress = bar(len(items), "embedding")
         paths = [entry.path for entry, *_ in items]
         want_hash = [h is None for *_, h in items]
@@ -364,7 +362,8 @@ class Indexer:
             pending = writer.submit(timed_write, items, batch, ok, vectors, progress)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
-                ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders:
+                ThreadPoolExecutor(max_workers=streams, thread_name_prefix="glimpse-encode") as encoders, \
+                contextlib.ExitStack() as stack:
             try:
                 if self.opts.workers is not None:
                     workers = self.opts.workers
@@ -375,8 +374,11 @@ class Indexer:
                 if gpu_steps is not None and self.opts.workers is None:
                     workers = raw_batch_workers(workers, batch_size, [entry.size for entry, *_ in items])
                 log.info("%d decode worker process(es)", workers)
-                batches = iter_batches(paths, enc.pil_transform, enc.image_size, batch_size, workers,
-                                       want_hash=want_hash, raw_jpeg=gpu_steps is not None)
+                batches = stack.enter_context(contextlib.closing(iter_batches(
+                    paths, enc.pil_transform, enc.image_size, batch_size, workers, want_hash=want_hash,
+                    raw_jpeg=gpu_steps is not None)))
+                if len(items) >= batch_size:  # the ONNX session opens while the (already started) workers decode
+                    threading.Thread(target=enc.start_batch_runtime, name="glimpse-ort-start", daemon=True).start()
                 while True:
                     t0 = time.perf_counter()
                     batch = next(batches, None)
@@ -537,12 +539,12 @@ def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
     ``decode``: "auto" (default; GLIMPSE_DECODE) decodes on the GPU when the encoder runs on
     one and torchvision has nvJPEG; "gpu" insists; "cpu" keeps PIL in the workers.
     """
-    from indexer.gpu_decode import gpu_jpeg_available, replayable
-    from search.pil_steps import UnsupportedStep, describe
-
     decode = decode_mode(decode)
     if decode == "cpu" or (decode == "auto" and not enc.device.startswith("cuda")):
         return None
+    from indexer.gpu_decode import gpu_jpeg_available, replayable  # torch
+    from search.pil_steps import UnsupportedStep, describe
+
     why = None
     if not gpu_jpeg_available(enc.device):
         why = f"no nvJPEG decoder for device {enc.device}"
@@ -564,13 +566,16 @@ def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
     """The images of a batch that decoded, and their uint8 NHWC pixels (on the encoder's device
     when it is a GPU). JPEGs left raw by the workers are decoded here with nvJPEG; one nvJPEG
     refuses is decoded with PIL instead, or marked failed with PIL's error."""
+    raw = [b for b in batch if b.jpeg is not None]
+    if not raw and not enc.device.startswith("cuda"):  # the CPU path: no torch needed
+        ok = [b for b in batch if b.pixels is not None]
+        return ok, (np.stack([np.asarray(b.pixels) for b in ok]) if ok else None)
     import torch
 
     from indexer.gpu_decode import decode_batch
     from search.encoder import pil_to_uint8
     from search.images import ImageDecodeError, load_rgb
 
-    raw = [b for b in batch if b.jpeg is not None]
     on_device: dict[int, "torch.Tensor"] = {}
     if raw:
         blob = batch.blob
@@ -588,7 +593,7 @@ def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
     ok = [b for b in batch if b.pixels is not None or b.index in on_device]
     if not ok:
         return ok, None
-    host = [b.pixels for b in ok if b.index not in on_device]
+    host = [torch.as_tensor(b.pixels) for b in ok if b.index not in on_device]
     if host:
         stacked = torch.stack(host)
         if enc.device.startswith("cuda"):  # pinned: the copy to the GPU overlaps instead of blocking

@@ -30,7 +30,8 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 from search.paths import cache_dir  # noqa: E402
-from search.ort_session import cpu_session, unit_rows  # noqa: E402
+from search.images import to_uint8_array  # noqa: E402
+from search.ort_session import cpu_session, ensure_int8, unit_rows  # noqa: E402
 from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
 
 
@@ -163,8 +164,9 @@ class Encoder:
             finally:
                 self._ort_auto = False
 
-    def encode_pixels(self, batch: torch.Tensor) -> np.ndarray:
+    def encode_pixels(self, batch: "torch.Tensor | np.ndarray") -> np.ndarray:
         """Encode a uint8 NHWC batch (output of pil_transform, stacked)."""
+        batch = torch.as_tensor(batch)
         if self._ort is None and self._ort_auto and len(batch) >= ORT_MIN_BATCH:
             self.start_batch_runtime()
         if self._ort is not None:
@@ -210,7 +212,7 @@ class OnnxImageTower:
         """Export (once, cached) and verify against torch on a probe batch.
 
         fp32 must match torch within ``atol``; int8 (dynamic weight quantization,
-        opt-in) must keep every probe vector within cosine ``min_cos`` of torch's.
+        opt-in) must keep every probe vector within cosine ``min_cos`` of fp32's.
         """
         import hashlib
 
@@ -222,46 +224,29 @@ class OnnxImageTower:
         path = os.path.join(cache_dir(), "onnx", f"image-{key}.onnx")
         if not os.path.exists(path):
             _export_image_tower(enc, path)
-        if quantize == "int8":
-            qpath = path[: -len(".onnx")] + "-int8.onnx"
-            if not os.path.exists(qpath):
-                from onnxruntime.quantization import QuantType, quantize_dynamic
-
-                log.info("quantizing the ONNX image tower to int8 (once; cached)")
-                tmp = f"{qpath}.{os.getpid()}.tmp.onnx"
-                try:
-                    quantize_dynamic(path, tmp, weight_type=QuantType.QInt8)
-                    os.replace(tmp, qpath)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
-            path = qpath
-        tower = cls(path, enc.ort_threads or torch.get_num_threads())
         import onnxruntime
 
         # The check runs once per (export, ONNX Runtime version): a marker records that it passed,
         # so later runs skip two cold forward passes (~2 s of every `glimpse index` start-up).
-        marker = f"{path}.verified-ort{onnxruntime.__version__}-{atol if not quantize else min_cos}"
-        if os.path.exists(marker):
-            return tower
         rng = np.random.default_rng(0)
         probe = torch.from_numpy(rng.integers(0, 256, (2, enc.image_size, enc.image_size, 3), dtype=np.uint8))
         with torch.inference_mode():
             x = enc._pixels_to_input(probe)
-            want = enc._normalise(enc.model.encode_image(x))
-        got = tower.run(x.numpy())
-        if quantize:
-            cos = float((got * want).sum(axis=1).min())
-            if not cos >= min_cos:
-                raise RuntimeError(f"int8 image tower too far from torch: cosine {cos:.4f} < {min_cos}")
+        marker = f"{path}.verified-ort{onnxruntime.__version__}-{atol}"
+        threads = enc.ort_threads or torch.get_num_threads()
+        tower = None
+        if not os.path.exists(marker):
+            with torch.inference_mode():
+                want = enc._normalise(enc.model.encode_image(x))
+            tower = cls(path, threads)
+            err = float(np.abs(tower.run(x.numpy()) - want).max())
+            if not err <= atol:
+                raise RuntimeError(f"ONNX image tower differs from torch by {err:.2e} (> {atol})")
+            log.debug("ONNX image tower %s matches torch (max abs diff %.1e)", path, err)
             _touch(marker)
-            return tower
-        err = float(np.abs(got - want).max())
-        if not err <= atol:
-            raise RuntimeError(f"ONNX image tower differs from torch by {err:.2e} (> {atol})")
-        log.debug("ONNX image tower %s matches torch (max abs diff %.1e)", path, err)
-        _touch(marker)
-        return tower
+        if quantize == "int8":  # checked against the float32 tower, itself within atol of torch
+            return cls(ensure_int8(path, x.numpy(), min_cos), threads)
+        return tower or cls(path, threads)
 
 
 def _touch(path: str) -> None:
@@ -309,7 +294,7 @@ def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: 
 
 def pil_to_uint8(img: Image.Image) -> torch.Tensor:
     """HWC uint8 tensor of an RGB image (cheap to send between processes)."""
-    return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.uint8).copy())
+    return torch.from_numpy(to_uint8_array(img))
 
 
 def _split_transform(preprocess) -> tuple[Callable[[Image.Image], Image.Image], tuple, tuple]:

@@ -11,6 +11,7 @@ import os
 import warnings
 from typing import BinaryIO, Union
 
+import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 try:  # HEIC/HEIF support is optional.
@@ -96,6 +97,11 @@ def load_rgb(source: Source, draft_size: int | None = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc) or exc.__class__.__name__
         raise ImageDecodeError(f"cannot decode image: {msg}") from exc
+
+
+def to_uint8_array(img: Image.Image) -> np.ndarray:
+    """HWC uint8 RGB array of a preprocessed image (cheap to send between processes)."""
+    return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy: torch.from_numpy may wrap it
 
 
 def probe(source: Source) -> dict:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def cpu_threads() -> int:
@@ -37,3 +40,42 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     """float32 rows scaled to unit length (both ONNX towers' outputs are raw projections)."""
     x = x.astype(np.float32, copy=False)
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def ensure_int8(path: str, probe: np.ndarray, min_cos: float = 0.98) -> str:
+    """The int8 copy of an fp32 ONNX image tower (dynamic weight quantization), made once beside it.
+
+    Checked against the fp32 tower on ``probe`` (a float input batch): every output vector
+    must stay within cosine ``min_cos``; a marker records the check per ONNX Runtime version.
+    """
+    import onnxruntime
+
+    qpath = path[: -len(".onnx")] + "-int8.onnx"
+    if not os.path.exists(qpath):
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        log.info("quantizing the ONNX image tower to int8 (once; cached)")
+        tmp = f"{qpath}.{os.getpid()}.tmp.onnx"
+        try:
+            quantize_dynamic(path, tmp, weight_type=QuantType.QInt8)
+            os.replace(tmp, qpath)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    marker = f"{qpath}.verified-ort{onnxruntime.__version__}-{min_cos}"
+    if not os.path.exists(marker):
+        want, got = (unit_rows(_run(cpu_session(p), probe)) for p in (path, qpath))
+        cos = float((got * want).sum(axis=1).min())
+        if not cos >= min_cos:
+            raise RuntimeError(f"int8 image tower too far from float32: cosine {cos:.4f} < {min_cos}")
+        try:
+            with open(marker, "w") as f:
+                f.write("ok\n")
+        except OSError:  # read-only cache: check again next time
+            pass
+    return qpath
+
+
+def _run(session, x: np.ndarray) -> np.ndarray:
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+    return out

@@ -9,6 +9,7 @@ identical pixels before the steps are used (see ``search.query_bundle``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from PIL import Image
@@ -135,4 +136,4 @@ def apply(steps: list[dict[str, Any]], img: Image.Image) -> Image.Image:
 
 
 def compose(steps: list[dict[str, Any]]) -> Callable[[Image.Image], Image.Image]:
-    return lambda img: apply(steps, img)
+    return functools.partial(apply, steps)  # picklable: decode worker processes receive it

@@ -32,12 +32,13 @@ from PIL import Image
 
 from search import clip_tokenizer, pil_steps
 from search.model_spec import ModelSpec
-from search.ort_session import cpu_session, unit_rows
+from search.images import to_uint8_array
+from search.ort_session import cpu_session, ensure_int8, unit_rows
 from search.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump to invalidate bundles
+FORMAT = 2  # bump to invalidate bundles (2: meta.json records image_gflops)
 ATOL = 1e-4  # max abs difference to torch, per vector component (vectors are unit length)
 
 
@@ -56,44 +57,98 @@ def bundle_dir(spec: ModelSpec) -> str:
 
 
 class OnnxQueryEncoder:
-    """Text and image towers in ONNX Runtime: the query half of ``search.encoder.Encoder``."""
+    """Text and image towers in ONNX Runtime: ``search.encoder.Encoder`` without torch.
 
-    backend = "onnx"
+    A server queries through it; ``glimpse index`` on CPU embeds through it too
+    (``search.index_encoder``), so a reindex never imports torch. Sessions open
+    on first use unless ``eager`` (a server wants them ready before its first query).
+    """
+
     device = "cpu"
+    precision = "fp32"
 
-    def __init__(self, folder: str, threads: int | None = None):
+    def __init__(self, folder: str, threads: int | None = None, quantize: str | None = None, eager: bool = True):
         with open(os.path.join(folder, "meta.json")) as f:
             meta = json.load(f)
         self.folder = folder
+        self.spec = ModelSpec(meta["model"], meta["pretrained"])
         self.dim = int(meta["dim"])
         self.image_size = int(meta["image_size"])
+        self._gflops = meta.get("image_gflops")
         self.mean = np.asarray(meta["mean"], np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(meta["std"], np.float32).reshape(1, 3, 1, 1)
         self.steps = meta["pil_steps"]
         self.pil_transform = pil_steps.compose(self.steps)
         self.tokenizer = clip_tokenizer.load(meta["tokenizer"], folder)
-        self.text = cpu_session(os.path.join(folder, "text.onnx"), threads)
-        self.image = cpu_session(os.path.join(folder, "image.onnx"), threads)
-        self._text_in = self.text.get_inputs()[0].name
-        self._image_in = self.image.get_inputs()[0].name
+        self._threads = threads
+        self._quantize = quantize
+        self.backend = f"onnx-{quantize}" if quantize else "onnx"
+        self._sessions: dict = {}
+        self._session_lock = threading.Lock()
+        if eager:
+            self.text, self.image  # noqa: B018 - open both sessions now
+
+    def _session(self, tower: str):
+        session = self._sessions.get(tower)
+        if session is None:
+            with self._session_lock:
+                session = self._sessions.get(tower)
+                if session is None:
+                    path = os.path.join(self.folder, f"{tower}.onnx")
+                    if tower == "image" and self._quantize == "int8":
+                        path = ensure_int8(path, self.normalise(_probe_pixels(self.image_size)))
+                    session = self._sessions[tower] = cpu_session(path, self._threads)
+        return session
+
+    @property
+    def text(self):
+        return self._session("text")
+
+    @property
+    def image(self):
+        return self._session("image")
+
+    def image_gflops(self) -> float | None:
+        """The image tower's counted GFLOPs per image (recorded at export), for sizing decode workers."""
+        return self._gflops
+
+    def start_batch_runtime(self) -> None:
+        """Open the image session now (the indexer overlaps this with its decode workers' start)."""
+        self.image  # noqa: B018
+
+    def normalise(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 NHWC pixels -> the float NCHW input open_clip's Normalize would give."""
+        x = np.ascontiguousarray(batch.transpose(0, 3, 1, 2), dtype=np.float32)
+        x *= 1.0 / (255.0 * self.std)
+        x -= self.mean / self.std
+        return x
+
+    def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
+        """Encode a uint8 NHWC batch (the output of ``pil_transform``, stacked). Thread-safe:
+        concurrent calls run side by side in one session."""
+        session = self.image
+        (out,) = session.run(None, {session.get_inputs()[0].name: self.normalise(np.asarray(batch))})
+        return unit_rows(out)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
-        (out,) = self.text.run(None, {self._text_in: self.tokenizer(list(texts))})
+        session = self.text
+        (out,) = session.run(None, {session.get_inputs()[0].name: self.tokenizer(list(texts))})
         return unit_rows(out)
 
     def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
         """Preprocessed float NCHW input, exactly as open_clip's transform makes it."""
-        arr = np.stack([np.asarray(self.pil_transform(im).convert("RGB"), dtype=np.uint8) for im in images])
-        x = arr.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-        return np.ascontiguousarray((x - self.mean) / self.std, dtype=np.float32)
+        return self.normalise(np.stack([to_uint8_array(self.pil_transform(im)) for im in images]))
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
-        (out,) = self.image.run(None, {self._image_in: self.pixels(images)})
-        return unit_rows(out)
+        return self.encode_pixels(np.stack([to_uint8_array(self.pil_transform(im)) for im in images]))
+
+
+def _probe_pixels(size: int, n: int = 2) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 _build_lock = threading.Lock()
@@ -103,13 +158,14 @@ class UnsupportedModel(RuntimeError):
     """This model's query path cannot be reproduced outside torch; it keeps the torch encoder."""
 
 
-def open_bundle(spec: ModelSpec) -> OnnxQueryEncoder | None:
-    """The verified bundle for ``spec``, or None when there is none (or onnxruntime is missing)."""
+def open_bundle(spec: ModelSpec, **kwargs) -> OnnxQueryEncoder | None:
+    """The verified bundle for ``spec``, or None when there is none (or onnxruntime is missing).
+    ``kwargs`` go to ``OnnxQueryEncoder``."""
     folder = bundle_dir(spec)
     if not os.path.isfile(os.path.join(folder, "meta.json")):
         return None
     try:
-        return OnnxQueryEncoder(folder)
+        return OnnxQueryEncoder(folder, **kwargs)
     except ImportError as exc:
         log.info("query bundle not usable (%s); using torch", exc)
         return None
@@ -167,7 +223,8 @@ def _build(enc, tmp: str) -> None:
     _export_text_tower(enc, os.path.join(tmp, "text.onnx"))
     meta = {"format": FORMAT, "model": enc.spec.name, "pretrained": enc.spec.pretrained,
             "fingerprint": enc.spec.fingerprint(), "dim": int(enc.dim), "image_size": int(enc.image_size),
-            "mean": list(enc.mean), "std": list(enc.std), "pil_steps": steps, "tokenizer": tok_meta}
+            "mean": list(enc.mean), "std": list(enc.std), "pil_steps": steps, "tokenizer": tok_meta,
+            "image_gflops": enc.image_gflops()}
     with open(os.path.join(tmp, "meta.json.tmp"), "w") as f:
         json.dump(meta, f, indent=1)
     os.replace(os.path.join(tmp, "meta.json.tmp"), os.path.join(tmp, "meta.json"))

@@ -77,7 +77,7 @@ def fast_vectors(enc, paths, workers, draft=True):
     out = {}
     for batch in iter_batches(paths, enc.pil_transform, size, batch_size=3, workers=workers):
         assert all(b.error is None for b in batch), [b.error for b in batch]
-        vecs = enc.encode_pixels(torch.stack([b.pixels for b in batch]))
+        vecs = enc.encode_pixels(torch.stack([torch.as_tensor(b.pixels) for b in batch]))
         out.update({b.index: v for b, v in zip(batch, vecs)})
     return np.stack([out[i] for i in range(len(paths))])
 
@@ -154,7 +154,7 @@ def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos,
     from indexer.load import iter_batches
 
     batch = next(iter_batches(paths, enc.pil_transform, enc.image_size, batch_size=ORT_MIN_BATCH, workers=0))
-    vecs = enc.encode_pixels(torch.stack([b.pixels for b in batch]))
+    vecs = enc.encode_pixels(torch.stack([torch.as_tensor(b.pixels) for b in batch]))
     assert enc.backend == "onnx"
     np.testing.assert_allclose(vecs[0], one[0], atol=1e-5)
 
