@@ -137,10 +137,6 @@ class OnnxQueryEncoder:
         (out,) = session.run(None, {session.get_inputs()[0].name: self.tokenizer(list(texts))})
         return unit_rows(out)
 
-    def pixels(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Preprocessed float NCHW input, exactly as open_clip's transform makes it."""
-        return self.normalise(np.stack([to_uint8_array(self.pil_transform(im)) for im in images]))
-
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
         if not images:
             return np.zeros((0, self.dim), np.float32)
