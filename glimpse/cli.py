@@ -79,7 +79,7 @@ def model_options(f):
     f = click.option("--workers", type=int, default=None,
                      help="Decode worker processes (default: on a CPU, as many as the decode share of the work "
                           "needs, from the model's weight; on a GPU, all cores but one).")(f)
-    f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 32 CPU, 256 GPU).")(f)
+    f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 16 CPU, 256 GPU).")(f)
     f = click.option("--reembed", is_flag=True, help="Allow a model change: re-embed every image with the new model.")(f)
     f = click.option("--pretrained", default=None,
                      help="open_clip pretrained tag or checkpoint file ('none' = random weights, benchmarks only).")(f)
