@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 from search.paths import cache_dir  # noqa: E402
 from search.images import to_uint8_array  # noqa: E402
-from search.ort_session import cpu_session, ensure_int8, unit_rows  # noqa: E402
+from search.ort_session import cpu_session, ensure_int8, run_session, unit_rows  # noqa: E402
 from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
 
 
@@ -199,12 +199,10 @@ class OnnxImageTower:
 
     def __init__(self, path: str, threads: int):
         self.session = cpu_session(path, threads)
-        self.input = self.session.get_inputs()[0].name
         self.path = path
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        (out,) = self.session.run(None, {self.input: np.ascontiguousarray(x, dtype=np.float32)})
-        return unit_rows(out)
+        return unit_rows(run_session(self.session, x))
 
     @classmethod
     def for_encoder(cls, enc: "Encoder", atol: float = 1e-4, quantize: str | None = None,

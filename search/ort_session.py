@@ -64,7 +64,7 @@ def ensure_int8(path: str, probe: np.ndarray, min_cos: float = 0.98) -> str:
                 os.unlink(tmp)
     marker = f"{qpath}.verified-ort{onnxruntime.__version__}-{min_cos}"
     if not os.path.exists(marker):
-        want, got = (unit_rows(_run(cpu_session(p), probe)) for p in (path, qpath))
+        want, got = (unit_rows(run_session(cpu_session(p), probe)) for p in (path, qpath))
         cos = float((got * want).sum(axis=1).min())
         if not cos >= min_cos:
             raise RuntimeError(f"int8 image tower too far from float32: cosine {cos:.4f} < {min_cos}")
@@ -76,6 +76,7 @@ def ensure_int8(path: str, probe: np.ndarray, min_cos: float = 0.98) -> str:
     return qpath
 
 
-def _run(session, x: np.ndarray) -> np.ndarray:
+def run_session(session, x: np.ndarray) -> np.ndarray:
+    """The single output of a one-input ONNX tower for a float batch."""
     (out,) = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
     return out

@@ -33,7 +33,7 @@ from PIL import Image
 from search import clip_tokenizer, pil_steps
 from search.model_spec import ModelSpec
 from search.images import to_uint8_array
-from search.ort_session import cpu_session, ensure_int8, unit_rows
+from search.ort_session import cpu_session, ensure_int8, run_session, unit_rows
 from search.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,7 @@ class OnnxQueryEncoder:
     def encode_pixels(self, batch: np.ndarray) -> np.ndarray:
         """Encode a uint8 NHWC batch (the output of ``pil_transform``, stacked). Thread-safe:
         concurrent calls run side by side in one session."""
-        session = self.image
-        (out,) = session.run(None, {session.get_inputs()[0].name: self.normalise(np.asarray(batch))})
-        return unit_rows(out)
+        return unit_rows(run_session(self.image, self.normalise(np.asarray(batch))))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:
