@@ -27,7 +27,7 @@ from indexer.lock import JobLock
 from indexer.progress import bar
 from indexer.scan import FileEntry, walk_images
 from search.model_spec import ModelSpec
-from search.ort_session import cpu_threads
+from search.ort_session import cpu_threads, runtime_setting
 from search.index import IndexDir
 from search.paths import Paths
 from search.store import CaptionRow, ImageRow, Root, Store, pack_vector, utcnow
@@ -167,7 +167,7 @@ class Indexer:
         """With the model already loaded in torch, write the ONNX query bundle the server
         loads without torch (once per model; see search.query_bundle)."""
         enc = self._encoder
-        if enc is None or enc.device != "cpu" or (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower() == "torch":
+        if enc is None or enc.device != "cpu" or runtime_setting() == "torch":
             return
         from search.query_bundle import ensure_bundle
 
@@ -506,7 +506,7 @@ def encode_streams(device: str | None) -> int:
     configured = os.environ.get("GLIMPSE_ENCODE_STREAMS")
     if configured:
         return max(1, int(configured))
-    if (device and device not in ("cpu", "auto")) or (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower() == "torch":
+    if (device and device not in ("cpu", "auto")) or runtime_setting() == "torch":
         return 1
     return min(4, cpu_threads())
 

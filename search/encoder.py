@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 
 from search.paths import cache_dir  # noqa: E402
 from search.images import to_uint8_array  # noqa: E402
-from search.ort_session import cpu_session, ensure_int8, run_session, unit_rows  # noqa: E402
+from search.ort_session import (  # noqa: E402
+    cpu_session, ensure_int8, quantize_setting, run_session, runtime_setting, unit_rows)
 from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
 
 
@@ -74,10 +75,10 @@ class Encoder:
             self.dim = int(self.encode_texts(["a photo"]).shape[1])
         self.backend = "torch"
         self._ort = None
-        runtime = (runtime or os.environ.get("GLIMPSE_RUNTIME") or "auto").lower()
+        runtime = runtime_setting(runtime)
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
-        quantize = (quantize or os.environ.get("GLIMPSE_QUANTIZE") or "").lower() or None
+        quantize = quantize_setting(quantize)
         if quantize not in (None, "int8"):
             raise ValueError(f"unknown quantization {quantize!r}: only int8 is supported")
         if quantize and runtime == "torch":

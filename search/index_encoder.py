@@ -16,6 +16,7 @@ import os
 import sys
 
 from search.model_spec import ModelSpec
+from search.ort_session import quantize_setting, runtime_setting
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,7 @@ def _runs_on_cpu(device: str | None) -> bool:
 def open_index_encoder(spec: ModelSpec, device: str | None = None, quantize: str | None = None,
                        ort_threads: int | None = None):
     """The bundle's ``OnnxQueryEncoder`` (sessions opened on first use) or a torch ``Encoder``."""
-    runtime = (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower()
-    quantize = (quantize or os.environ.get("GLIMPSE_QUANTIZE") or "").lower() or None
+    runtime, quantize = runtime_setting(), quantize_setting(quantize)
     if runtime in ("auto", "onnx") and quantize in (None, "int8") and _runs_on_cpu(device):
         from search.query_bundle import open_bundle
 

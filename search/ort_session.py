@@ -21,6 +21,16 @@ def cpu_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def runtime_setting(runtime: str | None = None) -> str:
+    """The runtime asked for: ``runtime``, else GLIMPSE_RUNTIME, else "auto" (lower case)."""
+    return (runtime or os.environ.get("GLIMPSE_RUNTIME") or "auto").lower()
+
+
+def quantize_setting(quantize: str | None = None) -> str | None:
+    """The image-tower quantization asked for: ``quantize``, else GLIMPSE_QUANTIZE, else None."""
+    return (quantize or os.environ.get("GLIMPSE_QUANTIZE") or "").lower() or None
+
+
 def cpu_session(path: str, threads: int | None = None):
     import onnxruntime as ort
 

@@ -33,7 +33,7 @@ from PIL import Image
 from search import clip_tokenizer, pil_steps
 from search.model_spec import ModelSpec
 from search.images import to_uint8_array
-from search.ort_session import cpu_session, ensure_int8, run_session, unit_rows
+from search.ort_session import cpu_session, ensure_int8, quantize_setting, run_session, runtime_setting, unit_rows
 from search.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -262,9 +262,9 @@ def open_query_encoder(spec: ModelSpec, device: str | None = None):
     torch on first use when missing. ``GLIMPSE_RUNTIME=torch``, a named GPU
     device, or a bundle that cannot be built: the torch ``Encoder``.
     """
-    runtime = (os.environ.get("GLIMPSE_RUNTIME") or "auto").lower()
+    runtime = runtime_setting()
     onnx_ok = runtime in ("auto", "onnx") and device in (None, "auto", "cpu") and \
-        not os.environ.get("GLIMPSE_QUANTIZE")
+        quantize_setting() is None
     if onnx_ok:
         q = open_bundle(spec)
         if q is not None:
