@@ -23,8 +23,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
-
 from indexer.hashing import bytes_hash, file_hash
 from search.images import ImageDecodeError, load_rgb, probe, to_uint8_array
 
@@ -127,9 +125,13 @@ def _pool_init(pil_transform: Callable, draft_size: int) -> None:
     _worker.update(pil_transform=pil_transform, draft_size=draft_size)
 
 
+def _load_range(start: int, paths: Sequence[str], want_hash: Sequence[bool], pil_transform: Callable,
+                draft_size: int) -> list[Loaded]:
+    return [load_file(start + j, p, pil_transform, draft_size, h) for j, (p, h) in enumerate(zip(paths, want_hash))]
+
+
 def _load_chunk(start: int, paths: list[str], want_hash: list[bool]) -> list[Loaded]:
-    t, d = _worker["pil_transform"], _worker["draft_size"]
-    return [load_file(start + j, p, t, d, h) for j, (p, h) in enumerate(zip(paths, want_hash))]
+    return _load_range(start, paths, want_hash, _worker["pil_transform"], _worker["draft_size"])
 
 
 def default_workers(gpu: bool = False) -> int:
@@ -182,12 +184,10 @@ def iter_batches(
         return iter_raw_batches(paths, pil_transform, image_size, batch_size,
                                 default_workers(True) if workers is None else workers, want)
     workers = default_workers() if workers is None else workers
-    if not workers:
-        return (LoadedBatch(load_file(s + j, p, pil_transform, image_size, h)
-                            for j, (p, h) in enumerate(zip(paths[s:s + batch_size], want[s:s + batch_size])))
-                for s in range(0, len(paths), batch_size))
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(pil_transform, image_size))
     chunks = ((s, list(paths[s:s + batch_size]), want[s:s + batch_size]) for s in range(0, len(paths), batch_size))
+    if not workers:
+        return (LoadedBatch(_load_range(*c, pil_transform, image_size)) for c in chunks)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(pil_transform, image_size))
     # Four batches queued per worker keep them busy without holding the whole corpus decoded.
     ahead = deque(pool.submit(_load_chunk, *c) for c in itertools.islice(chunks, 4 * workers))
     return _drain(pool, ahead, chunks)

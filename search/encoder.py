@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 from search.paths import cache_dir  # noqa: E402
 from search.images import to_uint8_array  # noqa: E402
 from search.ort_session import (  # noqa: E402
-    cpu_session, ensure_int8, quantize_setting, run_session, runtime_setting, unit_rows)
+    cpu_session, ensure_int8, probe_pixels, quantize_setting, run_session, runtime_setting, unit_rows)
 from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
 
 
@@ -227,8 +227,7 @@ class OnnxImageTower:
 
         # The check runs once per (export, ONNX Runtime version): a marker records that it passed,
         # so later runs skip two cold forward passes (~2 s of every `glimpse index` start-up).
-        rng = np.random.default_rng(0)
-        probe = torch.from_numpy(rng.integers(0, 256, (2, enc.image_size, enc.image_size, 3), dtype=np.uint8))
+        probe = torch.from_numpy(probe_pixels(enc.image_size))
         with torch.inference_mode():
             x = enc._pixels_to_input(probe)
         marker = f"{path}.verified-ort{onnxruntime.__version__}-{atol}"

@@ -52,6 +52,11 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+def probe_pixels(size: int, n: int = 2) -> np.ndarray:
+    """A fixed random uint8 NHWC batch: the input every tower check runs on."""
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
 def ensure_int8(path: str, probe: np.ndarray, min_cos: float = 0.98) -> str:
     """The int8 copy of an fp32 ONNX image tower (dynamic weight quantization), made once beside it.
 

@@ -33,7 +33,8 @@ from PIL import Image
 from search import clip_tokenizer, pil_steps
 from search.model_spec import ModelSpec
 from search.images import to_uint8_array
-from search.ort_session import cpu_session, ensure_int8, quantize_setting, run_session, runtime_setting, unit_rows
+from search.ort_session import (
+    cpu_session, ensure_int8, probe_pixels, quantize_setting, run_session, runtime_setting, unit_rows)
 from search.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class OnnxQueryEncoder:
                 if session is None:
                     path = os.path.join(self.folder, f"{tower}.onnx")
                     if tower == "image" and self._quantize == "int8":
-                        path = ensure_int8(path, self.normalise(_probe_pixels(self.image_size)))
+                        path = ensure_int8(path, self.normalise(probe_pixels(self.image_size)))
                     session = self._sessions[tower] = cpu_session(path, self._threads)
         return session
 
@@ -139,10 +140,6 @@ class OnnxQueryEncoder:
         if not images:
             return np.zeros((0, self.dim), np.float32)
         return self.encode_pixels(np.stack([to_uint8_array(self.pil_transform(im)) for im in images]))
-
-
-def _probe_pixels(size: int, n: int = 2) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
 
 
 _build_lock = threading.Lock()
