@@ -25,6 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    false,
     func,
     select,
 )
@@ -47,6 +48,9 @@ class Root(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String, unique=True)
     available: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Symlinked files and sidecars whose target lies outside every indexed folder are skipped
+    # unless the user opted in for this root (`glimpse index --follow-external-links`).
+    follow_external_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
@@ -62,6 +66,9 @@ class ImageRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
     path: Mapped[str] = mapped_column(String, unique=True)
+    # The file's canonical location when the walk reached it through a symlink (NULL: ``path`` itself).
+    # A file is served only from there, and only while it is the regular file that was indexed.
+    real_path: Mapped[str | None] = mapped_column(String, nullable=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime: Mapped[float] = mapped_column(Float)
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -122,6 +129,8 @@ class JobRow(Base):
     captions: Mapped[int] = mapped_column(Integer, default=0)
     index_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the run skipped without failing (bad caption-manifest rows, …): one line each.
+    warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 # ---------------------------------------------------------------- vectors
