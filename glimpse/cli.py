@@ -237,6 +237,79 @@ def serve(paths_obj, host, port, threads):
 
 
 @cli.group()
+def user():
+    """Logins for `glimpse serve` (HTTP Basic). With none, the server is open to whoever reaches it."""
+
+
+def _users_file(paths_obj):
+    from web.config import from_env
+    from web.users import users_path
+
+    return users_path(paths_obj.home, from_env())
+
+
+@user.command("add")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin (scripts).")
+@click.pass_obj
+def user_add(paths_obj, name, password_stdin):
+    """Add NAME, or give NAME a new password; a running server applies it at once."""
+    from web import users
+
+    path = _users_file(paths_obj)
+    try:
+        users.check_name(name)
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+        replaced = users.add(path, name, password)
+    except users.UsersError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot write {path}: {exc.strerror or exc}")
+    if replaced:
+        click.echo(f"user {name}: password replaced in {path}")
+    else:
+        click.echo(f"user {name} added to {path}; the server now asks for a login")
+
+
+@user.command("list")
+@click.pass_obj
+def user_list(paths_obj):
+    """List the user names (never the hashes)."""
+    from web import users
+
+    path = _users_file(paths_obj)
+    try:
+        found = users.load(path)
+    except OSError as exc:
+        _fail(f"cannot read {path}: {exc.strerror or exc}")
+    for name in sorted(found.hashes):
+        click.echo(name)
+    if not found.required:
+        click.echo(f"no users in {path}: the server asks for no login", err=True)
+
+
+@user.command("remove")
+@click.argument("name")
+@click.pass_obj
+def user_remove(paths_obj, name):
+    """Remove NAME; when none is left the server is open again."""
+    from web import users
+
+    path = _users_file(paths_obj)
+    try:
+        removed = users.remove(path, name)
+        left = users.load(path)
+    except OSError as exc:
+        _fail(f"cannot update {path}: {exc.strerror or exc}")
+    if not removed:
+        _fail(f"no user named {name!r} in {path}")
+    click.echo(f"user {name} removed" + ("" if left.required else "; no users left: the server asks for no login"))
+
+
+@cli.group()
 def db():
     """Database schema commands."""
 

@@ -21,6 +21,7 @@ from search.images import Source, load_rgb
 from search.index import IndexDir, LiveIndex
 from search.paths import Paths
 from search.query import parse_query
+from search.stages import stage
 from search.store import ImageRow, Store
 
 if TYPE_CHECKING:  # torch stays out of a server that queries through the ONNX bundle
@@ -157,11 +158,13 @@ class Engine:
         return live
 
     # ------------------------------------------------------------ vectors
+    @stage("encode")
     def text_vector(self, text: str) -> np.ndarray:
         if not text or not text.strip():
             raise EngineError("empty query")
         return self.encoder.encode_texts([text])[0]
 
+    @stage("encode")
     def image_vector(self, source: Source) -> np.ndarray:
         # Same draft-mode decode as the indexer, so a file finds its own vector.
         img = load_rgb(source, draft_size=self.encoder.image_size)
@@ -221,7 +224,8 @@ class Engine:
         want = (page + 1) * k
         fetch = min(live.captions.ntotal, max(want * 4, 50))
         while True:
-            scores, ids = live.captions.search(vec[None, :].astype(np.float32), fetch)
+            with stage("faiss"):
+                scores, ids = live.captions.search(vec[None, :].astype(np.float32), fetch)
             pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
             caps = self.store.captions_by_ids([i for i, _ in pairs])
             best: dict[int, tuple[float, str]] = {}
@@ -248,7 +252,8 @@ class Engine:
             return []
         fetch = min(total, want + len(exclude) + (want * 4 if filters.active() else 8))
         while True:
-            scores, ids = index.search(vec[None, :].astype(np.float32), fetch)
+            with stage("faiss"):
+                scores, ids = index.search(vec[None, :].astype(np.float32), fetch)
             pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
             results = self._hydrate(pairs, filters)
             below_cut = filters.min_score is not None and pairs and pairs[-1][1] < filters.min_score
@@ -256,6 +261,7 @@ class Engine:
                 return results[:want] if filters.order != "date" else results
             fetch = min(total, fetch * 4)
 
+    @stage("hydrate")
     def _hydrate(self, pairs: Sequence[tuple[int, float]], filters: Filters) -> list[SearchResult]:
         if filters.min_score is not None:
             pairs = [(i, s) for i, s in pairs if s >= filters.min_score]

@@ -313,8 +313,9 @@ class Store:
         return None if blob is None else unpack_vectors([blob], dim)[0]
 
     def failed_images(self, limit: int | None = None) -> list[tuple[str, str]]:
+        """Failed files by path; ``limit=None`` lists them all, ``0`` none (a cheap ``stats``)."""
         q = select(ImageRow.path, ImageRow.error).where(ImageRow.status == "failed").order_by(ImageRow.path)
-        if limit:
+        if limit is not None:
             q = q.limit(limit)
         with self.session() as s:
             return [(p, e or "") for p, e in s.execute(q)]

@@ -14,6 +14,7 @@ from search.paths import Paths
 
 from web.config import from_env, max_upload_bytes
 from web.errors import HttpError, register_error_handlers
+from web.users import users_path
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -37,13 +38,14 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
     app.json.sort_keys = False
     app.extensions["glimpse_engine"] = engine
 
-    from web import api, clip_compat, pages
+    from web import api, auth, clip_compat, metrics, pages
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(clip_compat.bp)
     register_error_handlers(app)
     pages.register_filters(app)
+    metrics.init_app(app, engine)  # first: its hooks time and count every request, refused ones too
 
     @app.before_request
     def _check_host():
@@ -54,6 +56,8 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
             host = host.strip("[]").lower()
             if host not in {h.strip("[]").lower() for h in allowed}:
                 raise HttpError(403, f"host {request.host!r} is not allowed (GLIMPSE_ALLOWED_HOSTS)")
+
+    auth.init_app(app, users_path(engine.paths.home, app.config))
 
     @app.after_request
     def _headers(response):

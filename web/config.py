@@ -17,6 +17,8 @@ DEFAULTS = {
     "GLIMPSE_ALLOWED_HOSTS": None,
     # Origins allowed to call the clip-retrieval endpoints from a browser (its hosted front end); none by default.
     "GLIMPSE_CORS_ORIGINS": (),
+    # Logins (web.users); None means $GLIMPSE_HOME/users. The server is open while it names nobody.
+    "GLIMPSE_USERS_FILE": None,
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -38,6 +40,8 @@ def from_env(environ: dict | None = None) -> dict:
         out["GLIMPSE_ALLOWED_HOSTS"] = _split(env["GLIMPSE_ALLOWED_HOSTS"])
     if env.get("GLIMPSE_CORS_ORIGINS"):
         out["GLIMPSE_CORS_ORIGINS"] = _split(env["GLIMPSE_CORS_ORIGINS"])
+    if env.get("GLIMPSE_USERS_FILE"):
+        out["GLIMPSE_USERS_FILE"] = env["GLIMPSE_USERS_FILE"]
     return out
 
 

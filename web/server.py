@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import sys
+from pathlib import Path
 
 from search.engine import Engine, EngineError, NotIndexedError
 from search.paths import Paths
 
+from web import users
 from web.app import create_app
 from web.config import from_env
 
@@ -38,6 +41,19 @@ def allowed_hosts(host: str) -> list[str] | None:
     return LOOPBACK_NAMES + ([host] if host not in LOOPBACK_NAMES else []) if is_loopback(host) else None
 
 
+def exposure_warning(host: str, users_file: Path) -> str | None:
+    """What `glimpse serve` must say when it would share every photo with whoever reaches ``host``."""
+    if is_loopback(host):
+        return None
+    try:
+        if users.load(users_file).required:
+            return None
+    except OSError:
+        return None  # unreadable: the server fails closed (503), nothing is shared
+    return (f"{host} is not a loopback address and no login is configured: every photo is readable by anyone "
+            f"who can reach this address; add a login with `glimpse user add NAME`")
+
+
 def make_server(app, host: str = "127.0.0.1", port: int = 5000, threads: int = 8):
     """A waitress server bound now (port 0 picks a free port); call ``.run()`` to serve."""
     from waitress import create_server
@@ -55,6 +71,9 @@ def server_url(server) -> str:
 
 def serve(paths: Paths, host: str = "127.0.0.1", port: int = 5000, threads: int = 8) -> None:
     """Build the engine, warm it, print the URL, serve until interrupted."""
+    warning = exposure_warning(host, users.users_path(paths.home, from_env()))
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     engine = Engine(paths)
     try:
         engine.warm()
