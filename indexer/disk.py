@@ -29,20 +29,25 @@ class DiskFull(Exception):
                          "again: committed batches are kept")
 
 
-def is_disk_full(exc: BaseException | None) -> bool:
-    """Whether ``exc`` (or what it wraps or was raised from) says the disk is full."""
+def disk_full_cause(exc: BaseException | None) -> BaseException | None:
+    """The error in ``exc``'s chain (itself, what it wraps or was raised from) that says the
+    disk is full, or None."""
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
-            return True
+            return exc
         if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) in (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
                                                or "database or disk is full" in str(exc)):
-            return True
+            return exc
         if isinstance(exc, RuntimeError) and any(os.strerror(e) in str(exc) for e in FULL_ERRNOS):
-            return True  # FAISS: "write error in FILE: N != M (No space left on device)"
+            return exc  # FAISS: "write error in FILE: N != M (No space left on device)"
         exc = getattr(exc, "orig", None) or exc.__cause__ or exc.__context__  # .orig: SQLAlchemy's DBAPIError
-    return False
+    return None
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    return disk_full_cause(exc) is not None
 
 
 def mount_point(path: str | os.PathLike) -> str:

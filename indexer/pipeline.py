@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -22,7 +23,7 @@ import numpy as np
 from sqlalchemy import delete, insert, select, update
 
 from indexer.captions import MAX_CAPTION_CHARS, cap_caption, read_manifest, sidecar_captions
-from indexer.disk import DiskFull, is_disk_full
+from indexer.disk import DiskFull, disk_full_cause, is_disk_full
 from indexer.hashing import file_hash
 from indexer.lock import JobLock
 from indexer.progress import bar
@@ -669,13 +670,17 @@ def _as_disk_full(exc: BaseException, paths: Paths, live_unchanged: bool = True)
     """``exc`` as the user-facing DiskFull when it says the disk is full, else None.
 
     The publish step raises DiskFull itself; anything else is SQLite (the database) or a file
-    the run writes (an OSError naming it).
+    the run writes (an OSError, naming it when it can).
     """
-    if isinstance(exc, DiskFull) or not is_disk_full(exc):
-        return exc if isinstance(exc, DiskFull) else None
-    filename = next((e.filename for e in (exc, exc.__cause__, exc.__context__)
-                     if isinstance(e, OSError) and e.filename), None)
-    return DiskFull(filename or paths.db, f"writing {filename}" if filename else "writing the database",
+    if isinstance(exc, DiskFull):
+        return exc
+    cause = disk_full_cause(exc)
+    if cause is None:
+        return None
+    if isinstance(cause, sqlite3.Error):
+        return DiskFull(paths.db, "writing the database", live_unchanged=live_unchanged)
+    filename = getattr(cause, "filename", None)
+    return DiskFull(filename or paths.home, f"writing {filename}" if filename else "indexing",
                     live_unchanged=live_unchanged)
 
 
