@@ -221,8 +221,7 @@ def stats(paths_obj, as_json, all_failed):
         click.echo("recent jobs:")
         for j in s["jobs"]:
             click.echo(f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
-                       f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed, {j['embedded']} embedded "
-                       f"-> {j['index_version'] or '-'}")
+                       f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}")
             if j["message"]:
                 click.echo(f"      {j['message'].splitlines()[0]}")
             for line in j["warnings"]:
