@@ -91,6 +91,7 @@ def model_options(f):
 
 def _run_index(paths, roots, kind: str, **kw) -> None:
     from indexer.captions import ManifestError
+    from indexer.disk import DiskFull
     from indexer.lock import LockHeld
     from indexer.pipeline import ModelMismatch, Options, run_job
     from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
@@ -100,7 +101,7 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
         counts, version = run_job(paths, roots, opts)
     except LockHeld as exc:
         _fail(str(exc), EXIT_LOCKED)
-    except (ModelMismatch, ModelLoadError, ManifestError, ValueError) as exc:
+    except (ModelMismatch, ModelLoadError, ManifestError, DiskFull, ValueError) as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; committed batches are kept and the next run resumes", 130)
@@ -203,7 +204,11 @@ def stats(paths_obj, as_json, all_failed):
     click.echo(f"home:           {paths_obj.home}")
     click.echo(f"model:          {s['model'] or '-'}")
     click.echo(f"index version:  {s['index_version'] or '-'} ({s['index_type'] or '-'})")
-    click.echo(f"images indexed: {s['images_indexed']}")
+    click.echo(f"images indexed: {s['images_indexed']} (embedded in the database)")
+    click.echo(f"in live index:  {s['images_in_live_index']}")
+    if s["images_in_live_index"] != s["images_indexed"]:
+        click.echo("note:           the live index is behind the database: the last run did not publish; "
+                   "run `glimpse reindex`")
     click.echo(f"images failed:  {s['images_failed']}")
     click.echo(f"captions:       {s['captions']}")
     for root in s["roots"]:
@@ -217,6 +222,10 @@ def stats(paths_obj, as_json, all_failed):
         for j in s["jobs"]:
             click.echo(f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
                        f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}")
+            if j["message"]:
+                click.echo(f"      {j['message'].splitlines()[0]}")
+            for line in j["warnings"]:
+                click.echo(f"      warning: {line}")
 
 
 @cli.command()

@@ -4,16 +4,23 @@ Manifest shapes (what COCO / Flickr30k-style datasets are usually turned into):
 JSONL lines ``{"path": ..., "caption": ...}`` or ``{"path": ..., "captions": [...]}``,
 or CSV with ``path`` and ``caption`` columns. Several rows per image are allowed.
 Relative paths resolve against the manifest's folder.
+
+A bad row (invalid JSON, not an object, no path, a caption that is not text, an
+empty caption) is skipped and reported with its file:line; the rest is read. Only
+a manifest that cannot be read at all raises :class:`ManifestError`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 from collections import defaultdict
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
+
+log = logging.getLogger(__name__)
 
 
 class ManifestError(Exception):
@@ -24,20 +31,65 @@ class ManifestError(Exception):
 PATH_KEYS = ("path", "image", "image_path", "filepath", "file_name", "filename", "file")
 CAPTION_KEYS = ("captions", "caption", "text", "title")
 
+# Longer captions are cut: every search result carries its caption, and the text tower reads
+# only the first few dozen tokens anyway.
+MAX_CAPTION_CHARS = 2000
+
+
+def cap_caption(text: str) -> str:
+    """``text`` cut to :data:`MAX_CAPTION_CHARS` (the one place captions are capped)."""
+    return text[:MAX_CAPTION_CHARS]
+
 
 def _first(rec: dict, keys: tuple[str, ...]):
     return next((rec[k] for k in keys if rec.get(k) not in (None, "")), None)
 
 
-def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = ()) -> dict[str, list[str]]:
+def _row_captions(rec: dict) -> tuple[list[str], str | None]:
+    """The captions of one row, or ``([], why the row is skipped)``."""
+    value = _first(rec, CAPTION_KEYS)
+    if value is None:
+        given = [k for k in CAPTION_KEYS if k in rec]
+        return [], "empty caption" if given else "no caption (expected 'caption' or 'captions')"
+    items = [value] if isinstance(value, str) else value if isinstance(value, list) else None
+    if items is None or not all(isinstance(c, str) for c in items):
+        return [], f"caption is not text or a list of texts (got {_kind(value)})"
+    captions = [c.strip() for c in items if c.strip()]
+    return captions, None if captions else "empty caption"
+
+
+def _kind(value) -> str:
+    if isinstance(value, list):
+        return "a list holding " + ", ".join(sorted({_kind(v) for v in value if not isinstance(v, str)}))
+    return {bool: "true/false", int: "a number", float: "a number", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _lines(manifest: Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file, a byte-order mark dropped; undecodable bytes fail the file."""
+    try:
+        f = open(manifest, "rb")
+    except OSError as exc:
+        raise ManifestError(f"cannot read caption file {manifest}: {exc.strerror or exc}") from None
+    with f:
+        for n, raw in enumerate(f, start=1):
+            try:
+                yield n, raw.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError:
+                raise ManifestError(f"{manifest}:{n}: not UTF-8 text; save the caption file as UTF-8") from None
+
+
+def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
+                  warn: Callable[[str], None] | None = None) -> dict[str, list[str]]:
     """Absolute image path -> captions (in file order, duplicates removed).
 
     Relative paths resolve against the manifest's folder; when no file is there,
-    against each of ``search_dirs`` (the folders being indexed).
+    against each of ``search_dirs`` (the folders being indexed). Each skipped row
+    is passed to ``warn`` as one line ``FILE:LINE: skipped: WHY`` (default: logged).
     """
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ManifestError(f"caption file not found: {manifest}")
+    warn = warn or log.warning
     bases = [str(manifest.resolve().parent), *[os.path.abspath(d) for d in search_dirs]]
     out: dict[str, list[str]] = defaultdict(list)
 
@@ -46,38 +98,62 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = ()) 
         candidates = [os.path.normpath(os.path.join(b, path)) for b in bases]
         return next((c for c in candidates if os.path.isfile(c)), candidates[0])
 
-    def add(path: str | None, captions, where: str) -> None:
-        if not path:
-            raise ManifestError(f"{manifest}:{where}: missing 'path'")
-        full = resolve(str(path))
-        if isinstance(captions, str):
-            captions = [captions]
-        for c in captions or []:
-            c = str(c).strip()
-            if c and c not in out[full]:
+    def add(rec: dict, line: int) -> None:
+        path = _first(rec, PATH_KEYS)
+        why = None
+        if path is None:
+            why = "no path (expected 'path')"
+        elif not isinstance(path, str):
+            why = f"path is not text (got {_kind(path)})"
+        elif "\0" in path:
+            why = "path holds a NUL character"
+        captions, caption_problem = _row_captions(rec)
+        why = why or caption_problem
+        if why:
+            warn(f"{manifest}:{line}: skipped: {why}")
+            return
+        full = resolve(path)
+        for c in captions:
+            if c not in out[full]:
                 out[full].append(c)
 
     if manifest.suffix.lower() == ".csv":
-        with open(manifest, newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
+        lines = _lines(manifest)
+        reader = csv.DictReader((text for _, text in lines))
+        try:
             fields = set(reader.fieldnames or [])
-            if not fields & set(PATH_KEYS) or not fields & set(CAPTION_KEYS):
-                raise ManifestError(f"{manifest}: CSV needs 'path' and 'caption' columns, found {reader.fieldnames}")
-            for n, row in enumerate(reader, start=2):
-                add(_first(row, PATH_KEYS), _first(row, CAPTION_KEYS), f"line {n}")
+        except csv.Error as exc:
+            raise ManifestError(f"{manifest}:1: not a CSV header ({exc})") from None
+        if not fields & set(PATH_KEYS) or not fields & set(CAPTION_KEYS):
+            raise ManifestError(f"{manifest}: CSV needs 'path' and 'caption' columns, found {reader.fieldnames}")
+        end = reader.line_num  # a record starts on the line after the previous one ended
+        while True:
+            start = end + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:  # e.g. a field over the csv module's size limit
+                warn(f"{manifest}:{start}: skipped: {exc}")
+                end = max(reader.line_num, start)
+                continue
+            end = reader.line_num
+            add(row, start)
     else:
-        with open(manifest, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ManifestError(f"{manifest}:{n}: not valid JSON ({exc.msg})") from exc
-                if not isinstance(rec, dict):
-                    raise ManifestError(f"{manifest}:{n}: expected an object with 'path' and 'caption'")
-                add(_first(rec, PATH_KEYS), _first(rec, CAPTION_KEYS), f"line {n}")
+        for n, line in _lines(manifest):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as exc:
+                why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                warn(f"{manifest}:{n}: skipped: not valid JSON ({why})")
+                continue
+            if not isinstance(rec, dict):
+                warn(f"{manifest}:{n}: skipped: expected an object with 'path' and 'caption'")
+                continue
+            add(rec, n)
     return dict(out)
 
 

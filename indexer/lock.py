@@ -57,9 +57,12 @@ class JobLock:
                 "try again when it has finished"
             ) from None
         _held_fds.add(fd)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        os.fsync(fd)
+        try:  # the pid only names the holder to a second job: a full disk must not fail the job here
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.fsync(fd)
+        except OSError:
+            pass
         self._fd = fd
         return self
 

@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -21,10 +22,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from sqlalchemy import delete, insert, select, update
 
-from indexer.captions import read_manifest, sidecar_captions
+from indexer.captions import MAX_CAPTION_CHARS, cap_caption, read_manifest, sidecar_captions
+from indexer.disk import DiskFull, disk_full_cause, is_disk_full
 from indexer.hashing import file_hash
 from indexer.lock import JobLock
 from indexer.progress import bar
+from indexer.run_warnings import RunWarnings
 from indexer.scan import FileEntry, walk_images
 from search.model_spec import ModelSpec
 from search.ort_session import cpu_threads, runtime_setting
@@ -55,6 +58,10 @@ class Options:
 
 @dataclass
 class Counts:
+    """What a job did. Committed work (new, changed, moved, deleted, failed, embedded, captions) is
+    counted in the transaction that commits it, so the job row never says more or less than the
+    database holds, however the job ends."""
+
     scanned: int = 0
     new: int = 0
     changed: int = 0
@@ -67,8 +74,10 @@ class Counts:
     unavailable_roots: list[str] = field(default_factory=list)
 
     def as_job_fields(self) -> dict:
-        return {k: getattr(self, k) for k in ("scanned", "new", "changed", "moved", "deleted", "failed",
-                                               "unchanged", "embedded", "captions")}
+        return {k: getattr(self, k) for k in JOB_FIELDS}
+
+
+JOB_FIELDS = ("scanned", "new", "changed", "moved", "deleted", "failed", "unchanged", "embedded", "captions")
 
 
 # What the diff needs of one stored image row: (id, size, mtime, content hash,
@@ -96,6 +105,22 @@ class Indexer:
         self.store = Store(paths.db)
         self._encoder = encoder
         self.counts = Counts()
+        self.warnings = RunWarnings()
+        self.job_id: int | None = None  # the jobs row kept in step with every commit (run_job sets it)
+        self._changed_ids: set[int] = set()  # rows the diff found changed: their re-embedding counts as "changed"
+
+    @contextlib.contextmanager
+    def _commit(self):
+        """One write transaction, yielding ``(session, delta)``: count into ``delta`` what the
+        transaction commits. The job row gets the new counts in the same transaction (a kill -9
+        leaves it true), and ``self.counts`` gets them only once the commit succeeded."""
+        delta = dict.fromkeys(JOB_FIELDS, 0)
+        with self.store.session() as s, s.begin():
+            yield s, delta
+            if self.job_id is not None and any(delta.values()):
+                self.store.set_job_counts(s, self.job_id, **{k: getattr(self.counts, k) + v for k, v in delta.items()})
+        for k, v in delta.items():
+            setattr(self.counts, k, getattr(self.counts, k) + v)
 
     # ------------------------------------------------------------ model
     def resolve_model(self) -> ModelSpec:
@@ -136,7 +161,7 @@ class Indexer:
         earlier run may have committed batches and died before publishing.
         """
         spec = self.resolve_model()
-        manifest = read_manifest(self.opts.captions, roots) if self.opts.captions else {}
+        manifest = read_manifest(self.opts.captions, roots, warn=self.warnings.add) if self.opts.captions else {}
         root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r)) for r in roots}
         states = self._states()
         seen, available = self._scan(root_ids, {s[ROOT] for s in states.values()})
@@ -145,6 +170,7 @@ class Indexer:
         self._apply_moves_and_deletes(plan)
         to_embed = plan["embed"]
         if to_embed:
+            self._changed_ids = plan["changed_ids"]
             self._embed(spec, to_embed, root_ids)
         self._sync_captions(spec, manifest, plan["caption_paths"])
         self._publish(spec, force_publish)
@@ -241,14 +267,14 @@ class Indexer:
         sizes_with_vectors = {st[SIZE] for st in states.values() if st[HASH] and st[DONE]}
         hashes = self._hash([e.path for e, _ in new if e.size in sizes_with_vectors]
                             + [e.path for e, _, row_id in changed if states[e.path][SIZE] == e.size])
-        touch = []
+        touch, changed_ids = [], set()
         for entry, root_id, row_id in changed:
             h, state = hashes.get(entry.path), states[entry.path]
             if h is not None and h == state[HASH] and state[DONE]:
                 touch.append((row_id, entry))  # same bytes, new mtime: keep the vector
                 self.counts.unchanged += 1
             else:
-                self.counts.changed += 1
+                changed_ids.add(row_id)
                 embed.append((entry, root_id, row_id, h))
                 caption_paths.append(entry.path)
         gone_by_hash: dict[str, list[tuple[str, int]]] = {}
@@ -268,10 +294,8 @@ class Indexer:
             else:
                 embed.append((entry, root_id, None, h))
             caption_paths.append(entry.path)
-        self.counts.new = len(new) - len(moves)
-        self.counts.moved = len(moves)
         return {"touch": touch, "moves": moves, "copies": copies, "gone": {p: s[ID] for p, s in gone.items()},
-                "embed": embed, "caption_paths": caption_paths}
+                "embed": embed, "changed_ids": changed_ids, "caption_paths": caption_paths}
 
     def _hash(self, paths: list[str]) -> dict[str, str | None]:
         if not paths:
@@ -286,7 +310,7 @@ class Indexer:
         return out
 
     def _apply_moves_and_deletes(self, plan: dict) -> None:
-        with self.store.session() as s, s.begin():
+        with self._commit() as (s, delta):
             for row_id, entry in plan["touch"]:
                 s.execute(update(ImageRow).where(ImageRow.id == row_id).values(size=entry.size, mtime=entry.mtime))
             for row_id, entry, root_id in plan["moves"]:
@@ -301,7 +325,7 @@ class Indexer:
             for i in range(0, len(gone_ids), 500):
                 s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids[i : i + 500])))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(gone_ids[i : i + 500])))
-        self.counts.deleted = len(plan["gone"])
+            delta.update(moved=len(plan["moves"]), new=len(plan["copies"]), deleted=len(gone_ids))
         if plan["moves"] or plan["copies"]:
             log.info("reused vectors for %d moved and %d copied files", len(plan["moves"]), len(plan["copies"]))
 
@@ -410,7 +434,7 @@ class Indexer:
     def _write_batch(self, items: list, batch: list, ok: list, vectors: np.ndarray, progress) -> None:
         vec_of = {b.index: v for b, v in zip(ok, vectors)}
         new_rows = []  # one executemany: ORM objects cost more than the encoder on a GPU
-        with self.store.session() as s, s.begin():
+        with self._commit() as (s, delta):
             for b in batch:
                 entry, root_id, row_id, h = items[b.index]
                 if h is None:
@@ -421,15 +445,17 @@ class Indexer:
                               format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
                 if b.error:
                     values.update(status="failed", error=b.error, vector=None)
-                    self.counts.failed += 1
+                    delta["failed"] += 1
                     log.warning("failed: %s: %s", entry.path, b.error)
                 else:
                     values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
-                    self.counts.embedded += 1
+                    delta["embedded"] += 1
                 if row_id is None:
                     new_rows.append(values)
+                    delta["new"] += 1
                 else:
                     s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+                    delta["changed"] += row_id in self._changed_ids
             if new_rows:
                 s.execute(insert(ImageRow), new_rows)
         progress.update(len(batch))
@@ -440,9 +466,9 @@ class Indexer:
         for path in new_paths:
             caps = sidecar_captions(path)
             if caps:
-                wanted.setdefault(path, []).extend((c, "sidecar") for c in caps)
+                wanted.setdefault(path, []).extend((self._capped(path, c, "sidecar"), "sidecar") for c in caps)
         for path, caps in manifest.items():
-            wanted.setdefault(path, []).extend((c, "manifest") for c in caps)
+            wanted.setdefault(path, []).extend((self._capped(path, c, "manifest"), "manifest") for c in caps)
         if wanted:
             with self.store.session() as s, s.begin():
                 ids = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(wanted)))).all()) \
@@ -470,12 +496,18 @@ class Indexer:
         for i in range(0, len(todo), 256):
             chunk = todo[i : i + 256]
             vecs = enc.encode_texts([t for _, t in chunk])
-            with self.store.session() as s, s.begin():
+            with self._commit() as (s, delta):
                 for (cid, _), v in zip(chunk, vecs):
                     s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v)))
-            self.counts.captions += len(chunk)
+                delta["captions"] += len(chunk)
             progress.update(len(chunk))
         progress.close()
+
+    def _capped(self, path: str, caption: str, source: str) -> str:
+        """A caption as stored: cut to MAX_CAPTION_CHARS, with a warning when it was longer."""
+        if len(caption) > MAX_CAPTION_CHARS:
+            self.warnings.add(f"{path}: {source} caption cut from {len(caption):,} to {MAX_CAPTION_CHARS:,} characters")
+        return cap_caption(caption)
 
     def _publish(self, spec: ModelSpec, force: bool = False) -> str | None:
         index_dir = IndexDir(self.paths.index)
@@ -490,9 +522,14 @@ class Indexer:
         dim = row.dim if row and row.dim else self.encoder(spec).dim
         img_vecs, img_ids = self.store.image_vectors(dim)
         cap_vecs, cap_ids = self.store.caption_vectors(dim)
-        return index_dir.publish(img_vecs, img_ids, cap_vecs, cap_ids, {
-            "model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim,
-        })
+        try:
+            return index_dir.publish(img_vecs, img_ids, cap_vecs, cap_ids, {
+                "model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim,
+            })
+        except (OSError, RuntimeError) as exc:
+            if is_disk_full(exc):
+                raise DiskFull(self.paths.index, "publishing the index") from exc
+            raise
 
 
 # CPU: each encode stream runs its own single-threaded batch. 16 beats 32 on a 2-core EPYC
@@ -615,41 +652,82 @@ def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "
 
     SIGTERM (``systemctl stop``, a timer's timeout) ends the job like Ctrl-C:
     committed batches stay, the job row says "interrupted", the next run resumes.
+    A full disk anywhere raises :class:`DiskFull` (one line for the user).
     """
-    paths.ensure()
-    with JobLock(paths.lock), _sigterm_as_interrupt():
-        indexer = Indexer(paths, opts, encoder)
-        store = indexer.store
+    live_before = IndexDir(paths.index).current_version()
+    try:
+        paths.ensure()
+        with JobLock(paths.lock), _sigterm_as_interrupt():
+            return _run_locked(paths, roots, opts, encoder)
+    except Exception as exc:
+        full = _as_disk_full(exc, paths, live_unchanged=IndexDir(paths.index).current_version() == live_before)
+        if full is None or full is exc:
+            raise
+        raise full from exc
+
+
+def _as_disk_full(exc: BaseException, paths: Paths, live_unchanged: bool = True) -> DiskFull | None:
+    """``exc`` as the user-facing DiskFull when it says the disk is full, else None.
+
+    The publish step raises DiskFull itself; anything else is SQLite (the database) or a file
+    the run writes (an OSError, naming it when it can).
+    """
+    if isinstance(exc, DiskFull):
+        return exc
+    cause = disk_full_cause(exc)
+    if cause is None:
+        return None
+    if isinstance(cause, sqlite3.Error):
+        return DiskFull(paths.db, "writing the database", live_unchanged=live_unchanged)
+    filename = getattr(cause, "filename", None)
+    return DiskFull(filename or paths.home, f"writing {filename}" if filename else "indexing",
+                    live_unchanged=live_unchanged)
+
+
+def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None") -> tuple[Counts, str | None]:
+    indexer = Indexer(paths, opts, encoder)
+    store = indexer.store
+    try:
+        store.mark_interrupted_jobs()
+        if roots is None:
+            roots = [r.path for r in store.roots()]
+            if not roots:
+                raise ValueError("no folders are known yet: run `glimpse index PATH` first")
+        indexer.check_options()  # a usage mistake is not a failed job
+        # A job that did not end "ok" may have committed batches without publishing them.
+        last = store.recent_jobs(1)
+        force_publish = bool(last) and last[0].outcome != "ok"
+        if force_publish:
+            log.info("previous job #%d ended %s: resuming it, and publishing even if nothing else changed",
+                     last[0].id, last[0].outcome)
+        job_id = indexer.job_id = store.start_job(opts.kind)
         try:
-            store.mark_interrupted_jobs()
-            if roots is None:
-                roots = [r.path for r in store.roots()]
-                if not roots:
-                    raise ValueError("no folders are known yet: run `glimpse index PATH` first")
-            indexer.check_options()  # a usage mistake is not a failed job
-            # A job that did not end "ok" may have committed batches without publishing them.
-            last = store.recent_jobs(1)
-            force_publish = bool(last) and last[0].outcome != "ok"
-            if force_publish:
-                log.info("previous job #%d ended %s: resuming it, and publishing even if nothing else changed",
-                         last[0].id, last[0].outcome)
-            job_id = store.start_job(opts.kind)
-            try:
-                counts = indexer.run(roots, force_publish=force_publish)
-            except BaseException as exc:
-                outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-                store.finish_job(job_id, outcome, message=f"{exc.__class__.__name__}: {exc}"[:2000],
-                                 **indexer.counts.as_job_fields())
-                raise
-            version = IndexDir(paths.index).current_version()
-            msg = ("unavailable roots: " + ", ".join(counts.unavailable_roots)) if counts.unavailable_roots else None
-            store.finish_job(job_id, "ok", index_version=version, message=msg, **counts.as_job_fields())
-            log.info("job #%d ok: %d new, %d changed, %d moved, %d deleted, %d failed, %d embedded; index version %s",
-                     job_id, counts.new, counts.changed, counts.moved, counts.deleted, counts.failed, counts.embedded,
-                     version)
-            return counts, version
-        finally:
-            store.close()
+            counts = indexer.run(roots, force_publish=force_publish)
+        except BaseException as exc:
+            outcome = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            error = _as_disk_full(exc, paths) or exc
+            if indexer.warnings.summary():
+                log.warning("%s", indexer.warnings.summary())
+            try:  # best effort: the database may be what failed (a full disk)
+                store.finish_job(job_id, outcome, message=f"{error.__class__.__name__}: {error}"[:2000],
+                                 warnings=indexer.warnings.as_text(), **indexer.counts.as_job_fields())
+            except Exception as record_exc:  # noqa: BLE001 - the original error is the one to report
+                log.warning("could not record job #%d as %s: %s", job_id, outcome, str(record_exc).splitlines()[0])
+            if error is not exc:
+                raise error from exc
+            raise
+        version = IndexDir(paths.index).current_version()
+        msg = ("unavailable roots: " + ", ".join(counts.unavailable_roots)) if counts.unavailable_roots else None
+        store.finish_job(job_id, "ok", index_version=version, message=msg, warnings=indexer.warnings.as_text(),
+                         **counts.as_job_fields())
+        if indexer.warnings.summary():
+            log.warning("%s", indexer.warnings.summary())
+        log.info("job #%d ok: %d new, %d changed, %d moved, %d deleted, %d failed, %d embedded; index version %s",
+                 job_id, counts.new, counts.changed, counts.moved, counts.deleted, counts.failed, counts.embedded,
+                 version)
+        return counts, version
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager

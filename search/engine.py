@@ -313,12 +313,15 @@ class Engine:
                 "index_version": live.version if live else None}
 
     def stats(self, failed_limit: int | None = 50) -> dict:
+        """``images_indexed`` counts rows embedded in the database, ``images_in_live_index`` what
+        searches see: they differ while a run that committed batches has not published."""
         counts = self.store.counts()
         model = self.store.get_model()
         live = self.index.get()
         jobs = self.store.recent_jobs(10)
         return {
             **counts,
+            "images_in_live_index": int(live.images.ntotal) if live else 0,
             "model": None if model is None else {"name": model.name, "pretrained": model.pretrained,
                                                  "fingerprint": model.fingerprint, "dim": model.dim},
             "index_version": live.version if live else None,
@@ -341,6 +344,7 @@ def job_dict(job) -> dict:
     fields = ("id", "kind", "outcome", "scanned", "new", "changed", "moved", "deleted", "failed",
               "unchanged", "embedded", "captions", "index_version", "message")
     out = {f: getattr(job, f) for f in fields}
+    out["warnings"] = job.warnings.splitlines() if job.warnings else []
     out["started_at"] = job.started_at.isoformat() if job.started_at else None
     out["finished_at"] = job.finished_at.isoformat() if job.finished_at else None
     return out

@@ -206,32 +206,44 @@ class IndexDir:
         manifest: dict,
         spec: dict | None = None,
     ) -> str:
-        """Build, write beside the live version, switch atomically, prune old ones."""
+        """Build, write beside the live version, switch atomically, prune old ones.
+
+        On any failure (a full disk, an interrupt) nothing half-written is left behind and
+        ``current`` still names the version it named before.
+        """
         self.root.mkdir(parents=True, exist_ok=True)
         version = self._next_version()
         tmp = self.root / f".tmp-{version}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        built = {}
-        for name, key, vecs, ids, given in (("images", "index_type", image_vectors, image_ids, spec),
-                                             ("captions", "caption_index_type", caption_vectors, caption_ids, None)):
-            prev_spec, trained = (given, None) if given else self._reusable_training(name, key, len(ids), manifest)
-            index, built[key], empty = build_index(vecs, ids, prev_spec, trained)
-            faiss.write_index(index, str(tmp / f"{name}.faiss"))
-            if empty is not None:
-                faiss.write_index(empty, str(tmp / f"{name}.trained.faiss"))
-        img_spec, cap_spec = built["index_type"], built["caption_index_type"]
-        manifest = dict(manifest, version=version, images=int(len(image_ids)), captions=int(len(caption_ids)),
-                        index_type=img_spec, caption_index_type=cap_spec, created_at=time.time())
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        for f in tmp.iterdir():
-            _fsync_file(f)
-        _fsync_dir(tmp)
-        os.rename(tmp, self.root / version)
+        final = self.root / version
         cur_tmp = self.root / f".current-{os.getpid()}"
-        cur_tmp.write_text(version + "\n")
-        _fsync_file(cur_tmp)
-        os.replace(cur_tmp, self.current_file)
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            built = {}
+            for name, key, vecs, ids, given in (("images", "index_type", image_vectors, image_ids, spec),
+                                                 ("captions", "caption_index_type", caption_vectors, caption_ids, None)):
+                prev_spec, trained = (given, None) if given else self._reusable_training(name, key, len(ids), manifest)
+                index, built[key], empty = build_index(vecs, ids, prev_spec, trained)
+                faiss.write_index(index, str(tmp / f"{name}.faiss"))
+                if empty is not None:
+                    faiss.write_index(empty, str(tmp / f"{name}.trained.faiss"))
+            img_spec, cap_spec = built["index_type"], built["caption_index_type"]
+            manifest = dict(manifest, version=version, images=int(len(image_ids)), captions=int(len(caption_ids)),
+                            index_type=img_spec, caption_index_type=cap_spec, created_at=time.time())
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            for f in tmp.iterdir():
+                _fsync_file(f)
+            _fsync_dir(tmp)
+            os.rename(tmp, final)
+            cur_tmp.write_text(version + "\n")
+            _fsync_file(cur_tmp)
+            os.replace(cur_tmp, self.current_file)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.current_version() != version:  # renamed in but never made live
+                shutil.rmtree(final, ignore_errors=True)
+            cur_tmp.unlink(missing_ok=True)
+            raise
         _fsync_dir(self.root)
         log.info("published index version %s: %d images, %d captions (%s)", version, len(image_ids), len(caption_ids), img_spec["type"])
         self.prune()

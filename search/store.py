@@ -28,6 +28,7 @@ from sqlalchemy import (
     false,
     func,
     select,
+    update,
 )
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
@@ -343,6 +344,11 @@ class Store:
             job.finished_at = utcnow()
             for k, v in fields.items():
                 setattr(job, k, v)
+
+    @staticmethod
+    def set_job_counts(s: Session, job_id: int, **counts: int) -> None:
+        """A running job's counts, written in the caller's transaction (the one committing that work)."""
+        s.execute(update(JobRow).where(JobRow.id == job_id).values(**counts))
 
     def recent_jobs(self, limit: int = 10) -> list[JobRow]:
         with self.session() as s:

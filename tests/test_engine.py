@@ -332,6 +332,10 @@ def test_manifest_aliases_and_paths_relative_to_the_indexed_folder(tmp_path):
     got = read_manifest(m, [str(folder)])
     assert got == {str(folder / "img_0000.png"): ["one"], str(folder / "img_0001.png"): ["two", "deux"]}
     bad = ann / "bad.jsonl"
-    bad.write_text('{"path": "x.png"}\nnot json\n')
-    with pytest.raises(ManifestError, match="bad.jsonl:2"):
+    bad.write_text('{"path": "x.png"}\nnot json\n' + json.dumps({"path": "y.png", "caption": "kept"}) + "\n")
+    skipped = []
+    assert read_manifest(bad, warn=skipped.append) == {str(ann / "y.png"): ["kept"]}
+    assert [w.split(": skipped")[0] for w in skipped] == [f"{bad}:1", f"{bad}:2"]
+    bad.write_bytes(b'{"path": "x.png", "caption": "caf\xe9"}\n')
+    with pytest.raises(ManifestError, match="bad.jsonl:1: not UTF-8"):
         read_manifest(bad)

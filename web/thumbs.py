@@ -4,11 +4,15 @@ The cache key includes the source file's mtime and size, so an edited photo
 gets a new thumbnail (and a new ETag) without any invalidation step; the older
 file for the same id and size is removed when the new one is written.
 Writes go to a temporary name and are renamed into place, so concurrent
-requests for the same thumbnail never see half a JPEG.
+requests for the same thumbnail never see half a JPEG. When the cache cannot be
+written (a full disk, a read-only mount) the thumbnail is served from memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import logging
 import os
 import threading
 from pathlib import Path
@@ -21,9 +25,13 @@ SIZES = (160, 320, 640)
 DEFAULT_SIZE = 320
 QUALITY = 82
 
+log = logging.getLogger(__name__)
+_cache_failing = threading.Event()  # log a failing cache once, not once per thumbnail
 
-def thumbnail(thumbs_dir: Path, image_id: int, source: str, size: int = DEFAULT_SIZE) -> tuple[Path, str]:
-    """Path of the cached JPEG thumbnail and its ETag; made now if missing.
+
+def thumbnail(thumbs_dir: Path, image_id: int, source: str, size: int = DEFAULT_SIZE) -> tuple[Path | io.BytesIO, str]:
+    """Path of the cached JPEG thumbnail and its ETag; made now if missing (the JPEG in
+    memory when the cache cannot be written).
 
     Raises FileNotFoundError when the source is gone, ImageDecodeError when it
     cannot be decoded.
@@ -38,13 +46,25 @@ def thumbnail(thumbs_dir: Path, image_id: int, source: str, size: int = DEFAULT_
         return out, tag
     img = load_rgb(source, draft_size=size)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
-    folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{tag}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         img.save(tmp, "JPEG", quality=QUALITY, optimize=True, progressive=True)
         os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    except OSError as exc:
+        if not _cache_failing.is_set():
+            _cache_failing.set()
+            log.warning("thumbnail cache %s cannot be written (%s); serving thumbnails uncached",
+                        thumbs_dir, exc.strerror or exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        data = io.BytesIO()
+        img.save(data, "JPEG", quality=QUALITY, optimize=True, progressive=True)
+        data.seek(0)
+        return data, tag
+    if _cache_failing.is_set():
+        _cache_failing.clear()
+        log.info("thumbnail cache %s is writable again", thumbs_dir)
     for old in folder.glob(f"{image_id}-{size}-*.jpg"):
         if old != out:
             old.unlink(missing_ok=True)
