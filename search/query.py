@@ -46,7 +46,7 @@ def parse_query(query: str) -> list[Term]:
         if m and not os.path.exists(raw):
             weight, raw = float(m.group(1)), m.group(2).strip()
             if not (math.isfinite(weight) and abs(weight) <= MAX_WEIGHT):
-                raise ValueError(f"a term weight must be between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}")
+                raise ValueError(f"a term weight must be between -{MAX_WEIGHT:,.0f} and {MAX_WEIGHT:,.0f}")
         path = os.path.expanduser(raw)
         terms.append(Term(raw, sign * weight, os.path.isfile(path)))
     if not terms:
