@@ -7,12 +7,15 @@ the normalised term vectors, normalised again.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
 
 _SPLIT = re.compile(r"\s+([+-])\s+")
 _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
+# Weights are relative, so nothing needs more; a bigger one overflows the float32 sum of the terms.
+MAX_WEIGHT = 1e6
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ def parse_query(query: str) -> list[Term]:
         m = _WEIGHT.match(raw)
         if m and not os.path.exists(raw):
             weight, raw = float(m.group(1)), m.group(2).strip()
+            if not (math.isfinite(weight) and abs(weight) <= MAX_WEIGHT):
+                raise ValueError(f"a term weight must be between -{MAX_WEIGHT:,.0f} and {MAX_WEIGHT:,.0f}")
         path = os.path.expanduser(raw)
         terms.append(Term(raw, sign * weight, os.path.isfile(path)))
     if not terms:

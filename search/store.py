@@ -150,6 +150,23 @@ def unpack_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     return out
 
 
+# ---------------------------------------------------------------- ids
+
+# SQLite integers are signed 64-bit and row ids start at 1. An id outside that range names no row, and
+# binding it raises OverflowError; ids come from URLs and JSON bodies, so every lookup drops them here.
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_ids(ids: Iterable[int]) -> list[int]:
+    """The ids that can name a row; the others are simply not found."""
+    return [i for i in map(int, ids) if 1 <= i <= MAX_ROW_ID]
+
+
+def row_id(image_id: int) -> int | None:
+    found = row_ids([image_id])
+    return found[0] if found else None
+
+
 # ---------------------------------------------------------------- engine
 
 def make_engine(db_path: Path | str) -> SAEngine:
@@ -242,7 +259,7 @@ class Store:
 
     def get_images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         out: dict[int, ImageRow] = {}
-        ids = [int(i) for i in ids]
+        ids = row_ids(ids)
         with self.session() as s:
             for i in range(0, len(ids), 500):
                 for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(ids[i : i + 500]))):
@@ -250,8 +267,11 @@ class Store:
         return out
 
     def get_image(self, image_id: int) -> ImageRow | None:
+        image_id = row_id(image_id)
+        if image_id is None:
+            return None
         with self.session() as s:
-            return s.get(ImageRow, int(image_id))
+            return s.get(ImageRow, image_id)
 
     def image_id_for_path(self, path: str) -> int | None:
         with self.session() as s:
@@ -259,7 +279,7 @@ class Store:
 
     def primary_captions(self, image_ids: Sequence[int]) -> dict[int, str]:
         """First caption (lowest id) of each image."""
-        ids = [int(i) for i in image_ids]
+        ids = row_ids(image_ids)
         out: dict[int, str] = {}
         with self.session() as s:
             for i in range(0, len(ids), 500):
@@ -273,13 +293,16 @@ class Store:
         return out
 
     def captions_of(self, image_id: int) -> list[str]:
+        image_id = row_id(image_id)
+        if image_id is None:
+            return []
         with self.session() as s:
             return list(
                 s.scalars(select(CaptionRow.text).where(CaptionRow.image_id == image_id).order_by(CaptionRow.id))
             )
 
     def captions_by_ids(self, caption_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
-        ids = [int(i) for i in caption_ids]
+        ids = row_ids(caption_ids)
         out: dict[int, tuple[int, str]] = {}
         with self.session() as s:
             for i in range(0, len(ids), 500):
@@ -309,8 +332,11 @@ class Store:
         return np.concatenate(vecs), np.concatenate(ids)
 
     def vector_of(self, image_id: int, dim: int) -> np.ndarray | None:
+        image_id = row_id(image_id)
+        if image_id is None:
+            return None
         with self.session() as s:
-            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == int(image_id)))
+            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == image_id))
         return None if blob is None else unpack_vectors([blob], dim)[0]
 
     def failed_images(self, limit: int | None = None) -> list[tuple[str, str]]:

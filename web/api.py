@@ -85,7 +85,7 @@ def image(image_id: int):
 @bp.get("/images/<int:image_id>/thumb")
 def thumb(image_id: int):
     raw = request.args.get("size") or str(thumbs.DEFAULT_SIZE)
-    if not raw.isdigit() or int(raw) not in thumbs.SIZES:
+    if raw not in {str(size) for size in thumbs.SIZES}:
         raise HttpError(400, f"size must be one of {', '.join(map(str, thumbs.SIZES))}")
     source = existing_file(image_id)
     try:

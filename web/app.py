@@ -57,6 +57,15 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
             if host not in {h.strip("[]").lower() for h in allowed}:
                 raise HttpError(403, f"host {request.host!r} is not allowed (GLIMPSE_ALLOWED_HOSTS)")
 
+    @app.before_request
+    def _check_body_size():
+        # On the announced length, on every route, before a view reads any of the body. Under waitress this
+        # never fires: it refuses at the same cap itself (web.server.make_server). Bodies without a length
+        # are cut at the cap by werkzeug's stream.
+        cap = app.config["MAX_CONTENT_LENGTH"]
+        if cap is not None and (request.content_length or 0) > cap:
+            raise HttpError(413, f"request body too large: the limit is {cap} bytes")
+
     auth.init_app(app, users_path(engine.paths.home, app.config))
 
     @app.after_request

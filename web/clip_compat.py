@@ -11,6 +11,7 @@ unless the operator turns on GLIMPSE_ALLOW_IMAGE_URL.
 from __future__ import annotations
 
 import json
+import math
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,11 +37,20 @@ def engine() -> Engine:
 
 
 def json_body() -> dict:
-    """clip-retrieval parses with get_json(force=True): the Content-Type is not trusted either way."""
+    """clip-retrieval parses with get_json(force=True): the Content-Type is not trusted either way.
+
+    A deeply nested body ("[[[[…") makes the parser raise RecursionError: as bad a body as any other.
+    """
+    data = request.get_data(cache=False)
+    cap = current_app.config["MAX_CONTENT_LENGTH"]
+    if request.content_length is None and cap is not None and len(data) >= cap:
+        # No length given (chunked, under a server that sets wsgi.input_terminated): werkzeug stopped
+        # reading at the cap, so this is the start of a longer body, not JSON with a typo.
+        raise HttpError(413, f"request body too large: the limit is {cap} bytes")
     try:
-        body = json.loads(request.get_data(cache=False) or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise HttpError(400, "the request body must be JSON") from None
+        body = json.loads(data or b"null")
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HttpError(400, "invalid JSON: the request body must be a JSON object") from None
     if not isinstance(body, dict):
         raise HttpError(400, "the request body must be a JSON object")
     return body
@@ -56,11 +66,16 @@ def _count(body: dict, name: str, default: int) -> int:
     value = body.get(name, default)
     if value is None or value == "":
         return default
-    if isinstance(value, str) and value.strip().isdigit():  # some front ends send form values as strings
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        try:  # some front ends send form values as strings
+            value = int(value)
+        except ValueError:  # more digits than int() parses
+            pass
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise HttpError(400, f"{name} must be a positive integer")
-    return min(int(value), MAX_K)
+    return min(value, MAX_K)
 
 
 def fetch_image_url(url) -> bytes:
@@ -91,7 +106,7 @@ def query_vector(eng: Engine, body: dict) -> np.ndarray:
     if body.get("embedding_input") is not None:
         try:
             vec = np.asarray(body["embedding_input"], dtype=np.float32).reshape(-1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too big for a float
             raise HttpError(400, "embedding_input must be a list of numbers") from None
         if vec.shape[0] != eng.encoder.dim or not np.all(np.isfinite(vec)):
             raise HttpError(400, f"embedding_input must be {eng.encoder.dim} finite numbers")
@@ -170,7 +185,7 @@ def metadata_service():
     eng = engine()
     out = []
     for image_id in ids:
-        found = eng.image(image_id) if image_id >= 0 else None
+        found = eng.image(image_id)  # None for ids that name no image, whatever their size
         out.append({"id": image_id, "metadata": metadata(found) if found else {}})
     return jsonify(out)
 

@@ -24,7 +24,9 @@ PAGING = [
 ]
 FILTERS = [
     _q("min_score", {"type": "number", "minimum": -1, "maximum": 1}, "Drop results below this cosine similarity."),
-    _q("folder", {"type": "string"}, "Only images under this folder (a path on the server, as listed by /api/stats roots)."),
+    _q("folder", {"type": "string"},
+       "Only images under this folder: an absolute, normalised path on the server (no '..', '~'), "
+       "as listed by /api/stats roots."),
     _q("date_from", {"type": "string", "format": "date"}, "Only images taken (EXIF) or modified on or after this day."),
     _q("date_to", {"type": "string", "format": "date"}, "Only images taken or modified on or before this day."),
     _q("order", {"type": "string", "enum": list(ORDERS), "default": ORDERS[0]},

@@ -46,9 +46,13 @@ def register_filters(app: Flask) -> None:
 def _like_id(raw: str | None) -> int | None:
     if raw is None or raw.strip() == "":
         return None
-    if not raw.strip().isdigit():
-        raise HttpError(400, "like must be an image id")
-    return int(raw)
+    raw = raw.strip()
+    try:
+        if raw.isascii() and raw.isdigit():  # isdigit() alone passes "²", which int() refuses
+            return int(raw)
+    except ValueError:  # more digits than int() parses
+        pass
+    raise HttpError(400, "like must be an image id")
 
 
 def _cards_json(page: queries.Page, params: SearchParams, next_url: str | None) -> dict:

@@ -7,6 +7,7 @@ Bad values become a 400 with a message that names the parameter, instead of a
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 
 from search.engine import MAX_K, Filters
@@ -66,6 +67,22 @@ def _choice(args, name: str, choices: tuple[str, ...]) -> str:
     return raw
 
 
+def _folder(args) -> str | None:
+    """An absolute, normalised server path, or None.
+
+    The engine resolves ``~`` and relative folders for the CLI user; over HTTP that would let a client
+    name other users' homes or climb out of the server's directory, so such values are refused here.
+    """
+    raw = (args.get("folder") or "").strip()
+    if not raw:
+        return None
+    path = raw.rstrip("/") or "/"  # "/photos/" means "/photos"
+    if "\x00" in raw or "//" in raw or not os.path.isabs(path) or os.path.normpath(path) != path:
+        raise HttpError(400, "folder must be an absolute, normalised path such as /photos/2024 "
+                             "(no '..', '.', '~', '//' or NUL)")
+    return path
+
+
 def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     """k, page, mode and filters from a MultiDict (request.args or request.form)."""
     k = _int(args, "k", default_k, 1, MAX_PAGE_K)
@@ -84,7 +101,7 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     date_from, date_to = _date(args, "date_from"), _date(args, "date_to")
     if date_from and date_to and date_from > date_to:
         raise HttpError(400, "date_from is after date_to")
-    folder = (args.get("folder") or "").strip() or None
+    folder = _folder(args)
     filters = Filters(folder=folder, date_from=date_from, date_to=date_to, min_score=min_score,
                       order=_choice(args, "order", ORDERS))
     return SearchParams(k=k, page=page, mode=_choice(args, "mode", MODES), filters=filters)

@@ -55,11 +55,19 @@ def exposure_warning(host: str, users_file: Path) -> str | None:
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 5000, threads: int = 8):
-    """A waitress server bound now (port 0 picks a free port); call ``.run()`` to serve."""
+    """A waitress server bound now (port 0 picks a free port); call ``.run()`` to serve.
+
+    waitress reads a whole body (into a temporary file when large) before the app runs, so the app's body
+    cap is waitress's too: a longer Content-Length, or a chunked body growing past it, gets a 413 from
+    waitress at once. waitress refuses a body of ``max_request_body_size`` bytes or more, the app one of
+    more than MAX_CONTENT_LENGTH, hence the + 1.
+    """
     from waitress import create_server
 
+    cap = app.config.get("MAX_CONTENT_LENGTH")
+    limits = {"max_request_body_size": cap + 1} if cap is not None else {}
     try:
-        return create_server(app, host=host, port=port, threads=threads, ident="Glimpse")
+        return create_server(app, host=host, port=port, threads=threads, ident="Glimpse", **limits)
     except OSError as exc:
         raise EngineError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
