@@ -22,7 +22,7 @@ if [ "${1:-}" = "--dev" ]; then
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian chromium for the page tests"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq && $SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
   fi
 fi
 echo "Glimpse is installed in .venv (run: .venv/bin/glimpse --help)"
