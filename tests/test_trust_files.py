@@ -256,3 +256,30 @@ def test_follow_external_links_is_an_opt_in_kept_by_reindex(tmp_path, glimpse, h
     glimpse("index", str(pics), "--no-follow-external-links")  # taken back: the link is refused again
     stats = json.loads(glimpse("stats", "--json").stdout)
     assert stats["images_indexed"] == 2 and "outside" in stats["failed"][0]["error"]
+
+
+def test_a_link_pointed_at_an_identical_file_is_followed_there_without_re_embedding(tmp_path, glimpse, home,
+                                                                                     tiny_model):
+    pics = tmp_path / "pics"
+    make_images(pics / "sub", 1)
+    real, copy = pics / "sub" / "img_0000.png", pics / "sub" / "copy.png"
+    os.symlink(real, pics / "link.png")
+    glimpse("index", str(pics), "--model", tiny_model)
+    shutil.copy2(real, copy)  # same bytes, size and mtime
+    os.unlink(pics / "link.png")
+    os.symlink(copy, pics / "link.png")
+    c = summary(glimpse("reindex").stdout)
+    assert (c["new"], c["changed"], c["embedded"]) == (1, 0, 0)  # the copy reuses the vector; the link is updated
+    data = real.read_bytes()
+    real.unlink()
+    glimpse("reindex")
+    secret = tmp_path / "shadow"
+    secret.write_bytes(SECRET)
+    os.unlink(pics / "link.png")
+    os.symlink(secret, pics / "link.png")  # re-pointed after the last reindex
+    live = serve(home)
+    try:
+        status, body, _ = get(live.url + f"/api/images/{db_ids(home)[str(pics / 'link.png')]}/file")
+        assert status == 200 and body == data  # served from where the walk last found it, never the secret
+    finally:
+        live.close()
