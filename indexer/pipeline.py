@@ -327,6 +327,7 @@ class Indexer:
                                format=src.format, taken_at=src.taken_at, status="indexed", vector=src.vector))
             refused_rows = []
             for entry, root_id, row_id in plan["refused"]:
+                log.warning("failed: %s: %s", entry.path, entry.error)
                 # The walk's reason; nothing read, nothing kept from what the path held before.
                 values = dict(path=entry.path, real_path=None, root_id=root_id, size=entry.size, mtime=entry.mtime,
                               content_hash=None, width=None, height=None, format=None, taken_at=None,

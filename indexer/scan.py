@@ -160,5 +160,4 @@ def _failed(entry: os.DirEntry, error: str) -> FileEntry:
         size, mtime = st.st_size, st.st_mtime
     except OSError:
         size, mtime = 0, 0.0
-    log.warning("cannot index %s: %s", entry.path, error)
     return FileEntry(entry.path, size, mtime, None, error)
