@@ -94,6 +94,7 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
     from indexer.disk import DiskFull
     from indexer.lock import LockHeld
     from indexer.pipeline import ModelMismatch, Options, run_job
+    from search.files import shown
     from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
 
     opts = Options(kind=kind, **kw)
@@ -110,16 +111,19 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
              f"{counts.captions} captions embedded"]
     click.echo(f"{kind}: " + ", ".join(parts) + f"; index version {version}")
     for root in counts.unavailable_roots:
-        click.echo(f"warning: {root} is missing or unmounted; its images were kept", err=True)
+        click.echo(f"warning: {shown(root)} is missing or unmounted; its images were kept", err=True)
 
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
 @click.option("--captions", "captions", type=click.Path(dir_okay=False), default=None,
               help="Caption manifest: JSONL {path, caption} or CSV path,caption (paths relative to the file).")
+@click.option("--follow-external-links/--no-follow-external-links", default=None,
+              help="Also index symlinked files (and read sidecars) whose target lies outside the indexed folders; "
+                   "recorded with each folder and kept by `glimpse reindex` (default: as recorded, else no).")
 @model_options
 @click.pass_obj
-def index(paths_obj, paths, captions, **kw):
+def index(paths_obj, paths, captions, follow_external_links, **kw):
     """Index image folders (and captions). Only new or changed files are embedded."""
     import os
 
@@ -131,7 +135,7 @@ def index(paths_obj, paths, captions, **kw):
     for r in roots:
         if not os.path.isdir(r):
             _fail(f"not a folder: {r}")
-    _run_index(paths_obj, roots, "index", captions=captions, **kw)
+    _run_index(paths_obj, roots, "index", captions=captions, follow_external_links=follow_external_links, **kw)
 
 
 @cli.command()
@@ -212,7 +216,8 @@ def stats(paths_obj, as_json, all_failed):
     click.echo(f"images failed:  {s['images_failed']}")
     click.echo(f"captions:       {s['captions']}")
     for root in s["roots"]:
-        click.echo(f"root:           {root['path']}" + ("" if root["available"] else "  (unavailable)"))
+        click.echo(f"root:           {root['path']}" + ("" if root["available"] else "  (unavailable)")
+                   + ("  (follows external links)" if root["follow_external_links"] else ""))
     if s["failed"]:
         click.echo("failed files:")
         for f in s["failed"]:

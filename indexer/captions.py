@@ -16,6 +16,7 @@ import csv
 import json
 import logging
 import os
+import stat
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -157,12 +158,39 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
     return dict(out)
 
 
-def sidecar_captions(image_path: str) -> list[str]:
-    """Captions from ``photo.txt`` (or ``photo.jpg.txt``) beside ``photo.jpg``: one per non-empty line."""
+# A sidecar holds a few captions; more than this is not a caption file (only this much is read).
+SIDECAR_MAX_BYTES = 64 << 10
+_SIDECAR_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+                  | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+
+
+def sidecar_captions(image_path: str, may_follow: Callable[[str, str], bool] | None = None) -> list[str]:
+    """Captions from ``photo.txt`` (or ``photo.jpg.txt``) beside ``photo.jpg``: one per non-empty line.
+
+    A sidecar that is a symlink is read only where ``may_follow(link, target)`` allows (the
+    indexer's LinkPolicy; None: never); one that is not a regular file (a FIFO, a device) is
+    never read. Both are ignored with a warning. At most SIDECAR_MAX_BYTES are read.
+    """
     for candidate in (os.path.splitext(image_path)[0] + ".txt", image_path + ".txt"):
         try:
-            with open(candidate, encoding="utf-8", errors="replace") as f:
-                return [line.strip() for line in f if line.strip()]
+            if os.path.islink(candidate):
+                target = os.path.realpath(candidate)
+                if may_follow is None or not may_follow(candidate, target):
+                    log.warning("ignoring sidecar %s: a symlink to a file outside the indexed folders (%s)",
+                                candidate, target)
+                    continue
+                candidate = target
+            fd = os.open(candidate, _SIDECAR_FLAGS)
         except OSError:
             continue
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                log.warning("ignoring sidecar %s: not a regular file", candidate)
+                continue
+            data = f.read(SIDECAR_MAX_BYTES + 1)
+        if len(data) > SIDECAR_MAX_BYTES:
+            log.warning("sidecar %s is over %d KiB: only its start is read", candidate, SIDECAR_MAX_BYTES >> 10)
+            data = data[:SIDECAR_MAX_BYTES]
+        text = data.decode("utf-8", errors="replace")
+        return [line.strip() for line in text.splitlines() if line.strip()]
     return []

@@ -28,12 +28,13 @@ from indexer.hashing import file_hash
 from indexer.lock import JobLock
 from indexer.progress import bar
 from indexer.run_warnings import RunWarnings
-from indexer.scan import FileEntry, walk_images
+from indexer.scan import FileEntry, LinkPolicy, walk_images
+from search.files import shown
 from search.model_spec import ModelSpec
 from search.ort_session import cpu_threads, runtime_setting
 from search.index import IndexDir
 from search.paths import Paths
-from search.store import CaptionRow, ImageRow, Root, Store, pack_vector, utcnow
+from search.store import CaptionRow, ImageRow, Root, Store, fs_str, pack_vector, utcnow
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -54,6 +55,8 @@ class Options:
     quantize: str | None = None  # "int8": ONNX Runtime int8 image tower (CPU)
     decode: str | None = None  # where JPEGs are decoded: auto (GPU when encoding on one), gpu, cpu
     kind: str = "index"
+    # The roots being indexed accept symlinked files leading anywhere; None keeps what each root recorded.
+    follow_external_links: bool | None = None
 
 
 @dataclass
@@ -81,10 +84,15 @@ JOB_FIELDS = ("scanned", "new", "changed", "moved", "deleted", "failed", "unchan
 
 
 # What the diff needs of one stored image row: (id, size, mtime, content hash,
-# done = has a vector or failed for good, root id). A plain tuple: the nightly
-# no-op run builds one per file, and 100k dataclasses cost more than the scan.
-RowState = tuple[int, int, float, "str | None", int, "int | None"]
-ID, SIZE, MTIME, HASH, DONE, ROOT = range(6)
+# done = has a vector or failed for good, root id, canonical location, failed).
+# A plain tuple: the nightly no-op run builds one per file, and 100k dataclasses
+# cost more than the scan.
+RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
+ID, SIZE, MTIME, HASH, DONE, ROOT, REAL, FAILED = range(8)
+
+
+def _same_stat(state: RowState, entry: FileEntry) -> bool:
+    return state[SIZE] == entry.size and abs(state[MTIME] - entry.mtime) < 1e-6
 
 
 def _is_empty_dir(path: str) -> bool:
@@ -105,6 +113,7 @@ class Indexer:
         self.store = Store(paths.db)
         self._encoder = encoder
         self.counts = Counts()
+        self.links = LinkPolicy()  # where symlinked files and sidecars may lead; set by the scan
         self.warnings = RunWarnings()
         self.job_id: int | None = None  # the jobs row kept in step with every commit (run_job sets it)
         self._changed_ids: set[int] = set()  # rows the diff found changed: their re-embedding counts as "changed"
@@ -162,7 +171,8 @@ class Indexer:
         """
         spec = self.resolve_model()
         manifest = read_manifest(self.opts.captions, roots, warn=self.warnings.add) if self.opts.captions else {}
-        root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r)) for r in roots}
+        root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r), self.opts.follow_external_links)
+                    for r in roots}
         states = self._states()
         seen, available = self._scan(root_ids, {s[ROOT] for s in states.values()})
         plan = self._diff(seen, available, states)
@@ -211,9 +221,11 @@ class Indexer:
         with self.store.engine.connect() as conn:
             cur = conn.connection.dbapi_connection.cursor()
             try:
-                cur.execute("SELECT path, id, size, mtime, content_hash, "
-                            "vector IS NOT NULL OR status = 'failed', root_id FROM images")
-                return {r[0]: r[1:] for r in cur}
+                cur.execute("SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
+                            "root_id, real_path, status = 'failed' FROM images")
+                # A BLOB path is a file name that is not UTF-8 (search.store.FsPath).
+                return {fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8])
+                        for r in cur}
             finally:
                 cur.close()
 
@@ -222,10 +234,13 @@ class Indexer:
         seen: dict[str, tuple[FileEntry, int]] = {}
         available: set[int] = set()
         known = {r.id: r for r in self.store.roots()}
+        # Symlinked files (and sidecars) may lead into any indexed folder, or anywhere under a root that opted in.
+        self.links = LinkPolicy(areas=[os.path.realpath(r.path) for r in known.values()],
+                                open_roots=[r.path for r in known.values() if r.follow_external_links])
         progress = bar(None, "scanning", unit="file")
         for root, root_id in root_ids.items():
             is_dir = os.path.isdir(root)
-            entries = list(walk_images(root)) if is_dir else []
+            entries = list(walk_images(root, self.links)) if is_dir else []
             if not is_dir or (not entries and root_id in roots_with_rows and _is_empty_dir(root)):
                 # Missing, or an empty mount point: keep its images, don't call them deleted.
                 log.warning("root %s is missing or unmounted: its images are kept and marked unavailable", root)
@@ -245,15 +260,22 @@ class Indexer:
         return seen, available
 
     def _diff(self, seen: dict[str, tuple[FileEntry, int]], available: set[int], states: dict[str, RowState]) -> dict:
-        new, changed, embed, caption_paths = [], [], [], []
+        new, changed, embed, caption_paths, relink, refused = [], [], [], [], [], []
         unchanged = 0
         for path, (entry, root_id) in seen.items():
             state = states.get(path)
-            if state is None:
+            if entry.error is not None:  # never read (a symlink leading outside, a dangling one, a FIFO…)
+                if state is not None and state[FAILED] and _same_stat(state, entry):
+                    unchanged += 1
+                else:
+                    refused.append((entry, root_id, None if state is None else state[ID]))
+            elif state is None:
                 new.append((entry, root_id))
-            elif state[SIZE] == entry.size and abs(state[MTIME] - entry.mtime) < 1e-6:
+            elif _same_stat(state, entry):
                 if state[DONE]:
                     unchanged += 1
+                    if state[REAL] != entry.real_path:
+                        relink.append((state[ID], entry))  # same file, reached another way
                 else:
                     embed.append((entry, root_id, state[ID], None))  # after a model change, or a crash
             else:
@@ -265,8 +287,8 @@ class Indexer:
         # need an equal size. Every other file is hashed by the decode workers, which read it anyway
         # (a fresh index of a big folder would otherwise read every byte twice).
         sizes_with_vectors = {st[SIZE] for st in states.values() if st[HASH] and st[DONE]}
-        hashes = self._hash([e.path for e, _ in new if e.size in sizes_with_vectors]
-                            + [e.path for e, _, row_id in changed if states[e.path][SIZE] == e.size])
+        hashes = self._hash([e for e, _ in new if e.size in sizes_with_vectors]
+                            + [e for e, _, row_id in changed if states[e.path][SIZE] == e.size])
         touch, changed_ids = [], set()
         for entry, root_id, row_id in changed:
             h, state = hashes.get(entry.path), states[entry.path]
@@ -295,16 +317,18 @@ class Indexer:
                 embed.append((entry, root_id, None, h))
             caption_paths.append(entry.path)
         return {"touch": touch, "moves": moves, "copies": copies, "gone": {p: s[ID] for p, s in gone.items()},
-                "embed": embed, "changed_ids": changed_ids, "caption_paths": caption_paths}
+                "embed": embed, "changed_ids": changed_ids, "caption_paths": caption_paths,
+                "relink": relink, "refused": refused}
 
-    def _hash(self, paths: list[str]) -> dict[str, str | None]:
-        if not paths:
+    def _hash(self, entries: list[FileEntry]) -> dict[str, str | None]:
+        """Content hash of each entry's canonical file, by walked path."""
+        if not entries:
             return {}
-        progress = bar(len(paths), "hashing", unit="file")
+        progress = bar(len(entries), "hashing", unit="file")
         out = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for path, h in zip(paths, pool.map(file_hash, paths)):
-                out[path] = h
+            for entry, h in zip(entries, pool.map(file_hash, [e.real_path or e.path for e in entries])):
+                out[entry.path] = h
                 progress.update(1)
         progress.close()
         return out
@@ -312,20 +336,38 @@ class Indexer:
     def _apply_moves_and_deletes(self, plan: dict) -> None:
         with self._commit() as (s, delta):
             for row_id, entry in plan["touch"]:
-                s.execute(update(ImageRow).where(ImageRow.id == row_id).values(size=entry.size, mtime=entry.mtime))
+                s.execute(update(ImageRow).where(ImageRow.id == row_id).values(
+                    size=entry.size, mtime=entry.mtime, real_path=entry.real_path))
+            for row_id, entry in plan["relink"]:
+                s.execute(update(ImageRow).where(ImageRow.id == row_id).values(real_path=entry.real_path))
             for row_id, entry, root_id in plan["moves"]:
                 s.execute(update(ImageRow).where(ImageRow.id == row_id).values(
-                    path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime))
+                    path=entry.path, real_path=entry.real_path, root_id=root_id, size=entry.size, mtime=entry.mtime))
             for src_id, entry, root_id, h in plan["copies"]:
                 src = s.get(ImageRow, src_id)
-                s.add(ImageRow(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime, content_hash=h,
-                               width=src.width, height=src.height, format=src.format, taken_at=src.taken_at,
-                               status="indexed", vector=src.vector))
+                s.add(ImageRow(path=entry.path, real_path=entry.real_path, root_id=root_id, size=entry.size,
+                               mtime=entry.mtime, content_hash=h, width=src.width, height=src.height,
+                               format=src.format, taken_at=src.taken_at, status="indexed", vector=src.vector))
+            refused_rows = []
+            for entry, root_id, row_id in plan["refused"]:
+                log.warning("failed: %s: %s", entry.path, entry.error)
+                # The walk's reason; nothing read, nothing kept from what the path held before.
+                values = dict(path=entry.path, real_path=None, root_id=root_id, size=entry.size, mtime=entry.mtime,
+                              content_hash=None, width=None, height=None, format=None, taken_at=None,
+                              status="failed", error=entry.error, vector=None, indexed_at=utcnow())
+                if row_id is None:
+                    refused_rows.append(values)
+                else:
+                    s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+            if refused_rows:
+                s.execute(insert(ImageRow), refused_rows)
             gone_ids = list(plan["gone"].values())
             for i in range(0, len(gone_ids), 500):
                 s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(gone_ids[i : i + 500])))
                 s.execute(delete(ImageRow).where(ImageRow.id.in_(gone_ids[i : i + 500])))
-            delta.update(moved=len(plan["moves"]), new=len(plan["copies"]), deleted=len(gone_ids))
+            refused_before = len(plan["refused"]) - len(refused_rows)  # rows that held something else
+            delta.update(moved=len(plan["moves"]), new=len(plan["copies"]) + len(refused_rows),
+                         changed=refused_before, failed=len(plan["refused"]), deleted=len(gone_ids))
         if plan["moves"] or plan["copies"]:
             log.info("reused vectors for %d moved and %d copied files", len(plan["moves"]), len(plan["copies"]))
 
@@ -344,7 +386,7 @@ class Indexer:
         on_gpu = enc.device.startswith("cuda")
         batch_size = self.opts.batch_size or (256 if on_gpu else CPU_BATCH)
         progress = bar(len(items), "embedding")
-        paths = [entry.path for entry, *_ in items]
+        paths = [entry.real_path or entry.path for entry, *_ in items]  # read where the walk checked it
         want_hash = [h is None for *_, h in items]
         # GPU: three batches in flight, so nvJPEG decodes, the model encodes and the host prepares
         # side by side (H100, 1024x768 JPEGs: 3,082 img/s with two, 3,458 with three; BENCHMARKS.md).
@@ -438,13 +480,14 @@ class Indexer:
             for b in batch:
                 entry, root_id, row_id, h = items[b.index]
                 if h is None:
-                    h = b.content_hash or file_hash(entry.path)
-                values = dict(path=entry.path, root_id=root_id, size=entry.size, mtime=entry.mtime,
+                    h = b.content_hash or file_hash(entry.real_path or entry.path)
+                values = dict(path=entry.path, real_path=entry.real_path, root_id=root_id, size=entry.size,
+                              mtime=entry.mtime,
                               content_hash=h, indexed_at=utcnow(),
                               width=b.meta.get("width"), height=b.meta.get("height"),
                               format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
                 if b.error:
-                    values.update(status="failed", error=b.error, vector=None)
+                    values.update(status="failed", error=shown(b.error), vector=None)
                     delta["failed"] += 1
                     log.warning("failed: %s: %s", entry.path, b.error)
                 else:
@@ -464,7 +507,7 @@ class Indexer:
         """Store manifest + sidecar captions for indexed images; embed the ones without vectors."""
         wanted: dict[str, list[tuple[str, str]]] = {}
         for path in new_paths:
-            caps = sidecar_captions(path)
+            caps = sidecar_captions(path, self.links.allows)
             if caps:
                 wanted.setdefault(path, []).extend((self._capped(path, c, "sidecar"), "sidecar") for c in caps)
         for path, caps in manifest.items():
@@ -709,7 +752,7 @@ def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encode
             if indexer.warnings.summary():
                 log.warning("%s", indexer.warnings.summary())
             try:  # best effort: the database may be what failed (a full disk)
-                store.finish_job(job_id, outcome, message=f"{error.__class__.__name__}: {error}"[:2000],
+                store.finish_job(job_id, outcome, message=shown(f"{error.__class__.__name__}: {error}")[:2000],
                                  warnings=indexer.warnings.as_text(), **indexer.counts.as_job_fields())
             except Exception as record_exc:  # noqa: BLE001 - the original error is the one to report
                 log.warning("could not record job #%d as %s: %s", job_id, outcome, str(record_exc).splitlines()[0])
@@ -717,7 +760,7 @@ def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encode
                 raise error from exc
             raise
         version = IndexDir(paths.index).current_version()
-        msg = ("unavailable roots: " + ", ".join(counts.unavailable_roots)) if counts.unavailable_roots else None
+        msg = ("unavailable roots: " + ", ".join(map(shown, counts.unavailable_roots))) if counts.unavailable_roots else None
         store.finish_job(job_id, "ok", index_version=version, message=msg, warnings=indexer.warnings.as_text(),
                          **counts.as_job_fields())
         if indexer.warnings.summary():

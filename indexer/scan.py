@@ -3,17 +3,29 @@
 Hidden files and folders (including macOS ``._*`` resource forks) are
 skipped; symlinked folders are followed once, so loops end.
 
+A symlinked FILE is followed only when its target lies in an allowed area (see
+:class:`LinkPolicy`): inside an indexed folder or a symlinked folder the walk
+followed, or anywhere when its root opted in (``--follow-external-links``).
+Otherwise, like a dangling link, a FIFO or device named like an image, or an
+entry that cannot be stat'ed, it is yielded with an ``error`` (recorded as a
+failed row) and never read. Each file carries its canonical location
+(``real_path``) when that differs from ``path``: the server opens only there.
+
 This runs over every file of every root each night, so it stays lean: the
 extension test before any type check, ``DirEntry`` type bits (no syscall) for
-the type, one ``stat`` per image file, tuples rather than dataclasses.
+the type, one ``stat`` per image file, tuples rather than dataclasses. A
+canonical location is derived from its folder's (a string join); ``realpath``
+runs only for the root and for entries that are symlinks.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator, NamedTuple
+import stat
+from typing import Iterable, Iterator, NamedTuple
 
+from search.files import shown
 from search.images import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -23,14 +35,62 @@ class FileEntry(NamedTuple):
     path: str
     size: int
     mtime: float
+    real_path: str | None = None  # canonical location, when not ``path`` itself
+    error: str | None = None  # why it must not be read: recorded as a failed row
 
 
-def walk_images(root: str) -> Iterator[FileEntry]:
-    """Yield every image file under ``root`` (absolute paths)."""
+class LinkPolicy:
+    """Where a symlinked file or sidecar may lead.
+
+    Allowed areas are canonical folders: the indexed roots' and those of symlinked folders the
+    walk followed. A root listed in ``open_roots`` (its user passed --follow-external-links)
+    accepts links to anywhere.
+    """
+
+    def __init__(self, areas: Iterable[str] = (), open_roots: Iterable[str] = ()):
+        self._areas: set[str] = set()
+        for area in areas:
+            self.add_area(area)
+        self._open = tuple(_prefix(os.path.abspath(r)) for r in open_roots)
+
+    def add_area(self, real_folder: str) -> None:
+        self._areas.add(_prefix(real_folder))
+
+    def allows(self, path: str, target: str) -> bool:
+        """May ``path`` (a symlink) be read through, given its canonical ``target``?"""
+        target += os.sep
+        if any(target.startswith(a) for a in self._areas):
+            return True
+        return (path + os.sep).startswith(self._open) if self._open else False
+
+
+def _prefix(folder: str) -> str:
+    return folder.rstrip(os.sep) + os.sep
+
+
+def external_link_error(target: str) -> str:
+    return (f"symlink to a file outside the indexed folders ({shown(target)}); "
+            "pass --follow-external-links to index it")
+
+
+def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntry]:
+    """Yield every image file under ``root`` (absolute paths).
+
+    ``links`` decides where symlinked files may lead; symlinked folders this walk follows are
+    added to it (so sidecars checked later see them too). Symlinked files are judged at the
+    end, once every followed folder is known, so the order of names does not matter.
+    """
+    top = os.path.abspath(root)
+    real_top = os.path.realpath(top)
+    if links is None:
+        links = LinkPolicy()
+    links.add_area(real_top)
     seen_dirs: set[tuple[int, int]] = set()
-    stack = [os.path.abspath(root)]
+    linked_files: list[os.DirEntry] = []
+    # (folder as walked, its canonical location, reached through a symlink)
+    stack: list[tuple[str, str, bool]] = [(top, real_top, False)]
     while stack:
-        folder = stack.pop()
+        folder, real_folder, via_link = stack.pop()
         try:
             st = os.stat(folder)
         except OSError as exc:
@@ -40,23 +100,64 @@ def walk_images(root: str) -> Iterator[FileEntry]:
         if key in seen_dirs:
             continue  # symlink loop or a folder reached twice
         seen_dirs.add(key)
+        if via_link:
+            links.add_area(real_folder)
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
             log.warning("cannot list folder %s: %s", folder, exc)
             continue
+        relocated = real_folder != folder  # canonical names differ from walked ones below here
         subdirs = []
         for entry in entries:
             name = entry.name
             if name[0] == ".":
                 continue
+            is_image = name[name.rfind("."):].lower() in IMAGE_EXTENSIONS
             try:
-                if name[name.rfind("."):].lower() in IMAGE_EXTENSIONS and entry.is_file():
+                if entry.is_symlink():
+                    if is_image and not entry.is_dir():
+                        linked_files.append(entry)  # judged once every followed folder is known
+                    elif entry.is_dir():
+                        subdirs.append((entry.path, os.path.realpath(entry.path), True))
+                elif is_image and entry.is_file():
                     st = entry.stat()
-                    yield FileEntry(entry.path, st.st_size, st.st_mtime)
+                    yield FileEntry(entry.path, st.st_size, st.st_mtime,
+                                    os.path.join(real_folder, name) if relocated else None)
                 elif entry.is_dir():
-                    subdirs.append(entry.path)
-            except OSError as exc:  # dangling symlink, permission denied
-                log.warning("skipping %s: %s", entry.path, exc)
+                    subdirs.append((entry.path, os.path.join(real_folder, name) if relocated else entry.path, False))
+                elif is_image:
+                    yield _failed(entry, "not a regular file")
+            except OSError as exc:  # permission denied, vanished
+                if is_image:
+                    yield _failed(entry, f"cannot stat: {exc.strerror or exc}")
+                else:
+                    log.warning("skipping %s: %s", entry.path, exc)
         stack.extend(reversed(subdirs))
+    for entry in linked_files:
+        yield _linked_file(entry, links)
+
+
+def _linked_file(entry: os.DirEntry, links: LinkPolicy) -> FileEntry:
+    """A symlink named like an image: followed only to a regular file the policy allows."""
+    target = os.path.realpath(entry.path)
+    try:
+        st = os.stat(target)
+    except OSError as exc:
+        return _failed(entry, f"broken symlink ({shown(target)}): {exc.strerror or exc}")
+    if not stat.S_ISREG(st.st_mode):
+        return _failed(entry, f"symlink to something that is not a regular file ({shown(target)})")
+    if not links.allows(entry.path, target):
+        return _failed(entry, external_link_error(target))
+    return FileEntry(entry.path, st.st_size, st.st_mtime, None if target == entry.path else target)
+
+
+def _failed(entry: os.DirEntry, error: str) -> FileEntry:
+    """An entry recorded with its error; size and mtime of the entry itself, so a change is noticed."""
+    try:
+        st = entry.stat(follow_symlinks=False)
+        size, mtime = st.st_size, st.st_mtime
+    except OSError:
+        size, mtime = 0, 0.0
+    return FileEntry(entry.path, size, mtime, None, error)

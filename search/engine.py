@@ -12,10 +12,11 @@ import logging
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
 
 import numpy as np
 
+from search.files import NotTheIndexedFile, download_name, open_verified, shown
 from search.model_spec import ModelSpec
 from search.images import Source, load_rgb
 from search.index import IndexDir, LiveIndex
@@ -36,6 +37,35 @@ class EngineError(Exception):
 
 class NotIndexedError(EngineError):
     pass
+
+
+class ImageUnavailable(EngineError):
+    """No indexed image with this id, or its file is not the one that was indexed any more (a 404)."""
+
+
+@dataclass
+class OpenedImage:
+    """An indexed image's file, opened and verified by :meth:`Engine.open_image`; close it (or use ``with``)."""
+
+    id: int
+    file: BinaryIO
+    name: str  # the file name as shown: valid UTF-8, no control characters (a download name)
+    size: int
+    mtime: float
+    mtime_ns: int
+
+    @property
+    def etag(self) -> str:
+        return f"{self.id}-{self.mtime_ns:x}-{self.size:x}"
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> "OpenedImage":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @dataclass
@@ -293,18 +323,38 @@ class Engine:
 
     # ------------------------------------------------------------ metadata
     def image(self, image_id: int) -> SearchResult | None:
+        """Metadata of an indexed image; None for unknown ids and for failed or pending rows."""
         row = self.store.get_image(image_id)
-        if row is None:
+        if row is None or row.status != "indexed":
             return None
         return to_result(row, None, next(iter(self.store.captions_of(row.id)), None))
 
     def captions_of(self, image_id: int) -> list[str]:
         return self.store.captions_of(image_id)
 
-    def image_path(self, image_id: int) -> str | None:
-        """Absolute path of an indexed image, by id only (never from a client)."""
+    def open_image(self, image_id: int) -> OpenedImage:
+        """The file of an indexed image, by id only (never a path from a client), opened for reading.
+
+        The one place that decides whether a file may be served: its row is indexed, and the file
+        at its canonical location is, right now, the regular file that was indexed (same size and
+        mtime, not a symlink, not reached through one; see search.files.open_verified). Raises
+        ImageUnavailable with a message for the user otherwise.
+        """
         row = self.store.get_image(image_id)
-        return row.path if row is not None else None
+        if row is None or row.status != "indexed":
+            raise ImageUnavailable(f"no image with id {image_id}")
+        try:
+            f, st = open_verified(row.real_path or row.path, row.size, row.mtime)
+        except NotTheIndexedFile as exc:
+            log.warning("not serving image %d (%s): %s", image_id, shown(row.real_path or row.path), exc)
+            raise ImageUnavailable(f"image {image_id} is no longer the file that was indexed ({exc}); "
+                                   "`glimpse reindex` picks up the change") from None
+        except (FileNotFoundError, NotADirectoryError):
+            raise ImageUnavailable(f"image {image_id} is no longer on disk "
+                                   "(moved, deleted or its drive unmounted)") from None
+        except OSError as exc:
+            raise ImageUnavailable(f"image {image_id} cannot be read: {exc.strerror or exc}") from None
+        return OpenedImage(image_id, f, download_name(row.path), st.st_size, st.st_mtime, st.st_mtime_ns)
 
     def health(self) -> dict:
         """Liveness without SQL or model calls: what the live index serves."""
@@ -326,17 +376,18 @@ class Engine:
                                                  "fingerprint": model.fingerprint, "dim": model.dim},
             "index_version": live.version if live else None,
             "index_type": live.manifest.get("index_type", {}).get("type") if live else None,
-            "failed": [{"path": p, "error": e} for p, e in self.store.failed_images(failed_limit)],
-            "roots": [{"path": r.path, "available": r.available} for r in self.store.roots()],
+            "failed": [{"path": shown(p), "error": e} for p, e in self.store.failed_images(failed_limit)],
+            "roots": [{"path": shown(r.path), "available": r.available,
+                       "follow_external_links": r.follow_external_links} for r in self.store.roots()],
             "jobs": [job_dict(j) for j in jobs],
         }
 
 
 def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:
     return SearchResult(
-        id=row.id, score=float(score) if score is not None else None, path=row.path, caption=caption,
+        id=row.id, score=float(score) if score is not None else None, path=shown(row.path), caption=caption,
         width=row.width, height=row.height, format=row.format, size=row.size, date=image_date(row),
-        folder=os.path.dirname(row.path),
+        folder=shown(os.path.dirname(row.path)),
     )
 
 

@@ -8,6 +8,7 @@ as float16 blobs so an index rebuild never re-embeds an image.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -22,6 +23,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
     create_engine,
     event,
@@ -42,12 +44,45 @@ class Base(DeclarativeBase):
     pass
 
 
+class FsPath(TypeDecorator):
+    """A file name exactly as the file system holds it.
+
+    A name that is valid UTF-8 is stored as TEXT; one that is not (``b"b\\xff.jpg"`` on an old
+    NAS share arrives as a str with surrogate escapes, which SQLite cannot bind) is stored as the
+    BLOB of its bytes and read back with ``os.fsdecode``, so it still opens the same file.
+    Equality and IN lookups bind through here too. Raw DB-API reads decode with :func:`fs_str`.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            try:
+                return os.fsencode(value)
+            except UnicodeEncodeError:  # a lone surrogate no file name has (e.g. from a JSON manifest)
+                return value.encode("utf-8", "surrogatepass")
+
+    def process_result_value(self, value, dialect):
+        return fs_str(value)
+
+
+def fs_str(value: str | bytes | None) -> str | None:
+    """A path column's value as the str ``os`` functions take (BLOBs are non-UTF-8 names)."""
+    return os.fsdecode(value) if value.__class__ is bytes else value
+
+
 class Root(Base):
     """A folder the user asked us to index; reindex walks all of them."""
 
     __tablename__ = "roots"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
     available: Mapped[bool] = mapped_column(Boolean, default=True)
     # Symlinked files and sidecars whose target lies outside every indexed folder are skipped
     # unless the user opted in for this root (`glimpse index --follow-external-links`).
@@ -66,10 +101,10 @@ class ImageRow(Base):
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
-    path: Mapped[str] = mapped_column(String, unique=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
     # The file's canonical location when the walk reached it through a symlink (NULL: ``path`` itself).
     # A file is served only from there, and only while it is the regular file that was indexed.
-    real_path: Mapped[str | None] = mapped_column(String, nullable=True)
+    real_path: Mapped[str | None] = mapped_column(FsPath, nullable=True)
     size: Mapped[int] = mapped_column(Integer)
     mtime: Mapped[float] = mapped_column(Float)
     content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -221,13 +256,16 @@ class Store:
             s.query(CaptionRow).update({CaptionRow.vector: None})
 
     # -------------------------------------------------------------- roots
-    def ensure_root(self, path: str) -> int:
+    def ensure_root(self, path: str, follow_external_links: bool | None = None) -> int:
+        """The root's id (added when new); ``follow_external_links`` None keeps what was recorded."""
         with self.session() as s, s.begin():
             row = s.scalars(select(Root).where(Root.path == path)).first()
             if row is None:
-                row = Root(path=path)
+                row = Root(path=path, follow_external_links=bool(follow_external_links))
                 s.add(row)
                 s.flush()
+            elif follow_external_links is not None:
+                row.follow_external_links = follow_external_links
             return row.id
 
     def roots(self) -> list[Root]:

@@ -188,8 +188,8 @@ def test_similar_excludes_the_image_itself(client, engine, corpus):
 
 def test_similar_errors(client, engine, corpus):
     assert "no image" in error_of(client.get("/api/images/99999/similar"), 404)
-    broken = image_id(engine, corpus.files["broken"])
-    assert "not indexed" in error_of(client.get(f"/api/images/{broken}/similar"), 400)
+    broken = image_id(engine, corpus.files["broken"])  # a failed row is not an image to search from
+    assert "no image" in error_of(client.get(f"/api/images/{broken}/similar"), 404)
     error_of(client.get("/api/images/1/similar?k=-3"), 400)
 
 
@@ -201,6 +201,7 @@ def test_image_metadata(client, engine, corpus):
     assert (body["width"], body["height"], body["format"]) == (120, 90, "PNG")
     assert body["date"].startswith("2020-06-01") and body["file_url"] == f"/api/images/{iid}/file"
     assert "no image" in error_of(client.get("/api/images/99999"), 404)
+    assert "no image" in error_of(client.get(f"/api/images/{image_id(engine, corpus.files['broken'])}"), 404)
     error_of(client.get("/api/images/abc"), 404)
 
 
@@ -221,43 +222,60 @@ def test_thumbnail_is_cached_with_etag(client, engine, corpus):
     assert small.status_code == 200 and small.headers["ETag"] != etag
 
 
-def test_thumbnail_downscales_large_images(tmp_path):
+def test_thumbnail_downscales_large_images_and_follows_a_reindexed_change(tmp_path):
     from PIL import Image
 
+    from search.engine import OpenedImage
     from web.thumbs import thumbnail
 
     src = tmp_path / "big.jpg"
     draw_image(7, (1200, 800)).save(src)
-    out, tag = thumbnail(tmp_path / "thumbs", 42, str(src), 160)
+    st = src.stat()
+
+    def opened(mtime_ns: int = st.st_mtime_ns) -> OpenedImage:
+        return OpenedImage(42, open(src, "rb"), "big.jpg", st.st_size, mtime_ns / 1e9, mtime_ns)
+
+    with opened() as image:
+        out, tag = thumbnail(tmp_path / "thumbs", image, 160)
     assert Image.open(out).size == (160, 107) and tag.startswith("42-160-")
-    assert thumbnail(tmp_path / "thumbs", 42, str(src), 160) == (out, tag)  # cached
-    with pytest.raises(ValueError):
-        thumbnail(tmp_path / "thumbs", 42, str(src), 999)
+    with opened() as image:
+        assert thumbnail(tmp_path / "thumbs", image, 160) == (out, tag)  # cached
+        with pytest.raises(ValueError):
+            thumbnail(tmp_path / "thumbs", image, 999)
+    with opened(st.st_mtime_ns + 5_000_000_000) as image:  # the file as reindexed after an edit
+        assert thumbnail(tmp_path / "thumbs", image, 160)[1] != tag
+    assert len(list((tmp_path / "thumbs").rglob("42-160-*.jpg"))) == 1  # the stale one is gone
 
 
-def test_thumbnail_follows_a_changed_file(client, engine, corpus):
+def test_a_touched_file_is_not_served_until_reindexed(client, engine, corpus):
     path = corpus.files["city_03.jpg"]
     iid = image_id(engine, path)
     first = client.get(f"/api/images/{iid}/thumb").headers["ETag"]
     st = os.stat(path)
     try:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
-        second = client.get(f"/api/images/{iid}/thumb").headers["ETag"]
+        assert "no longer the file that was indexed" in error_of(client.get(f"/api/images/{iid}/thumb"), 404)
+        assert "no longer the file that was indexed" in error_of(client.get(f"/api/images/{iid}/file"), 404)
     finally:
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert second != first
-    assert len(list(engine.paths.thumbs.rglob(f"{iid}-320-*.jpg"))) == 1  # the stale one is gone
+    assert client.get(f"/api/images/{iid}/thumb").headers["ETag"] == first
 
 
-def test_thumbnail_errors(client, engine, corpus, monkeypatch):
+def test_thumbnail_errors(client, engine, corpus):
     error_of(client.get("/api/images/1/thumb?size=999"), 400)
     error_of(client.get("/api/images/1/thumb?size=abc"), 400)
     assert "no image" in error_of(client.get("/api/images/99999/thumb"), 404)
     broken = image_id(engine, corpus.files["broken"])
-    assert "no thumbnail" in error_of(client.get(f"/api/images/{broken}/thumb"), 404)
-    monkeypatch.setattr(engine, "image_path", lambda i: str(corpus.root / "gone.png"))
-    assert "no longer on disk" in error_of(client.get("/api/images/1/thumb"), 404)
-    assert "no longer on disk" in error_of(client.get("/api/images/1/file"), 404)
+    assert "no image" in error_of(client.get(f"/api/images/{broken}/thumb"), 404)  # failed rows serve nothing
+    assert "no image" in error_of(client.get(f"/api/images/{broken}/file"), 404)
+    path = corpus.files["city_05.jpg"]
+    iid = image_id(engine, path)
+    os.rename(path, str(path) + ".away")
+    try:
+        assert "no longer on disk" in error_of(client.get(f"/api/images/{iid}/thumb"), 404)
+        assert "no longer on disk" in error_of(client.get(f"/api/images/{iid}/file"), 404)
+    finally:
+        os.rename(str(path) + ".away", path)
 
 
 def test_file_is_served_by_id_only(client, engine, corpus):

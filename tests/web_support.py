@@ -98,12 +98,11 @@ def shared_engine(corpus: Corpus):
 
 
 def image_id(engine, path: Path) -> int:
-    """The database id of a corpus file (ids are assigned by the indexer)."""
-    for i in range(1, 200):
-        found = engine.image(i)
-        if found is not None and found.path == str(path):
-            return i
-    raise LookupError(path)
+    """The database id of a corpus file (ids are assigned by the indexer; a failed file has one too)."""
+    found = engine.store.image_id_for_path(str(path))
+    if found is None:
+        raise LookupError(path)
+    return found
 
 
 class LiveServer:

@@ -7,7 +7,6 @@ Controllers stay thin: parse parameters (web.params), call the engine
 from __future__ import annotations
 
 import mimetypes
-import os
 
 from flask import Blueprint, current_app, jsonify, request, send_file
 
@@ -35,14 +34,6 @@ def known_image(image_id: int) -> SearchResult:
     if found is None:
         raise HttpError(404, f"no image with id {image_id}")
     return found
-
-
-def existing_file(image_id: int) -> str:
-    known_image(image_id)
-    path = engine().image_path(image_id)
-    if not path or not os.path.isfile(path):
-        raise HttpError(404, f"image {image_id} is no longer on disk (moved, deleted or its drive unmounted)")
-    return path
 
 
 @bp.get("/search")
@@ -87,22 +78,28 @@ def thumb(image_id: int):
     raw = request.args.get("size") or str(thumbs.DEFAULT_SIZE)
     if raw not in {str(size) for size in thumbs.SIZES}:
         raise HttpError(400, f"size must be one of {', '.join(map(str, thumbs.SIZES))}")
-    source = existing_file(image_id)
-    try:
-        path, etag = thumbs.thumbnail(engine().paths.thumbs, image_id, source, int(raw))
-    except FileNotFoundError:
-        raise HttpError(404, f"image {image_id} is no longer on disk") from None
-    except ImageDecodeError as exc:
-        raise HttpError(404, f"no thumbnail for image {image_id}: {exc}") from None
+    with engine().open_image(image_id) as opened:  # 404 unless it is still the file that was indexed
+        try:
+            path, etag = thumbs.thumbnail(engine().paths.thumbs, opened, int(raw))
+        except ImageDecodeError as exc:
+            raise HttpError(404, f"no thumbnail for image {image_id}: {exc}") from None
     return send_file(path, mimetype="image/jpeg", etag=etag, conditional=True, max_age=THUMB_MAX_AGE)
 
 
 @bp.get("/images/<int:image_id>/file")
 def file(image_id: int):
-    path = existing_file(image_id)
-    mimetype = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    return send_file(path, mimetype=mimetype, conditional=True, max_age=FILE_MAX_AGE,
-                     download_name=os.path.basename(path))
+    opened = engine().open_image(image_id)  # 404 unless it is still the file that was indexed
+    try:
+        mimetype = mimetypes.guess_type(opened.name)[0] or "application/octet-stream"
+        resp = send_file(opened.file, mimetype=mimetype, download_name=opened.name, etag=opened.etag,
+                         last_modified=opened.mtime, max_age=FILE_MAX_AGE, conditional=False)
+        # send_file cannot know a file object's length: give it, so ranges and Content-Length work.
+        resp.content_length = opened.size
+        resp.call_on_close(opened.close)
+        return resp.make_conditional(request, accept_ranges=True, complete_length=opened.size)
+    except BaseException:
+        opened.close()
+        raise
 
 
 @bp.get("/health")

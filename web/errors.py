@@ -12,7 +12,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from search.engine import EngineError, NotIndexedError
+from search.engine import EngineError, ImageUnavailable, NotIndexedError
 from search.images import ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(EngineError)
     def _engine_error(exc: EngineError):
         return error_response(400, str(exc))
+
+    @app.errorhandler(ImageUnavailable)
+    def _image_unavailable(exc: ImageUnavailable):
+        return error_response(404, str(exc))
 
     @app.errorhandler(ImageDecodeError)
     def _decode_error(exc: ImageDecodeError):

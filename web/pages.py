@@ -135,4 +135,5 @@ def image_page(image_id: int):
     found: SearchResult | None = engine().image(image_id)
     if found is None:
         raise HttpError(404, f"no image with id {image_id}")
+    engine().open_image(image_id).close()  # 404 unless the file is still the one that was indexed
     return render_template("image.html", image=found, captions=engine().captions_of(image_id))

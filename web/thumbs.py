@@ -1,8 +1,8 @@
 """On-demand thumbnails, cached on disk under Paths.thumbs.
 
-The cache key includes the source file's mtime and size, so an edited photo
-gets a new thumbnail (and a new ETag) without any invalidation step; the older
-file for the same id and size is removed when the new one is written.
+The cache key includes the indexed file's mtime and size, so an edited photo
+gets a new thumbnail (and a new ETag) once reindexed, without any invalidation
+step; the older file for the same id and size is removed when the new one is written.
 Writes go to a temporary name and are renamed into place, so concurrent
 requests for the same thumbnail never see half a JPEG. When the cache cannot be
 written (a full disk, a read-only mount) the thumbnail is served from memory.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from search.engine import OpenedImage
 from search.images import load_rgb
 
 SIZES = (160, 320, 640)
@@ -29,17 +30,17 @@ log = logging.getLogger(__name__)
 _cache_failing = threading.Event()  # log a failing cache once, not once per thumbnail
 
 
-def thumbnail(thumbs_dir: Path, image_id: int, source: str, size: int = DEFAULT_SIZE) -> tuple[Path | io.BytesIO, str]:
+def thumbnail(thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE) -> tuple[Path | io.BytesIO, str]:
     """Path of the cached JPEG thumbnail and its ETag; made now if missing (the JPEG in
     memory when the cache cannot be written).
 
-    Raises FileNotFoundError when the source is gone, ImageDecodeError when it
-    cannot be decoded.
+    ``image`` is the verified, open file (Engine.open_image): the thumbnail is decoded from it,
+    never from a path. Raises ImageDecodeError when it cannot be decoded.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}")
-    st = os.stat(source)
-    tag = f"{image_id}-{size}-{st.st_mtime_ns:x}-{st.st_size:x}"
+    image_id, source = image.id, image.file
+    tag = f"{image_id}-{size}-{image.mtime_ns:x}-{image.size:x}"
     folder = Path(thumbs_dir) / f"{image_id % 256:02x}"
     out = folder / f"{tag}.jpg"
     if out.is_file():
