@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterable, Sequence
 import numpy as np
 
 from search.model_spec import ModelSpec
-from search.images import Source, load_rgb
+from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.paths import Paths
 from search.query import parse_query
@@ -163,8 +163,9 @@ class Engine:
         return self.encoder.encode_texts([text])[0]
 
     def image_vector(self, source: Source) -> np.ndarray:
-        # Same draft-mode decode as the indexer, so a file finds its own vector.
-        img = load_rgb(source, draft_size=self.encoder.image_size)
+        # Same draft-mode decode as the indexer, so a file finds its own vector; under the decode
+        # budget, since a server runs many of these at once.
+        img = load_rgb_bounded(source, self.encoder.image_size)
         return self.encoder.encode_pil([img])[0]
 
     def query_vector(self, query: str) -> np.ndarray:

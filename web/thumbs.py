@@ -15,7 +15,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from search.images import load_rgb
+from search.images import load_rgb_bounded
 
 SIZES = (160, 320, 640)
 DEFAULT_SIZE = 320
@@ -36,7 +36,7 @@ def thumbnail(thumbs_dir: Path, image_id: int, source: str, size: int = DEFAULT_
     out = folder / f"{tag}.jpg"
     if out.is_file():
         return out, tag
-    img = load_rgb(source, draft_size=size)
+    img = load_rgb_bounded(source, size)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{tag}.{os.getpid()}.{threading.get_ident()}.tmp"
