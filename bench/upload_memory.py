@@ -126,6 +126,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
+    load_at_start = loadavg()
     ensure_home()
     pngs = [write_png(DATA / "uploads" / f"{w}x{h}-rgba.png", w, h) for w, h in SHAPES]
     small = write_png(DATA / "uploads" / "64x64-rgba.png", 64, 64).read_bytes()
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
           f"{info['python']}, Pillow {info['pillow']}. Glimpse at {info['git']}. `glimpse serve` with default "
           f"settings (8 threads, GLIMPSE_MAX_UPLOAD_PIXELS 50 MP, GLIMPSE_DECODE_BUDGET_MB 1024), the demo corpus "
           f"indexed with models/glimpse-icons-distil; a fresh server per row, warmed by one small image query. "
-          f"Load average at start: {loadavg()}.", "",
+          f"Load average at start: {load_at_start}.", "",
           "| metric | value | target | conditions |", "| --- | --- | --- | --- |"]
     md += [f"| {m} | {v} | {t} | {c} |" for m, v, t, c in rows] + [""]
     text = "\n".join(md)
