@@ -141,3 +141,30 @@ def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path)
     assert rise < 80, f"peak memory rose {rise:.0f} MiB"
     assert refused[0] == 413 and "the limit for uploads is 9,000,000 pixels (GLIMPSE_MAX_UPLOAD_PIXELS)" \
         in refused[1]["error"]
+
+
+def test_decode_budget_admits_what_fits_and_runs_an_oversized_decode_alone():
+    """The weighted semaphore itself: what is held never exceeds the budget, first come first served,
+    and a decode larger than the whole budget waits until it runs alone."""
+    from search.images import DecodeBudget
+
+    budget, lock = DecodeBudget(100), threading.Lock()
+    holding: dict[int, int] = {}
+    seen: list[dict[int, int]] = []
+
+    def decode(i: int, nbytes: int) -> None:
+        with budget.hold(nbytes):
+            with lock:
+                holding[i] = nbytes
+                seen.append(dict(holding))
+            time.sleep(0.005)
+            with lock:
+                del holding[i]
+
+    sizes = [40] * 6 + [250] + [40] * 6
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(decode, range(len(sizes)), sizes))
+    assert len(seen) == len(sizes)
+    assert all(sum(min(n, 100) for n in held.values()) <= 100 for held in seen)
+    assert max(len(held) for held in seen) <= 2  # two 40s fit at once, never three
+    assert [held for held in seen if 250 in held.values()] == [{6: 250}]  # alone
