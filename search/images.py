@@ -55,11 +55,7 @@ class ImageDecodeError(Exception):
 
 
 class ImageTooLarge(ImageDecodeError):
-    """More pixels than a limit allows; ``pixels`` is None when Pillow refused before saying how many."""
-
-    def __init__(self, message: str, pixels: int | None = None):
-        super().__init__(message)
-        self.pixels = pixels
+    """More pixels than GLIMPSE_MAX_IMAGE_PIXELS (a server answers 413 for an upload like that)."""
 
 
 def is_image_path(name: str) -> bool:
@@ -130,7 +126,7 @@ def _opened(source: Source) -> Iterator[Image.Image]:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ImageTooLarge(
                     f"image is {img.width}x{img.height} pixels, over the "
-                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)", img.width * img.height)
+                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)")
             yield img
     except ImageDecodeError:
         raise
