@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
+
+from indexer.admit import MAX_FILE_BYTES
 
 
 def bytes_hash(data: bytes) -> str:
@@ -10,10 +13,13 @@ def bytes_hash(data: bytes) -> str:
 
 
 def file_hash(path: str) -> str | None:
-    """blake2b-128 of a file's bytes (None if it cannot be read)."""
+    """blake2b-128 of a file's bytes (None if it cannot be read, or is over GLIMPSE_MAX_FILE_MB:
+    the indexer never reads such a file)."""
     h = hashlib.blake2b(digest_size=16)
     try:
         with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+                return None
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     except OSError:

@@ -23,8 +23,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
+from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash
-from search.images import ImageDecodeError, load_rgb, probe, to_uint8_array
+from search.images import ImageDecodeError, load_rgb, to_uint8_array
 
 
 @dataclass
@@ -55,36 +56,29 @@ _IN_MEMORY_MAX = 64 << 20
 
 def load_file(i: int, path: str, pil_transform: Callable, draft_size: int, want_hash: bool = False,
               raw_jpeg: bool = False) -> Loaded:
-    """Read, hash (when asked), probe, decode and preprocess one file; errors are returned, not raised.
+    """Check, read, hash (when asked), decode and preprocess one file; errors are returned, not raised.
 
-    ``raw_jpeg``: a JPEG a GPU can decode comes back undecoded, its bytes in ``Loaded.jpeg``."""
-    digest = meta = None
+    The size cap and the header come first (``indexer.admit``): a file that fails them is
+    never read whole nor hashed. ``raw_jpeg``: a JPEG a GPU can decode comes back
+    undecoded, its bytes in ``Loaded.jpeg``."""
+    digest = None
     try:
+        meta, size = admit(path)
         source: str | bytes = path
-        if raw_jpeg and os.path.getsize(path) <= _IN_MEMORY_MAX:
-            from indexer.gpu_decode import nvjpeg_suitable
-
+        if (raw_jpeg or want_hash) and size <= _IN_MEMORY_MAX:
+            # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
             with open(path, "rb") as f:
                 source = f.read()
             if want_hash:
                 digest = bytes_hash(source)
-            try:
-                meta = probe(source)
-            except Exception:  # noqa: BLE001 - load_rgb below says what is wrong with it
-                meta = {}
-            if nvjpeg_suitable(source, meta):
-                return Loaded(i, None, meta, None, digest, jpeg=source)
+            if raw_jpeg:
+                from indexer.gpu_decode import nvjpeg_suitable
+
+                if nvjpeg_suitable(source, meta):
+                    return Loaded(i, None, meta, None, digest, jpeg=source)
         elif want_hash:
-            # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
-            if os.path.getsize(path) <= _IN_MEMORY_MAX:
-                with open(path, "rb") as f:
-                    source = f.read()
-                digest = bytes_hash(source)
-            else:
-                digest = file_hash(path)
+            digest = file_hash(path)
         img = load_rgb(source, draft_size=draft_size)
-        if not meta:  # the raw path above has probed it already
-            meta = probe(source)
         return Loaded(i, to_uint8_array(pil_transform(img)), meta, None, digest)
     except ImageDecodeError as exc:
         return Loaded(i, None, {}, str(exc), digest)

@@ -480,7 +480,8 @@ class Indexer:
             for b in batch:
                 entry, root_id, row_id, h = items[b.index]
                 if h is None:
-                    h = b.content_hash or file_hash(entry.real_path or entry.path)
+                    # A file refused before it was read (size cap, no image header) is not read now either.
+                    h = b.content_hash or (None if b.error else file_hash(entry.real_path or entry.path))
                 values = dict(path=entry.path, real_path=entry.real_path, root_id=root_id, size=entry.size,
                               mtime=entry.mtime,
                               content_hash=h, indexed_at=utcnow(),

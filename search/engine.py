@@ -18,7 +18,7 @@ import numpy as np
 
 from search.files import NotTheIndexedFile, download_name, open_verified, shown
 from search.model_spec import ModelSpec
-from search.images import Source, load_rgb
+from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.paths import Paths
 from search.query import parse_query
@@ -196,8 +196,9 @@ class Engine:
 
     @stage("encode")
     def image_vector(self, source: Source) -> np.ndarray:
-        # Same draft-mode decode as the indexer, so a file finds its own vector.
-        img = load_rgb(source, draft_size=self.encoder.image_size)
+        # Same draft-mode decode as the indexer, so a file finds its own vector; under the decode
+        # budget, since a server runs many of these at once.
+        img = load_rgb_bounded(source, self.encoder.image_size)
         return self.encoder.encode_pil([img])[0]
 
     def query_vector(self, query: str) -> np.ndarray:

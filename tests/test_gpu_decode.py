@@ -121,16 +121,15 @@ def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # 
 
 
 def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F811
-    from search.images import ImageDecodeError, load_rgb
+    from indexer.load import load_file
 
     names = list(odd_files)
     vectors, errors, raw_seen = _raw_path_vectors(encoder224, [odd_files[n] for n in names], workers=0)
     assert raw_seen == 0  # none of these is a complete baseline RGB JPEG
     for i, name in enumerate(names):
-        try:
-            load_rgb(odd_files[name])
-        except ImageDecodeError as exc:
-            assert errors.get(i) == str(exc), name  # the same clear error PIL gives
+        cpu = load_file(i, odd_files[name], encoder224.pil_transform, encoder224.image_size)
+        if cpu.error:
+            assert errors.get(i) == cpu.error, name  # the same clear error as the CPU path (header check or PIL)
             assert i not in vectors
         else:
             assert i in vectors and i not in errors, name

@@ -11,6 +11,8 @@ import os
 DEFAULTS = {
     # Largest accepted upload (multipart or base64 in JSON), in MiB.
     "GLIMPSE_MAX_UPLOAD_MB": 20.0,
+    # Most pixels an uploaded image may have (read from its header, before any decoding).
+    "GLIMPSE_MAX_UPLOAD_PIXELS": 50_000_000,
     # clip-retrieval's `image_url`: off by default so the server never fetches from arbitrary hosts.
     "GLIMPSE_ALLOW_IMAGE_URL": False,
     # Host header names accepted (DNS-rebinding guard); None accepts any.
@@ -34,6 +36,8 @@ def from_env(environ: dict | None = None) -> dict:
     out = dict(DEFAULTS)
     if env.get("GLIMPSE_MAX_UPLOAD_MB"):
         out["GLIMPSE_MAX_UPLOAD_MB"] = float(env["GLIMPSE_MAX_UPLOAD_MB"])
+    if env.get("GLIMPSE_MAX_UPLOAD_PIXELS"):
+        out["GLIMPSE_MAX_UPLOAD_PIXELS"] = int(float(env["GLIMPSE_MAX_UPLOAD_PIXELS"]))
     if env.get("GLIMPSE_ALLOW_IMAGE_URL"):
         out["GLIMPSE_ALLOW_IMAGE_URL"] = env["GLIMPSE_ALLOW_IMAGE_URL"].strip().lower() in _TRUE
     if env.get("GLIMPSE_ALLOWED_HOSTS"):

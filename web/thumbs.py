@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from search.engine import OpenedImage
-from search.images import load_rgb
+from search.images import load_rgb_bounded
 
 SIZES = (160, 320, 640)
 DEFAULT_SIZE = 320
@@ -45,7 +45,7 @@ def thumbnail(thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE) ->
     out = folder / f"{tag}.jpg"
     if out.is_file():
         return out, tag
-    img = load_rgb(source, draft_size=size)
+    img = load_rgb_bounded(source, size)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
     tmp = folder / f".{tag}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:

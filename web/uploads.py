@@ -1,8 +1,11 @@
-"""Accept an uploaded image: size cap and content sniffing before any decoder sees it.
+"""Accept an uploaded image: size cap, content sniffing and a pixel cap before any decoder sees it.
 
 Decoding is where image libraries have had their bugs, so bytes that do not
 start like a supported image never reach Pillow (415), oversized bodies are
-cut off while reading (413), and pixel bombs are refused by ``load_rgb``.
+cut off while reading (413), and an image with more pixels than
+GLIMPSE_MAX_UPLOAD_PIXELS is refused from its header (413): a 600 KB PNG can
+claim 13,000 x 13,000 pixels, 676 MB once decoded. What is accepted is decoded
+under the engine's memory budget (``search.images.load_rgb_bounded``).
 """
 
 from __future__ import annotations
@@ -12,34 +15,32 @@ import binascii
 
 from flask import current_app
 
+from search.images import MAX_IMAGE_PIXELS, SUPPORTED_FORMATS, ImageTooLarge, header_size, sniff
 from web.config import max_upload_bytes
 from web.errors import HttpError
-
-_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"avif"}
-
-
-def sniff(data: bytes) -> str | None:
-    """Image format from the first bytes, or None when it is not an image we decode."""
-    head = data[:16]
-    if head.startswith(b"\xff\xd8\xff"):
-        return "jpeg"
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "png"
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return "gif"
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    if head[:2] == b"BM":
-        return "bmp"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "tiff"
-    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
-        return "heif"
-    return None
 
 
 def limit() -> int:
     return max_upload_bytes(current_app.config)
+
+
+def pixel_limit() -> tuple[int, str]:
+    """The upload pixel limit and the setting that sets it (the decode limit, when that is lower)."""
+    upload = int(current_app.config["GLIMPSE_MAX_UPLOAD_PIXELS"])
+    return (upload, "GLIMPSE_MAX_UPLOAD_PIXELS") if upload <= MAX_IMAGE_PIXELS else \
+        (MAX_IMAGE_PIXELS, "GLIMPSE_MAX_IMAGE_PIXELS")
+
+
+def check_pixels(data: bytes) -> None:
+    """413 when the header claims more pixels than uploads may have; nothing is decoded."""
+    most, setting = pixel_limit()
+    try:
+        width, height = header_size(data)
+    except ImageTooLarge:  # so large that Pillow would not even open it
+        width = height = None
+    if width is None or width * height > most:
+        claimed = f"{width}x{height} = {width * height:,} pixels" if width else "too many pixels to open"
+        raise HttpError(413, f"image too large: {claimed}; the limit for uploads is {most:,} pixels ({setting})")
 
 
 def check_image_bytes(data: bytes) -> bytes:
@@ -48,7 +49,8 @@ def check_image_bytes(data: bytes) -> bytes:
     if len(data) > limit():
         raise HttpError(413, f"upload too large: the limit is {limit() // (1024 * 1024)} MiB")
     if sniff(data) is None:
-        raise HttpError(415, "not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF or HEIC)")
+        raise HttpError(415, f"not a supported image ({SUPPORTED_FORMATS})")
+    check_pixels(data)
     return data
 
 
