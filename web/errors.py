@@ -34,6 +34,9 @@ def wants_json() -> bool:
 
 
 def error_response(status: int, message: str):
+    if 400 <= status < 500:
+        # A client's mistake is one line in the log (no traceback); %r keeps a hostile path on one line.
+        log.info("%s %r -> %d: %s", request.method, request.path, status, message)
     if wants_json():
         return jsonify(error=message), status
     return render_template("error.html", status=status, message=message), status
