@@ -1,6 +1,8 @@
 """The `glimpse` command line.
 
-Exit codes: 0 ok, 1 error, 2 usage, 3 another job holds the lock.
+Exit codes: 0 ok, 1 error, 2 usage, 3 another job holds the lock, 130 interrupted.
+Every user-facing error is a search.errors.GlimpseError carrying its exit code;
+:class:`LazyGroup` turns it into one ``error: …`` line (no traceback) for every command.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 
 import click
 
-EXIT_ERROR, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+from search.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlimpseError
 
 log = logging.getLogger("glimpse")
 
@@ -35,9 +37,18 @@ def _fail(message: str, code: int = EXIT_ERROR) -> None:
 
 
 class LazyGroup(click.Group):
-    """Subcommands from other packages, imported only when invoked (torch is slow to import)."""
+    """Subcommands from other packages, imported only when invoked (torch is slow to import).
+
+    Also the one place where a GlimpseError from any command becomes its message and exit code.
+    """
 
     lazy = {"train": "training.cli:train"}
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except GlimpseError as exc:
+            _fail(str(exc), exc.exit_code)
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
@@ -55,7 +66,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", envvar="GLIMPSE_HOME", default=None, metavar="DIR",
+@click.option("--home", default=None, metavar="DIR",
               help="Data directory (database, index, thumbnails). Default: $GLIMPSE_HOME or ~/.glimpse")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="glimpse")
@@ -63,8 +74,10 @@ class LazyGroup(click.Group):
 def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
     """Glimpse: search your images by text or by example."""
     from search.paths import Paths
+    from search.settings import settings
 
     _setup_logging(verbose)
+    settings()  # every GLIMPSE_* setting checked before any work: a bad one exits 2, naming it
     ctx.obj = Paths.resolve(home)
 
 
@@ -90,22 +103,20 @@ def model_options(f):
 
 
 def _run_index(paths, roots, kind: str, **kw) -> None:
-    from indexer.captions import ManifestError
-    from indexer.disk import DiskFull
-    from indexer.lock import LockHeld
-    from indexer.pipeline import ModelMismatch, Options, run_job
+    from indexer.pipeline import Options, run_job
     from search.files import shown
-    from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
 
     opts = Options(kind=kind, **kw)
     try:
         counts, version = run_job(paths, roots, opts)
-    except LockHeld as exc:
-        _fail(str(exc), EXIT_LOCKED)
-    except (ModelMismatch, ModelLoadError, ManifestError, DiskFull, ValueError) as exc:
+    except GlimpseError:
+        raise  # LazyGroup reports it
+    except ValueError as exc:
+        # Only until indexer/pipeline.py raises InvalidValue for its three user mistakes (unknown
+        # --decode mode, --decode gpu without nvJPEG, reindex before any index): issue 13.
         _fail(str(exc))
     except KeyboardInterrupt:
-        _fail("interrupted; committed batches are kept and the next run resumes", 130)
+        _fail("interrupted; committed batches are kept and the next run resumes", EXIT_INTERRUPTED)
     parts = [f"{counts.scanned} files", f"{counts.new} new", f"{counts.changed} changed", f"{counts.moved} moved",
              f"{counts.deleted} deleted", f"{counts.failed} failed", f"{counts.embedded} embedded",
              f"{counts.captions} captions embedded"]
@@ -158,8 +169,7 @@ def reindex(paths_obj, **kw):
 @click.pass_obj
 def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json):
     """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
-    from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
-    from search.engine import Engine, EngineError, Filters
+    from search.engine import Engine, Filters
     from search.images import ImageDecodeError
 
     given = [x for x in (text, image, captions) if x]
@@ -174,10 +184,8 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json
             results = engine.search_image(image, k=k, page=page, filters=filters)
         else:
             results = engine.search_captions(captions, k=k, page=page, filters=filters)
-    except (EngineError, ModelLoadError) as exc:
-        _fail(str(exc))
     except ImageDecodeError as exc:
-        _fail(f"{image}: {exc}")
+        _fail(f"{image}: {exc}")  # names the file; other GlimpseErrors reach LazyGroup
     except FileNotFoundError as exc:
         _fail(f"file not found: {exc.filename or exc}")
     if as_json:
@@ -240,14 +248,9 @@ def stats(paths_obj, as_json, all_failed):
 @click.pass_obj
 def serve(paths_obj, host, port, threads):
     """Serve the search page and JSON API (waitress)."""
-    from search.model_spec import ModelLoadError  # not search.encoder: that imports torch
-    from search.engine import EngineError
     from web.server import serve as run_server
 
-    try:
-        run_server(paths_obj, host=host, port=port, threads=threads)
-    except (EngineError, ModelLoadError) as exc:
-        _fail(str(exc))
+    run_server(paths_obj, host=host, port=port, threads=threads)
 
 
 @cli.group()
@@ -278,8 +281,6 @@ def user_add(paths_obj, name, password_stdin):
         else:
             password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
         replaced = users.add(path, name, password)
-    except users.UsersError as exc:
-        _fail(str(exc))
     except OSError as exc:
         _fail(f"cannot write {path}: {exc.strerror or exc}")
     if replaced:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 
 from search.images import ImageDecodeError, probe_file
+from search.settings import settings
 
 # Larger than any photo or scan worth searching; GLIMPSE_MAX_FILE_MB raises or lowers it.
-MAX_FILE_MB = float(os.environ.get("GLIMPSE_MAX_FILE_MB") or 512)
+MAX_FILE_MB = settings()["GLIMPSE_MAX_FILE_MB"]
 MAX_FILE_BYTES = int(MAX_FILE_MB * (1 << 20))
 
 

@@ -21,11 +21,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
+from search.errors import GlimpseError
+
 log = logging.getLogger(__name__)
 
 
-class ManifestError(Exception):
-    pass
+class ManifestError(GlimpseError):
+    """A caption manifest that cannot be read; the message names the file and the problem."""
 
 
 # Names converted datasets commonly use besides the documented "path" / "caption".

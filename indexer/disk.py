@@ -13,11 +13,13 @@ import os
 import sqlite3
 from pathlib import Path
 
+from search.errors import GlimpseError
+
 FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 SQLITE_FULL, SQLITE_IOERR_SHMSIZE = 13, 4874
 
 
-class DiskFull(Exception):
+class DiskFull(GlimpseError):
     """No space left while a run wrote ``path`` during ``step`` (exit 1, no traceback)."""
 
     def __init__(self, path: str | os.PathLike, step: str, live_unchanged: bool = True):

@@ -25,7 +25,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash
+from search.errors import GlimpseError
 from search.images import ImageDecodeError, load_rgb, to_uint8_array
+from search.settings import settings
 
 
 @dataclass
@@ -45,7 +47,7 @@ class LoadedBatch(list):
     blob: Any = None
 
 
-class DecodeWorkerDied(RuntimeError):
+class DecodeWorkerDied(GlimpseError, RuntimeError):
     """A decode process was killed (out of memory, a signal): the run stops, committed batches stay."""
 
 
@@ -90,7 +92,7 @@ def load_file(i: int, path: str, pil_transform: Callable, draft_size: int, want_
 
 # Decode workers may run at a lower CPU priority than the encoder (GLIMPSE_DECODE_NICE; off by
 # default: measured no faster on 2 cores, BENCHMARKS.md).
-DECODE_NICE = int(os.environ.get("GLIMPSE_DECODE_NICE", "0"))
+DECODE_NICE = settings()["GLIMPSE_DECODE_NICE"]
 
 
 def worker_setup() -> None:

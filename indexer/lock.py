@@ -17,9 +17,13 @@ import fcntl
 import os
 from pathlib import Path
 
+from search.errors import EXIT_LOCKED, GlimpseError
 
-class LockHeld(Exception):
+
+class LockHeld(GlimpseError):
     """Another job holds the lock (exit code 3)."""
+
+    exit_code = EXIT_LOCKED
 
 
 _held_fds: set[int] = set()

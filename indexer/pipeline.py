@@ -29,6 +29,7 @@ from indexer.lock import JobLock
 from indexer.progress import bar
 from indexer.run_warnings import RunWarnings
 from indexer.scan import FileEntry, LinkPolicy, walk_images
+from search.errors import GlimpseError
 from search.files import shown
 from search.model_spec import ModelSpec
 from search.ort_session import cpu_threads, runtime_setting
@@ -39,7 +40,7 @@ from search.store import CaptionRow, ImageRow, Root, Store, fs_str, pack_vector,
 log = logging.getLogger("glimpse.indexer")
 
 
-class ModelMismatch(Exception):
+class ModelMismatch(GlimpseError):
     """Indexing with a different model than the stored vectors were made with."""
 
 

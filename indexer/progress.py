@@ -8,11 +8,12 @@ for an hour is not silent and a killed one shows where it stopped.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 
 from tqdm import tqdm
+
+from search.settings import settings
 
 log = logging.getLogger("glimpse.progress")
 
@@ -52,4 +53,4 @@ def bar(total: int | None, desc: str, unit: str = "img") -> "tqdm | LogProgress"
     """A progress bar on a terminal, else a :class:`LogProgress`."""
     if on_terminal():
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)
-    return LogProgress(total, desc, unit, float(os.environ.get("GLIMPSE_PROGRESS_EVERY", 30)))
+    return LogProgress(total, desc, unit, settings()["GLIMPSE_PROGRESS_EVERY"])

@@ -1,11 +1,11 @@
 """Alembic environment: models from search.store, SQLite in batch mode."""
 
-import os
 from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from search.paths import Paths
 from search.store import Base
 
 config = context.config
@@ -13,8 +13,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name)
 
 if not config.get_main_option("sqlalchemy.url"):
-    home = os.environ.get("GLIMPSE_HOME", os.path.expanduser("~/.glimpse"))
-    config.set_main_option("sqlalchemy.url", f"sqlite:///{os.path.join(home, 'glimpse.db')}")
+    config.set_main_option("sqlalchemy.url", f"sqlite:///{Paths.resolve().db}")
 
 target_metadata = Base.metadata
 

@@ -29,6 +29,7 @@ from PIL import Image
 
 log = logging.getLogger(__name__)
 
+from search.errors import InvalidValue  # noqa: E402
 from search.paths import cache_dir  # noqa: E402
 from search.images import to_uint8_array  # noqa: E402
 from search.ort_session import (  # noqa: E402
@@ -77,12 +78,12 @@ class Encoder:
         self._ort = None
         runtime = runtime_setting(runtime)
         if runtime not in RUNTIMES:
-            raise ValueError(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
+            raise InvalidValue(f"unknown runtime {runtime!r}: use one of {', '.join(RUNTIMES)}")
         quantize = quantize_setting(quantize)
         if quantize not in (None, "int8"):
-            raise ValueError(f"unknown quantization {quantize!r}: only int8 is supported")
+            raise InvalidValue(f"unknown quantization {quantize!r}: only int8 is supported")
         if quantize and runtime == "torch":
-            raise ValueError("int8 quantization needs the ONNX Runtime image tower (runtime onnx or auto)")
+            raise InvalidValue("int8 quantization needs the ONNX Runtime image tower (runtime onnx or auto)")
         # auto on CPU: ONNX Runtime for batches (indexing), created on the first batch of
         # ORT_MIN_BATCH+ images, so a server that encodes one query image at a time never
         # pays its start-up or memory. onnx / int8: eager, and failures are errors.

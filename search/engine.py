@@ -16,12 +16,14 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
 
 import numpy as np
 
+from search.errors import GlimpseError
 from search.files import NotTheIndexedFile, download_name, open_verified, shown
 from search.model_spec import ModelSpec
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.paths import Paths
 from search.query import parse_query
+from search.settings import settings
 from search.stages import stage
 from search.store import ImageRow, Store
 
@@ -31,16 +33,20 @@ if TYPE_CHECKING:  # torch stays out of a server that queries through the ONNX b
 log = logging.getLogger(__name__)
 
 
-class EngineError(Exception):
+class EngineError(GlimpseError):
     """A query cannot be answered; the message is meant for the user."""
 
 
 class NotIndexedError(EngineError):
-    pass
+    """Nothing is indexed yet: server state, not the client's fault (503: come back later)."""
+
+    http_status = 503
 
 
 class ImageUnavailable(EngineError):
     """No indexed image with this id, or its file is not the one that was indexed any more (a 404)."""
+
+    http_status = 404
 
 
 @dataclass
@@ -127,7 +133,7 @@ def _single_query_threads() -> None:
     """
     import faiss
 
-    faiss.omp_set_num_threads(max(1, int(os.environ.get("GLIMPSE_QUERY_THREADS", "1"))))
+    faiss.omp_set_num_threads(settings()["GLIMPSE_QUERY_THREADS"])
 
 
 class Engine:

@@ -25,6 +25,9 @@ from typing import BinaryIO, Iterator, Union
 import numpy as np
 from PIL import Image, ImageFile, ImageMode, ImageOps, UnidentifiedImageError
 
+from search.errors import GlimpseError
+from search.settings import settings
+
 try:  # HEIC/HEIF support is optional.
     import pillow_heif
 
@@ -34,7 +37,7 @@ except Exception:  # pragma: no cover - depends on optional package
     HEIF_AVAILABLE = False
 
 # Decompression-bomb guard: ~ 179 MP, four times a 45 MP camera frame.
-MAX_IMAGE_PIXELS = int(os.environ.get("GLIMPSE_MAX_IMAGE_PIXELS", 179_000_000))
+MAX_IMAGE_PIXELS = settings()["GLIMPSE_MAX_IMAGE_PIXELS"]
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 # Pillow only warns between 1x and 2x the limit; every decode here refuses instead. Set once for
 # the process: ``warnings.catch_warnings`` around each decode is not thread-safe in a server.
@@ -50,7 +53,7 @@ IMAGE_EXTENSIONS = frozenset(
 Source = Union[str, os.PathLike, BinaryIO, bytes]
 
 
-class ImageDecodeError(Exception):
+class ImageDecodeError(GlimpseError):
     """The file is not a decodable image (or is too large to decode safely)."""
 
 
@@ -197,7 +200,7 @@ class DecodeBudget:
                 self._cond.notify_all()
 
 
-DECODE_BUDGET = DecodeBudget(float(os.environ.get("GLIMPSE_DECODE_BUDGET_MB") or 1024) * (1 << 20))
+DECODE_BUDGET = DecodeBudget(settings()["GLIMPSE_DECODE_BUDGET_MB"] * (1 << 20))
 # Reduce to no less than this many times the wanted size before the final resize: box-reducing
 # by an integer factor first and resampling the rest is indistinguishable from resampling the
 # whole (Pillow's ``reducing_gap`` advice: 3 and up).

@@ -22,10 +22,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from search.settings import settings
+
 log = logging.getLogger(__name__)
 
-# Exact search below this many vectors: fast enough, and no recall to lose.
-FLAT_MAX = int(os.environ.get("GLIMPSE_FLAT_MAX", 100_000))
 TARGET_RECALL = 0.97
 KEEP_VERSIONS = 2
 
@@ -48,7 +48,7 @@ RETRAIN_FACTOR = 2.0
 
 def choose_index_spec(n: int, dim: int) -> dict:
     """Index type from corpus size: exact while small, then IVF with nlist ~ 4*sqrt(n)."""
-    if n <= FLAT_MAX:
+    if n <= settings()["GLIMPSE_FLAT_MAX"]:  # exact search while small: fast enough, and no recall to lose
         return {"type": "flat"}
     nlist = int(2 ** round(math.log2(max(256, 4 * math.sqrt(n)))))
     # k-means wants ~39+ points per centroid (only bites when GLIMPSE_FLAT_MAX is set very low).
@@ -288,7 +288,7 @@ class IndexDir:
             use_gpu = gpu_available()
         # On CPU the files are memory-mapped (published versions are never modified): start-up
         # reads nothing, and an IVF index keeps resident only the lists queries touch.
-        flags = 0 if use_gpu or os.environ.get("GLIMPSE_INDEX_MMAP", "1") == "0" else faiss.IO_FLAG_MMAP
+        flags = 0 if use_gpu or not settings()["GLIMPSE_INDEX_MMAP"] else faiss.IO_FLAG_MMAP
         images = faiss.read_index(str(folder / "images.faiss"), flags)
         if "nprobe" in manifest.get("index_type", {}):
             faiss.extract_index_ivf(images).nprobe = manifest["index_type"]["nprobe"]

@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from search.errors import GlimpseError
+
 DEFAULT_MODEL = "ViT-B-32"
 DEFAULT_PRETRAINED = "laion2b_s34b_b79k"
 LOCAL_DIR = "local-dir:"
 RANDOM_INIT = "none"  # --pretrained none: random weights (benchmarks only)
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(GlimpseError):
     """The model or its weights could not be loaded; the message says what to do."""
+
+    http_status = 500  # the server's own model: a fault of the server, not of the request
 
 
 @dataclass(frozen=True)

@@ -7,14 +7,16 @@ import os
 
 import numpy as np
 
+from search.settings import settings
+
 log = logging.getLogger(__name__)
 
 
 def cpu_threads() -> int:
     """Threads for one ONNX Runtime session: GLIMPSE_THREADS, else the CPUs this process may use."""
-    configured = os.environ.get("GLIMPSE_THREADS")
+    configured = settings()["GLIMPSE_THREADS"]
     if configured:
-        return max(1, int(configured))
+        return configured
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -23,12 +25,12 @@ def cpu_threads() -> int:
 
 def runtime_setting(runtime: str | None = None) -> str:
     """The runtime asked for: ``runtime``, else GLIMPSE_RUNTIME, else "auto" (lower case)."""
-    return (runtime or os.environ.get("GLIMPSE_RUNTIME") or "auto").lower()
+    return (runtime or settings()["GLIMPSE_RUNTIME"]).lower()
 
 
 def quantize_setting(quantize: str | None = None) -> str | None:
     """The image-tower quantization asked for: ``quantize``, else GLIMPSE_QUANTIZE, else None."""
-    return (quantize or os.environ.get("GLIMPSE_QUANTIZE") or "").lower() or None
+    return (quantize or settings()["GLIMPSE_QUANTIZE"] or "").lower() or None
 
 
 def cpu_session(path: str, threads: int | None = None):

@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_HOME = "~/.glimpse"
-
+from search.settings import settings
 
 @dataclass(frozen=True)
 class Paths:
@@ -15,7 +14,7 @@ class Paths:
 
     @classmethod
     def resolve(cls, home: str | os.PathLike | None = None) -> "Paths":
-        home = home or os.environ.get("GLIMPSE_HOME") or DEFAULT_HOME
+        home = home or settings()["GLIMPSE_HOME"]
         return cls(Path(os.path.expanduser(str(home))).resolve())
 
     @property
@@ -41,4 +40,4 @@ class Paths:
 
 def cache_dir() -> str:
     """Per-user cache for derived model files (ONNX exports): $GLIMPSE_CACHE_DIR, else ~/.cache/glimpse."""
-    return os.path.expanduser(os.environ.get("GLIMPSE_CACHE_DIR") or os.path.join("~", ".cache", "glimpse"))
+    return os.path.expanduser(settings()["GLIMPSE_CACHE_DIR"])

@@ -14,7 +14,6 @@ import faiss
 import numpy as np
 import pytest
 
-import search.index as si
 from search.index import IndexDir, build_index, choose_index_spec, recall_at_k
 
 DIM = 64
@@ -45,7 +44,7 @@ def recall_vs_exact(index: faiss.Index, corpus: np.ndarray, ids: np.ndarray, que
 
 
 def test_spec_follows_corpus_size(monkeypatch):
-    monkeypatch.setattr(si, "FLAT_MAX", 100_000)
+    monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000")
     assert choose_index_spec(0, 512) == {"type": "flat"}
     assert choose_index_spec(100_000, 512) == {"type": "flat"}
     specs = {n: choose_index_spec(n, 512) for n in (100_001, 400_000, 1_000_000, 10_000_000)}
@@ -53,13 +52,13 @@ def test_spec_follows_corpus_size(monkeypatch):
     nlists = [s["nlist"] for s in specs.values()]
     assert nlists == sorted(nlists) and nlists[0] >= 1024 and specs[1_000_000]["nlist"] == 4096
     # With the threshold set very low, k-means still gets enough points per list.
-    monkeypatch.setattr(si, "FLAT_MAX", 10)
+    monkeypatch.setenv("GLIMPSE_FLAT_MAX", "10")
     assert choose_index_spec(200, 32)["nlist"] * 39 <= 200
 
 
 @pytest.mark.parametrize("data", [clustered, uniform])
 def test_ivf_recall_at_10_against_exact(monkeypatch, data):
-    monkeypatch.setattr(si, "FLAT_MAX", 5_000)
+    monkeypatch.setenv("GLIMPSE_FLAT_MAX", "5000")
     corpus = data(20_000, seed=1)
     ids = np.arange(20_000, dtype=np.int64) * 7 + 3  # database ids, not positions
     index, spec, trained = build_index(corpus, ids)
@@ -84,7 +83,7 @@ def _centroids(d: IndexDir) -> np.ndarray:
 
 
 def test_quantizer_reused_until_the_corpus_doubles(tmp_path, monkeypatch):
-    monkeypatch.setattr(si, "FLAT_MAX", 5_000)
+    monkeypatch.setenv("GLIMPSE_FLAT_MAX", "5000")
     d = IndexDir(tmp_path / "index")
     pool = clustered(50_000, seed=3)
     queries = clustered(300, seed=4)
@@ -117,7 +116,7 @@ def test_quantizer_reused_until_the_corpus_doubles(tmp_path, monkeypatch):
 
 
 def test_model_change_never_reuses_a_quantizer(tmp_path, monkeypatch):
-    monkeypatch.setattr(si, "FLAT_MAX", 5_000)
+    monkeypatch.setenv("GLIMPSE_FLAT_MAX", "5000")
     d = IndexDir(tmp_path / "index")
     vecs = clustered(13_000, seed=5)
     ids = np.arange(len(vecs), dtype=np.int64)

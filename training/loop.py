@@ -24,6 +24,8 @@ from tqdm import tqdm
 import open_clip
 from open_clip.loss import ClipLoss
 
+from search.errors import InvalidValue
+
 from . import export
 from .augment import augment, to_tensor
 from .data import CaptionTable, pixel_cache, read_manifest, split_by_concept
@@ -100,7 +102,7 @@ def build_model(opts: TrainOptions, work: Path, embed_dim: int | None = None):
     if opts.model_from:
         cfg = open_clip.get_model_config(opts.model_from)
         if cfg is None:
-            raise ValueError(f"unknown model {opts.model_from!r}")
+            raise InvalidValue(f"unknown model {opts.model_from!r}")
         model = open_clip.create_model(opts.model_from, pretrained=opts.pretrained, force_image_size=opts.image_size)
         pre = dict(open_clip.get_model_preprocess_cfg(model))
         tokenizer = open_clip.get_tokenizer(opts.model_from)
@@ -145,7 +147,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     to simulate an interruption). Ctrl-C / SIGTERM save a checkpoint first.
     """
     if not (opts.epochs or opts.minutes):
-        raise ValueError("give --epochs and/or --minutes")
+        raise InvalidValue("give --epochs and/or --minutes")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = torch.device(opts.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -167,7 +169,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
         teacher = TextTeacher(opts.text_teacher)
     model, cfg, pre, tokenizer = build_model(opts, work, teacher.dim if teacher and not opts.model_from else None)
     if teacher and cfg.get("embed_dim") != teacher.dim:
-        raise ValueError(f"--text-teacher gives {teacher.dim}-d embeddings but the model's embed_dim is "
+        raise InvalidValue(f"--text-teacher gives {teacher.dim}-d embeddings but the model's embed_dim is "
                          f"{cfg.get('embed_dim')}")
     model.to(device).train()
     size = cfg["vision_cfg"]["image_size"]
@@ -176,7 +178,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     records = read_manifest(opts.captions)
     train_recs, val_recs = split_by_concept(records, opts.val_fraction, opts.val_style, opts.seed)
     if len(train_recs) < 2 or not val_recs:
-        raise ValueError(f"too few records to train: {len(train_recs)} train, {len(val_recs)} validation")
+        raise InvalidValue(f"too few records to train: {len(train_recs)} train, {len(val_recs)} validation")
     cache = work.parent / "cache"  # shared by runs at the same resolution
     tr_pix = pixel_cache(train_recs, size, cache, {k: pre[k] for k in ("resize_mode", "fill_color", "interpolation") if k in pre})
     va_pix = pixel_cache(val_recs, size, cache, {k: pre[k] for k in ("resize_mode", "fill_color", "interpolation") if k in pre})

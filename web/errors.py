@@ -1,7 +1,7 @@
 """One error shape for machines (JSON ``{"error": …}``) and a readable page for people.
 
-Engine and decode errors carry user-facing messages already; here they get
-their HTTP status. Which shape a request gets depends on its path, so an API
+Every user-facing error is a :class:`search.errors.GlimpseError` carrying its
+message and its HTTP status; one handler answers them all. Which shape a request gets depends on its path, so an API
 client never has to parse an HTML error page.
 """
 
@@ -12,7 +12,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from search.engine import EngineError, ImageUnavailable, NotIndexedError
+from search.errors import GlimpseError
 from search.images import ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -20,12 +20,12 @@ log = logging.getLogger(__name__)
 JSON_PREFIXES = ("/api/", "/fragments/", "/knn-service", "/indices-list", "/metadata")
 
 
-class HttpError(Exception):
+class HttpError(GlimpseError):
     """Abort a request with a status and a message meant for the user."""
 
     def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.status = status
+        self.status = self.http_status = status
         self.message = message
 
 
@@ -43,26 +43,14 @@ def error_response(status: int, message: str):
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.errorhandler(HttpError)
-    def _http_error(exc: HttpError):
-        return error_response(exc.status, exc.message)
-
-    @app.errorhandler(NotIndexedError)
-    def _not_indexed(exc: NotIndexedError):
-        # Server state, not the client's fault: 503 tells clients to come back later.
-        return error_response(503, str(exc))
-
-    @app.errorhandler(EngineError)
-    def _engine_error(exc: EngineError):
-        return error_response(400, str(exc))
-
-    @app.errorhandler(ImageUnavailable)
-    def _image_unavailable(exc: ImageUnavailable):
-        return error_response(404, str(exc))
-
-    @app.errorhandler(ImageDecodeError)
-    def _decode_error(exc: ImageDecodeError):
-        return error_response(400, f"cannot use this image: {exc}")
+    @app.errorhandler(GlimpseError)
+    def _glimpse_error(exc: GlimpseError):
+        if exc.http_status >= 500 and exc.http_status != 503:
+            # The server's own fault (its model, its settings): the message is for the operator's log.
+            log.error("%s %s: %s", request.method, request.path, exc)
+            return error_response(500, "internal error; see the server log")
+        message = f"cannot use this image: {exc}" if isinstance(exc, ImageDecodeError) else str(exc)
+        return error_response(exc.http_status, message)
 
     @app.errorhandler(HTTPException)
     def _werkzeug(exc: HTTPException):

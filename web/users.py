@@ -18,11 +18,13 @@ from pathlib import Path
 
 from werkzeug.security import generate_password_hash
 
+from search.errors import GlimpseError
+
 FILE_NAME = "users"
 MAX_NAME_LENGTH = 128
 
 
-class UsersError(Exception):
+class UsersError(GlimpseError):
     """A name or password that cannot be stored; the message is meant for the user."""
 
 
