@@ -21,6 +21,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure  # recall@k: shared ids / (queries * k)
 
 log = logging.getLogger(__name__)
 
@@ -132,15 +133,9 @@ def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, q
     while True:
         index.nprobe = nprobe
         _, got = index.search(q, k)
-        if recall_at_k(got, truth) >= TARGET_RECALL or nprobe >= index.nlist:
+        if knn_intersection_measure(got, truth) >= TARGET_RECALL or nprobe >= index.nlist:
             return min(nprobe, index.nlist)
         nprobe *= 2
-
-
-def recall_at_k(got: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    hits = sum(len(set(g[:k]) & set(t[:k])) for g, t in zip(got, truth))
-    return hits / float(truth.size)
 
 
 # ------------------------------------------------------------------ publish
