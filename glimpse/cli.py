@@ -11,7 +11,7 @@ import sys
 
 import click
 
-EXIT_ERROR, EXIT_USAGE, EXIT_LOCKED = 1, 2, 3
+EXIT_ERROR, EXIT_LOCKED = 1, 3  # 2: usage errors, from click
 
 log = logging.getLogger("glimpse")
 

@@ -16,7 +16,7 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
@@ -146,7 +146,6 @@ class LoadedIndex:
     manifest: dict
     images: faiss.Index
     captions: faiss.Index | None
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def dim(self) -> int:
