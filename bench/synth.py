@@ -165,7 +165,9 @@ def recall_at_10(home: Path, seed: int = 7, queries: int = 200) -> dict:
     """recall@10 of the published index vs exact inner-product search over the stored vectors."""
     import faiss
 
-    from search.index import IndexDir, recall_at_k
+    from faiss.contrib.evaluation import knn_intersection_measure
+
+    from search.index import IndexDir
     from search.paths import Paths
     from search.store import Store
 
@@ -189,5 +191,6 @@ def recall_at_10(home: Path, seed: int = 7, queries: int = 200) -> dict:
     dq = vecs[np.random.default_rng(3).choice(len(vecs), size=min(queries, len(vecs)), replace=False)]
     _, pos2 = exact.search(dq, 10)
     _, got2 = live.images.search(dq, 10)
-    return {"recall": recall_at_k(got, truth), "recall_db_points": recall_at_k(got2, ids[pos2]),
+    return {"recall": knn_intersection_measure(got, truth),
+            "recall_db_points": knn_intersection_measure(got2, ids[pos2]),
             "faiss_ms_p50": float(np.median(single)), "index_type": live.manifest.get("index_type")}

@@ -18,6 +18,7 @@ import logging
 import os
 import stat
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -81,6 +82,16 @@ def _lines(manifest: Path) -> Iterator[tuple[int, str]]:
                 raise ManifestError(f"{manifest}:{n}: not UTF-8 text; save the caption file as UTF-8") from None
 
 
+@dataclass
+class ManifestRow:
+    """One usable manifest row: its line, the image it names and its captions."""
+
+    line: int
+    path: str  # absolute, resolved as read_manifest documents
+    captions: list[str]  # non-empty, stripped, in row order
+    record: dict  # the row as read (JSON object or CSV row), for readers that want more keys
+
+
 def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
                   warn: Callable[[str], None] | None = None) -> dict[str, list[str]]:
     """Absolute image path -> captions (in file order, duplicates removed).
@@ -89,19 +100,30 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
     against each of ``search_dirs`` (the folders being indexed). Each skipped row
     is passed to ``warn`` as one line ``FILE:LINE: skipped: WHY`` (default: logged).
     """
+    out: dict[str, list[str]] = defaultdict(list)
+    for row in manifest_rows(manifest, search_dirs, warn):
+        for c in row.captions:
+            if c not in out[row.path]:
+                out[row.path].append(c)
+    return dict(out)
+
+
+def manifest_rows(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
+                  warn: Callable[[str], None] | None = None) -> Iterator[ManifestRow]:
+    """The usable rows of a manifest in file order (the one parser of caption manifests:
+    ``read_manifest`` and training's reader both go through it); bad rows go to ``warn``."""
     manifest = Path(manifest)
     if not manifest.is_file():
         raise ManifestError(f"caption file not found: {manifest}")
     warn = warn or log.warning
     bases = [str(manifest.resolve().parent), *[os.path.abspath(d) for d in search_dirs]]
-    out: dict[str, list[str]] = defaultdict(list)
 
     def resolve(path: str) -> str:
         path = os.path.expanduser(path)
         candidates = [os.path.normpath(os.path.join(b, path)) for b in bases]
         return next((c for c in candidates if os.path.isfile(c)), candidates[0])
 
-    def add(rec: dict, line: int) -> None:
+    def checked(rec: dict, line: int) -> ManifestRow | None:
         path = _first(rec, PATH_KEYS)
         why = None
         if path is None:
@@ -114,11 +136,8 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
         why = why or caption_problem
         if why:
             warn(f"{manifest}:{line}: skipped: {why}")
-            return
-        full = resolve(path)
-        for c in captions:
-            if c not in out[full]:
-                out[full].append(c)
+            return None
+        return ManifestRow(line, resolve(path), captions, rec)
 
     if manifest.suffix.lower() == ".csv":
         lines = _lines(manifest)
@@ -141,7 +160,8 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
                 end = max(reader.line_num, start)
                 continue
             end = reader.line_num
-            add(row, start)
+            if (usable := checked(row, start)) is not None:
+                yield usable
     else:
         for n, line in _lines(manifest):
             line = line.strip()
@@ -156,8 +176,8 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
             if not isinstance(rec, dict):
                 warn(f"{manifest}:{n}: skipped: expected an object with 'path' and 'caption'")
                 continue
-            add(rec, n)
-    return dict(out)
+            if (usable := checked(rec, n)) is not None:
+                yield usable
 
 
 # A sidecar holds a few captions; more than this is not a caption file (only this much is read).

@@ -27,8 +27,8 @@ from search.settings import settings
 from search.stages import stage
 from search.store import ImageRow, Store
 
-if TYPE_CHECKING:  # torch stays out of a server that queries through the ONNX bundle
-    from search.encoder import Encoder
+if TYPE_CHECKING:
+    from search.encoders import ImageTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _single_query_threads() -> None:
 class Engine:
     """One per process: the store, the live index and the (lazily) loaded encoder."""
 
-    def __init__(self, paths: Paths, encoder: "Encoder | None" = None, device: str | None = None,
+    def __init__(self, paths: Paths, encoder: "ImageTextEncoder | None" = None, device: str | None = None,
                  index_check_every: float = 1.0):
         self.paths = paths
         _single_query_threads()
@@ -164,7 +164,7 @@ class Engine:
         return ModelSpec(row.name, row.pretrained)
 
     @property
-    def encoder(self):
+    def encoder(self) -> "ImageTextEncoder":
         """The model the vectors were made with; loaded once, kept for every query.
 
         On CPU that is the ONNX Runtime query bundle (no torch in the process; see
@@ -173,9 +173,9 @@ class Engine:
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    from search.query_bundle import open_query_encoder
+                    from search.encoders import open_encoder
 
-                    self._encoder = open_query_encoder(self.model_spec(), device=self._device)
+                    self._encoder = open_encoder(self.model_spec(), "query", device=self._device)
         return self._encoder
 
     def warm(self) -> None:

@@ -16,11 +16,12 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
+from faiss.contrib.evaluation import knn_intersection_measure  # recall@k: shared ids / (queries * k)
 
 from search.settings import settings
 
@@ -132,15 +133,9 @@ def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, q
     while True:
         index.nprobe = nprobe
         _, got = index.search(q, k)
-        if recall_at_k(got, truth) >= TARGET_RECALL or nprobe >= index.nlist:
+        if knn_intersection_measure(got, truth) >= TARGET_RECALL or nprobe >= index.nlist:
             return min(nprobe, index.nlist)
         nprobe *= 2
-
-
-def recall_at_k(got: np.ndarray, truth: np.ndarray) -> float:
-    k = truth.shape[1]
-    hits = sum(len(set(g[:k]) & set(t[:k])) for g, t in zip(got, truth))
-    return hits / float(truth.size)
 
 
 # ------------------------------------------------------------------ publish
@@ -151,7 +146,6 @@ class LoadedIndex:
     manifest: dict
     images: faiss.Index
     captions: faiss.Index | None
-    loaded_at: float = field(default_factory=time.time)
 
     @property
     def dim(self) -> int:

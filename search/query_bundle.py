@@ -25,7 +25,7 @@ import os
 import shutil
 import threading
 from importlib import metadata
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from PIL import Image
@@ -33,9 +33,11 @@ from PIL import Image
 from search import clip_tokenizer, pil_steps
 from search.model_spec import ModelSpec
 from search.images import to_uint8_array
-from search.ort_session import (
-    cpu_session, ensure_int8, probe_pixels, quantize_setting, run_session, runtime_setting, unit_rows)
+from search.ort_session import cpu_session, ensure_int8, probe_pixels, run_session, unit_rows
 from search.paths import cache_dir
+
+if TYPE_CHECKING:  # the torch encoder: only the bundle's builder needs it
+    from search.encoder import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,7 @@ class OnnxQueryEncoder:
     """Text and image towers in ONNX Runtime: ``search.encoder.Encoder`` without torch.
 
     A server queries through it; ``glimpse index`` on CPU embeds through it too
-    (``search.index_encoder``), so a reindex never imports torch. Sessions open
+    (``search.encoders.open_encoder``), so a reindex never imports torch. Sessions open
     on first use unless ``eager`` (a server wants them ready before its first query).
     """
 
@@ -162,7 +164,7 @@ def open_bundle(spec: ModelSpec, **kwargs) -> OnnxQueryEncoder | None:
         return None
 
 
-def ensure_bundle(enc) -> str:
+def ensure_bundle(enc: "Encoder") -> str:
     """Build and verify the bundle for a loaded torch ``Encoder`` unless it exists; return its folder."""
     folder = bundle_dir(enc.spec)
     if os.path.isfile(os.path.join(folder, "meta.json")):
@@ -195,7 +197,7 @@ def ensure_bundle(enc) -> str:
     return folder
 
 
-def _build(enc, tmp: str) -> None:
+def _build(enc: "Encoder", tmp: str) -> None:
     import torch
 
     from search.encoder import OnnxImageTower
@@ -250,33 +252,3 @@ def _export_text_tower(enc, path: str) -> None:
 
     log.info("exporting the text tower of %s to ONNX (once; cached)", enc.spec.describe())
     export_onnx(enc.model, "encode_text", enc.tokenizer(["a photo of a cat", "a dog"]), path, "tokens")
-
-
-def open_query_encoder(spec: ModelSpec, device: str | None = None):
-    """The encoder a server should query with.
-
-    CPU (the default unless a device is named): the ONNX bundle, built from
-    torch on first use when missing. ``GLIMPSE_RUNTIME=torch``, a named GPU
-    device, or a bundle that cannot be built: the torch ``Encoder``.
-    """
-    runtime = runtime_setting()
-    onnx_ok = runtime in ("auto", "onnx") and device in (None, "auto", "cpu") and \
-        quantize_setting() is None
-    if onnx_ok:
-        q = open_bundle(spec)
-        if q is not None:
-            log.info("query model %s: ONNX Runtime bundle %s (no torch)", spec.describe(), q.folder)
-            return q
-    from search.encoder import Encoder
-
-    enc = Encoder(spec, device=device)
-    if onnx_ok and enc.device == "cpu":
-        try:
-            q = OnnxQueryEncoder(ensure_bundle(enc))
-            log.info("query model %s: ONNX Runtime bundle built; later starts skip torch", spec.describe())
-            return q
-        except Exception as exc:  # noqa: BLE001 - torch still answers queries
-            if runtime == "onnx":
-                raise
-            log.warning("no ONNX query bundle (%s: %s); queries run in torch", exc.__class__.__name__, exc)
-    return enc

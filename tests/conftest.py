@@ -28,7 +28,7 @@ OUTPUT = REPO / "test-output"
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from search.tiny_model import write_tiny_model
+    from tiny_model import write_tiny_model
 
     return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny")
 

@@ -254,7 +254,7 @@ def test_csv_manifest_and_sidecar_captions(tmp_path, home, tiny_model):
 
 
 def test_a_different_model_is_refused_unless_reembed(corpus, home, tmp_path):
-    from search.tiny_model import write_tiny_model
+    from tiny_model import write_tiny_model
 
     other = write_tiny_model(tmp_path / "other", seed=1)
     folder, _ = corpus

@@ -13,8 +13,9 @@ import json
 import faiss
 import numpy as np
 import pytest
+from faiss.contrib.evaluation import knn_intersection_measure
 
-from search.index import IndexDir, build_index, choose_index_spec, recall_at_k
+from search.index import IndexDir, build_index, choose_index_spec
 
 DIM = 64
 
@@ -40,7 +41,7 @@ def recall_vs_exact(index: faiss.Index, corpus: np.ndarray, ids: np.ndarray, que
     exact.add(corpus)
     _, pos = exact.search(queries, k)
     _, got = index.search(queries, k)
-    return recall_at_k(got, ids[pos])
+    return knn_intersection_measure(got, ids[pos])
 
 
 def test_spec_follows_corpus_size(monkeypatch):

@@ -7,17 +7,18 @@ white) at the training resolution and kept as uint8 in a .npy cache.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
+from indexer.captions import CAPTION_KEYS, PATH_KEYS, manifest_rows
 from search.images import load_rgb
 
 
@@ -30,34 +31,26 @@ class Record:
     meta: dict = field(default_factory=dict)
 
 
-def read_manifest(manifest: str | os.PathLike) -> list[Record]:
-    """Read JSONL ({"path", "caption"|"captions", ["group", "style"]}) or CSV (path,caption).
+def read_manifest(manifest: str | os.PathLike, warn: Callable[[str], None] | None = None) -> list[Record]:
+    """One record per image of a caption manifest, read by the indexer's reader
+    (``indexer.captions.manifest_rows``: the same keys, the same bad rows skipped and
+    reported to ``warn``, default logged), plus the training keys ``group`` and ``style``.
 
-    Relative paths resolve against the manifest's folder. CSV rows sharing a
-    path are merged into one record with several captions.
+    Rows naming the same image are merged into one record with several captions; its
+    group, style and other keys (``meta``) come from the image's first row.
     """
-    manifest = Path(manifest)
-    base = manifest.parent
-    rows: list[dict] = []
-    if manifest.suffix.lower() == ".csv":
-        with open(manifest, newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    else:
-        with open(manifest, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
     by_path: dict[str, Record] = {}
-    for row in rows:
-        caps = row.get("captions") or [row.get("caption", "")]
-        caps = [c.strip() for c in caps if c and c.strip()]
-        if not caps:
-            continue
-        path = str((base / row["path"]).resolve())
-        if path in by_path:
-            by_path[path].captions.extend(c for c in caps if c not in by_path[path].captions)
-            continue
-        extra = {k: v for k, v in row.items() if k not in ("path", "caption", "captions", "group", "style")}
-        by_path[path] = Record(path, caps, row.get("group") or path, row.get("style") or "", extra)
+    for row in manifest_rows(manifest, warn=warn):
+        rec = by_path.get(row.path)
+        if rec is None:
+            extra = {k: v for k, v in row.record.items() if k not in _NOT_META}
+            rec = by_path[row.path] = Record(row.path, [], row.record.get("group") or row.path,
+                                             row.record.get("style") or "", extra)
+        rec.captions.extend(c for c in row.captions if c not in rec.captions)
     return list(by_path.values())
+
+
+_NOT_META = {*PATH_KEYS, *CAPTION_KEYS, "group", "style"}
 
 
 def split_by_concept(

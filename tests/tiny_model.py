@@ -1,4 +1,4 @@
-"""A tiny open_clip config with random weights, for tests and offline smoke runs.
+"""A tiny open_clip config with random weights, for tests.
 
 Written as a ``local-dir:`` folder so it loads through open_clip's own
 factory exactly like a real model does.
