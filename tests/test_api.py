@@ -116,9 +116,11 @@ def test_combined_query(client):
 
 def test_query_naming_a_server_file_is_text_not_an_image(client, engine, corpus):
     """Over HTTP a query is never read from the server's disk (the CLI may do that, the web must not)."""
+    from search.query import Paging, TextQuery, VectorQuery
+
     path = str(corpus.files["beach_04.png"])
     got = client.get("/api/search", query_string={"q": path, "k": 3}).get_json()["results"]
-    as_text = engine.search_vector(engine.text_vector(path), k=3)
+    as_text = engine.search(VectorQuery(engine.query_vector(TextQuery(path))), page=Paging(k=3)).results
     assert [r["id"] for r in got] == [r.id for r in as_text]
     assert got[0]["score"] < 0.99
 
