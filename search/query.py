@@ -45,6 +45,10 @@ class TextQuery:
     mode: Mode = "images"
     allow_files: bool = False
 
+    def __post_init__(self) -> None:
+        if self.mode not in ("images", "captions"):
+            raise ValueError(f"mode must be 'images' or 'captions', not {self.mode!r}")
+
 
 @dataclass(frozen=True)
 class ImageQuery:
@@ -75,6 +79,20 @@ class VectorQuery:
 
 
 Query = Union[TextQuery, ImageQuery, FileQuery, SimilarQuery, VectorQuery]
+
+
+@dataclass
+class Filters:
+    """Narrow results; all optional. Dates are ISO ``YYYY-MM-DD`` strings."""
+
+    folder: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    min_score: float | None = None
+    order: str = "relevance"  # or "date": newest first within the relevant results
+
+    def active(self) -> bool:
+        return bool(self.folder or self.date_from or self.date_to or self.order == "date")
 
 
 @dataclass(frozen=True)
