@@ -78,3 +78,11 @@ def test_without_allow_files_the_filesystem_is_never_asked(monkeypatch):
         m.setattr(os, "stat", probe)
         got = terms("/etc/passwd + 2:~/photo.jpg - ./x")
     assert got == [("/etc/passwd", 1.0, False), ("~/photo.jpg", 2.0, False), ("./x", -1.0, False)]
+
+
+def test_a_text_query_has_one_of_two_modes():
+    from search.query import TextQuery
+
+    assert TextQuery("x", mode="captions").mode == "captions"
+    with pytest.raises(ValueError, match="mode must be"):
+        TextQuery("x", mode="keywords")
