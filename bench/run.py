@@ -373,12 +373,13 @@ def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
     if not (fp32_home / "glimpse.db").exists():
         return
     from search.engine import Engine
+    from search.query import FileQuery, Paging
 
     queries = sorted(corpus_dir.glob("*.jpg"))[:: max(1, n // 50)][:50]
     engines = [Engine.open(str(h)) for h in (fp32_home, home)]
     overlap = []
     for q in queries:
-        ids = [[Path(x.path).name for x in e.search_image(str(q), k=10)] for e in engines]
+        ids = [[Path(x.path).name for x in e.search(FileQuery(str(q)), page=Paging(k=10)).results] for e in engines]
         overlap.append(len(set(ids[0]) & set(ids[1])) / 10)
     for e in engines:
         e.close()

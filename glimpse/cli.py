@@ -171,6 +171,7 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json
     """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
     from search.engine import Engine, Filters
     from search.images import ImageDecodeError
+    from search.query import FileQuery, Paging, TextQuery
 
     given = [x for x in (text, image, captions) if x]
     if len(given) != 1:
@@ -178,12 +179,13 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json
     filters = Filters(folder=folder, min_score=min_score)
     try:
         engine = Engine(paths_obj)
-        if text:
-            results = engine.search_text(text, k=k, page=page, filters=filters)
+        if text:  # on the command line a term naming an image file is that image
+            query = TextQuery(text, allow_files=True)
         elif image:
-            results = engine.search_image(image, k=k, page=page, filters=filters)
+            query = FileQuery(image)
         else:
-            results = engine.search_captions(captions, k=k, page=page, filters=filters)
+            query = TextQuery(captions, mode="captions")
+        results = engine.search(query, filters, Paging(k=k, page=page)).results
     except ImageDecodeError as exc:
         _fail(f"{image}: {exc}")  # names the file; other GlimpseErrors reach LazyGroup
     except FileNotFoundError as exc:

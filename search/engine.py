@@ -1,17 +1,16 @@
-"""Query logic shared by the CLI and the web app.
+"""Query semantics, shared by the CLI and the web app: one entry, :meth:`Engine.search`.
 
-Text→image, image→image, "more like this", text→caption and weighted
-combinations, with filters, ordering and pagination. Returns plain
-:class:`SearchResult` objects; callers never see FAISS or SQL.
+Text→image, image→image, "more like this", text→caption, raw vectors and weighted
+combinations (search.query says what a query is), with filters, ordering and paging.
+Returns plain :class:`SearchResult` objects in a :class:`Page`; callers never see FAISS or SQL.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
 
 import numpy as np
@@ -22,10 +21,12 @@ from search.model_spec import ModelSpec
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.paths import Paths
-from search.query import parse_query
+from search.query import (FileQuery, Filters, ImageQuery, Paging, Query, SimilarQuery, TextQuery, VectorQuery,
+                          parse_query)
+from search.results import Page, SearchResult, to_result
 from search.settings import settings
 from search.stages import stage
-from search.store import ImageRow, Store
+from search.store import Store
 
 if TYPE_CHECKING:
     from search.encoders import ImageTextEncoder
@@ -74,52 +75,8 @@ class OpenedImage:
         self.close()
 
 
-@dataclass
-class SearchResult:
-    id: int
-    score: float
-    path: str
-    caption: str | None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    size: int | None = None
-    date: str | None = None
-    folder: str | None = None
-    matched_caption: str | None = None
-
-    def to_dict(self) -> dict:
-        # Every field is a scalar: no need for asdict's recursive deep copy (~0.7 ms per page of 10).
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-@dataclass
-class Filters:
-    """Narrow results; all optional. Dates are ISO ``YYYY-MM-DD`` strings."""
-
-    folder: str | None = None
-    date_from: str | None = None
-    date_to: str | None = None
-    min_score: float | None = None
-    order: str = "relevance"  # or "date": newest first within the relevant results
-
-    def active(self) -> bool:
-        return bool(self.folder or self.date_from or self.date_to or self.order == "date")
-
-
 # How many relevant results "order by date" re-sorts.
 DATE_ORDER_POOL = 200
-
-
-def image_date(row: ImageRow) -> str:
-    """EXIF capture time when present, else the file's mtime, as ISO 8601."""
-    if row.taken_at:
-        t = row.taken_at.strip()
-        try:
-            return dt.datetime.strptime(t[:19], "%Y:%m:%d %H:%M:%S").isoformat()
-        except ValueError:
-            pass
-    return dt.datetime.fromtimestamp(row.mtime or 0).replace(microsecond=0).isoformat()
 
 
 def _single_query_threads() -> None:
@@ -195,70 +152,95 @@ class Engine:
 
     # ------------------------------------------------------------ vectors
     @stage("encode")
-    def text_vector(self, text: str) -> np.ndarray:
+    def _text_vector(self, text: str) -> np.ndarray:
         if not text or not text.strip():
             raise EngineError("empty query")
         return self.encoder.encode_texts([text])[0]
 
     @stage("encode")
-    def image_vector(self, source: Source) -> np.ndarray:
+    def _image_vector(self, source: Source) -> np.ndarray:
         # Same draft-mode decode as the indexer, so a file finds its own vector; under the decode
         # budget, since a server runs many of these at once.
         img = load_rgb_bounded(source, self.encoder.image_size)
         return self.encoder.encode_pil([img])[0]
 
-    def query_vector(self, query: str) -> np.ndarray:
-        """Combined query: weighted text and image-file terms, negatives subtract."""
+    def _combined_vector(self, text: str, allow_files: bool) -> np.ndarray:
+        """Weighted text (and, for the CLI, image-file) terms; negatives subtract."""
         try:
-            terms = parse_query(query)
+            terms = parse_query(text or "", allow_files=allow_files)
         except ValueError as exc:
             raise EngineError(str(exc)) from exc
         total = np.zeros(self.encoder.dim, np.float32)
         for term in terms:
-            vec = self.image_vector(os.path.expanduser(term.text)) if term.is_image else self.text_vector(term.text)
+            vec = self._image_vector(os.path.expanduser(term.text)) if term.is_image else self._text_vector(term.text)
             total += term.weight * vec
         norm = float(np.linalg.norm(total))
         if norm < 1e-9:
             raise EngineError("the query terms cancel out")
         return total / norm
 
-    # ------------------------------------------------------------ searches
-    def search_text(self, query: str, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
-        """Text (or combined ``"2:a + b - c"``) query against the images."""
-        return self.search_vector(self.query_vector(query), k, page, filters)
+    def query_vector(self, query: Query) -> np.ndarray:
+        """The vector a query is searched with (captions mode: the one text vector of the whole text)."""
+        if isinstance(query, TextQuery):
+            if query.mode == "captions":
+                return self._text_vector(query.text)
+            return self._combined_vector(query.text, query.allow_files)
+        if isinstance(query, ImageQuery):
+            return self._image_vector(query.data)
+        if isinstance(query, FileQuery):
+            return self._image_vector(query.path)
+        if isinstance(query, SimilarQuery):
+            vec = self.store.vector_of(query.image_id, self.encoder.dim)
+            if vec is None:
+                raise EngineError(f"image {query.image_id} is not indexed")
+            return vec
+        if isinstance(query, VectorQuery):
+            return np.asarray(query.vector, np.float32).reshape(-1)
+        raise TypeError(f"not a query: {query!r}")
 
-    def search_image(self, source: Source, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
-        return self.search_vector(self.image_vector(source), k, page, filters)
+    def vectors_of(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """Stored vectors by image id (for deduplication); ids without one are left out."""
+        dim = self.encoder.dim
+        found = ((int(i), self.store.vector_of(i, dim)) for i in image_ids)
+        return {i: vec for i, vec in found if vec is not None}
 
-    def similar(self, image_id: int, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
-        """More like this: neighbours of an indexed image, itself excluded."""
-        vec = self.store.vector_of(image_id, self.encoder.dim)
-        if vec is None:
-            raise EngineError(f"image {image_id} is not indexed")
-        return self.search_vector(vec, k, page, filters, exclude={int(image_id)})
+    # ------------------------------------------------------------ search
+    def search(self, query: Query, filters: Filters | None = None, page: Paging | None = None) -> Page:
+        """The one search entry: any query kind, filters, one page and whether another follows.
 
-    def search_vector(self, vec: np.ndarray, k: int = 10, page: int = 0, filters: Filters | None = None,
-                      exclude: set[int] | None = None) -> list[SearchResult]:
-        k, page = _check_paging(k, page)
+        One result past the page is asked for so ``has_more`` is exact (immich's ``limit(size + 1)``);
+        never past MAX_K results, the deepest a client may page.
+        """
+        page = page or Paging()
+        k, number = _check_paging(page.k, page.page)
+        filters = filters or Filters()
+        end = (number + 1) * k
+        want = end + 1 if end < MAX_K else end
+        if isinstance(query, TextQuery) and query.mode == "captions":
+            found = self._caption_results(query.text, want, filters)
+        else:
+            vec = self.query_vector(query)
+            exclude = {int(query.image_id)} if isinstance(query, SimilarQuery) else set()
+            found = self._image_results(vec, want, filters, exclude)
+        return Page(found[number * k : end], has_more=len(found) > end, k=k, page=number)
+
+    def _image_results(self, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
+        """The best ``want`` results (by date: the relevant pool, newest first)."""
         live = self._live()
         self._check_dim(live, vec)
-        filters = filters or Filters()
-        want = DATE_ORDER_POOL if filters.order == "date" else (page + 1) * k
-        results = self._collect(live.images, vec, want, filters, exclude or set())
+        results = self._collect(live.images, vec, DATE_ORDER_POOL if filters.order == "date" else want,
+                                filters, exclude)
         if filters.order == "date":
             results.sort(key=lambda r: r.date or "", reverse=True)
-        return results[page * k : (page + 1) * k]
+        return results
 
-    def search_captions(self, text: str, k: int = 10, page: int = 0, filters: Filters | None = None) -> list[SearchResult]:
+    def _caption_results(self, text: str, want: int, filters: Filters) -> list[SearchResult]:
         """Text against caption vectors; each image once, with its best caption."""
-        k, page = _check_paging(k, page)
         live = self._live()
         if live.captions is None or live.captions.ntotal == 0:
             return []
-        vec = self.text_vector(text)
+        vec = self._text_vector(text)
         self._check_dim(live, vec)
-        filters = filters or Filters()
-        want = (page + 1) * k
         fetch = min(live.captions.ntotal, max(want * 4, 50))
         while True:
             with stage("faiss"):
@@ -280,7 +262,7 @@ class Engine:
             fetch = min(live.captions.ntotal, fetch * 4)
         if filters.order == "date":
             results.sort(key=lambda r: r.date or "", reverse=True)
-        return results[page * k : (page + 1) * k]
+        return results
 
     def _collect(self, index, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
         """Over-fetch from FAISS until enough results survive filters and deletions."""
@@ -388,14 +370,6 @@ class Engine:
                        "follow_external_links": r.follow_external_links} for r in self.store.roots()],
             "jobs": [job_dict(j) for j in jobs],
         }
-
-
-def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:
-    return SearchResult(
-        id=row.id, score=float(score) if score is not None else None, path=shown(row.path), caption=caption,
-        width=row.width, height=row.height, format=row.format, size=row.size, date=image_date(row),
-        folder=shown(os.path.dirname(row.path)),
-    )
 
 
 def job_dict(job) -> dict:

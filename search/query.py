@@ -1,8 +1,10 @@
-"""Parse rclip-style combined queries: ``"2:beach + sunset - people"``.
+"""What a search asks for: the query kinds, the page wanted, and the parser for combined text queries.
 
-Each term is text, or a path to an image file; an optional ``W:`` prefix
-weights it; ``-`` subtracts it. The combined vector is the weighted sum of
-the normalised term vectors, normalised again.
+Combined text queries are rclip-style: ``"2:beach + sunset - people"``. Each term
+is text; an optional ``W:`` prefix weights it; ``-`` subtracts it. The combined
+vector is the weighted sum of the normalised term vectors, normalised again.
+Only the CLI lets a term be a path to an image file (``allow_files``): over
+HTTP that would let a client probe and use files on the server.
 """
 
 from __future__ import annotations
@@ -10,12 +12,17 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal, Union
+
+import numpy as np
 
 _SPLIT = re.compile(r"\s+([+-])\s+")
 _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
 # Weights are relative, so nothing needs more; a bigger one overflows the float32 sum of the terms.
 MAX_WEIGHT = 1e6
+
+Mode = Literal["images", "captions"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +32,83 @@ class Term:
     is_image: bool
 
 
-def parse_query(query: str) -> list[Term]:
-    """Split a combined query into weighted terms (a single term is the common case)."""
+@dataclass(frozen=True)
+class TextQuery:
+    """Text against the images (terms may be combined), or, in ``captions`` mode, against caption vectors.
+
+    Captions mode takes the text whole, as one caption-like sentence (no term parsing), and returns each
+    image once with its best caption. ``allow_files`` is for the CLI only: a term naming an image file
+    is that image.
+    """
+
+    text: str
+    mode: Mode = "images"
+    allow_files: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("images", "captions"):
+            raise ValueError(f"mode must be 'images' or 'captions', not {self.mode!r}")
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """An image given as its bytes (an upload)."""
+
+    data: bytes = field(repr=False)
+
+
+@dataclass(frozen=True)
+class FileQuery:
+    """An image file on this machine, by path: the CLI's ``--image FILE``, never a web client's."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class SimilarQuery:
+    """More like this: the neighbours of an indexed image, itself excluded."""
+
+    image_id: int
+
+
+@dataclass(frozen=True, eq=False)
+class VectorQuery:
+    """A raw query vector (clip-retrieval's ``embedding_input``), in the index's space."""
+
+    vector: np.ndarray = field(repr=False)
+
+
+Query = Union[TextQuery, ImageQuery, FileQuery, SimilarQuery, VectorQuery]
+
+
+@dataclass
+class Filters:
+    """Narrow results; all optional. Dates are ISO ``YYYY-MM-DD`` strings."""
+
+    folder: str | None = None
+    date_from: str | None = None
+    date_to: str | None = None
+    min_score: float | None = None
+    order: str = "relevance"  # or "date": newest first within the relevant results
+
+    def active(self) -> bool:
+        return bool(self.folder or self.date_from or self.date_to or self.order == "date")
+
+
+@dataclass(frozen=True)
+class Paging:
+    """Which page of results: ``k`` per page, ``page`` counted from 0."""
+
+    k: int = 10
+    page: int = 0
+
+
+def parse_query(query: str, allow_files: bool = False) -> list[Term]:
+    """Split a combined query into weighted terms (a single term is the common case).
+
+    Pure unless ``allow_files``: only then is the filesystem asked whether a term names a file
+    (an image term), and a term like ``2:x`` that names an existing path keeps its colon.
+    """
     query = query.strip()
     if not query:
         raise ValueError("empty query")
@@ -43,12 +125,12 @@ def parse_query(query: str) -> list[Term]:
             continue
         weight = 1.0
         m = _WEIGHT.match(raw)
-        if m and not os.path.exists(raw):
+        if m and not (allow_files and os.path.exists(raw)):
             weight, raw = float(m.group(1)), m.group(2).strip()
             if not (math.isfinite(weight) and abs(weight) <= MAX_WEIGHT):
                 raise ValueError(f"a term weight must be between -{MAX_WEIGHT:,.0f} and {MAX_WEIGHT:,.0f}")
-        path = os.path.expanduser(raw)
-        terms.append(Term(raw, sign * weight, os.path.isfile(path)))
+        is_image = allow_files and os.path.isfile(os.path.expanduser(raw))
+        terms.append(Term(raw, sign * weight, is_image))
     if not terms:
         raise ValueError("empty query")
     return terms

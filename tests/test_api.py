@@ -116,9 +116,11 @@ def test_combined_query(client):
 
 def test_query_naming_a_server_file_is_text_not_an_image(client, engine, corpus):
     """Over HTTP a query is never read from the server's disk (the CLI may do that, the web must not)."""
+    from search.query import Paging, TextQuery, VectorQuery
+
     path = str(corpus.files["beach_04.png"])
     got = client.get("/api/search", query_string={"q": path, "k": 3}).get_json()["results"]
-    as_text = engine.search_vector(engine.text_vector(path), k=3)
+    as_text = engine.search(VectorQuery(engine.query_vector(TextQuery(path))), page=Paging(k=3)).results
     assert [r["id"] for r in got] == [r.id for r in as_text]
     assert got[0]["score"] < 0.99
 
@@ -433,8 +435,21 @@ def test_glimpse_serve_on_loopback(corpus, tiny_model):
 
 
 def test_web_only_talks_to_the_engine():
-    """web/ goes through search.engine; FAISS and SQL stay behind it."""
+    """web/ goes through search.engine; FAISS and SQL stay behind it, and so do the engine's store and index."""
+    import ast
+
     for path in (REPO / "web").glob("*.py"):
         source = path.read_text()
         assert not re.search(r"^\s*(import|from)\s+(faiss|sqlalchemy)\b", source, re.M), path
         assert not re.search(r"^\s*from\s+search\.(store|index)\b", source, re.M), path
+        for node in ast.walk(ast.parse(source, str(path))):
+            if isinstance(node, ast.Attribute):
+                assert node.attr not in ("store", "index"), f"{path.name}:{node.lineno} reads .{node.attr}"
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "getattr":
+                names = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+                assert names not in (["store"], ["index"]), f"{path.name}:{node.lineno} getattr {names}"
+            # Over HTTP a query term is never a server path: only the CLI builds FileQuery or allow_files.
+            if isinstance(node, ast.Name):
+                assert node.id != "FileQuery", f"{path.name}:{node.lineno}"
+            if isinstance(node, ast.keyword):
+                assert node.arg != "allow_files", f"{path.name}:{node.lineno}"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import draw_image
+from search.query import FileQuery, Paging, TextQuery, VectorQuery
 from web_support import image_id
 from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
 
@@ -88,9 +89,9 @@ def test_clip_client_image_query_finds_itself(server, clip_client, engine, corpu
 def test_clip_client_embedding_query(server, clip_client, engine):
     cc = clip_client.ClipClient(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=4,
                                 deduplicate=False)
-    vec = engine.text_vector("waves on the sand")
+    vec = engine.query_vector(TextQuery("waves on the sand"))
     results = cc.query(embedding_input=vec.tolist())
-    assert [r["id"] for r in results] == [r.id for r in engine.search_vector(vec, k=4)]
+    assert [r["id"] for r in results] == [r.id for r in engine.search(VectorQuery(vec), page=Paging(k=4)).results]
 
 
 def test_clip_client_caption_modality(server, clip_client, engine, corpus):
@@ -105,7 +106,7 @@ def test_clip_client_caption_modality(server, clip_client, engine, corpus):
 def test_deduplicate_is_honoured(server, clip_client, engine, corpus):
     original, copy = corpus.files["beach_05.png"], corpus.files["dup"]
     ids = {image_id(engine, original), image_id(engine, copy)}
-    a, b = (engine.image_vector(str(p)) for p in (original, copy))
+    a, b = (engine.query_vector(FileQuery(str(p))) for p in (original, copy))
     assert float(a @ b) >= 0.94  # the corpus really has a near-duplicate pair
     common = dict(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=30)
     with_dups = clip_client.ClipClient(deduplicate=False, **common).query(image=str(original))

@@ -14,6 +14,7 @@ from conftest import draw_image, make_images, search_json
 from indexer.pipeline import ModelMismatch, Options, run_job
 from search.encoder import Encoder
 from search.engine import Engine, Filters
+from search.query import FileQuery, Paging, SimilarQuery, TextQuery
 from search.paths import Paths
 from search.store import ImageRow, Store, unpack_vectors
 
@@ -35,6 +36,12 @@ def corpus(tmp_path, home, tiny_model):
     return folder, paths
 
 
+def search(engine, query, k=10, page=0, filters=None):
+    """One page of results; a plain string is a text query."""
+    query = TextQuery(query) if isinstance(query, str) else query
+    return engine.search(query, filters, Paging(k=k, page=page)).results
+
+
 def brute_force(home, dim, query_vec):
     store = Store(Paths.resolve(home).db)
     with store.session() as s:
@@ -48,8 +55,8 @@ def brute_force(home, dim, query_vec):
 def test_text_ranking_equals_brute_force_cosine(corpus, home):
     engine = Engine(Paths.resolve(home))
     for query in ("a red bicycle", "caption number 3 of a scene", "2:beach + sunset - people"):
-        results = engine.search_text(query, k=24)
-        qvec = engine.query_vector(query)
+        results = search(engine, query, k=24)
+        qvec = engine.query_vector(TextQuery(query))
         ids, scores = brute_force(home, engine.encoder.dim, qvec)
         assert [r.id for r in results] == ids
         np.testing.assert_allclose([r.score for r in results], scores, atol=1e-5)
@@ -57,8 +64,8 @@ def test_text_ranking_equals_brute_force_cosine(corpus, home):
 
 def test_pagination_continues_the_ranking(corpus, home):
     engine = Engine(Paths.resolve(home))
-    full = [r.id for r in engine.search_text("anything", k=24)]
-    pages = [r.id for p in range(3) for r in engine.search_text("anything", k=8, page=p)]
+    full = [r.id for r in search(engine, "anything", k=24)]
+    pages = [r.id for p in range(3) for r in search(engine, "anything", k=8, page=p)]
     assert pages == full
 
 
@@ -66,7 +73,7 @@ def test_image_query_finds_itself_first(corpus, home):
     _, paths = corpus
     engine = Engine(Paths.resolve(home))
     for p in paths[:5]:
-        top = engine.search_image(str(p), k=3)[0]
+        top = search(engine, FileQuery(str(p)), k=3)[0]
         assert top.path == str(p)
         assert top.score > 0.99
 
@@ -74,7 +81,7 @@ def test_image_query_finds_itself_first(corpus, home):
 def test_caption_query_finds_its_image_through_caption_index(corpus, home):
     _, paths = corpus
     engine = Engine(Paths.resolve(home))
-    top = engine.search_captions("caption number 7 of a scene", k=5)
+    top = search(engine, TextQuery("caption number 7 of a scene", mode="captions"), k=5)
     assert top[0].path == str(paths[7])
     assert top[0].matched_caption == "caption number 7 of a scene"
     assert len({r.id for r in top}) == len(top)  # each image once
@@ -82,19 +89,19 @@ def test_caption_query_finds_its_image_through_caption_index(corpus, home):
 
 def test_similar_excludes_itself_and_matches_brute_force(corpus, home):
     engine = Engine(Paths.resolve(home))
-    first = engine.search_text("x", k=1)[0]
+    first = search(engine, "x", k=1)[0]
     vec = engine.store.vector_of(first.id, engine.encoder.dim)
     ids, _ = brute_force(home, engine.encoder.dim, vec)
-    got = [r.id for r in engine.similar(first.id, k=5)]
+    got = [r.id for r in search(engine, SimilarQuery(first.id), k=5)]
     assert first.id not in got
     assert got == [i for i in ids if i != first.id][:5]
 
 
 def test_min_score_cuts_results(corpus, home):
     engine = Engine(Paths.resolve(home))
-    all_results = engine.search_text("a scene", k=24)
+    all_results = search(engine, "a scene", k=24)
     cut = all_results[5].score
-    kept = engine.search_text("a scene", k=24, filters=Filters(min_score=cut))
+    kept = search(engine, "a scene", k=24, filters=Filters(min_score=cut))
     assert kept and all(r.score >= cut for r in kept)
     assert len(kept) == sum(1 for r in all_results if r.score >= cut)
 
@@ -142,7 +149,7 @@ def test_rename_and_move_reuse_vector(corpus, home, tiny_model):
     # captions follow the image
     assert store.captions_of(after.id) == ["caption number 0 of a scene"]
     engine = Engine(Paths.resolve(home))
-    assert engine.search_image(str(moved), k=1)[0].path == str(moved)
+    assert search(engine, FileQuery(str(moved)), k=1)[0].path == str(moved)
 
 
 def test_copy_reuses_vector_and_deleted_file_leaves_results(corpus, home, tiny_model):
@@ -152,7 +159,7 @@ def test_copy_reuses_vector_and_deleted_file_leaves_results(corpus, home, tiny_m
     counts, _ = index(home, [folder], None)
     assert counts.deleted == 1 and counts.embedded == 0 and counts.new == 1
     engine = Engine(Paths.resolve(home))
-    found = {r.path for r in engine.search_text("anything", k=50)}
+    found = {r.path for r in search(engine, "anything", k=50)}
     assert str(paths[2]) not in found and str(folder / "copy.png") in found
     assert engine.stats()["images_indexed"] == 24
 
@@ -164,7 +171,7 @@ def test_changed_file_is_re_embedded(corpus, home):
     counts, _ = index(home, [folder], None)
     assert counts.changed == 1 and counts.embedded == 1
     engine = Engine(Paths.resolve(home))
-    assert engine.search_image(str(paths[3]), k=1)[0].path == str(paths[3])
+    assert search(engine, FileQuery(str(paths[3])), k=1)[0].path == str(paths[3])
 
 
 def test_bad_files_are_recorded_and_the_run_completes(tmp_path, home, tiny_model):
@@ -250,7 +257,7 @@ def test_csv_manifest_and_sidecar_captions(tmp_path, home, tiny_model):
     assert store.captions_of(store.image_id_for_path(str(paths[0]))) == ["first, with comma", "another one"]
     assert store.captions_of(store.image_id_for_path(str(paths[2]))) == ["a sidecar caption", "second line caption"]
     engine = Engine(Paths.resolve(home))
-    assert engine.search_captions("second line caption", k=1)[0].path == str(paths[2])
+    assert search(engine, TextQuery("second line caption", mode="captions"), k=1)[0].path == str(paths[2])
 
 
 def test_a_different_model_is_refused_unless_reembed(corpus, home, tmp_path):

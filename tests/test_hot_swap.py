@@ -114,8 +114,10 @@ def _through_http(engine):
 
 
 def _through_engine(engine):
+    from search.query import Paging, TextQuery
+
     def ask(q: str) -> list[int]:
-        return [r.id for r in engine.search_text(q, k=100)]
+        return [r.id for r in engine.search(TextQuery(q), page=Paging(k=100)).results]
 
     return ask, engine.stats, lambda: None
 

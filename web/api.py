@@ -1,7 +1,7 @@
 """JSON API blueprint: search, image metadata, thumbnails and files (by id only), health, stats.
 
-Controllers stay thin: parse parameters (web.params), call the engine
-(web.queries), shape JSON. Every error is ``{"error": …}`` (web.errors).
+Controllers stay thin: parse parameters (web.params), call ``Engine.search``,
+shape JSON (web.queries). Every error is ``{"error": …}`` (web.errors).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 
 from search.engine import Engine, SearchResult
 from search.images import ImageDecodeError
+from search.query import ImageQuery, SimilarQuery
 
 from web import queries, thumbs
 from web.errors import HttpError
@@ -42,7 +43,7 @@ def search():
     if not q:
         raise HttpError(400, "missing query: pass ?q=TEXT")
     params = parse_search_params(request.args)
-    page = queries.search_text(engine(), q, params)
+    page = engine().search(params.text_query(q), params.filters, params.paging)
     return jsonify(queries.page_dict(page, query=q, mode=params.mode))
 
 
@@ -50,7 +51,7 @@ def search():
 def search_image():
     data = read_upload(request.files)
     params = parse_search_params(request.values)
-    page = queries.search_image(engine(), data, params)
+    page = engine().search(ImageQuery(data), params.filters, params.paging)
     name = request.files["image"].filename or None
     return jsonify(queries.page_dict(page, query={"kind": "image", "filename": name, "bytes": len(data)}))
 
@@ -59,7 +60,7 @@ def search_image():
 def similar(image_id: int):
     known_image(image_id)
     params = parse_search_params(request.args)
-    page = queries.search_similar(engine(), image_id, params)
+    page = engine().search(SimilarQuery(image_id), params.filters, params.paging)
     return jsonify(queries.page_dict(page, query={"kind": "similar", "id": image_id}))
 
 

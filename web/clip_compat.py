@@ -19,10 +19,10 @@ import urllib.request
 import numpy as np
 from flask import Blueprint, current_app, jsonify, request, url_for
 
-from search.engine import MAX_K, Engine, EngineError, SearchResult
+from search.engine import MAX_K, Engine, Filters, SearchResult
+from search.query import ImageQuery, Paging, Query, TextQuery, VectorQuery
 
 from web.errors import HttpError
-from web.queries import text_query_vector
 from web.uploads import check_image_bytes, decode_base64_image, limit
 
 bp = Blueprint("clip_compat", __name__)
@@ -93,16 +93,16 @@ def fetch_image_url(url) -> bytes:
     return check_image_bytes(data)
 
 
-def query_vector(eng: Engine, body: dict) -> np.ndarray:
+def knn_query(eng: Engine, body: dict) -> Query:
     """Same precedence as clip-retrieval: text, then image, then image_url, then embedding_input."""
     if body.get("text"):
         if not isinstance(body["text"], str):
             raise HttpError(400, "text must be a string")
-        return text_query_vector(eng, body["text"])
+        return TextQuery(body["text"])  # every term text: never a server path
     if body.get("image"):
-        return eng.image_vector(decode_base64_image(body["image"]))
+        return ImageQuery(decode_base64_image(body["image"]))
     if body.get("image_url"):
-        return eng.image_vector(fetch_image_url(body["image_url"]))
+        return ImageQuery(fetch_image_url(body["image_url"]))
     if body.get("embedding_input") is not None:
         try:
             vec = np.asarray(body["embedding_input"], dtype=np.float32).reshape(-1)
@@ -110,18 +110,17 @@ def query_vector(eng: Engine, body: dict) -> np.ndarray:
             raise HttpError(400, "embedding_input must be a list of numbers") from None
         if vec.shape[0] != eng.encoder.dim or not np.all(np.isfinite(vec)):
             raise HttpError(400, f"embedding_input must be {eng.encoder.dim} finite numbers")
-        return vec
+        return VectorQuery(vec)
     raise HttpError(400, "must fill one of text, image, image_url and embedding_input")
 
 
 def deduplicate(eng: Engine, results: list[SearchResult]) -> list[SearchResult]:
     """Drop results whose vector is near-identical (cosine >= 0.94) to a better-ranked one."""
-    dim = eng.encoder.dim
-    # The engine has no public batch vector getter; its store is the only way to read stored vectors.
-    vecs = [eng.store.vector_of(r.id, dim) for r in results]
+    vecs = eng.vectors_of(r.id for r in results)
     keep: list[SearchResult] = []
     kept: list[np.ndarray] = []
-    for result, vec in zip(results, vecs):
+    for result in results:
+        vec = vecs.get(result.id)
         if vec is not None:
             vec = vec / max(float(np.linalg.norm(vec)), 1e-12)
             if kept and float(np.max(np.stack(kept) @ vec)) >= DEDUP_THRESHOLD:
@@ -154,9 +153,10 @@ def knn_service():
         if not (isinstance(body.get("text"), str) and body["text"].strip()):
             raise HttpError(400, "modality 'text' (caption search) needs a text query here; use modality 'image' "
                                  "for image or embedding queries")
-        results = eng.search_captions(body["text"], k=num_ids)
+        query: Query = TextQuery(body["text"], mode="captions")
     else:
-        results = eng.search_vector(query_vector(eng, body), k=num_ids)
+        query = knn_query(eng, body)
+    results = eng.search(query, Filters(), Paging(k=num_ids)).results
     if body.get("deduplicate"):
         results = deduplicate(eng, results)
     out = []

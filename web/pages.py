@@ -11,7 +11,8 @@ import os
 
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
 
-from search.engine import Engine, EngineError, NotIndexedError, SearchResult
+from search.engine import Engine, EngineError, NotIndexedError, Page, SearchResult
+from search.query import ImageQuery, SimilarQuery
 
 from web import queries
 from web.config import max_upload_bytes
@@ -55,7 +56,7 @@ def _like_id(raw: str | None) -> int | None:
     raise HttpError(400, "like must be an image id")
 
 
-def _cards_json(page: queries.Page, params: SearchParams, next_url: str | None) -> dict:
+def _cards_json(page: Page, params: SearchParams, next_url: str | None) -> dict:
     html = render_template("_cards.html", results=page.results, keep=params.filter_args())
     return {"html": html, "count": len(page.results), "page": page.page, "has_more": page.has_more,
             "next_url": next_url if page.has_more else None}
@@ -79,12 +80,12 @@ def index():
         params = parse_search_params(request.args)
         like = None if q else _like_id(request.args.get("like"))
         if q:
-            page = queries.search_text(engine(), q, params)
+            page = engine().search(params.text_query(q), params.filters, params.paging)
         elif like is not None:
             source = engine().image(like)
             if source is None:
                 raise HttpError(404, f"no image with id {like}")
-            page = queries.search_similar(engine(), like, params)
+            page = engine().search(SimilarQuery(like), params.filters, params.paging)
     except HttpError as exc:
         error, status = exc.message, exc.status
     except NotIndexedError as exc:
@@ -111,9 +112,9 @@ def fragment_results():
     params = parse_search_params(request.args)
     like = None if q else _like_id(request.args.get("like"))
     if q:
-        page = queries.search_text(engine(), q, params)
+        page = engine().search(params.text_query(q), params.filters, params.paging)
     elif like is not None:
-        page = queries.search_similar(engine(), like, params)
+        page = engine().search(SimilarQuery(like), params.filters, params.paging)
     else:
         raise HttpError(400, "missing query")
     keep = params.filter_args()
@@ -126,7 +127,7 @@ def fragment_image():
     """Results for an uploaded (picked, dropped or pasted) image, as card HTML."""
     data = read_upload(request.files)
     params = parse_search_params(request.form)
-    page = queries.search_image(engine(), data, params)
+    page = engine().search(ImageQuery(data), params.filters, params.paging)
     return jsonify(_cards_json(page, params, None))
 
 

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from search.engine import MAX_K, Filters
+from search.query import Paging, TextQuery
 
 from web.errors import HttpError
 
@@ -26,6 +27,14 @@ class SearchParams:
     page: int = 0
     mode: str = "images"
     filters: Filters = field(default_factory=Filters)
+
+    @property
+    def paging(self) -> Paging:
+        return Paging(k=self.k, page=self.page)
+
+    def text_query(self, text: str) -> TextQuery:
+        """A web client's text: every term is text, never a server path (no ``allow_files``)."""
+        return TextQuery(text, mode=self.mode)
 
     def filter_args(self) -> dict:
         """The active filters as query-string arguments (for links that keep them)."""
