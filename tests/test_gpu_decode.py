@@ -121,7 +121,7 @@ def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # 
 
 
 def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F811
-    from indexer.load import load_file
+    from indexer.decode import load_file
 
     names = list(odd_files)
     vectors, errors, raw_seen = _raw_path_vectors(encoder224, [odd_files[n] for n in names], workers=0)
