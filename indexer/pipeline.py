@@ -17,9 +17,9 @@ from indexer.index_run import Indexer
 from indexer.job import run_job
 from indexer.model import ModelMismatch
 from indexer.options import JOB_FIELDS, Counts, Options
-from indexer.pixels import RAW_INFLIGHT_BYTES, batch_pixels, decode_mode, gpu_decode_steps, raw_batch_workers
+from indexer.pixels import batch_pixels, decode_mode, gpu_decode_steps, raw_batch_workers
 from indexer.runner import CPU_BATCH, EmbedRunner, LocalRunner, encode_streams
 
-__all__ = ["CPU_BATCH", "JOB_FIELDS", "RAW_INFLIGHT_BYTES", "Counts", "EmbedRunner", "Indexer", "LocalRunner",
+__all__ = ["CPU_BATCH", "JOB_FIELDS", "Counts", "EmbedRunner", "Indexer", "LocalRunner",
            "ModelMismatch", "Options", "batch_pixels", "decode_mode", "encode_streams", "gpu_decode_steps",
            "raw_batch_workers", "run_job"]

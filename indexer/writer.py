@@ -17,7 +17,7 @@ from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbeddedBatch
 from indexer.scan import LinkPolicy
 from search.files import shown
-from search.store import Store, pack_vector, utcnow
+from search.store import Store, Transaction, pack_vector, utcnow
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -32,7 +32,7 @@ class Writer:
         self.changed_ids: set[int] = set()  # rows the diff found changed: their re-embedding counts as "changed"
 
     @contextlib.contextmanager
-    def _commit(self) -> Iterator[tuple[object, dict[str, int]]]:
+    def _commit(self) -> Iterator[tuple[Transaction, dict[str, int]]]:
         """One write transaction, yielding ``(session, delta)``: count into ``delta`` what the
         transaction commits. The job row gets the new counts in the same transaction (a kill -9
         leaves it true), and ``self.counts`` gets them only once the commit succeeded."""

@@ -16,8 +16,6 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import (
     Boolean,
-    delete,
-    insert,
     DateTime,
     Float,
     ForeignKey,
@@ -29,9 +27,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     false,
     func,
+    insert,
     select,
     update,
 )
@@ -234,6 +234,9 @@ def make_engine(db_path: Path | str) -> SAEngine:
 RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
 ID, SIZE, MTIME, HASH, DONE, ROOT, REAL, FAILED = range(8)
 
+# What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
+Transaction = Session
+
 
 class IndexerWrites:
     """The indexer's statements; mixed into :class:`Store`."""
@@ -369,13 +372,9 @@ class Store(IndexerWrites):
                 s.delete(row)
             s.add(ModelRow(name=name, pretrained=pretrained, fingerprint=fingerprint, dim=dim))
 
-    def drop_all_vectors(self) -> None:
-        """Forget every vector (model change): rows stay, everything re-embeds."""
-        with self.session() as s, s.begin():
-            self._drop_all_vectors(s)
-
     @staticmethod
     def _drop_all_vectors(s: Session) -> None:
+        """Forget every vector (model change): rows stay, everything re-embeds."""
         s.execute(update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, status="pending"))
         s.execute(update(CaptionRow).values(vector=None))
 
