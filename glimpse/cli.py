@@ -107,14 +107,8 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
     from search.files import shown
 
     opts = Options(kind=kind, **kw)
-    try:
+    try:  # a GlimpseError reaches LazyGroup, which reports it
         counts, version = run_job(paths, roots, opts)
-    except GlimpseError:
-        raise  # LazyGroup reports it
-    except ValueError as exc:
-        # Only until indexer/pipeline.py raises InvalidValue for its three user mistakes (unknown
-        # --decode mode, --decode gpu without nvJPEG, reindex before any index): issue 13.
-        _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; committed batches are kept and the next run resumes", EXIT_INTERRUPTED)
     parts = [f"{counts.scanned} files", f"{counts.new} new", f"{counts.changed} changed", f"{counts.moved} moved",

@@ -16,101 +16,20 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import signal
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
-from indexer.admit import admit
-from indexer.hashing import bytes_hash, file_hash
+from indexer.decode import Loaded, LoadedBatch, load_file, worker_setup
 from search.errors import GlimpseError
-from search.images import ImageDecodeError, load_rgb, to_uint8_array
-from search.settings import settings
 
-
-@dataclass
-class Loaded:
-    index: int  # position in the input list
-    pixels: Any  # uint8 HWC array (a torch tensor on the raw path), or None
-    meta: dict
-    error: str | None
-    content_hash: str | None = None  # only when asked for: the worker already holds the bytes
-    jpeg: Any = None  # raw mode: this file's bytes, then [start, end) of them in the batch's blob
-
-
-class LoadedBatch(list):
-    """A batch of Loaded; on the raw path ``blob`` holds the raw JPEG bytes of its ``jpeg`` items
-    (one tensor per batch, so a batch crosses from the worker in one shared-memory segment)."""
-
-    blob: Any = None
+__all__ = ["DecodeWorkerDied", "Loaded", "LoadedBatch", "cpu_decode_workers", "default_workers", "iter_batches",
+           "load_file"]
 
 
 class DecodeWorkerDied(GlimpseError, RuntimeError):
     """A decode process was killed (out of memory, a signal): the run stops, committed batches stay."""
-
-
-# Files up to this size are read once into memory, hashed and decoded from there;
-# bigger ones are hashed in a streaming pass and decoded from disk.
-_IN_MEMORY_MAX = 64 << 20
-
-
-def load_file(i: int, path: str, pil_transform: Callable, draft_size: int, want_hash: bool = False,
-              raw_jpeg: bool = False) -> Loaded:
-    """Check, read, hash (when asked), decode and preprocess one file; errors are returned, not raised.
-
-    The size cap and the header come first (``indexer.admit``): a file that fails them is
-    never read whole nor hashed. ``raw_jpeg``: a JPEG a GPU can decode comes back
-    undecoded, its bytes in ``Loaded.jpeg``."""
-    digest = None
-    try:
-        meta, size = admit(path)
-        source: str | bytes = path
-        if (raw_jpeg or want_hash) and size <= _IN_MEMORY_MAX:
-            # Hashing here, on bytes read for decoding anyway, keeps it off the encoder's thread.
-            with open(path, "rb") as f:
-                source = f.read()
-            if want_hash:
-                digest = bytes_hash(source)
-            if raw_jpeg:
-                from indexer.gpu_decode import nvjpeg_suitable
-
-                if nvjpeg_suitable(source, meta):
-                    return Loaded(i, None, meta, None, digest, jpeg=source)
-        elif want_hash:
-            digest = file_hash(path)
-        img = load_rgb(source, draft_size=draft_size)
-        return Loaded(i, to_uint8_array(pil_transform(img)), meta, None, digest)
-    except ImageDecodeError as exc:
-        return Loaded(i, None, {}, str(exc), digest)
-    except Exception as exc:  # noqa: BLE001 - any bad file must not stop the run
-        if isinstance(exc, FileNotFoundError):
-            return Loaded(i, None, {}, "file vanished during indexing")
-        return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}", digest)
-
-
-# Decode workers may run at a lower CPU priority than the encoder (GLIMPSE_DECODE_NICE; off by
-# default: measured no faster on 2 cores, BENCHMARKS.md).
-DECODE_NICE = settings()["GLIMPSE_DECODE_NICE"]
-
-
-def worker_setup() -> None:
-    """In each decode process: lower priority when asked, and die with the indexer."""
-    if DECODE_NICE:
-        try:
-            os.nice(DECODE_NICE)
-        except OSError:
-            pass
-    # Ctrl-C reaches the whole process group: the indexer stops the workers itself.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.uname().sysname == "Linux":  # an indexer killed outright (OOM killer) takes its workers along
-        try:
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
 
 
 _worker: dict = {}

@@ -3,7 +3,7 @@
 nvJPEG then decodes them on the device (``indexer.gpu_decode``). A batch's bytes
 cross from the worker as one shared-memory tensor, which is why this path keeps
 torch's DataLoader; files nvJPEG should not take are decoded by PIL in the
-worker as on the CPU path (``indexer.load.load_file``).
+worker as on the CPU path (``indexer.decode.load_file``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from indexer.load import Loaded, LoadedBatch, load_file, worker_setup
+from indexer.decode import Loaded, LoadedBatch, load_file, worker_setup
 
 
 class _RawFiles(Dataset):

@@ -7,10 +7,11 @@ as float16 blobs so an index rebuild never re-embeds an image.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import (
@@ -26,9 +27,11 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     false,
     func,
+    insert,
     select,
     update,
 )
@@ -219,7 +222,127 @@ def make_engine(db_path: Path | str) -> SAEngine:
     return engine
 
 
-class Store:
+# ---------------------------------------------------------------- indexer writes
+#
+# What the indexer reads and writes, named for what it does. Methods taking ``s`` run in the
+# caller's transaction (``Store.transaction()``), which also commits the job's counts.
+
+# What the diff needs of one stored image row: (id, size, mtime, content hash,
+# done = has a vector or failed for good, root id, canonical location, failed).
+# A plain tuple: the nightly no-op run builds one per file, and 100k dataclasses
+# cost more than the scan.
+RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
+ID, SIZE, MTIME, HASH, DONE, ROOT, REAL, FAILED = range(8)
+
+# What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
+Transaction = Session
+
+
+class IndexerWrites:
+    """The indexer's statements; mixed into :class:`Store`."""
+
+    engine: SAEngine
+
+    def session(self) -> Session:  # pragma: no cover - provided by Store
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction: statements given its session commit together, or not at all."""
+        with self.session() as s, s.begin():
+            yield s
+
+    def file_states(self) -> dict[str, RowState]:
+        """Every image row by path, loaded once: the diff's only read of the database.
+
+        Straight through the DB-API cursor: ORM row objects for every file would
+        make the no-op nightly run several times slower.
+        """
+        with self.engine.connect() as conn:
+            cur = conn.connection.dbapi_connection.cursor()
+            try:
+                cur.execute("SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
+                            "root_id, real_path, status = 'failed' FROM images")
+                # A BLOB path is a file name that is not UTF-8 (search.store.FsPath).
+                return {fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8])
+                        for r in cur}
+            finally:
+                cur.close()
+
+    @staticmethod
+    def set_file_stat(s: Session, row_id: int, size: int, mtime: float, real_path: str | None) -> None:
+        """Same bytes, new mtime (a touch): the row and its vector stay."""
+        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(size=size, mtime=mtime, real_path=real_path))
+
+    @staticmethod
+    def set_real_path(s: Session, row_id: int, real_path: str | None) -> None:
+        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(real_path=real_path))
+
+    @staticmethod
+    def move_image(s: Session, row_id: int, path: str, real_path: str | None, root_id: int, size: int,
+                   mtime: float) -> None:
+        """The file moved: its row (id, vector, captions) follows it."""
+        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(
+            path=path, real_path=real_path, root_id=root_id, size=size, mtime=mtime))
+
+    @staticmethod
+    def copy_image(s: Session, src_id: int, path: str, real_path: str | None, root_id: int, size: int,
+                   mtime: float, content_hash: str) -> None:
+        """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
+        src = s.get(ImageRow, src_id)
+        s.add(ImageRow(path=path, real_path=real_path, root_id=root_id, size=size,
+                       mtime=mtime, content_hash=content_hash, width=src.width, height=src.height,
+                       format=src.format, taken_at=src.taken_at, status="indexed", vector=src.vector))
+
+    @staticmethod
+    def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
+        """Insert ``new_rows`` (one executemany: ORM objects cost more than the encoder on a GPU)
+        and set ``(row id, column values)`` on existing rows."""
+        for row_id, values in updates:
+            s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+        if new_rows:
+            s.execute(insert(ImageRow), list(new_rows))
+
+    @staticmethod
+    def delete_images(s: Session, ids: Sequence[int]) -> None:
+        """Rows of files that are gone, with their captions."""
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(ids[i : i + 500])))
+            s.execute(delete(ImageRow).where(ImageRow.id.in_(ids[i : i + 500])))
+
+    def add_captions(self, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
+        """Store ``{image path: [(text, source)]}`` captions not stored yet; returns the paths
+        that name no indexed image."""
+        with self.session() as s, s.begin():
+            ids = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(wanted)))).all()) \
+                if len(wanted) < 30_000 else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
+            missing = [p for p in wanted if p not in ids]
+            have = set(s.execute(select(CaptionRow.image_id, CaptionRow.text).where(
+                CaptionRow.image_id.in_(list(ids.values())))).all()) if len(ids) < 30_000 else \
+                set(s.execute(select(CaptionRow.image_id, CaptionRow.text)).all())
+            for path, caps in wanted.items():
+                image_id = ids.get(path)
+                if image_id is None:
+                    continue
+                for text, source in caps:
+                    if (image_id, text) not in have:
+                        have.add((image_id, text))
+                        s.add(CaptionRow(image_id=image_id, text=text, source=source))
+        return missing
+
+    def captions_without_vectors(self) -> list[tuple[int, str]]:
+        with self.session() as s:
+            return [(cid, text) for cid, text in s.execute(
+                select(CaptionRow.id, CaptionRow.text).where(CaptionRow.vector.is_(None)))]
+
+    @staticmethod
+    def set_caption_vectors(s: Session, vectors: Iterable[tuple[int, np.ndarray]]) -> None:
+        for cid, v in vectors:
+            s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v)))
+
+
+class Store(IndexerWrites):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):
@@ -249,11 +372,20 @@ class Store:
                 s.delete(row)
             s.add(ModelRow(name=name, pretrained=pretrained, fingerprint=fingerprint, dim=dim))
 
-    def drop_all_vectors(self) -> None:
+    @staticmethod
+    def _drop_all_vectors(s: Session) -> None:
         """Forget every vector (model change): rows stay, everything re-embeds."""
+        s.execute(update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, status="pending"))
+        s.execute(update(CaptionRow).values(vector=None))
+
+    def switch_model(self, name: str, pretrained: str | None, fingerprint: str, dim: int) -> None:
+        """Another model makes the vectors from now on: forget every vector and record the model,
+        in one transaction (a crash leaves either the old model with its vectors or the new one)."""
         with self.session() as s, s.begin():
-            s.query(ImageRow).filter(ImageRow.status == "indexed").update({ImageRow.vector: None, ImageRow.status: "pending"})
-            s.query(CaptionRow).update({CaptionRow.vector: None})
+            self._drop_all_vectors(s)
+            for row in s.scalars(select(ModelRow)):
+                s.delete(row)
+            s.add(ModelRow(name=name, pretrained=pretrained, fingerprint=fingerprint, dim=dim))
 
     # -------------------------------------------------------------- roots
     def ensure_root(self, path: str, follow_external_links: bool | None = None) -> int:
@@ -424,4 +556,5 @@ class Store:
             for job in s.scalars(select(JobRow).where(JobRow.outcome == "running")):
                 job.outcome = "interrupted"
                 job.finished_at = job.finished_at or utcnow()
+
 

@@ -91,7 +91,7 @@ def _raw_path_vectors(enc, paths, workers):
     """What `glimpse index --decode gpu` computes, with torchvision's CPU decoder standing in for nvJPEG."""
     from indexer.gpu_decode import replayable
     from indexer.load import iter_batches
-    from indexer.pipeline import batch_pixels
+    from indexer.pixels import batch_pixels
     from search.pil_steps import describe
 
     steps = describe(enc.pil_transform)
@@ -121,7 +121,7 @@ def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # 
 
 
 def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F811
-    from indexer.load import load_file
+    from indexer.decode import load_file
 
     names = list(odd_files)
     vectors, errors, raw_seen = _raw_path_vectors(encoder224, [odd_files[n] for n in names], workers=0)
@@ -137,7 +137,7 @@ def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F
 
 
 def test_decode_choice(encoder224):  # noqa: F811
-    from indexer.pipeline import gpu_decode_steps
+    from indexer.pixels import gpu_decode_steps
 
     assert gpu_decode_steps(encoder224, "auto") is None  # CPU encoder: workers decode
     assert gpu_decode_steps(encoder224, "cpu") is None
@@ -200,10 +200,10 @@ def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
 
 def test_raw_workers_bounded_by_memory(monkeypatch):
     """Raw batches hold whole files: big photos get fewer workers so the bytes in flight stay bounded."""
-    import indexer.pipeline as pipeline
+    import indexer.pixels as pixels
 
-    monkeypatch.setattr(pipeline, "RAW_INFLIGHT_BYTES", 1 << 30)
-    small = pipeline.raw_batch_workers(15, 256, [400_000] * 10)  # 0.2 GB per worker in flight
-    big = pipeline.raw_batch_workers(15, 256, [5_000_000] * 10)  # 2.6 GB per worker: over budget alone
+    monkeypatch.setattr(pixels, "RAW_INFLIGHT_BYTES", 1 << 30)
+    small = pixels.raw_batch_workers(15, 256, [400_000] * 10)  # 0.2 GB per worker in flight
+    big = pixels.raw_batch_workers(15, 256, [5_000_000] * 10)  # 2.6 GB per worker: over budget alone
     assert small == 5 and big == 1
-    assert pipeline.raw_batch_workers(15, 256, [1_000] * 10) == 15  # never more than asked for
+    assert pixels.raw_batch_workers(15, 256, [1_000] * 10) == 15  # never more than asked for

@@ -1,0 +1,153 @@
+"""One index run, stage by stage: model → scan → diff (plan) → apply → embed → captions →
+publish → query bundle. Each stage lives in its own module; this file only wires them.
+
+Rows and vectors are committed one batch per transaction, so a crash loses at
+most one batch and the next run resumes where this one stopped. The FAISS
+index is rebuilt from stored vectors and published atomically at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Sequence
+
+from indexer.captions import read_manifest
+from indexer.model import ModelStage
+from indexer.options import Counts, Options
+from indexer.pixels import check_decode_option
+from indexer.plan import ToEmbed, diff, scan
+from indexer.progress import bar
+from indexer.publish import publish, write_query_bundle
+from indexer.run_warnings import RunWarnings
+from indexer.runner import EmbedRequest, EmbedRunner, LocalRunner
+from indexer.scan import LinkPolicy
+from indexer.writer import Writer
+from search.model_spec import ModelSpec
+from search.paths import Paths
+from search.store import ROOT, Store
+
+if TYPE_CHECKING:
+    from search.encoders import ImageTextEncoder as Encoder
+
+log = logging.getLogger("glimpse.indexer")
+
+
+class Indexer:
+    """Runs one job against one GLIMPSE_HOME. Use :func:`indexer.job.run_job` for the locked entry point.
+
+    ``runner``: what turns files into vectors (default: a :class:`LocalRunner` on the encoder).
+    """
+
+    def __init__(self, paths: Paths, opts: Options, encoder: "Encoder | None" = None,
+                 runner: EmbedRunner | None = None):
+        self.paths = paths
+        self.opts = opts
+        self.store = Store(paths.db)
+        self.model = ModelStage(self.store, opts, encoder)
+        self.runner = runner
+        self.counts = Counts()
+        self.writer = Writer(self.store, self.counts)
+        self.links = LinkPolicy()  # where symlinked files and sidecars may lead; set by the scan
+        self.warnings = RunWarnings()
+
+    @property
+    def job_id(self) -> int | None:
+        """The jobs row kept in step with every commit (run_job sets it)."""
+        return self.writer.job_id
+
+    @job_id.setter
+    def job_id(self, value: int | None) -> None:
+        self.writer.job_id = value
+
+    def check_options(self) -> None:
+        """Refuse `--decode gpu` before scanning when no GPU decoder can run."""
+        check_decode_option(self.opts.decode, self.opts.device)
+
+    def run(self, roots: Sequence[str], force_publish: bool = False) -> Counts:
+        """Bring the store and the index up to date with ``roots``.
+
+        ``force_publish``: publish even if this run changed nothing, because an
+        earlier run may have committed batches and died before publishing.
+        """
+        spec = self.model.resolve()
+        manifest = read_manifest(self.opts.captions, roots, warn=self.warnings.add) if self.opts.captions else {}
+        root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r), self.opts.follow_external_links)
+                    for r in roots}
+        states = self.store.file_states()
+        found = scan(self.store, root_ids, {s[ROOT] for s in states.values()})
+        self.links = found.links
+        self.counts.unavailable_roots.extend(found.unavailable)
+        self.counts.scanned = len(found.seen)
+        plan = diff(found, states, self.store)
+        del states, found
+        self.counts.unchanged += plan.unchanged
+        self.writer.apply_plan(plan)
+        if plan.embed:
+            self.writer.changed_ids = plan.changed_ids
+            self._embed(spec, plan.embed)
+        self.writer.sync_captions(manifest, plan.caption_paths, self.links, self.warnings)
+        self._embed_captions(spec)
+        publish(self.paths, self.store, spec, self.counts, lambda: self.model.encoder(spec).dim, force_publish)
+        write_query_bundle(self.model.loaded)
+        return self.counts
+
+    def _embed(self, spec: ModelSpec, items: list[ToEmbed]) -> None:
+        """Embed (the runner) -> write (a writer thread), overlapped: the writer commits batch N
+        while the runner works on the next ones, in input order; a crash loses at most the
+        batches not yet committed, never a committed one."""
+        runner = self.runner
+        if runner is None:
+            runner = LocalRunner(self.model.encoder(spec), self.opts)
+        else:
+            self.model.encoder(spec)  # the model row names the model the vectors come from
+        progress = bar(len(items), "embedding")
+        # Read where the walk checked it; hash only what the plan did not.
+        requests = [EmbedRequest(it.entry.real_path or it.entry.path, it.entry.size, not it.hashed) for it in items]
+        write_s = 0.0
+        t_start = time.perf_counter()
+
+        def timed_write(batch) -> None:
+            nonlocal write_s
+            t0 = time.perf_counter()
+            self.writer.write_batch(items, batch)
+            progress.update(len(batch.items))
+            write_s += time.perf_counter() - t0
+
+        pending = None  # the write in progress
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
+                contextlib.closing(runner.run(requests)) as batches:
+            try:
+                for batch in batches:
+                    if pending is not None:
+                        pending.result()  # re-raises a write error; keeps at most one batch being written
+                    pending = writer.submit(timed_write, batch)
+                if pending is not None:
+                    pending.result()
+            except BaseException:
+                batches.close()  # the runner stops; batches it still encodes are dropped (the next run embeds them)
+                if pending is not None and not pending.done():
+                    pending.result()  # let the write in progress finish
+                raise
+        progress.close()
+        took = time.perf_counter() - t_start
+        # Which stage bounds the run: the one whose busy time is closest to the wall time.
+        busy = {**runner.busy(), "database writes": write_s}
+        log.info("embedded %d images in %.1fs (%.1f img/s); busy: %s", len(items), took,
+                 len(items) / max(took, 1e-9), ", ".join(f"{stage} {s:.1f}s" for stage, s in busy.items()))
+
+    def _embed_captions(self, spec: ModelSpec) -> None:
+        """Embed the stored captions that have no vector yet, 256 per transaction."""
+        todo = self.store.captions_without_vectors()
+        if not todo:
+            return
+        enc = self.model.encoder(spec)
+        progress = bar(len(todo), "captions", unit="cap")
+        for i in range(0, len(todo), 256):
+            chunk = todo[i : i + 256]
+            self.writer.write_caption_vectors([cid for cid, _ in chunk], enc.encode_texts([t for _, t in chunk]))
+            progress.update(len(chunk))
+        progress.close()

@@ -1,0 +1,45 @@
+"""What a job is asked to do (:class:`Options`) and what it did (:class:`Counts`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Options:
+    model: str | None = None
+    pretrained: str | None = None
+    reembed: bool = False
+    captions: str | None = None
+    batch_size: int | None = None
+    workers: int | None = None
+    device: str | None = None
+    quantize: str | None = None  # "int8": ONNX Runtime int8 image tower (CPU)
+    decode: str | None = None  # where JPEGs are decoded: auto (GPU when encoding on one), gpu, cpu
+    kind: str = "index"
+    # The roots being indexed accept symlinked files leading anywhere; None keeps what each root recorded.
+    follow_external_links: bool | None = None
+
+
+@dataclass
+class Counts:
+    """What a job did. Committed work (new, changed, moved, deleted, failed, embedded, captions) is
+    counted in the transaction that commits it, so the job row never says more or less than the
+    database holds, however the job ends."""
+
+    scanned: int = 0
+    new: int = 0
+    changed: int = 0
+    moved: int = 0
+    deleted: int = 0
+    failed: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    captions: int = 0
+    unavailable_roots: list[str] = field(default_factory=list)
+
+    def as_job_fields(self) -> dict:
+        return {k: getattr(self, k) for k in JOB_FIELDS}
+
+
+JOB_FIELDS = ("scanned", "new", "changed", "moved", "deleted", "failed", "unchanged", "embedded", "captions")

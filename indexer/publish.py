@@ -1,0 +1,59 @@
+"""The last stages: rebuild the FAISS index from the stored vectors and publish it atomically;
+then the ONNX query bundle the server loads without torch."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Callable
+
+from indexer.disk import DiskFull, is_disk_full
+from indexer.options import Counts
+from search.index import IndexDir
+from search.model_spec import ModelSpec
+from search.ort_session import runtime_setting
+from search.paths import Paths
+from search.store import Store
+
+if TYPE_CHECKING:
+    from search.encoders import ImageTextEncoder as Encoder
+
+log = logging.getLogger("glimpse.indexer")
+
+
+def publish(paths: Paths, store: Store, spec: ModelSpec, counts: Counts, encoder_dim: Callable[[], int],
+            force: bool = False) -> str | None:
+    """Publish a new index version when this run changed what the index holds (or ``force``);
+    returns the live version. ``encoder_dim``: the vector size when no stored model row says it."""
+    index_dir = IndexDir(paths.index)
+    live = index_dir.current_version()
+    # Moves and touches keep ids and vectors: the live index is still right.
+    changed = force or any((counts.new, counts.changed, counts.deleted,
+                            counts.embedded, counts.captions, counts.failed))
+    if live and not changed:
+        log.info("nothing changed; index version %s stays live", live)
+        return live
+    row = store.get_model()
+    dim = row.dim if row and row.dim else encoder_dim()
+    img_vecs, img_ids = store.image_vectors(dim)
+    cap_vecs, cap_ids = store.caption_vectors(dim)
+    try:
+        return index_dir.publish(img_vecs, img_ids, cap_vecs, cap_ids, {
+            "model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim,
+        })
+    except (OSError, RuntimeError) as exc:
+        if is_disk_full(exc):
+            raise DiskFull(paths.index, "publishing the index") from exc
+        raise
+
+
+def write_query_bundle(enc: "Encoder | None") -> None:
+    """With the model already loaded in torch, write the ONNX query bundle the server
+    loads without torch (once per model; see search.query_bundle)."""
+    if enc is None or enc.device != "cpu" or runtime_setting() == "torch":
+        return
+    from search.query_bundle import ensure_bundle
+
+    try:
+        ensure_bundle(enc)
+    except Exception as exc:  # noqa: BLE001 - the index is published; the server falls back to torch
+        log.warning("no ONNX query bundle (%s: %s); the server will query in torch", exc.__class__.__name__, exc)

@@ -1,0 +1,131 @@
+"""Commit the plan and the embedded batches, counting each in the transaction that commits it.
+
+Rows and vectors are committed one batch per transaction, so a crash loses at most
+one batch and the next run resumes where this one stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterable, Iterator
+
+from indexer.captions import MAX_CAPTION_CHARS, cap_caption, sidecar_captions
+from indexer.options import JOB_FIELDS, Counts
+from indexer.plan import Plan, ToEmbed
+from indexer.run_warnings import RunWarnings
+from indexer.runner import EmbeddedBatch
+from indexer.scan import LinkPolicy
+from search.files import shown
+from search.store import Store, Transaction, pack_vector, utcnow
+
+log = logging.getLogger("glimpse.indexer")
+
+
+class Writer:
+    """The only stage that writes rows; keeps ``counts`` and the job row in step with the database."""
+
+    def __init__(self, store: Store, counts: Counts, job_id: int | None = None):
+        self.store = store
+        self.counts = counts
+        self.job_id = job_id  # the jobs row kept in step with every commit (None: no job row)
+        self.changed_ids: set[int] = set()  # rows the diff found changed: their re-embedding counts as "changed"
+
+    @contextlib.contextmanager
+    def _commit(self) -> Iterator[tuple[Transaction, dict[str, int]]]:
+        """One write transaction, yielding ``(session, delta)``: count into ``delta`` what the
+        transaction commits. The job row gets the new counts in the same transaction (a kill -9
+        leaves it true), and ``self.counts`` gets them only once the commit succeeded."""
+        delta = dict.fromkeys(JOB_FIELDS, 0)
+        with self.store.transaction() as s:
+            yield s, delta
+            if self.job_id is not None and any(delta.values()):
+                self.store.set_job_counts(s, self.job_id, **{k: getattr(self.counts, k) + v for k, v in delta.items()})
+        for k, v in delta.items():
+            setattr(self.counts, k, getattr(self.counts, k) + v)
+
+    def apply_plan(self, plan: Plan) -> None:
+        """Touches, relinks, moves, copies, refused entries and deletions: one transaction."""
+        store = self.store
+        with self._commit() as (s, delta):
+            for row_id, entry in plan.touch:
+                store.set_file_stat(s, row_id, entry.size, entry.mtime, entry.real_path)
+            for row_id, entry in plan.relink:
+                store.set_real_path(s, row_id, entry.real_path)
+            for row_id, entry, root_id in plan.moves:
+                store.move_image(s, row_id, entry.path, entry.real_path, root_id, entry.size, entry.mtime)
+            for src_id, entry, root_id, h in plan.copies:
+                store.copy_image(s, src_id, entry.path, entry.real_path, root_id, entry.size, entry.mtime, h)
+            refused_rows, refused_updates = [], []
+            for entry, root_id, row_id in plan.refused:
+                log.warning("failed: %s: %s", entry.path, entry.error)
+                # The walk's reason; nothing read, nothing kept from what the path held before.
+                values = dict(path=entry.path, real_path=None, root_id=root_id, size=entry.size, mtime=entry.mtime,
+                              content_hash=None, width=None, height=None, format=None, taken_at=None,
+                              status="failed", error=entry.error, vector=None, indexed_at=utcnow())
+                if row_id is None:
+                    refused_rows.append(values)
+                else:
+                    refused_updates.append((row_id, values))
+            store.write_images(s, refused_rows, refused_updates)
+            gone_ids = list(plan.gone.values())
+            store.delete_images(s, gone_ids)
+            delta.update(moved=len(plan.moves), new=len(plan.copies) + len(refused_rows),
+                         changed=len(refused_updates), failed=len(plan.refused), deleted=len(gone_ids))
+        if plan.moves or plan.copies:
+            log.info("reused vectors for %d moved and %d copied files", len(plan.moves), len(plan.copies))
+
+    def write_batch(self, items: list[ToEmbed], batch: EmbeddedBatch) -> None:
+        """One embedded batch: new rows, re-embedded rows and failures, in one transaction."""
+        vec_of = {b.index: v for b, v in zip(batch.ok, batch.vectors)}
+        new_rows, updates = [], []
+        with self._commit() as (s, delta):
+            for b in batch.items:
+                entry, root_id, row_id, h, _ = items[b.index]
+                values = dict(path=entry.path, real_path=entry.real_path, root_id=root_id, size=entry.size,
+                              mtime=entry.mtime,
+                              # Hashed once: up front by the plan, or by the reader that held the bytes.
+                              content_hash=h or b.content_hash, indexed_at=utcnow(),
+                              width=b.meta.get("width"), height=b.meta.get("height"),
+                              format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
+                if b.error:
+                    values.update(status="failed", error=shown(b.error), vector=None)
+                    delta["failed"] += 1
+                    log.warning("failed: %s: %s", entry.path, b.error)
+                else:
+                    values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
+                    delta["embedded"] += 1
+                if row_id is None:
+                    new_rows.append(values)
+                    delta["new"] += 1
+                else:
+                    updates.append((row_id, values))
+                    delta["changed"] += row_id in self.changed_ids
+            self.store.write_images(s, new_rows, updates)
+
+    def sync_captions(self, manifest: dict[str, list[str]], new_paths: Iterable[str], links: LinkPolicy,
+                      warnings: RunWarnings) -> None:
+        """Store manifest + sidecar captions for indexed images (vectors come later)."""
+        wanted: dict[str, list[tuple[str, str]]] = {}
+        for path in new_paths:
+            caps = sidecar_captions(path, links.allows)
+            if caps:
+                wanted.setdefault(path, []).extend((_capped(path, c, "sidecar", warnings), "sidecar") for c in caps)
+        for path, caps in manifest.items():
+            wanted.setdefault(path, []).extend((_capped(path, c, "manifest", warnings), "manifest") for c in caps)
+        if wanted:
+            missing = self.store.add_captions(wanted)
+            if missing:
+                log.warning("%d caption entries name images that are not indexed (first: %s)", len(missing), missing[0])
+
+    def write_caption_vectors(self, ids: list[int], vectors) -> None:
+        with self._commit() as (s, delta):
+            self.store.set_caption_vectors(s, zip(ids, vectors))
+            delta["captions"] += len(ids)
+
+
+def _capped(path: str, caption: str, source: str, warnings: RunWarnings) -> str:
+    """A caption as stored: cut to MAX_CAPTION_CHARS, with a warning when it was longer."""
+    if len(caption) > MAX_CAPTION_CHARS:
+        warnings.add(f"{path}: {source} caption cut from {len(caption):,} to {MAX_CAPTION_CHARS:,} characters")
+    return cap_caption(caption)
