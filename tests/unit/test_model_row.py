@@ -28,7 +28,7 @@ def model_writes(monkeypatch):
 def test_the_model_row_is_written_once_per_run(tmp_path, tiny_encoder, tiny_model, image_factory, model_writes,
                                                monkeypatch):
     from search.encoder import Encoder, ModelSpec
-    from search.tiny_model import write_tiny_model
+    from tiny_model import write_tiny_model
 
     monkeypatch.setenv("GLIMPSE_RUNTIME", "torch")  # no ONNX query bundle export: not what this tests
     folder = tmp_path / "pics"
