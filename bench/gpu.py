@@ -190,11 +190,10 @@ def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, 
 
 
 def section_faiss(t: Table, sizes: list[int], dim: int = 512) -> None:
+    import faiss
     import numpy as np
 
     from search.index import gpu_available
-
-    import faiss
 
     if not gpu_available():
         t.add("FAISS GPU index", "not measured",

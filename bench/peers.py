@@ -21,7 +21,6 @@ wall time (start-up included, as a user sees it).
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import statistics
@@ -158,7 +157,7 @@ def run_clipret(corpus: Path, env: dict, batch: int = 32, workers: int = 2) -> t
 
 def run(res, args, corpus_dir: Path, log) -> None:
     """Interleaved rounds of Glimpse / rclip / clip-retrieval on the same corpus."""
-    from bench.run import _ensure_query_bundle, glimpse_cmd, run_timed, MODEL, PRETRAINED, cond_str
+    from bench.run import MODEL, PRETRAINED, _ensure_query_bundle, cond_str, glimpse_cmd, run_timed
     from bench.sysinfo import quiet_machine
 
     if not (RCLIP_VENV / "bin" / "rclip").exists() or not (CLIPRET_VENV / "bin" / "clip-retrieval").exists():

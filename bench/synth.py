@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -164,7 +163,6 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
 def recall_at_10(home: Path, seed: int = 7, queries: int = 200) -> dict:
     """recall@10 of the published index vs exact inner-product search over the stored vectors."""
     import faiss
-
     from faiss.contrib.evaluation import knn_intersection_measure
 
     from search.index import IndexDir

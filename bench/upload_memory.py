@@ -23,9 +23,9 @@ once (without holding their pixels) to ``bench-data/uploads/``.
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys

@@ -11,8 +11,8 @@ OpenMoji (CC BY-SA) and Noto (Apache-2.0) are left out to keep the notices simpl
 from __future__ import annotations
 
 import json
-import re
 import random
+import re
 import shutil
 import sys
 from pathlib import Path

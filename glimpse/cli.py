@@ -61,7 +61,7 @@ class LazyGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module), attr)
             except ImportError as exc:  # pragma: no cover - slim installs
-                raise click.ClickException(f"`glimpse {name}` is unavailable: {exc}")
+                raise click.ClickException(f"`glimpse {name}` is unavailable: {exc}") from exc
         return super().get_command(ctx, name)
 
 

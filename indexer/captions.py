@@ -18,9 +18,9 @@ import logging
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from search.errors import GlimpseError
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash

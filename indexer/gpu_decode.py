@@ -12,7 +12,8 @@ worker as before, and an image nvJPEG refuses after all is retried with PIL.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from indexer.captions import read_manifest
 from indexer.model import ModelStage
@@ -42,7 +43,7 @@ class Indexer:
     ``runner``: what turns files into vectors (default: a :class:`LocalRunner` on the encoder).
     """
 
-    def __init__(self, paths: Paths, opts: Options, encoder: "Encoder | None" = None,
+    def __init__(self, paths: Paths, opts: Options, encoder: Encoder | None = None,
                  runner: EmbedRunner | None = None):
         self.paths = paths
         self.opts = opts

@@ -10,7 +10,8 @@ import logging
 import signal
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from indexer.disk import DiskFull, disk_full_cause
 from indexer.index_run import Indexer
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("glimpse.indexer")
 
 
-def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None" = None,
+def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: Encoder | None = None,
             runner: EmbedRunner | None = None) -> tuple[Counts, str | None]:
     """Take the lock, record the job, run it. Raises LockHeld if another job runs.
 
@@ -67,7 +68,7 @@ def _as_disk_full(exc: BaseException, paths: Paths, live_unchanged: bool = True)
                     live_unchanged=live_unchanged)
 
 
-def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None",
+def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: Encoder | None,
                 runner: EmbedRunner | None) -> tuple[Counts, str | None]:
     indexer = Indexer(paths, opts, encoder, runner)
     store = indexer.store

@@ -17,9 +17,9 @@ import itertools
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator, Sequence
 
 from indexer.decode import Loaded, LoadedBatch, load_file, worker_setup
 from search.errors import GlimpseError

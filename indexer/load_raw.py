@@ -8,7 +8,7 @@ worker as on the CPU path (``indexer.decode.load_file``).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def decode_mode(option: str | None) -> str:
     return decode
 
 
-def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
+def gpu_decode_steps(enc: Encoder, decode: str | None) -> list | None:
     """The preprocessing steps to replay on the GPU after nvJPEG, or None to decode in workers.
 
     ``decode``: "auto" (default; GLIMPSE_DECODE) decodes on the GPU when the encoder runs on
@@ -75,7 +76,7 @@ def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
     return None
 
 
-def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
+def batch_pixels(batch, enc: Encoder, gpu_steps: list | None):
     """The images of a batch that decoded, and their uint8 NHWC pixels (on the encoder's device
     when it is a GPU). JPEGs left raw by the workers are decoded here with nvJPEG; one nvJPEG
     refuses is decoded with PIL instead, or marked failed with PIL's error."""
@@ -89,7 +90,7 @@ def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
     from search.encoder import pil_to_uint8
     from search.images import ImageDecodeError, load_rgb
 
-    on_device: dict[int, "torch.Tensor"] = {}
+    on_device: dict[int, torch.Tensor] = {}
     if raw:
         blob = batch.blob
         datas = [blob[b.jpeg[0]:b.jpeg[1]] for b in raw]

@@ -4,7 +4,8 @@ then the ONNX query bundle the server loads without torch."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from indexer.disk import DiskFull, is_disk_full
 from indexer.options import Counts
@@ -46,7 +47,7 @@ def publish(paths: Paths, store: Store, spec: ModelSpec, counts: Counts, encoder
         raise
 
 
-def write_query_bundle(enc: "Encoder | None") -> None:
+def write_query_bundle(enc: Encoder | None) -> None:
     """With the model already loaded in torch, write the ONNX query bundle the server
     loads without torch (once per model; see search.query_bundle)."""
     if enc is None or enc.device != "cpu" or runtime_setting() == "torch":

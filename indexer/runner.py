@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -84,7 +85,7 @@ class LocalRunner:
     input order while the encoders work on the next ones.
     """
 
-    def __init__(self, enc: "Encoder", opts: Options):
+    def __init__(self, enc: Encoder, opts: Options):
         self.enc = enc
         self.opts = opts
         self.on_gpu = enc.device.startswith("cuda")

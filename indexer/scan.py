@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from search.files import shown
 from search.images import IMAGE_EXTENSIONS

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from indexer.captions import MAX_CAPTION_CHARS, cap_caption, sidecar_captions
 from indexer.options import JOB_FIELDS, Counts

@@ -21,20 +21,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-log = logging.getLogger(__name__)
+from search.errors import InvalidValue
+from search.images import to_uint8_array
+from search.model_spec import LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec
+from search.ort_session import (
+    cpu_session,
+    ensure_int8,
+    probe_pixels,
+    quantize_setting,
+    run_session,
+    runtime_setting,
+    unit_rows,
+)
+from search.paths import cache_dir
 
-from search.errors import InvalidValue  # noqa: E402
-from search.paths import cache_dir  # noqa: E402
-from search.images import to_uint8_array  # noqa: E402
-from search.ort_session import (  # noqa: E402
-    cpu_session, ensure_int8, probe_pixels, quantize_setting, run_session, runtime_setting, unit_rows)
-from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
+log = logging.getLogger(__name__)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -166,7 +173,7 @@ class Encoder:
             finally:
                 self._ort_auto = False
 
-    def encode_pixels(self, batch: "torch.Tensor | np.ndarray") -> np.ndarray:
+    def encode_pixels(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         """Encode a uint8 NHWC batch (output of pil_transform, stacked)."""
         batch = torch.as_tensor(batch)
         if self._ort is None and self._ort_auto and len(batch) >= ORT_MIN_BATCH:
@@ -207,8 +214,8 @@ class OnnxImageTower:
         return unit_rows(run_session(self.session, x))
 
     @classmethod
-    def for_encoder(cls, enc: "Encoder", atol: float = 1e-4, quantize: str | None = None,
-                    min_cos: float = 0.98) -> "OnnxImageTower":
+    def for_encoder(cls, enc: Encoder, atol: float = 1e-4, quantize: str | None = None,
+                    min_cos: float = 0.98) -> OnnxImageTower:
         """Export (once, cached) and verify against torch on a probe batch.
 
         fp32 must match torch within ``atol``; int8 (dynamic weight quantization,
@@ -256,7 +263,7 @@ def _touch(path: str) -> None:
         pass
 
 
-def _export_image_tower(enc: "Encoder", path: str) -> None:
+def _export_image_tower(enc: Encoder, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     log.info("exporting the image tower of %s to ONNX (once; cached in %s)", enc.spec.describe(), os.path.dirname(path))
     export_onnx(enc.model, "encode_image", torch.zeros(2, 3, enc.image_size, enc.image_size), path, "pixels")

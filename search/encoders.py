@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -110,7 +111,7 @@ def _query_encoder(spec: ModelSpec, device: str | None, quantize: str | None,
             q = OnnxQueryEncoder(ensure_bundle(enc), threads=ort_threads)
             log.info("query model %s: ONNX Runtime bundle built; later starts skip torch", spec.describe())
             return q
-        except Exception as exc:  # noqa: BLE001 - torch still answers queries
+        except Exception as exc:  # torch still answers queries
             if runtime == "onnx":
                 raise
             log.warning("no ONNX query bundle (%s: %s); queries run in torch", exc.__class__.__name__, exc)

@@ -10,19 +10,29 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from search.errors import GlimpseError
 from search.files import NotTheIndexedFile, download_name, open_verified, shown
-from search.model_spec import ModelSpec
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
+from search.model_spec import ModelSpec
 from search.paths import Paths
-from search.query import (FileQuery, Filters, ImageQuery, Paging, Query, SimilarQuery, TextQuery, VectorQuery,
-                          parse_query)
+from search.query import (
+    FileQuery,
+    Filters,
+    ImageQuery,
+    Paging,
+    Query,
+    SimilarQuery,
+    TextQuery,
+    VectorQuery,
+    parse_query,
+)
 from search.results import Page, SearchResult, to_result
 from search.settings import settings
 from search.stages import stage
@@ -68,7 +78,7 @@ class OpenedImage:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "OpenedImage":
+    def __enter__(self) -> OpenedImage:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,7 +106,7 @@ def _single_query_threads() -> None:
 class Engine:
     """One per process: the store, the live index and the (lazily) loaded encoder."""
 
-    def __init__(self, paths: Paths, encoder: "ImageTextEncoder | None" = None, device: str | None = None,
+    def __init__(self, paths: Paths, encoder: ImageTextEncoder | None = None, device: str | None = None,
                  index_check_every: float = 1.0):
         self.paths = paths
         _single_query_threads()
@@ -107,7 +117,7 @@ class Engine:
         self._encoder_lock = threading.Lock()
 
     @classmethod
-    def open(cls, home: str | None = None, **kw) -> "Engine":
+    def open(cls, home: str | None = None, **kw) -> Engine:
         return cls(Paths.resolve(home), **kw)
 
     def close(self) -> None:
@@ -121,7 +131,7 @@ class Engine:
         return ModelSpec(row.name, row.pretrained)
 
     @property
-    def encoder(self) -> "ImageTextEncoder":
+    def encoder(self) -> ImageTextEncoder:
         """The model the vectors were made with; loaded once, kept for every query.
 
         On CPU that is the ONNX Runtime query bundle (no torch in the process; see

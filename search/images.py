@@ -20,7 +20,8 @@ import platform
 import threading
 import warnings
 from collections import deque
-from typing import BinaryIO, Iterator, Union
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageMode, ImageOps, UnidentifiedImageError
@@ -33,7 +34,7 @@ try:  # HEIC/HEIF support is optional.
 
     pillow_heif.register_heif_opener()
     HEIF_AVAILABLE = True
-except Exception:  # pragma: no cover - depends on optional package
+except Exception:  # noqa: BLE001  # pragma: no cover - depends on optional package
     HEIF_AVAILABLE = False
 
 # Decompression-bomb guard: ~ 179 MP, four times a 45 MP camera frame.
@@ -50,7 +51,7 @@ IMAGE_EXTENSIONS = frozenset(
     | ({".heic", ".heif"} if HEIF_AVAILABLE else set())
 )
 
-Source = Union[str, os.PathLike, BinaryIO, bytes]
+Source = str | os.PathLike | BinaryIO | bytes
 
 
 class ImageDecodeError(GlimpseError):
@@ -303,7 +304,7 @@ def _header_info(img: Image.Image) -> dict:
         date = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
         if date:
             info["taken_at"] = str(date).strip("\x00 ")
-    except Exception:
+    except Exception:  # noqa: BLE001 - EXIF is optional metadata: a broken block leaves the fields unset
         pass
     return info
 

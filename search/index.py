@@ -34,7 +34,7 @@ KEEP_VERSIONS = 2
 def gpu_available() -> bool:
     try:
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - a FAISS build without working GPU support is a CPU build
         return False
 
 
@@ -304,7 +304,7 @@ def _to_gpu(index: faiss.Index) -> faiss.Index:
         if _gpu_res is None:
             _gpu_res = faiss.StandardGpuResources()
         return faiss.index_cpu_to_gpu(_gpu_res, 0, index)
-    except Exception as exc:  # e.g. an index type without GPU support
+    except Exception as exc:  # noqa: BLE001 - e.g. an index type without GPU support
         log.warning("FAISS GPU transfer failed (%s); staying on CPU", exc)
         return index
 
@@ -342,7 +342,7 @@ class LiveIndex:
                 try:
                     self._loaded = self.index_dir.load(version)
                     return
-                except Exception:  # noqa: BLE001 - pruned or replaced between reading `current` and loading
+                except Exception:  # pruned or replaced between reading `current` and loading
                     log.warning("could not load index version %s (attempt %d); keeping %s", version, attempt + 1,
                                 self._loaded.version if self._loaded else None, exc_info=attempt == 2)
                     time.sleep(0.05)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from search.errors import GlimpseError
 
@@ -33,7 +33,7 @@ class ModelSpec:
     pretrained: str | None  # zoo tag, checkpoint path, "none", or None
 
     @classmethod
-    def parse(cls, model: str | None, pretrained: str | None = None) -> "ModelSpec":
+    def parse(cls, model: str | None, pretrained: str | None = None) -> ModelSpec:
         model = model or DEFAULT_MODEL
         if model.startswith(LOCAL_DIR):
             path = Path(os.path.expanduser(model[len(LOCAL_DIR):])).resolve()

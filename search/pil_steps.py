@@ -10,7 +10,8 @@ identical pixels before the steps are used (see ``search.query_bundle``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image
 
@@ -34,9 +35,8 @@ def _pair(size) -> list[int]:
 
 def describe(pil_transform) -> list[dict[str, Any]]:
     """torchvision/open_clip transforms -> JSON-able steps; UnsupportedStep if unknown."""
-    from torchvision import transforms as T
-
     import open_clip.transform as oct
+    from torchvision import transforms as T
 
     ResizeKeepRatio = getattr(oct, "ResizeKeepRatio", ())
     CenterCropOrPad = getattr(oct, "CenterCropOrPad", ())

@@ -24,15 +24,16 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from search import clip_tokenizer, pil_steps
-from search.model_spec import ModelSpec
 from search.images import to_uint8_array
+from search.model_spec import ModelSpec
 from search.ort_session import cpu_session, ensure_int8, probe_pixels, run_session, unit_rows
 from search.paths import cache_dir
 
@@ -164,7 +165,7 @@ def open_bundle(spec: ModelSpec, **kwargs) -> OnnxQueryEncoder | None:
         return None
 
 
-def ensure_bundle(enc: "Encoder") -> str:
+def ensure_bundle(enc: Encoder) -> str:
     """Build and verify the bundle for a loaded torch ``Encoder`` unless it exists; return its folder."""
     folder = bundle_dir(enc.spec)
     if os.path.isfile(os.path.join(folder, "meta.json")):
@@ -197,7 +198,7 @@ def ensure_bundle(enc: "Encoder") -> str:
     return folder
 
 
-def _build(enc: "Encoder", tmp: str) -> None:
+def _build(enc: Encoder, tmp: str) -> None:
     import torch
 
     from search.encoder import OnnxImageTower

@@ -19,9 +19,10 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from search.errors import EXIT_USAGE, GlimpseError
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import (
@@ -120,7 +120,7 @@ class ImageRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    captions: Mapped[list["CaptionRow"]] = relationship(
+    captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True
     )
 

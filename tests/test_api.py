@@ -13,12 +13,9 @@ import time
 import urllib.request
 import zlib
 
-import numpy as np
 import pytest
-
 from conftest import REPO, draw_image
-from web_support import XSS_CAPTION, image_id
-from web_support import corpus, engine  # noqa: F401  (shared module-scoped fixtures)
+from web_support import XSS_CAPTION, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
 
 @pytest.fixture(scope="module")

@@ -14,10 +14,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from conftest import REPO, draw_image
-from web_support import LiveServer, image_id
-from web_support import corpus, engine  # noqa: F401  (shared module-scoped fixtures)
+from web_support import LiveServer, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
 PASSWORD = "correct horse battery staple"
 REALM = 'Basic realm="Glimpse"'

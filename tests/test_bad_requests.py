@@ -16,9 +16,7 @@ import socket
 import urllib.parse
 
 import pytest
-
-from web_support import LiveServer, image_id
-from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
+from web_support import LiveServer, corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 BIG_IDS = [2**63, 2**64 + 5, 10**30]
 HUGE = "9" * 400
@@ -99,10 +97,10 @@ def test_embedding_input_that_is_not_finite_floats_is_400(server, value):
 
 def test_num_images_must_be_a_count(server):
     for raw in ("1e400", "NaN", "Infinity", "-Infinity", f'"{"9" * 5000}"', '"\u00b2"', "1.5", "0"):
-        body = ('{"text": "beach", "num_images": %s}' % raw).encode()
+        body = ('{"text": "beach", "num_images": ' + raw + "}").encode()
         assert "num_images" in error_of(post_json(server, "/knn-service", body), 400), raw
     for raw in (HUGE, f'"{HUGE}"', "1e300", '" 3 "'):  # big counts are capped, as before
-        status, _, body = post_json(server, "/knn-service", ('{"text": "beach", "num_images": %s}' % raw).encode())
+        status, _, body = post_json(server, "/knn-service", ('{"text": "beach", "num_images": ' + raw + "}").encode())
         assert status == 200 and len(json.loads(body)) == (3 if raw == '" 3 "' else 22), raw
 
 

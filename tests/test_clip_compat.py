@@ -11,13 +11,12 @@ import json
 import threading
 import urllib.request
 
-import numpy as np
 import pytest
-
 from conftest import draw_image
+from web_support import corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
+
 from search.query import FileQuery, Paging, TextQuery, VectorQuery
-from web_support import image_id
-from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
+
 
 def http_get(url: str):
     with urllib.request.urlopen(url, timeout=10) as resp:

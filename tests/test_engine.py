@@ -8,14 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import draw_image, make_images, search_json
 from PIL import Image
 
-from conftest import draw_image, make_images, search_json
 from indexer.pipeline import ModelMismatch, Options, run_job
 from search.encoder import Encoder
 from search.engine import Engine, Filters
-from search.query import FileQuery, Paging, SimilarQuery, TextQuery
 from search.paths import Paths
+from search.query import FileQuery, Paging, SimilarQuery, TextQuery
 from search.store import ImageRow, Store, unpack_vectors
 
 

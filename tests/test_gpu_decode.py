@@ -13,9 +13,8 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
-
 from conftest import draw_image
+from PIL import Image
 from test_fast_paths import encoder224, photos, reference_vectors  # noqa: F401 - fixtures
 
 pytest.importorskip("torchvision.io")
@@ -107,7 +106,7 @@ def _raw_path_vectors(enc, paths, workers):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # noqa: F811
+def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):
     """Raw bytes decoded in the main process, alone or mixed in one batch with worker-decoded images;
     same-size images are resized together."""
     photos = photos[:3] + photos + photos[1:2]  # batches of 4 then hold same-size pairs
@@ -120,7 +119,7 @@ def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # 
     assert cos.min() > 0.995, cos
 
 
-def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F811
+def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):
     from indexer.decode import load_file
 
     names = list(odd_files)
@@ -136,7 +135,7 @@ def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F
     assert set(errors) == {names.index("truncated.jpg"), names.index("text.jpg")}
 
 
-def test_decode_choice(encoder224):  # noqa: F811
+def test_decode_choice(encoder224):
     from indexer.pixels import gpu_decode_steps
 
     assert gpu_decode_steps(encoder224, "auto") is None  # CPU encoder: workers decode
@@ -150,6 +149,7 @@ def test_decode_choice(encoder224):  # noqa: F811
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp_path):
     from conftest import glimpse_cmd, make_images
+
     from search.store import Store
 
     make_images(tmp_path / "pics", 3)
@@ -168,6 +168,7 @@ def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp
 def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     """On a GPU: `glimpse index` with nvJPEG stores the vectors PIL decoding stores."""
     from conftest import glimpse_cmd
+
     from search.store import ImageRow, Store, unpack_vectors
 
     pics = tmp_path / "pics"

@@ -66,7 +66,7 @@ class Queries:
                 with self._lock:
                     self.errors.append(f"{exc.__class__.__name__}: {exc}")
 
-    def __enter__(self) -> "Queries":
+    def __enter__(self) -> Queries:
         for t in self._threads:
             t.start()
         return self

@@ -15,9 +15,8 @@ import unicodedata
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from conftest import REPO, make_images
+from PIL import Image
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

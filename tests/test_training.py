@@ -107,6 +107,7 @@ def test_training_learns_exports_and_reloads(tmp_path, toy):
 
     # Fine-tune the saved model through the CLI (`glimpse train --from local-dir:…`).
     from click.testing import CliRunner
+
     from training.cli import train as train_cmd
 
     res = CliRunner().invoke(train_cmd, [

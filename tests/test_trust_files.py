@@ -17,7 +17,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from conftest import draw_image, glimpse_cmd, make_images
 from web_support import LiveServer
 
@@ -126,7 +125,7 @@ def served_bodies(trap: Trap, image_id: int) -> dict[str, tuple[int, bytes]]:
 def test_a_symlink_to_a_secret_is_never_served_for_any_id(trap):
     outside_png = trap.outside_image.read_bytes()
     for image_id in range(1, max(trap.ids.values()) + 3):  # every row, failed ones included, and past the end
-        for route, (status, body) in served_bodies(trap, image_id).items():
+        for route, (_status, body) in served_bodies(trap, image_id).items():
             assert SECRET not in body and b"TOP-SECRET" not in body, route
             assert outside_png not in body, route
     zz, ext = trap.id("zz.jpg"), trap.id("ext.png")

@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-
-from bench.big_png import write_png
 from conftest import OUTPUT, REPO
 from web_support import corpus  # noqa: F401  (the shared indexed corpus)
+
+from bench.big_png import write_png
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from Linux's /proc")
 
@@ -109,7 +109,7 @@ def bomb() -> bytes:
     return write_png(OUTPUT / "upload-13000x13000-rgba.png", 13000, 13000).read_bytes()
 
 
-def test_eight_huge_uploads_are_refused_from_their_header(corpus, bomb):  # noqa: F811
+def test_eight_huge_uploads_are_refused_from_their_header(corpus, bomb):
     assert len(bomb) < 1 << 20
     with serving(corpus.home) as (base, pid):
         before = peak_mib(pid)
@@ -123,7 +123,7 @@ def test_eight_huge_uploads_are_refused_from_their_header(corpus, bomb):  # noqa
     assert rise < 200, f"peak memory rose {rise:.0f} MiB for uploads that are refused undecoded"
 
 
-def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path):  # noqa: F811
+def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path):
     """Lower limits, so that the budget (40 MB) admits one 36 MB decode at a time."""
     under = write_png(tmp_path / "under.png", 3000, 2999).read_bytes()  # 8,997,000 px: 36 MB decoded
     over = write_png(tmp_path / "over.png", 3000, 3001).read_bytes()

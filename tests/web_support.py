@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import draw_image, glimpse_cmd
 
 XSS_CAPTION = '<script>alert("x")</script> a <b>bold</b> caption'

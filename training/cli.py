@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .loop import PRESETS, TrainOptions, train as run_training
+from .loop import PRESETS, TrainOptions
+from .loop import train as run_training
 
 
 def _sigterm(*_):

@@ -11,9 +11,9 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -110,7 +110,7 @@ def pixel_cache(records: list[Record], size: int, cache_dir: str | os.PathLike, 
     for i, r in enumerate(tqdm(records, desc=f"decode {size}px", unit="img", mininterval=2)):
         try:
             arr[i] = _decode_one(r.path, transform)
-        except Exception as exc:  # one bad file must not stop training
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop training
             bad += 1
             tqdm.write(f"skip {r.path}: {exc}")
     tmp = out.with_suffix(".tmp.npy")

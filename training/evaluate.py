@@ -51,7 +51,7 @@ class EvalSet:
     groups: np.ndarray  # group label per val record
 
     @classmethod
-    def build(cls, val: list[Record], val_style: str | None = None) -> "EvalSet":
+    def build(cls, val: list[Record], val_style: str | None = None) -> EvalSet:
         groups = np.array([r.group for r in val])
         if val_style:
             gallery = [i for i, r in enumerate(val) if r.style == val_style]

@@ -101,10 +101,12 @@ def curve_table(history: list[dict]) -> str:
     """Markdown table of the validation curve (R@10, %), one row per evaluation."""
     rows = ["| step | epoch | train min | loss | t2i R@10 | i2t R@10 | i2i R@10 | i2i rev R@10 |",
             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    def r10(h: dict, k: str) -> str:
+        return f"{100 * h[k]['R@10']:.1f}" if k in h else "–"
+
     for h in history:
-        r10 = lambda k: f"{100 * h[k]['R@10']:.1f}" if k in h else "–"
         rows.append(f"| {h['step']} | {h['epoch']:.1f} | {h['minutes']:.0f} | {h['train_loss']:.3f} | "
-                    f"{r10('t2i')} | {r10('i2t')} | {r10('i2i')} | {r10('i2i_rev')} |")
+                    f"{r10(h, 't2i')} | {r10(h, 'i2t')} | {r10(h, 'i2i')} | {r10(h, 'i2i_rev')} |")
     return "\n".join(rows)
 
 

@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
-
 import open_clip
+import torch
 from open_clip.loss import ClipLoss
+from tqdm import tqdm
 
 from search.errors import InvalidValue
 
@@ -83,6 +82,11 @@ class TrainOptions:
     text_teacher: str | None = None  # folder or alias of a frozen sentence encoder (see teacher.py)
     distill: float = 1.0  # weight of the student-text <-> teacher loss
     command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
+
+
+def _percents(d: dict) -> str:
+    """Recall values as percentages, slash-separated (the eval log line)."""
+    return "/".join(f"{100 * v:.1f}" for v in d.values())
 
 
 def resolve_config(config: str) -> dict:
@@ -253,12 +257,11 @@ def train(opts: TrainOptions, on_step=None) -> dict:
         with open(work / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         score = m["t2i"]["R@10"] + m.get("i2i", {}).get("R@10", 0.0)
-        fmt = lambda d: "/".join(f"{100 * v:.1f}" for v in d.values())
         tqdm.write(f"[eval step {st['step']} ep {rec['epoch']:.1f} {rec['minutes']:.1f}min] loss {train_loss:.3f} "
-                   f"t2i {fmt(m['t2i'])} i2t {fmt(m['i2t'])} (chance {fmt(m['chance'])})"
-                   + (f" i2i {fmt(m['i2i'])} (chance {fmt(m['i2i_chance'])}, pixels "
-                      f"{' '.join(fmt(v) for v in pix_base.values())}) i2i_rev {fmt(m['i2i_rev'])}" if "i2i" in m else "")
-                   + (f" t2i_teacher {fmt(m['t2i_teacher'])}" if "t2i_teacher" in m else "")
+                   f"t2i {_percents(m['t2i'])} i2t {_percents(m['i2t'])} (chance {_percents(m['chance'])})"
+                   + (f" i2i {_percents(m['i2i'])} (chance {_percents(m['i2i_chance'])}, pixels "
+                      f"{' '.join(_percents(v) for v in pix_base.values())}) i2i_rev {_percents(m['i2i_rev'])}" if "i2i" in m else "")
+                   + (f" t2i_teacher {_percents(m['t2i_teacher'])}" if "t2i_teacher" in m else "")
                    + f"  [{time.time() - t0:.0f}s]")
         if score > st["best_score"]:
             st["best_score"], st["best"] = score, rec

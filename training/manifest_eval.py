@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import sys
 
-import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
 
-import open_clip
 from search.images import load_rgb
 
 from .data import read_manifest

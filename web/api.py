@@ -13,7 +13,6 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from search.engine import Engine, SearchResult
 from search.images import ImageDecodeError
 from search.query import ImageQuery, SimilarQuery
-
 from web import queries, thumbs
 from web.errors import HttpError
 from web.openapi import openapi_document

@@ -11,7 +11,6 @@ from flask import Flask, request
 
 from search.engine import Engine
 from search.paths import Paths
-
 from web.config import from_env, max_upload_bytes
 from web.errors import HttpError, register_error_handlers
 from web.users import users_path

@@ -33,8 +33,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from flask import Flask, make_response, request
 from werkzeug.security import check_password_hash, generate_password_hash

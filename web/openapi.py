@@ -8,7 +8,6 @@ and every API route is documented.
 from __future__ import annotations
 
 from search.engine import MAX_K
-
 from web import thumbs
 from web.params import DEFAULT_K, MAX_PAGE_K, MODES, ORDERS
 

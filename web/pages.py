@@ -13,7 +13,6 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 
 from search.engine import Engine, EngineError, NotIndexedError, Page, SearchResult
 from search.query import ImageQuery, SimilarQuery
-
 from web import queries
 from web.config import max_upload_bytes
 from web.errors import HttpError

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from search.engine import MAX_K, Filters
 from search.query import Paging, TextQuery
-
 from web.errors import HttpError
 
 DEFAULT_K = 24

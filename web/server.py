@@ -14,7 +14,6 @@ from pathlib import Path
 
 from search.engine import Engine, EngineError, NotIndexedError
 from search.paths import Paths
-
 from web import users
 from web.app import create_app
 from web.config import from_env

@@ -8,7 +8,6 @@ Create Date: 2026-11-22 08:31:31.782283
 from typing import Sequence, Union
 
 from alembic import op
-import sqlalchemy as sa
 
 
 revision: str = '0002'

@@ -85,7 +85,8 @@ def test_paths_and_cache_dir_come_from_the_registry(monkeypatch, tmp_path):
 
 
 def test_web_config_is_a_view_over_the_registry():
-    from web.config import SERVER_SETTINGS, from_env as web_from_env
+    from web.config import SERVER_SETTINGS
+    from web.config import from_env as web_from_env
 
     assert set(SERVER_SETTINGS) <= set(registry.BY_NAME)
     config = web_from_env({"GLIMPSE_ALLOWED_HOSTS": "x.example"})
