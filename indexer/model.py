@@ -74,6 +74,11 @@ class ModelStage:
             from search.encoders import open_encoder  # only when something needs embedding
 
             streams = encode_streams(self.opts.device)
-            self._encoder = open_encoder(spec, "index", device=self.opts.device, quantize=self.opts.quantize,
-                                         ort_threads=max(1, cpu_threads() // streams))
+            self._encoder = open_encoder(
+                spec,
+                "index",
+                device=self.opts.device,
+                quantize=self.opts.quantize,
+                ort_threads=max(1, cpu_threads() // streams),
+            )
         return self._encoder

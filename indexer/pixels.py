@@ -93,7 +93,7 @@ def batch_pixels(batch, enc: Encoder, gpu_steps: list | None):
     on_device: dict[int, torch.Tensor] = {}
     if raw:
         blob = batch.blob
-        datas = [blob[b.jpeg[0]:b.jpeg[1]] for b in raw]
+        datas = [blob[b.jpeg[0] : b.jpeg[1]] for b in raw]
         results = decode_batch(datas, [b.meta.get("orientation") for b in raw], gpu_steps, enc.device)
         for b, data, got in zip(raw, datas, results):
             if isinstance(got, Exception):
@@ -118,8 +118,6 @@ def batch_pixels(batch, enc: Encoder, gpu_steps: list | None):
     return ok, torch.stack([on_device[b.index] if b.index in on_device else next(moved) for b in ok])
 
 
-
-
 def check_decode_option(decode: str | None, device: str | None) -> None:
     """Refuse `--decode gpu` before scanning when no GPU decoder can run (a mistake in a cron line
     should fail in a second, not after the scan and the model load)."""
@@ -129,5 +127,7 @@ def check_decode_option(decode: str | None, device: str | None) -> None:
 
         device = pick_device(device)
         if not gpu_jpeg_available(device):
-            raise InvalidValue(f"--decode gpu: no nvJPEG decoder for device {device} "
-                             "(needs a CUDA GPU and torchvision built with nvJPEG)")
+            raise InvalidValue(
+                f"--decode gpu: no nvJPEG decoder for device {device} "
+                "(needs a CUDA GPU and torchvision built with nvJPEG)"
+            )

@@ -53,8 +53,15 @@ def pick_device(device: str | None = None) -> str:
 class Encoder:
     """A loaded open_clip model with its tokenizer and split preprocessing."""
 
-    def __init__(self, spec: ModelSpec, device: str | None = None, precision: str = "auto", runtime: str | None = None,
-                 quantize: str | None = None, ort_threads: int | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str | None = None,
+        precision: str = "auto",
+        runtime: str | None = None,
+        quantize: str | None = None,
+        ort_threads: int | None = None,
+    ):
         import open_clip
 
         self.spec = spec
@@ -66,10 +73,14 @@ class Encoder:
         self.ort_threads = ort_threads
         pretrained = None if spec.pretrained in (None, RANDOM_INIT) else spec.pretrained
         if spec.pretrained == RANDOM_INIT or (not pretrained and not spec.name.startswith(LOCAL_DIR)):
-            log.warning("model %s has no pretrained weights: random init (seed 0), useful for benchmarks only", spec.name)
+            log.warning(
+                "model %s has no pretrained weights: random init (seed 0), useful for benchmarks only", spec.name
+            )
             torch.manual_seed(0)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=pretrained, device=self.device)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=pretrained, device=self.device
+            )
             self.tokenizer = open_clip.get_tokenizer(spec.name)
         except Exception as exc:  # open_clip raises RuntimeError/FileNotFoundError/ValueError
             raise ModelLoadError(_load_hint(spec, exc)) from exc
@@ -101,8 +112,14 @@ class Encoder:
         if quantize:
             self.backend = f"onnx-{quantize}"
         tower = "ONNX Runtime for batches, torch for single images" if self._ort_auto else self.backend
-        log.info("model %s loaded on %s (%s, image tower: %s), dimension %d", spec.describe(), self.device,
-                 self.precision, tower, self.dim)
+        log.info(
+            "model %s loaded on %s (%s, image tower: %s), dimension %d",
+            spec.describe(),
+            self.device,
+            self.precision,
+            tower,
+            self.dim,
+        )
 
     # ------------------------------------------------------------ info
     @property
@@ -214,8 +231,9 @@ class OnnxImageTower:
         return unit_rows(run_session(self.session, x))
 
     @classmethod
-    def for_encoder(cls, enc: Encoder, atol: float = 1e-4, quantize: str | None = None,
-                    min_cos: float = 0.98) -> OnnxImageTower:
+    def for_encoder(
+        cls, enc: Encoder, atol: float = 1e-4, quantize: str | None = None, min_cos: float = 0.98
+    ) -> OnnxImageTower:
         """Export (once, cached) and verify against torch on a probe batch.
 
         fp32 must match torch within ``atol``; int8 (dynamic weight quantization,
@@ -225,9 +243,18 @@ class OnnxImageTower:
 
         import open_clip
 
-        key = hashlib.sha256("|".join([
-            enc.spec.fingerprint(), enc.spec.name, str(enc.image_size), open_clip.__version__, torch.__version__,
-            str(ONNX_FORMAT)]).encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            "|".join(
+                [
+                    enc.spec.fingerprint(),
+                    enc.spec.name,
+                    str(enc.image_size),
+                    open_clip.__version__,
+                    torch.__version__,
+                    str(ONNX_FORMAT),
+                ]
+            ).encode()
+        ).hexdigest()[:24]
         path = os.path.join(cache_dir(), "onnx", f"image-{key}.onnx")
         if not os.path.exists(path):
             _export_image_tower(enc, path)
@@ -288,9 +315,16 @@ def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Tower().eval(), (dummy,), tmp, input_names=[input_name], output_names=["embedding"],
-                              dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
+            torch.onnx.export(
+                _Tower().eval(),
+                (dummy,),
+                tmp,
+                input_names=[input_name],
+                output_names=["embedding"],
+                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
         os.replace(tmp, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -130,7 +130,8 @@ def _opened(source: Source) -> Iterator[Image.Image]:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ImageTooLarge(
                     f"image is {img.width}x{img.height} pixels, over the "
-                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)")
+                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)"
+                )
             yield img
     except ImageDecodeError:
         raise
@@ -233,9 +234,15 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}  # EXIF orientation -> what shows the image upright (as ImageOps)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # EXIF orientation -> what shows the image upright (as ImageOps)
 
 
 def _flat_reduced(img: Image.Image, factor: int) -> Image.Image:
@@ -290,9 +297,15 @@ def to_uint8_array(img: Image.Image) -> np.ndarray:
 
 
 def _header_info(img: Image.Image) -> dict:
-    info = {"format": img.format, "width": img.width, "height": img.height, "taken_at": None,
-            "mode": img.mode, "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
-            "orientation": None}
+    info = {
+        "format": img.format,
+        "width": img.width,
+        "height": img.height,
+        "taken_at": None,
+        "mode": img.mode,
+        "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
+        "orientation": None,
+    }
     try:
         # A PNG's getexif() decodes the whole image to look for an eXIf chunk after the pixels;
         # the header read is meant to read the header only, so only an early chunk counts.

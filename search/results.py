@@ -55,7 +55,14 @@ def image_date(row: ImageRow) -> str:
 
 def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:
     return SearchResult(
-        id=row.id, score=float(score) if score is not None else None, path=shown(row.path), caption=caption,
-        width=row.width, height=row.height, format=row.format, size=row.size, date=image_date(row),
+        id=row.id,
+        score=float(score) if score is not None else None,
+        path=shown(row.path),
+        caption=caption,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        size=row.size,
+        date=image_date(row),
         folder=shown(os.path.dirname(row.path)),
     )

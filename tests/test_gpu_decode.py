@@ -154,7 +154,9 @@ def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp
 
     make_images(tmp_path / "pics", 3)
     home = tmp_path / "home"
-    proc = glimpse_cmd("index", str(tmp_path / "pics"), "--model", tiny_model, "--decode", "gpu", home=home, check=False)
+    proc = glimpse_cmd(
+        "index", str(tmp_path / "pics"), "--model", tiny_model, "--decode", "gpu", home=home, check=False
+    )
     assert proc.returncode == 1
     assert "--decode gpu: no nvJPEG decoder" in proc.stderr
     store = Store(home / "glimpse.db")
@@ -185,8 +187,19 @@ def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     stored = {}
     for mode in ("gpu", "cpu"):
         home = tmp_path / f"home-{mode}"
-        glimpse_cmd("index", str(pics), "--model", tiny_model, "--device", "cuda", "--decode", mode,
-                    "--batch-size", "16", home=home)
+        glimpse_cmd(
+            "index",
+            str(pics),
+            "--model",
+            tiny_model,
+            "--device",
+            "cuda",
+            "--decode",
+            mode,
+            "--batch-size",
+            "16",
+            home=home,
+        )
         store = Store(home / "glimpse.db")
         with store.session() as s:
             rows = s.query(ImageRow.path, ImageRow.vector, ImageRow.status).all()

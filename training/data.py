@@ -44,8 +44,9 @@ def read_manifest(manifest: str | os.PathLike, warn: Callable[[str], None] | Non
         rec = by_path.get(row.path)
         if rec is None:
             extra = {k: v for k, v in row.record.items() if k not in _NOT_META}
-            rec = by_path[row.path] = Record(row.path, [], row.record.get("group") or row.path,
-                                             row.record.get("style") or "", extra)
+            rec = by_path[row.path] = Record(
+                row.path, [], row.record.get("group") or row.path, row.record.get("style") or "", extra
+            )
         rec.captions.extend(c for c in row.captions if c not in rec.captions)
     return list(by_path.values())
 

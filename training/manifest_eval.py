@@ -28,10 +28,14 @@ def manifest_recall(model_name: str, manifest: str, ks=(1, 5, 10), threads: int 
     tokenizer = open_clip.get_tokenizer(model_name)
     model.eval()
     recs = read_manifest(manifest)
-    img = torch.cat([
-        F.normalize(model.encode_image(torch.stack([preprocess(load_rgb(r.path)) for r in recs[i:i + 256]])), dim=-1)
-        for i in range(0, len(recs), 256)
-    ])
+    img = torch.cat(
+        [
+            F.normalize(
+                model.encode_image(torch.stack([preprocess(load_rgb(r.path)) for r in recs[i : i + 256]])), dim=-1
+            )
+            for i in range(0, len(recs), 256)
+        ]
+    )
     caps = [(i, c) for i, r in enumerate(recs) for c in r.captions]
     txt = F.normalize(model.encode_text(tokenizer([c for _, c in caps])), dim=-1)
     own = torch.tensor([i for i, _ in caps])
