@@ -216,11 +216,12 @@ def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, 
     phase = n / (end - loaded) if loaded and end else float("nan")
     stages = next((line.split("busy: ", 1)[1] for line in r["stderr"].splitlines() if "busy: " in line), "")
     t.add(
-        f"{model} end-to-end `glimpse index --decode {decode}`{' ' + ' '.join(settings) if settings else ''}, {n} JPEGs (img/s: embedding phase, model loaded "
-        f"→ index published / whole command)",
+        f"{model} end-to-end `glimpse index --decode {decode}`{' ' + ' '.join(settings) if settings else ''}, "
+        f"{n} JPEGs (img/s: embedding phase, model loaded → index published / whole command)",
         f"**{phase:,.0f}** / {n / r['wall_s']:,.0f}",
-        f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; peak memory of the process tree "
-        f"{r['peak_pss_mib']:,.0f} MiB PSS / {r['peak_rss_mib']:,.0f} MiB RSS; {r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}",
+        f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; "
+        f"peak memory of the process tree {r['peak_pss_mib']:,.0f} MiB PSS / {r['peak_rss_mib']:,.0f} MiB RSS; "
+        f"{r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}",
     )
     db = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
     cur = (home / "index" / "current").read_text().strip()

@@ -265,7 +265,8 @@ def run(res, args, corpus_dir: Path, log) -> None:
     cond = "; ".join(notes)
     res.add(
         f"peers, {n} JPEGs, whole command (img/s, median of {rounds} interleaved rounds): "
-        f"Glimpse / rclip 3.3.0 (ViT-B-32-256, ONNX RT, -b 8) / clip-retrieval 2.45.0 (ViT-B-32, batch {cb}, {cw} workers)",
+        "Glimpse / rclip 3.3.0 (ViT-B-32-256, ONNX RT, -b 8) / "
+        f"clip-retrieval 2.45.0 (ViT-B-32, batch {cb}, {cw} workers)",
         f"{mg:.2f} / {mr:.2f} / {mc:.2f}",
         "",
         cond,

@@ -14,6 +14,7 @@ import urllib.request
 import zlib
 
 import pytest
+
 from conftest import REPO, draw_image
 from web_support import XSS_CAPTION, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 

@@ -16,6 +16,7 @@ import socket
 import urllib.parse
 
 import pytest
+
 from web_support import LiveServer, corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 BIG_IDS = [2**63, 2**64 + 5, 10**30]

@@ -12,10 +12,10 @@ import threading
 import urllib.request
 
 import pytest
-from conftest import draw_image
-from web_support import corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
+from conftest import draw_image
 from search.query import FileQuery, Paging, TextQuery, VectorQuery
+from web_support import corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 
 def http_get(url: str):

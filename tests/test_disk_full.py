@@ -20,8 +20,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import make_images
 from PIL import Image
+
+from conftest import make_images
 from web_support import corpus, engine, image_id, server  # noqa: F401  (shared module-scoped fixtures)
 
 

@@ -8,9 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import draw_image, make_images, search_json
 from PIL import Image
 
+from conftest import draw_image, make_images, search_json
 from indexer.pipeline import ModelMismatch, Options, run_job
 from search.encoder import Encoder
 from search.engine import Engine, Filters

@@ -15,8 +15,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import draw_image
 from PIL import Image
+
+from conftest import draw_image
 
 # Small and fast, but with the real 224 px input so that draft mode behaves as in production.
 FAST_CONFIG = {
@@ -162,7 +163,6 @@ def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos,
 def test_concurrent_encode_streams_store_the_same_vectors_per_file(tiny_model, tmp_path, monkeypatch):
     """Several encoder calls in flight (one per core) must not mix up which vector belongs to which file."""
     from conftest import glimpse_cmd, make_images
-
     from search.store import ImageRow, Store, unpack_vectors
 
     make_images(tmp_path / "pics", 45, size=(64, 48))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+
 from conftest import REPO, draw_image, make_images
 
 # What a JPEG starts with (SOI, then a JFIF APP0 segment); nothing after it.

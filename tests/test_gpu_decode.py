@@ -13,8 +13,9 @@ import io
 import numpy as np
 import pytest
 import torch
-from conftest import draw_image
 from PIL import Image
+
+from conftest import draw_image
 from test_fast_paths import encoder224, photos, reference_vectors  # noqa: F401 - fixtures
 
 pytest.importorskip("torchvision.io")
@@ -149,7 +150,6 @@ def test_decode_choice(encoder224):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp_path):
     from conftest import glimpse_cmd, make_images
-
     from search.store import Store
 
     make_images(tmp_path / "pics", 3)
@@ -170,7 +170,6 @@ def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp
 def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     """On a GPU: `glimpse index` with nvJPEG stores the vectors PIL decoding stores."""
     from conftest import glimpse_cmd
-
     from search.store import ImageRow, Store, unpack_vectors
 
     pics = tmp_path / "pics"

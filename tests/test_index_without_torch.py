@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from conftest import REPO, make_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

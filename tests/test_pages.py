@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from web_support import XSS_CAPTION, corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 CHROMIUM = "/usr/bin/chromium"

@@ -15,8 +15,9 @@ import unicodedata
 
 import numpy as np
 import pytest
-from conftest import REPO, make_images
 from PIL import Image
+
+from conftest import REPO, make_images
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

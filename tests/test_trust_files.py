@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
 from conftest import draw_image, glimpse_cmd, make_images
 from web_support import LiveServer
 

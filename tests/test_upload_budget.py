@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
-from conftest import OUTPUT, REPO
-from web_support import corpus  # noqa: F401  (the shared indexed corpus)
 
 from bench.big_png import write_png
+from conftest import OUTPUT, REPO
+from web_support import corpus  # noqa: F401  (the shared indexed corpus)
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads VmHWM from Linux's /proc")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
 from conftest import draw_image, glimpse_cmd
 
 XSS_CAPTION = '<script>alert("x")</script> a <b>bold</b> caption'

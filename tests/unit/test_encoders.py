@@ -9,8 +9,8 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from search.encoders import ImageTextEncoder, open_encoder
 from search.model_spec import ModelSpec
 

@@ -7,9 +7,9 @@ import os
 
 import numpy as np
 import pytest
-from conftest import make_images
 
 import search.engine as engine_module
+from conftest import make_images
 from indexer.pipeline import Options, run_job
 from search.engine import Engine, Filters
 from search.paths import Paths

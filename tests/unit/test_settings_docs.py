@@ -23,7 +23,8 @@ def sources() -> list[Path]:
 def test_readme_table_is_generated_from_the_registry():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert readme_table(readme) == markdown_table(), (
-        "README's settings table differs from search/settings.py: run `python -m search.settings --update-readme README.md`"
+        "README's settings table differs from search/settings.py: "
+        "run `python -m search.settings --update-readme README.md`"
     )
 
 
