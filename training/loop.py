@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import open_clip
@@ -215,7 +216,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     bs = min(opts.batch_size, n)
     steps_per_epoch = n // bs
     total_steps = int(opts.epochs * steps_per_epoch) if opts.epochs else None
-    st = {"step": 0, "elapsed": 0.0, "best": None, "best_score": -1.0, "history": []}
+    st: dict[str, Any] = {"step": 0, "elapsed": 0.0, "best": None, "best_score": -1.0, "history": []}
     gen = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     if resume:

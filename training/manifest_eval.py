@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 import open_clip
 import torch
@@ -40,7 +41,7 @@ def manifest_recall(model_name: str, manifest: str, ks=(1, 5, 10), threads: int 
     txt = F.normalize(model.encode_text(tokenizer([c for _, c in caps])), dim=-1)
     own = torch.tensor([i for i, _ in caps])
     rank = ((txt @ img.T) > (txt @ img.T).gather(1, own[:, None])).sum(1)  # images scoring above the right one
-    out = {"images": len(recs), "captions": len(caps)}
+    out: dict[str, Any] = {"images": len(recs), "captions": len(caps)}
     out.update({f"R@{k}": float((rank < k).float().mean()) for k in ks})
     out["chance"] = {f"R@{k}": k / len(recs) for k in ks}
     out["misses_at_10"] = [c for (i, c), r in zip(caps, rank.tolist()) if r >= 10][:20]
