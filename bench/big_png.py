@@ -25,6 +25,7 @@ def _deflate_repeated(block: bytes, times: int, tail: bytes) -> bytes:
     After a full flush deflate starts afresh (empty history, byte-aligned), so the
     compressed block can be repeated as is; the checksum is computed over all the data.
     """
+
     def raw(data: bytes) -> bytes:
         c = zlib.compressobj(9, zlib.DEFLATED, -15)
         return c.compress(data) + c.flush(zlib.Z_FULL_FLUSH)
@@ -38,8 +39,9 @@ def _deflate_repeated(block: bytes, times: int, tail: bytes) -> bytes:
     return b"\x78\xda" + unit * times + end + struct.pack(">I", checksum)
 
 
-def write_png(path: str | os.PathLike, width: int, height: int, mode: str = "RGBA",
-              colour: tuple[int, ...] = (200, 30, 60, 128)) -> Path:
+def write_png(
+    path: str | os.PathLike, width: int, height: int, mode: str = "RGBA", colour: tuple[int, ...] = (200, 30, 60, 128)
+) -> Path:
     """A valid ``width`` x ``height`` PNG of one colour at ``path`` (written atomically; kept if it exists)."""
     path = Path(path)
     if path.exists():
@@ -54,7 +56,7 @@ def write_png(path: str | os.PathLike, width: int, height: int, mode: str = "RGB
         f.write(b"\x89PNG\r\n\x1a\n")
         f.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)))
         for i in range(0, len(data), 1 << 20):
-            f.write(_chunk(b"IDAT", data[i:i + (1 << 20)]))
+            f.write(_chunk(b"IDAT", data[i : i + (1 << 20)]))
         f.write(_chunk(b"IEND", b""))
     os.replace(tmp, path)
     return path

@@ -66,6 +66,7 @@ class Table:
 
 # ---------------------------------------------------------------- corpus
 
+
 def _with_comment(data: bytes, text: bytes) -> bytes:
     """The same JPEG with a COM segment right after SOI: distinct bytes, identical pixels."""
     assert data[:2] == b"\xff\xd8"
@@ -79,8 +80,10 @@ def gpu_corpus(root: Path, n: int, base: int, profile: str = "mixed") -> Path:
     src = root / f"gpu-base-{profile}-{base}"
     if len(list(src.glob("*.jpg"))) < base:
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, str(REPO / "bench" / "make_corpus.py"), str(src), "-n", str(base),
-                        "--profile", profile], check=True)
+        subprocess.run(
+            [sys.executable, str(REPO / "bench" / "make_corpus.py"), str(src), "-n", str(base), "--profile", profile],
+            check=True,
+        )
         log(f"generated {base} base JPEGs in {time.perf_counter() - t0:.0f}s")
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -91,6 +94,7 @@ def gpu_corpus(root: Path, n: int, base: int, profile: str = "mixed") -> Path:
 
 
 # ---------------------------------------------------------------- sections
+
 
 def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
     import numpy as np
@@ -103,8 +107,9 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
 
     spec = ModelSpec.parse(model, "none")
     enc = Encoder(spec, device="cuda")  # fp16 autocast by default on CUDA
-    x_host = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (batch, enc.image_size, enc.image_size, 3),
-                                                                dtype=np.uint8))
+    x_host = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (batch, enc.image_size, enc.image_size, 3), dtype=np.uint8)
+    )
     for where, x in (("on the GPU", x_host.cuda()), ("from pinned host memory", x_host.pin_memory())):
         for _ in range(3):
             enc.encode_pixels(x)
@@ -114,12 +119,16 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
             t0 = time.perf_counter()
             enc.encode_pixels(x)  # returns numpy: includes the device sync and the copy back
             times.append(time.perf_counter() - t0)
-        t.add(f"{model} encoder-only ceiling, fp16 autocast, input {where} (img/s, batch {batch}, median of 15)",
-              f"{batch / statistics.median(times):,.0f}")
+        t.add(
+            f"{model} encoder-only ceiling, fp16 autocast, input {where} (img/s, batch {batch}, median of 15)",
+            f"{batch / statistics.median(times):,.0f}",
+        )
 
     # fp16 vs fp32 on real images: how far the fast default moves the vectors.
     paths = sorted(str(p) for p in corpus.glob("*.jpg"))[:256]
-    pix = torch.stack([torch.as_tensor(b.pixels) for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 8) for b in bt])
+    pix = torch.stack(
+        [torch.as_tensor(b.pixels) for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 8) for b in bt]
+    )
     v16 = enc.encode_pixels(pix)
     enc.precision = "fp32"
     v32 = enc.encode_pixels(pix)
@@ -133,16 +142,20 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
     enc.precision = "fp16"
     cos = (v16 * v32).sum(axis=1)
     t.add(f"{model} fp32 (reference) ceiling (img/s, batch {batch})", f"{batch / statistics.median(times):,.0f}")
-    t.add(f"{model} fp16 vs fp32 vectors, {len(cos)} corpus images (cosine min / mean)",
-          f"{cos.min():.5f} / {cos.mean():.5f}")
+    t.add(
+        f"{model} fp16 vs fp32 vectors, {len(cos)} corpus images (cosine min / mean)",
+        f"{cos.min():.5f} / {cos.mean():.5f}",
+    )
 
     # Decode + preprocess rates feeding it.
     many = sorted(str(p) for p in corpus.glob("*.jpg"))[:12000]
     w = default_workers(gpu=True)
     t0 = time.perf_counter()
     n = sum(len(bt) for bt in iter_batches(many, enc.pil_transform, enc.image_size, batch, w))
-    t.add(f"CPU decode+preprocess (PIL draft mode), {w} worker processes (img/s, {n} JPEGs, incl. worker start)",
-          f"{n / (time.perf_counter() - t0):,.0f}")
+    t.add(
+        f"CPU decode+preprocess (PIL draft mode), {w} worker processes (img/s, {n} JPEGs, incl. worker start)",
+        f"{n / (time.perf_counter() - t0):,.0f}",
+    )
     steps = describe(enc.pil_transform)
     datas = [torch.frombuffer(bytearray(Path(p).read_bytes()), dtype=torch.uint8) for p in many]
     decode_batch(datas[:batch], [None] * batch, steps, "cuda")  # warm-up: nvJPEG handles, allocator
@@ -153,13 +166,17 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
         out = decode_batch(chunk, [None] * len(chunk), steps, "cuda")
         assert not any(isinstance(o, Exception) for o in out)
     torch.cuda.synchronize()
-    t.add(f"GPU decode+preprocess (nvJPEG + resize/crop on the GPU), bytes in memory (img/s, {len(datas)} JPEGs)",
-          f"{len(datas) / (time.perf_counter() - t0):,.0f}")
+    t.add(
+        f"GPU decode+preprocess (nvJPEG + resize/crop on the GPU), bytes in memory (img/s, {len(datas)} JPEGs)",
+        f"{len(datas) / (time.perf_counter() - t0):,.0f}",
+    )
     w_raw = default_workers(gpu=True)
     t0 = time.perf_counter()
     n = sum(len(bt) for bt in iter_batches(many, enc.pil_transform, enc.image_size, batch, w_raw, raw_jpeg=True))
-    t.add(f"raw-mode workers (read + probe, no decode), {w_raw} processes (img/s, {n} JPEGs)",
-          f"{n / (time.perf_counter() - t0):,.0f}")
+    t.add(
+        f"raw-mode workers (read + probe, no decode), {w_raw} processes (img/s, {n} JPEGs)",
+        f"{n / (time.perf_counter() - t0):,.0f}",
+    )
     del enc
     torch.cuda.empty_cache()
 
@@ -172,34 +189,58 @@ def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, 
     home = data / "homes" / f"gpu-{model}-{decode}"
     shutil.rmtree(home, ignore_errors=True)
     start = time.time()
-    r = run_timed(glimpse_cmd(home, "-v", "index", str(corpus), "--model", model, "--pretrained", "none",
-                              "--device", "cuda", "--decode", decode, "--batch-size", str(batch), *extra), env=env)
+    r = run_timed(
+        glimpse_cmd(
+            home,
+            "-v",
+            "index",
+            str(corpus),
+            "--model",
+            model,
+            "--pretrained",
+            "none",
+            "--device",
+            "cuda",
+            "--decode",
+            decode,
+            "--batch-size",
+            str(batch),
+            *extra,
+        ),
+        env=env,
+    )
     if r["rc"] != 0:
         raise RuntimeError(f"glimpse index failed ({r['rc']}):\n{r['stderr'][-3000:]}")
     loaded = _log_time(r["stderr"], "loaded on")
     end = _log_time(r["stderr"], "published index version")
     phase = n / (end - loaded) if loaded and end else float("nan")
     stages = next((line.split("busy: ", 1)[1] for line in r["stderr"].splitlines() if "busy: " in line), "")
-    t.add(f"{model} end-to-end `glimpse index --decode {decode}`{' ' + ' '.join(settings) if settings else ''}, {n} JPEGs (img/s: embedding phase, model loaded "
-          f"→ index published / whole command)", f"**{phase:,.0f}** / {n / r['wall_s']:,.0f}",
-          f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; peak memory of the process tree "
-          f"{r['peak_pss_mib']:,.0f} MiB PSS / {r['peak_rss_mib']:,.0f} MiB RSS; {r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}")
+    t.add(
+        f"{model} end-to-end `glimpse index --decode {decode}`{' ' + ' '.join(settings) if settings else ''}, "
+        f"{n} JPEGs (img/s: embedding phase, model loaded → index published / whole command)",
+        f"**{phase:,.0f}** / {n / r['wall_s']:,.0f}",
+        f"wall {r['wall_s']:.1f}s, model loaded after {(loaded or start) - start:.1f}s; "
+        f"peak memory of the process tree {r['peak_pss_mib']:,.0f} MiB PSS / {r['peak_rss_mib']:,.0f} MiB RSS; "
+        f"{r['cpu_s'] / max(r['wall_s'], 1e-9):.1f} cores busy on average; stage busy time: {stages}",
+    )
     db = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
     cur = (home / "index" / "current").read_text().strip()
     t.add("  bytes per image on disk (DB + FAISS)", f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}")
 
 
 def section_faiss(t: Table, sizes: list[int], dim: int = 512) -> None:
+    import faiss
     import numpy as np
 
     from search.index import gpu_available
 
-    import faiss
-
     if not gpu_available():
-        t.add("FAISS GPU index", "not measured",
-              f"faiss {faiss.__version__} here has no GPU support (StandardGpuResources: "
-              f"{hasattr(faiss, 'StandardGpuResources')}); the CPU index serves")
+        t.add(
+            "FAISS GPU index",
+            "not measured",
+            f"faiss {faiss.__version__} here has no GPU support (StandardGpuResources: "
+            f"{hasattr(faiss, 'StandardGpuResources')}); the CPU index serves",
+        )
         return
     res = faiss.StandardGpuResources()
     rng = np.random.default_rng(0)
@@ -218,22 +259,32 @@ def section_faiss(t: Table, sizes: list[int], dim: int = 512) -> None:
         _, ig = gpu.search(q, 10)
         _, ic = cpu.search(q, 10)
         recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ig, ic)])
-        t.add(f"FAISS GPU flat, {n:,} vectors: one query (ms p50 / p95), recall@10 vs CPU exact",
-              f"{statistics.median(lat):.2f} / {sorted(lat)[94]:.2f}, {recall:.3f}")
+        t.add(
+            f"FAISS GPU flat, {n:,} vectors: one query (ms p50 / p95), recall@10 vs CPU exact",
+            f"{statistics.median(lat):.2f} / {sorted(lat)[94]:.2f}, {recall:.3f}",
+        )
 
 
 # ---------------------------------------------------------------- main
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="ViT-B-32,ViT-L-14")
     ap.add_argument("--images", type=int, default=12000)
     ap.add_argument("--base", type=int, default=320, help="distinct generated JPEGs the corpus is copied from")
-    ap.add_argument("--profile", choices=["mixed", "fixed"], default="mixed",
-                    help="make_corpus size profile: mixed phone photos 1–12 MP, or all 1024×768")
+    ap.add_argument(
+        "--profile",
+        choices=["mixed", "fixed"],
+        default="mixed",
+        help="make_corpus size profile: mixed phone photos 1–12 MP, or all 1024×768",
+    )
     ap.add_argument("--batch-size", type=int, default=256)
-    ap.add_argument("--decode", default="gpu,cpu",
-                    help="end-to-end variants for the first model: a --decode mode, optionally :VAR=value settings")
+    ap.add_argument(
+        "--decode",
+        default="gpu,cpu",
+        help="end-to-end variants for the first model: a --decode mode, optionally :VAR=value settings",
+    )
     ap.add_argument("--faiss-sizes", default="100000,1000000")
     ap.add_argument("--only", default="encoder,index,faiss")
     ap.add_argument("--data", default=str(REPO / "bench-data"))
@@ -249,12 +300,14 @@ def main(argv=None) -> int:
         return 2
     info = machine()
     gpu = torch.cuda.get_device_properties(0)
-    header = (f"### GPU run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
-              f"`python bench/gpu.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-              f"GPU {gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), {info['cores']} CPU cores ({info['cpu']}), "
-              f"{info['mem_gb']} GB RAM; torch {torch.__version__}, torchvision {torchvision.__version__}, "
-              f"open_clip {info['open_clip_torch']}, faiss {info['faiss']}, Pillow {info['pillow']}, "
-              f"Python {info['python']}, git {info['git']}")
+    header = (
+        f"### GPU run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}\n\n"
+        f"`python bench/gpu.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
+        f"GPU {gpu.name} ({gpu.total_memory / 2**30:.0f} GiB), {info['cores']} CPU cores ({info['cpu']}), "
+        f"{info['mem_gb']} GB RAM; torch {torch.__version__}, torchvision {torchvision.__version__}, "
+        f"open_clip {info['open_clip_torch']}, faiss {info['faiss']}, Pillow {info['pillow']}, "
+        f"Python {info['python']}, git {info['git']}"
+    )
     t = Table(Path(args.out) if args.out else None, header)
     only = set(args.only.split(","))
     data = Path(args.data)
@@ -265,15 +318,28 @@ def main(argv=None) -> int:
         corpus = gpu_corpus(data, args.images, args.base, args.profile)
         mp = statistics.mean(_megapixels(p) for p in sorted(corpus.glob("*.jpg"))[: args.base])
         kind = "mixed 1–12 MP" if args.profile == "mixed" else "all 1024×768"
-        t.add("corpus", f"{args.images:,} JPEGs", f"{args.base} distinct, {kind} (mean {mp:.1f} MP), "
-              f"ready in {time.perf_counter() - t0:.0f}s")
+        t.add(
+            "corpus",
+            f"{args.images:,} JPEGs",
+            f"{args.base} distinct, {kind} (mean {mp:.1f} MP), ready in {time.perf_counter() - t0:.0f}s",
+        )
     for i, model in enumerate(models):
         if "encoder" in only:
             _guard(t, f"{model} encoder", section_encoder, t, model, corpus, args.batch_size)
         if "index" in only:
-            for decode in (args.decode.split(",") if i == 0 else ["gpu"]):
-                _guard(t, f"{model} index --decode {decode}", section_index, t, model, corpus, decode, data,
-                       args.batch_size, [])
+            for decode in args.decode.split(",") if i == 0 else ["gpu"]:
+                _guard(
+                    t,
+                    f"{model} index --decode {decode}",
+                    section_index,
+                    t,
+                    model,
+                    corpus,
+                    decode,
+                    data,
+                    args.batch_size,
+                    [],
+                )
     if "faiss" in only:
         _guard(t, "faiss", section_faiss, t, [int(s) for s in args.faiss_sizes.split(",") if s])
     md = t.markdown()

@@ -36,7 +36,9 @@ def main(argv=None) -> int:
         return 2
     enc = Encoder(ModelSpec.parse(args.model), device="cuda")
     paths = sorted(str(p) for p in Path(args.images).rglob("*") if is_image_path(p.name))
-    pix = torch.stack([torch.as_tensor(b.pixels) for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 4) for b in bt])
+    pix = torch.stack(
+        [torch.as_tensor(b.pixels) for bt in iter_batches(paths, enc.pil_transform, enc.image_size, 64, 4) for b in bt]
+    )
     captions = {}
     manifest = Path(args.images) / "captions.jsonl"
     if manifest.exists():

@@ -7,7 +7,6 @@ model weights) once per process, so PSS (proportional set size, from
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 

@@ -20,8 +20,10 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-STEPS = [{"op": "resize", "size": 224, "interpolation": "bicubic"},
-         {"op": "center_crop", "size": [224, 224], "fill": 0}]
+STEPS = [
+    {"op": "resize", "size": 224, "interpolation": "bicubic"},
+    {"op": "center_crop", "size": [224, 224], "fill": 0},
+]
 
 
 def _worker(paths, batch, start, out):
@@ -62,8 +64,11 @@ def main(argv=None) -> int:
         for p in procs:
             p.join()
         total = sum(r[0] for r in results)
-        print(f"{n} process(es): {total / wall:,.0f} img/s aggregate "
-              f"(per process {', '.join(f'{c / s:,.0f}' for c, s in results)})", flush=True)
+        print(
+            f"{n} process(es): {total / wall:,.0f} img/s aggregate "
+            f"(per process {', '.join(f'{c / s:,.0f}' for c, s in results)})",
+            flush=True,
+        )
     return 0
 
 

@@ -21,7 +21,6 @@ wall time (start-up included, as a user sees it).
 
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 import statistics
@@ -78,13 +77,27 @@ def _export_onnx(model_name: str, out_dir: Path) -> None:
 
     torch.backends.mha.set_fastpath_enabled(False)  # the fused MHA kernel has no ONNX export
     with torch.no_grad():
-        torch.onnx.export(Visual(model), (torch.randn(2, 3, size, size),), str(out_dir / "visual.onnx"),
-                          input_names=["input"], output_names=["output"], opset_version=17,
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            Visual(model),
+            (torch.randn(2, 3, size, size),),
+            str(out_dir / "visual.onnx"),
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=17,
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamo=False,
+        )
         tokens = open_clip.get_tokenizer(model_name)(["a photo", "a dog"])
-        torch.onnx.export(Textual(model), (tokens,), str(out_dir / "textual.onnx"),
-                          input_names=["input"], output_names=["output"], opset_version=17,
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}}, dynamo=False)
+        torch.onnx.export(
+            Textual(model),
+            (tokens,),
+            str(out_dir / "textual.onnx"),
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=17,
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+            dynamo=False,
+        )
 
 
 def prepare_rclip() -> dict:
@@ -126,8 +139,13 @@ def run_rclip(corpus: Path, env: dict, batch: int = 8) -> tuple[float, str]:
     for f in RCLIP_DATA.glob("db.sqlite3*"):
         f.unlink()
     t0 = time.perf_counter()
-    p = subprocess.run([str(RCLIP_VENV / "bin" / "rclip"), "-f", "-t", "1", "-b", str(batch), "a photo of a dog"],
-                       cwd=corpus, env=env, capture_output=True, text=True)
+    p = subprocess.run(
+        [str(RCLIP_VENV / "bin" / "rclip"), "-f", "-t", "1", "-b", str(batch), "a photo of a dog"],
+        cwd=corpus,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - t0
     if p.returncode != 0:
         raise RuntimeError(f"rclip failed: {p.stderr[-2000:]}")
@@ -137,10 +155,28 @@ def run_rclip(corpus: Path, env: dict, batch: int = 8) -> tuple[float, str]:
 def run_clipret(corpus: Path, env: dict, batch: int = 32, workers: int = 2) -> tuple[float, str]:
     out = DATA / "peer-clipret-out"
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [str(CLIPRET_VENV / "bin" / "clip-retrieval"), "inference", "--input_dataset", str(corpus),
-           "--output_folder", str(out), "--clip_model", "open_clip:ViT-B-32/laion2b_s34b_b79k", "--batch_size", str(batch),
-           "--num_prepro_workers", str(workers), "--enable_text", "False", "--enable_metadata", "False",
-           "--use_jit", "False", "--write_batch_size", "100000"]
+    cmd = [
+        str(CLIPRET_VENV / "bin" / "clip-retrieval"),
+        "inference",
+        "--input_dataset",
+        str(corpus),
+        "--output_folder",
+        str(out),
+        "--clip_model",
+        "open_clip:ViT-B-32/laion2b_s34b_b79k",
+        "--batch_size",
+        str(batch),
+        "--num_prepro_workers",
+        str(workers),
+        "--enable_text",
+        "False",
+        "--enable_metadata",
+        "False",
+        "--use_jit",
+        "False",
+        "--write_batch_size",
+        "100000",
+    ]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -158,7 +194,7 @@ def run_clipret(corpus: Path, env: dict, batch: int = 32, workers: int = 2) -> t
 
 def run(res, args, corpus_dir: Path, log) -> None:
     """Interleaved rounds of Glimpse / rclip / clip-retrieval on the same corpus."""
-    from bench.run import _ensure_query_bundle, glimpse_cmd, run_timed, MODEL, PRETRAINED, cond_str
+    from bench.run import MODEL, PRETRAINED, _ensure_query_bundle, cond_str, glimpse_cmd, run_timed
     from bench.sysinfo import quiet_machine
 
     if not (RCLIP_VENV / "bin" / "rclip").exists() or not (CLIPRET_VENV / "bin" / "clip-retrieval").exists():
@@ -186,14 +222,30 @@ def run(res, args, corpus_dir: Path, log) -> None:
         with quiet_machine(note):
             home = DATA / "homes" / "peer-glimpse"
             shutil.rmtree(home, ignore_errors=True)
-            rg = run_timed(glimpse_cmd(home, "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED)
-                           + args.index_args, watch=False)
+            rg = run_timed(
+                glimpse_cmd(home, "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED)
+                + args.index_args,
+                watch=False,
+            )
             if rg["rc"] != 0:
                 raise RuntimeError(rg["stderr"][-2000:])
             if not args.no_int8:
                 shutil.rmtree(home, ignore_errors=True)
-                rq = run_timed(glimpse_cmd(home, "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED,
-                                           "--quantize", "int8") + args.index_args, watch=False)
+                rq = run_timed(
+                    glimpse_cmd(
+                        home,
+                        "index",
+                        str(corpus_dir),
+                        "--model",
+                        MODEL,
+                        "--pretrained",
+                        PRETRAINED,
+                        "--quantize",
+                        "int8",
+                    )
+                    + args.index_args,
+                    watch=False,
+                )
                 if rq["rc"] != 0:
                     raise RuntimeError(rq["stderr"][-2000:])
                 q.append(n / rq["wall_s"])
@@ -203,14 +255,22 @@ def run(res, args, corpus_dir: Path, log) -> None:
         r.append(n / wr)
         c.append(n / wc)
         notes.append(cond_str(note))
-        log(f"  round {i + 1}: glimpse {g[-1]:.2f}" + (f" (int8 {q[-1]:.2f})" if q else "")
-            + f", rclip {r[-1]:.2f}, clip-retrieval {c[-1]:.2f} img/s [{notes[-1]}]")
+        log(
+            f"  round {i + 1}: glimpse {g[-1]:.2f}"
+            + (f" (int8 {q[-1]:.2f})" if q else "")
+            + f", rclip {r[-1]:.2f}, clip-retrieval {c[-1]:.2f} img/s [{notes[-1]}]"
+        )
     mg, mr, mc = statistics.median(g), statistics.median(r), statistics.median(c)
     res.raw.update(peers={"glimpse": g, "rclip": r, "clip_retrieval": c, "clipret_settings": (cb, cw)})
     cond = "; ".join(notes)
-    res.add(f"peers, {n} JPEGs, whole command (img/s, median of {rounds} interleaved rounds): "
-            f"Glimpse / rclip 3.3.0 (ViT-B-32-256, ONNX RT, -b 8) / clip-retrieval 2.45.0 (ViT-B-32, batch {cb}, {cw} workers)",
-            f"{mg:.2f} / {mr:.2f} / {mc:.2f}", "", cond)
+    res.add(
+        f"peers, {n} JPEGs, whole command (img/s, median of {rounds} interleaved rounds): "
+        "Glimpse / rclip 3.3.0 (ViT-B-32-256, ONNX RT, -b 8) / "
+        f"clip-retrieval 2.45.0 (ViT-B-32, batch {cb}, {cw} workers)",
+        f"{mg:.2f} / {mr:.2f} / {mc:.2f}",
+        "",
+        cond,
+    )
     res.add("  Glimpse / rclip", f"{mg / mr:.2f}×", ">= 1.3×")
     res.add("  Glimpse / clip-retrieval (tuned)", f"{mg / mc:.2f}×", ">= 1.7×")
     if q:

@@ -128,12 +128,23 @@ def corpus(n: int) -> Path:
         have = n
     if have < n:
         log(f"generating {n - have} corpus images in {out} (bench/make_corpus.py, deterministic)")
-        subprocess.run([sys.executable, str(REPO / "bench" / "make_corpus.py"), str(out), "-n", str(n - have),
-                        "--start", str(have)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "bench" / "make_corpus.py"),
+                str(out),
+                "-n",
+                str(n - have),
+                "--start",
+                str(have),
+            ],
+            check=True,
+        )
     return out
 
 
 # ---------------------------------------------------------------- sections
+
 
 def section_encoder(res: Results, args, corpus_dir: Path) -> None:
     import numpy as np
@@ -146,14 +157,16 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
     enc = Encoder(ModelSpec.parse(MODEL, PRETRAINED), device="cpu")
     load_s = time.perf_counter() - t0
     bs = 32
-    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (bs, enc.image_size, enc.image_size, 3), dtype=np.uint8))
+    x = torch.from_numpy(
+        np.random.default_rng(0).integers(0, 256, (bs, enc.image_size, enc.image_size, 3), dtype=np.uint8)
+    )
     enc.encode_pixels(x)  # auto runtime: the first full batch starts ONNX Runtime, as in `glimpse index`
     backend = getattr(enc, "backend", "torch")
     res.raw["encoder_backend"] = backend
     ort = getattr(enc, "_ort", None)
     # The ceiling `glimpse index` is held to is the runtime it uses (auto: ONNX Runtime on CPU);
     # torch is measured too, for reference (the same Encoder with its ONNX tower switched off).
-    for runtime in ([backend, "torch"] if backend != "torch" else ["torch"]):
+    for runtime in [backend, "torch"] if backend != "torch" else ["torch"]:
         enc._ort = ort if runtime != "torch" else None
         enc.encode_pixels(x)  # warm-up
         note: dict = {}
@@ -171,10 +184,13 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
         if runtime == backend:
             res.raw["ceiling_img_s"] = rate
             res.raw["ceiling_cpu_ms"] = cpu_per_img * 1000
-        res.add(f"encoder-only ceiling, {MODEL} fp32, {runtime}{' (used by glimpse index)' if runtime == backend else ''} "
-                f"(img/s on preprocessed uint8 tensors, batch {bs}, median of {len(times)})",
-                f"{rate:.2f}", "", cond_str(note) + f", {torch.get_num_threads()} threads, "
-                f"{cpu_per_img * 1000:.0f} CPU-ms/img")
+        res.add(
+            f"encoder-only ceiling, {MODEL} fp32, {runtime}{' (used by glimpse index)' if runtime == backend else ''} "
+            f"(img/s on preprocessed uint8 tensors, batch {bs}, median of {len(times)})",
+            f"{rate:.2f}",
+            "",
+            cond_str(note) + f", {torch.get_num_threads()} threads, {cpu_per_img * 1000:.0f} CPU-ms/img",
+        )
     enc._ort = ort
     if backend == "onnx":
         _ceiling_as_indexed(res, args, x.numpy())
@@ -194,16 +210,29 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
                 times.append(time.perf_counter() - t)
         rate = bs / statistics.median(times)
         real = sorted(str(p) for p in corpus_dir.glob("*.jpg"))[:bs]
-        pix = torch.stack([torch.as_tensor(b.pixels) for batch in iter_batches(real, enc.pil_transform, enc.image_size, bs, 0) for b in batch])
+        pix = torch.stack(
+            [
+                torch.as_tensor(b.pixels)
+                for batch in iter_batches(real, enc.pil_transform, enc.image_size, bs, 0)
+                for b in batch
+            ]
+        )
         cos = (q.encode_pixels(pix) * enc.encode_pixels(pix)).sum(axis=1)
         res.raw.update(ceiling_img_s_int8=rate, int8_cos_min=float(cos.min()))
-        res.add(f"encoder-only ceiling, ONNX Runtime int8 (opt-in GLIMPSE_QUANTIZE=int8) (img/s, batch {bs})",
-                f"{rate:.2f}", "", cond_str(note) + f"; cosine to fp32 on {len(cos)} corpus images: "
-                f"min {cos.min():.4f}, mean {cos.mean():.4f}; load incl. one-time quantization {qload:.0f}s")
+        res.add(
+            f"encoder-only ceiling, ONNX Runtime int8 (opt-in GLIMPSE_QUANTIZE=int8) (img/s, batch {bs})",
+            f"{rate:.2f}",
+            "",
+            cond_str(note) + f"; cosine to fp32 on {len(cos)} corpus images: "
+            f"min {cos.min():.4f}, mean {cos.mean():.4f}; load incl. one-time quantization {qload:.0f}s",
+        )
         del q
 
-    texts = [f"a photo of a {w} at the {p}" for w in ("dog", "cat", "car", "tree", "child", "boat", "house", "bird")
-             for p in ("beach", "park", "city", "lake")]
+    texts = [
+        f"a photo of a {w} at the {p}"
+        for w in ("dog", "cat", "car", "tree", "child", "boat", "house", "bird")
+        for p in ("beach", "park", "city", "lake")
+    ]
     # The server queries through the ONNX bundle (search.query_bundle) when it has one; torch for reference.
     from search.query_bundle import OnnxQueryEncoder, ensure_bundle
 
@@ -234,8 +263,12 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
             n = sum(len(b) for b in iter_batches(paths, enc.pil_transform, enc.image_size, bs, workers))
             dt_ = time.perf_counter() - t0
         res.raw[f"decode_img_s_w{workers}"] = n / dt_
-        res.add(f"decode+preprocess, {workers} worker process(es) (img/s, {n} JPEGs, incl. worker start)",
-                f"{n / dt_:.1f}", "", cond_str(note))
+        res.add(
+            f"decode+preprocess, {workers} worker process(es) (img/s, {n} JPEGs, incl. worker start)",
+            f"{n / dt_:.1f}",
+            "",
+            cond_str(note),
+        )
     res.raw["model_load_s"] = load_s
     del enc
 
@@ -265,8 +298,9 @@ def _ceiling_as_indexed(res: Results, args, x) -> None:
 
     _ensure_query_bundle()
     streams = encode_streams("cpu")
-    enc = OnnxQueryEncoder(bundle_dir(ModelSpec.parse(MODEL, PRETRAINED)), threads=max(1, cpu_threads() // streams),
-                           eager=False)
+    enc = OnnxQueryEncoder(
+        bundle_dir(ModelSpec.parse(MODEL, PRETRAINED)), threads=max(1, cpu_threads() // streams), eager=False
+    )
     batch = x[:CPU_BATCH]
     enc.encode_pixels(batch)  # warm-up
     per_stream = max(2, args.ceiling_batches // 2)
@@ -290,9 +324,13 @@ def _ceiling_as_indexed(res: Results, args, x) -> None:
             cpu.append((time.process_time() - c0) * 1000 / n)
     rate, cpu_ms = statistics.median(rates), statistics.median(cpu)
     res.raw.update(ceiling_img_s_streams=rate, ceiling_cpu_ms_streams=cpu_ms)
-    res.add(f"encoder-only ceiling as `glimpse index` runs it on CPU (ONNX bundle, {streams} concurrent single-thread "
-            f"calls, batch {len(batch)}, median of 3 rounds)", f"{rate:.2f}", "",
-            cond_str(note) + f", {cpu_ms:.0f} CPU-ms/img")
+    res.add(
+        f"encoder-only ceiling as `glimpse index` runs it on CPU (ONNX bundle, {streams} concurrent single-thread "
+        f"calls, batch {len(batch)}, median of 3 rounds)",
+        f"{rate:.2f}",
+        "",
+        cond_str(note) + f", {cpu_ms:.0f} CPU-ms/img",
+    )
     if rate > res.raw.get("ceiling_img_s", 0):
         res.raw.update(ceiling_img_s=rate, ceiling_cpu_ms=cpu_ms)
 
@@ -308,8 +346,10 @@ def section_index(res: Results, args, corpus_dir: Path) -> None:
         note: dict = {}
         with quiet_machine(note):
             start = time.time()
-            r = run_timed(glimpse_cmd(home, "-v", "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED)
-                          + args.index_args)
+            r = run_timed(
+                glimpse_cmd(home, "-v", "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED)
+                + args.index_args
+            )
         if r["rc"] != 0:
             raise RuntimeError(f"glimpse index failed ({r['rc']}):\n{r['stderr'][-3000:]}")
         loaded = _log_time(r["stderr"], "loaded on")
@@ -319,35 +359,50 @@ def section_index(res: Results, args, corpus_dir: Path) -> None:
         cpus.append(r["cpu_s"] * 1000 / n)
         rates.append(rate)
         phases.append(phase)
-        log(f"  run {rep + 1}: {r['wall_s']:.1f}s wall, {rate:.2f} img/s; model loaded after {loaded - start:.1f}s; "
-            f"embed phase {phase:.2f} img/s [{cond_str(note)}]")
+        log(
+            f"  run {rep + 1}: {r['wall_s']:.1f}s wall, {rate:.2f} img/s; model loaded after {loaded - start:.1f}s; "
+            f"embed phase {phase:.2f} img/s [{cond_str(note)}]"
+        )
         last = (r, note, home)
     r, note, home = last
     rate = statistics.median(rates)
     phase = statistics.median(phases)
     ceiling = res.raw.get("ceiling_img_s")
     res.raw.update(index_img_s=rate, index_phase_img_s=phase, index_runs=rates)
-    res.add(f"end-to-end `glimpse index`, {n} JPEGs (img/s, whole command incl. start-up; median of {len(rates)})",
-            f"{rate:.2f}", "", cond_str(note))
+    res.add(
+        f"end-to-end `glimpse index`, {n} JPEGs (img/s, whole command incl. start-up; median of {len(rates)})",
+        f"{rate:.2f}",
+        "",
+        cond_str(note),
+    )
     res.add("  same, embedding phase only (model loaded → index published)", f"{phase:.2f}")
     if ceiling:
-        res.add("  ratio end-to-end / encoder-only ceiling (wall clock: whole command, embedding phase)",
-                f"{rate / ceiling:.1%}, {phase / ceiling:.1%}", ">= 90%",
-                f"ceiling {ceiling:.2f} img/s: the faster encoder-only row above")
+        res.add(
+            "  ratio end-to-end / encoder-only ceiling (wall clock: whole command, embedding phase)",
+            f"{rate / ceiling:.1%}, {phase / ceiling:.1%}",
+            ">= 90%",
+            f"ceiling {ceiling:.2f} img/s: the faster encoder-only row above",
+        )
     cpu_ms = statistics.median(cpus)
     res.raw["index_cpu_ms"] = cpu_ms
     if res.raw.get("ceiling_cpu_ms"):
         # Robust to other processes' load: CPU time per image, encoder alone vs the whole command.
-        res.add("  CPU efficiency: encoder-only CPU-ms/img ÷ whole-command CPU-ms/img (incl. decode workers)",
-                f"{res.raw['ceiling_cpu_ms'] / cpu_ms:.1%} ({res.raw['ceiling_cpu_ms']:.0f} / {cpu_ms:.0f})")
-    res.add("peak memory of indexing (MiB: tree PSS / tree RSS / main process)",
-            f"{r['peak_pss_mib']:.0f} / {r['peak_rss_mib']:.0f} / {r['main_hwm_mib']:.0f}")
+        res.add(
+            "  CPU efficiency: encoder-only CPU-ms/img ÷ whole-command CPU-ms/img (incl. decode workers)",
+            f"{res.raw['ceiling_cpu_ms'] / cpu_ms:.1%} ({res.raw['ceiling_cpu_ms']:.0f} / {cpu_ms:.0f})",
+        )
+    res.add(
+        "peak memory of indexing (MiB: tree PSS / tree RSS / main process)",
+        f"{r['peak_pss_mib']:.0f} / {r['peak_rss_mib']:.0f} / {r['main_hwm_mib']:.0f}",
+    )
     db_bytes = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
     cur = (home / "index" / "current").read_text().strip()
     idx_bytes = dir_bytes(home / "index" / cur)
     res.raw.update(index_db_bytes=db_bytes, index_faiss_bytes=idx_bytes)
-    res.add("bytes per indexed image on disk (DB + live FAISS index)",
-            f"{(db_bytes + idx_bytes) / n:,.0f} ({db_bytes / n:,.0f} + {idx_bytes / n:,.0f})")
+    res.add(
+        "bytes per indexed image on disk (DB + live FAISS index)",
+        f"{(db_bytes + idx_bytes) / n:,.0f} ({db_bytes / n:,.0f} + {idx_bytes / n:,.0f})",
+    )
 
 
 def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
@@ -358,16 +413,24 @@ def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
     shutil.rmtree(home, ignore_errors=True)
     note: dict = {}
     with quiet_machine(note):
-        r = run_timed(glimpse_cmd(home, "-v", "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED,
-                                  "--quantize", "int8") + args.index_args)
+        r = run_timed(
+            glimpse_cmd(
+                home, "-v", "index", str(corpus_dir), "--model", MODEL, "--pretrained", PRETRAINED, "--quantize", "int8"
+            )
+            + args.index_args
+        )
     if r["rc"] != 0:
         raise RuntimeError(f"glimpse index --quantize int8 failed ({r['rc']}):\n{r['stderr'][-3000:]}")
     loaded = _log_time(r["stderr"], "loaded on")
     end = _log_time(r["stderr"], "published index version")
     rate, phase = n / r["wall_s"], (n / (end - loaded) if loaded and end else float("nan"))
     res.raw.update(index_int8_img_s=rate, index_int8_phase_img_s=phase)
-    res.add(f"end-to-end `glimpse index --quantize int8`, {n} JPEGs (img/s, whole command / embedding phase)",
-            f"{rate:.2f} / {phase:.2f}", "", cond_str(note))
+    res.add(
+        f"end-to-end `glimpse index --quantize int8`, {n} JPEGs (img/s, whole command / embedding phase)",
+        f"{rate:.2f} / {phase:.2f}",
+        "",
+        cond_str(note),
+    )
     # Agreement: same queries against the float32 home of section_index (image queries: corpus files).
     fp32_home = DATA / "homes" / f"e2e-{n}"
     if not (fp32_home / "glimpse.db").exists():
@@ -384,8 +447,10 @@ def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
     for e in engines:
         e.close()
     res.raw["int8_top10_agreement"] = statistics.mean(overlap)
-    res.add(f"  int8 top-10 agreement with float32 ({len(overlap)} image queries, same query encoder)",
-            f"{statistics.mean(overlap):.1%} (min {min(overlap):.0%})")
+    res.add(
+        f"  int8 top-10 agreement with float32 ({len(overlap)} image queries, same query encoder)",
+        f"{statistics.mean(overlap):.1%} (min {min(overlap):.0%})",
+    )
 
 
 def section_reindex(res: Results, args) -> None:
@@ -407,8 +472,12 @@ def section_reindex(res: Results, args) -> None:
             runs.append(r["wall_s"])
     summary = r["stdout"].strip().splitlines()[-1] if r["stdout"].strip() else ""
     res.raw.update(reindex_s=runs, reindex_summary=summary, reindex_peak_pss_mib=r["peak_pss_mib"])
-    res.add(f"no-op `glimpse reindex`, {n:,} files (s, median of 3, whole command)", f"{statistics.median(runs):.2f}",
-            "<= 3 s", cond_str(note) + f"; {summary}")
+    res.add(
+        f"no-op `glimpse reindex`, {n:,} files (s, median of 3, whole command)",
+        f"{statistics.median(runs):.2f}",
+        "<= 3 s",
+        cond_str(note) + f"; {summary}",
+    )
     res.raw.setdefault("homes", {})[n] = info
 
 
@@ -446,9 +515,13 @@ def section_query(res: Results, args) -> None:
     from bench.synth import recall_at_10, synth_home, tiny_tree
 
     corpus_dir = corpus(args.corpus)
-    query_images = sorted(corpus_dir.glob("*.jpg"))[:args.image_queries]
-    texts = [f"{a} {b} in the {c}" for a in ("a red", "an old", "a small", "two", "a happy", "a blurry")
-             for b in ("dog", "car", "boat", "house", "flower", "bicycle") for c in ("snow", "rain", "sun", "night")]
+    query_images = sorted(corpus_dir.glob("*.jpg"))[: args.image_queries]
+    texts = [
+        f"{a} {b} in the {c}"
+        for a in ("a red", "an old", "a small", "two", "a happy", "a blurry")
+        for b in ("dog", "car", "boat", "house", "flower", "bicycle")
+        for c in ("snow", "rain", "sun", "night")
+    ]
     for n in args.query_sizes:
         if n == args.reindex_files:
             home = DATA / "homes" / f"files-{n // 1000}k"
@@ -460,18 +533,29 @@ def section_query(res: Results, args) -> None:
         label = f"{n // 1000}k" if n < 1_000_000 else f"{n // 1_000_000}M"
         rec = recall_at_10(home)
         itype = info["index_type"]
-        desc = itype["type"] + (f" nlist={itype['nlist']} {itype.get('codec', '')} nprobe={itype['nprobe']}" if itype["type"] != "flat" else "")
-        res.add(f"[{label}] index chosen; recall@10 vs exact (fresh queries / database points)",
-                f"{desc}; {rec['recall']:.3f} / {rec['recall_db_points']:.3f}", ">= 0.95",
-                f"publish {info['publish_s']}s, FAISS alone {rec['faiss_ms_p50']:.2f} ms/query")
+        desc = itype["type"] + (
+            f" nlist={itype['nlist']} {itype.get('codec', '')} nprobe={itype['nprobe']}"
+            if itype["type"] != "flat"
+            else ""
+        )
+        res.add(
+            f"[{label}] index chosen; recall@10 vs exact (fresh queries / database points)",
+            f"{desc}; {rec['recall']:.3f} / {rec['recall_db_points']:.3f}",
+            ">= 0.95",
+            f"publish {info['publish_s']}s, FAISS alone {rec['faiss_ms_p50']:.2f} ms/query",
+        )
         _ensure_query_bundle()  # one-time export per model (what `glimpse index` does); not start-up
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         note: dict = {}
         with quiet_machine(note):
             t0 = time.perf_counter()
-            proc = subprocess.Popen(glimpse_cmd(home, "serve", "--port", str(port)), cwd=REPO,
-                                    stdout=subprocess.DEVNULL, stderr=open(DATA / f"serve-{label}.log", "w"))
+            proc = subprocess.Popen(
+                glimpse_cmd(home, "serve", "--port", str(port)),
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=open(DATA / f"serve-{label}.log", "w"),
+            )
             try:
                 with TreeWatch(proc.pid, every=0.1) as w:
                     ready = first = None
@@ -497,8 +581,12 @@ def section_query(res: Results, args) -> None:
                     for p in query_images:
                         data = p.read_bytes()
                         t = time.perf_counter()
-                        r = sess.post(base + "/api/search/image", files={"image": (p.name, data, "image/jpeg")},
-                                      data={"k": 10}, timeout=60)
+                        r = sess.post(
+                            base + "/api/search/image",
+                            files={"image": (p.name, data, "image/jpeg")},
+                            data={"k": 10},
+                            timeout=60,
+                        )
                         lat_i.append((time.perf_counter() - t) * 1000)
                         r.raise_for_status()
                     w.sample()
@@ -510,21 +598,42 @@ def section_query(res: Results, args) -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-        res.raw.setdefault("query", {})[n] = dict(ready_s=ready, first_s=first, text_ms=lat_t, image_ms=lat_i,
-                                                  mem=mem_now, peak_pss=w.peak_pss_mib, recall=rec)
+        res.raw.setdefault("query", {})[n] = dict(
+            ready_s=ready,
+            first_s=first,
+            text_ms=lat_t,
+            image_ms=lat_i,
+            mem=mem_now,
+            peak_pss=w.peak_pss_mib,
+            recall=rec,
+        )
         enc_ms = res.raw.get("text_encode_ms")
-        res.add(f"[{label}] server ready: /api/health OK / first text query answered (s after start)",
-                f"{ready:.2f} / {first:.2f}", "<= 5 s", cond_str(note))
-        res.add(f"[{label}] text query via /api/search, k=10 (ms p50 / p95, {len(lat_t)} queries)",
-                f"{pct(lat_t, .5):.1f} / {pct(lat_t, .95):.1f}",
-                f"<= {enc_ms + 10:.0f} (text encoder + 10 ms)" if enc_ms and n >= 1_000_000 else "")
-        res.add(f"[{label}] image query via POST /api/search/image (ms p50 / p95, {len(lat_i)} phone-size JPEGs)",
-                f"{pct(lat_i, .5):.1f} / {pct(lat_i, .95):.1f}")
-        res.add(f"[{label}] serving memory (MiB: RSS now / peak PSS)", f"{mem_now['rss_mib']:.0f} / {w.peak_pss_mib:.0f}",
-                "<= 1229 (1.2 GB) resident" if n >= 1_000_000 else "")
+        res.add(
+            f"[{label}] server ready: /api/health OK / first text query answered (s after start)",
+            f"{ready:.2f} / {first:.2f}",
+            "<= 5 s",
+            cond_str(note),
+        )
+        res.add(
+            f"[{label}] text query via /api/search, k=10 (ms p50 / p95, {len(lat_t)} queries)",
+            f"{pct(lat_t, 0.5):.1f} / {pct(lat_t, 0.95):.1f}",
+            f"<= {enc_ms + 10:.0f} (text encoder + 10 ms)" if enc_ms and n >= 1_000_000 else "",
+        )
+        res.add(
+            f"[{label}] image query via POST /api/search/image (ms p50 / p95, {len(lat_i)} phone-size JPEGs)",
+            f"{pct(lat_i, 0.5):.1f} / {pct(lat_i, 0.95):.1f}",
+        )
+        res.add(
+            f"[{label}] serving memory (MiB: RSS now / peak PSS)",
+            f"{mem_now['rss_mib']:.0f} / {w.peak_pss_mib:.0f}",
+            "<= 1229 (1.2 GB) resident" if n >= 1_000_000 else "",
+        )
         db = sum(os.path.getsize(p) for p in home.glob("glimpse.db*"))
         cur = (home / "index" / "current").read_text().strip()
-        res.add(f"[{label}] bytes per image on disk (DB + FAISS index)", f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}")
+        res.add(
+            f"[{label}] bytes per image on disk (DB + FAISS index)",
+            f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}",
+        )
 
 
 def section_peers(res: Results, args, corpus_dir: Path) -> None:
@@ -535,13 +644,16 @@ def section_peers(res: Results, args, corpus_dir: Path) -> None:
 
 # ---------------------------------------------------------------- main
 
+
 def write_markdown(res: Results, args, started: str, info: dict, argv: list[str]) -> str:
     lines = [f"## {started} — `python bench/run.py{(' ' + ' '.join(argv)) if argv else ''}`", ""]
-    lines.append(f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gb']} GB RAM, {info['os']}, no GPU used. "
-                 f"Python {info['python']}, torch {info['torch']}, open_clip {info['open_clip_torch']}, "
-                 f"faiss {info['faiss']}, onnxruntime {info['onnxruntime']}, Pillow {info['pillow']}, "
-                 f"numpy {info['numpy']}. Glimpse at {info['git']}. Model {MODEL} with random weights "
-                 f"(`--pretrained none`; speed does not depend on weight values). Load average at start: {info['load']}.")
+    lines.append(
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gb']} GB RAM, {info['os']}, no GPU used. "
+        f"Python {info['python']}, torch {info['torch']}, open_clip {info['open_clip_torch']}, "
+        f"faiss {info['faiss']}, onnxruntime {info['onnxruntime']}, Pillow {info['pillow']}, "
+        f"numpy {info['numpy']}. Glimpse at {info['git']}. Model {MODEL} with random weights "
+        f"(`--pretrained none`; speed does not depend on weight values). Load average at start: {info['load']}."
+    )
     lines += ["", "| metric | value | target | conditions |", "| --- | --- | --- | --- |"]
     for m, v, t, c in res.rows:
         lines.append(f"| {m} | {v} | {t} | {c} |")
@@ -606,12 +718,18 @@ def main(argv=None) -> int:
         print(md)
         (DATA / "results").mkdir(exist_ok=True)
         (DATA / "results" / f"{started.replace(' ', '_').replace(':', '')}.json").write_text(
-            json.dumps({"machine": info, "rows": res.rows, "raw": res.raw}, indent=2, default=str))
+            json.dumps({"machine": info, "rows": res.rows, "raw": res.raw}, indent=2, default=str)
+        )
         if not a.no_write and res.rows:
             bm = REPO / "BENCHMARKS.md"
-            head = "" if bm.exists() else (
-                "# Benchmarks\n\nAppended by `python bench/run.py` (see bench/README.md). Newest last. "
-                "Figures from `--quick` runs are smoke tests, not results.\n\n")
+            head = (
+                ""
+                if bm.exists()
+                else (
+                    "# Benchmarks\n\nAppended by `python bench/run.py` (see bench/README.md). Newest last. "
+                    "Figures from `--quick` runs are smoke tests, not results.\n\n"
+                )
+            )
             with open(bm, "a") as f:
                 f.write(head + md + "\n")
             log(f"appended to {bm}")

@@ -20,7 +20,6 @@ import datetime as dt
 import hashlib
 import io
 import json
-import os
 import sqlite3
 import time
 from pathlib import Path
@@ -85,7 +84,13 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
     """Create (or reuse) a home with ``n`` indexed images. Returns build info."""
     home = Path(home)
     stamp_path = home / STAMP
-    want = {"n": n, "seed": seed, "files_root": str(Path(files_root).resolve()) if files_root else None, "schema": _schema_key(), "v": 1}
+    want = {
+        "n": n,
+        "seed": seed,
+        "files_root": str(Path(files_root).resolve()) if files_root else None,
+        "schema": _schema_key(),
+        "v": 1,
+    }
     if stamp_path.exists():
         stamp = json.loads(stamp_path.read_text())
         if all(stamp.get(k) == v for k, v in want.items()) and (home / "index" / "current").exists():
@@ -131,11 +136,14 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
                 path, size, mtime = entries[i]
             else:
                 path, size, mtime = f"{root_path}/d{i // 1000:04d}/img_{i:07d}.jpg", 2_000_000 + i, 1.7e9 + i
-            rows.append((i + 1, root_id, path, size, mtime, f"{i:032x}", 4032, 3024, "JPEG", "indexed",
-                         vecs[j].tobytes(), now))
+            rows.append(
+                (i + 1, root_id, path, size, mtime, f"{i:032x}", 4032, 3024, "JPEG", "indexed", vecs[j].tobytes(), now)
+            )
         con.executemany(
             "INSERT INTO images (id, root_id, path, size, mtime, content_hash, width, height, format, status, vector,"
-            " indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            " indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
         con.commit()
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
@@ -149,14 +157,24 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
     cvecs, cids = store.caption_vectors(DIM)
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
-    version = IndexDir(paths.index).publish(vecs, ids, cvecs, cids, {
-        "model": MODEL.name, "pretrained": MODEL.pretrained, "fingerprint": MODEL.fingerprint(), "dim": DIM})
+    version = IndexDir(paths.index).publish(
+        vecs,
+        ids,
+        cvecs,
+        cids,
+        {"model": MODEL.name, "pretrained": MODEL.pretrained, "fingerprint": MODEL.fingerprint(), "dim": DIM},
+    )
     t_pub = time.perf_counter() - t0
     store.close()
     manifest = json.loads((paths.index / version / "manifest.json").read_text())
     log(f"  published {manifest['index_type']} in {t_pub:.1f}s (read vectors {t_read:.1f}s)")
-    stamp = dict(want, index_type=manifest["index_type"], rows_s=round(t_rows, 1), read_vectors_s=round(t_read, 1),
-                 publish_s=round(t_pub, 1))
+    stamp = dict(
+        want,
+        index_type=manifest["index_type"],
+        rows_s=round(t_rows, 1),
+        read_vectors_s=round(t_read, 1),
+        publish_s=round(t_pub, 1),
+    )
     stamp_path.write_text(json.dumps(stamp, indent=2))
     return stamp
 
@@ -164,7 +182,6 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
 def recall_at_10(home: Path, seed: int = 7, queries: int = 200) -> dict:
     """recall@10 of the published index vs exact inner-product search over the stored vectors."""
     import faiss
-
     from faiss.contrib.evaluation import knn_intersection_measure
 
     from search.index import IndexDir
@@ -191,6 +208,9 @@ def recall_at_10(home: Path, seed: int = 7, queries: int = 200) -> dict:
     dq = vecs[np.random.default_rng(3).choice(len(vecs), size=min(queries, len(vecs)), replace=False)]
     _, pos2 = exact.search(dq, 10)
     _, got2 = live.images.search(dq, 10)
-    return {"recall": knn_intersection_measure(got, truth),
-            "recall_db_points": knn_intersection_measure(got2, ids[pos2]),
-            "faiss_ms_p50": float(np.median(single)), "index_type": live.manifest.get("index_type")}
+    return {
+        "recall": knn_intersection_measure(got, truth),
+        "recall_db_points": knn_intersection_measure(got2, ids[pos2]),
+        "faiss_ms_p50": float(np.median(single)),
+        "index_type": live.manifest.get("index_type"),
+    }

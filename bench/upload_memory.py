@@ -23,9 +23,9 @@ once (without holding their pixels) to ``bench-data/uploads/``.
 from __future__ import annotations
 
 import argparse
-import os
 import datetime as dt
 import json
+import os
 import re
 import subprocess
 import sys
@@ -61,8 +61,23 @@ def ensure_home() -> None:
         return
     log("indexing the demo corpus with the shipped model (once)")
     corpus = REPO / "demo" / "corpus"
-    subprocess.run([sys.executable, "-m", "glimpse.cli", "--home", str(HOME), "index", str(corpus / "images"),
-                    "--captions", str(corpus / "captions.jsonl"), "--model", MODEL], check=True, cwd=REPO)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "glimpse.cli",
+            "--home",
+            str(HOME),
+            "index",
+            str(corpus / "images"),
+            "--captions",
+            str(corpus / "captions.jsonl"),
+            "--model",
+            MODEL,
+        ],
+        check=True,
+        cwd=REPO,
+    )
 
 
 def status_kib(pid: int) -> dict[str, int]:
@@ -72,10 +87,17 @@ def status_kib(pid: int) -> dict[str, int]:
 
 def post_image(url: str, data: bytes) -> tuple[int, str]:
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="upload.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="upload.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=600) as resp:
             return resp.status, ""
@@ -85,9 +107,14 @@ def post_image(url: str, data: bytes) -> tuple[int, str]:
 
 def one_row(png: Path, small: bytes) -> dict:
     """A fresh server; one warm-up query by a small image; then UPLOADS concurrent uploads of ``png``."""
-    proc = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "--home", str(HOME), "serve", "--port", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glimpse.cli", "--home", str(HOME), "serve", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     lines: list[str] = []
     try:
         url = None
@@ -112,9 +139,18 @@ def one_row(png: Path, small: bytes) -> dict:
             wall = time.perf_counter() - t0
         after = status_kib(proc.pid)
         alive = urllib.request.urlopen(f"{url}/api/health", timeout=30).status
-        return {"file": png.name, "bytes": len(data), "warm": warm[0], "answers": answers, "wall_s": wall,
-                "hwm_before_mib": before["VmHWM"] / 1024, "hwm_after_mib": after["VmHWM"] / 1024,
-                "rss_after_mib": after["VmRSS"] / 1024, "health": alive, "note": note}
+        return {
+            "file": png.name,
+            "bytes": len(data),
+            "warm": warm[0],
+            "answers": answers,
+            "wall_s": wall,
+            "hwm_before_mib": before["VmHWM"] / 1024,
+            "hwm_after_mib": after["VmHWM"] / 1024,
+            "rss_after_mib": after["VmRSS"] / 1024,
+            "health": alive,
+            "note": note,
+        }
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -139,25 +175,37 @@ def main(argv=None) -> int:
         ok = rise <= TARGET_MIB and clear and r["health"] == 200
         counts = ", ".join(f"{statuses.count(s)}x {s}" for s in sorted(set(statuses)))
         errors = sorted({msg for _, msg in r["answers"] if msg})
-        line = (f"{UPLOADS} concurrent uploads of a {w:,} x {h:,} RGBA PNG ({r['bytes'] / 1e6:.2f} MB, "
-                f"{w * h / 1e6:.0f} MP): {counts}; peak RSS {r['hwm_before_mib']:.0f} -> {r['hwm_after_mib']:.0f} MiB "
-                f"(+{rise:.0f}), RSS after {r['rss_after_mib']:.0f} MiB; {r['wall_s']:.1f} s; "
-                f"{'MET' if ok else 'NOT MET'}")
+        line = (
+            f"{UPLOADS} concurrent uploads of a {w:,} x {h:,} RGBA PNG ({r['bytes'] / 1e6:.2f} MB, "
+            f"{w * h / 1e6:.0f} MP): {counts}; peak RSS {r['hwm_before_mib']:.0f} -> {r['hwm_after_mib']:.0f} MiB "
+            f"(+{rise:.0f}), RSS after {r['rss_after_mib']:.0f} MiB; {r['wall_s']:.1f} s; "
+            f"{'MET' if ok else 'NOT MET'}"
+        )
         print(line, flush=True)
-        rows.append((f"{UPLOADS} concurrent uploads, {w:,} x {h:,} RGBA PNG ({w * h / 1e6:.0f} MP, "
-                     f"{r['bytes'] / 1e6:.2f} MB): server peak RSS rise (MiB; before -> after; RSS after)",
-                     f"+{rise:.0f} ({r['hwm_before_mib']:.0f} -> {r['hwm_after_mib']:.0f}; {r['rss_after_mib']:.0f})",
-                     f"<= {TARGET_MIB} (1.5 GB)",
-                     f"load {r['note'].get('load_before', '?')}, others {r['note'].get('other_cores', '?')} cores; "
-                     f"{counts} in {r['wall_s']:.1f} s" + (f" ({'; '.join(errors)})" if errors else "")
-                     + f"; /api/health {r['health']} afterwards"))
-    md = [f"## {started} — `python bench/upload_memory.py`", "",
-          f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gb']} GB RAM, {info['os']}. Python "
-          f"{info['python']}, Pillow {info['pillow']}. Glimpse at {info['git']}. `glimpse serve` with default "
-          f"settings (8 threads, GLIMPSE_MAX_UPLOAD_PIXELS 50 MP, GLIMPSE_DECODE_BUDGET_MB 1024), the demo corpus "
-          f"indexed with models/glimpse-icons-distil; a fresh server per row, warmed by one small image query. "
-          f"Load average at start: {load_at_start}.", "",
-          "| metric | value | target | conditions |", "| --- | --- | --- | --- |"]
+        rows.append(
+            (
+                f"{UPLOADS} concurrent uploads, {w:,} x {h:,} RGBA PNG ({w * h / 1e6:.0f} MP, "
+                f"{r['bytes'] / 1e6:.2f} MB): server peak RSS rise (MiB; before -> after; RSS after)",
+                f"+{rise:.0f} ({r['hwm_before_mib']:.0f} -> {r['hwm_after_mib']:.0f}; {r['rss_after_mib']:.0f})",
+                f"<= {TARGET_MIB} (1.5 GB)",
+                f"load {r['note'].get('load_before', '?')}, others {r['note'].get('other_cores', '?')} cores; "
+                f"{counts} in {r['wall_s']:.1f} s"
+                + (f" ({'; '.join(errors)})" if errors else "")
+                + f"; /api/health {r['health']} afterwards",
+            )
+        )
+    md = [
+        f"## {started} — `python bench/upload_memory.py`",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gb']} GB RAM, {info['os']}. Python "
+        f"{info['python']}, Pillow {info['pillow']}. Glimpse at {info['git']}. `glimpse serve` with default "
+        f"settings (8 threads, GLIMPSE_MAX_UPLOAD_PIXELS 50 MP, GLIMPSE_DECODE_BUDGET_MB 1024), the demo corpus "
+        f"indexed with models/glimpse-icons-distil; a fresh server per row, warmed by one small image query. "
+        f"Load average at start: {load_at_start}.",
+        "",
+        "| metric | value | target | conditions |",
+        "| --- | --- | --- | --- |",
+    ]
     md += [f"| {m} | {v} | {t} | {c} |" for m, v, t, c in rows] + [""]
     text = "\n".join(md)
     print(text)

@@ -11,16 +11,29 @@ OpenMoji (CC BY-SA) and Noto (Apache-2.0) are left out to keep the notices simpl
 from __future__ import annotations
 
 import json
-import re
 import random
+import re
 import shutil
 import sys
 from pathlib import Path
 
 # Openclipart folders of concrete things (its icon-theme and shape folders are titled by set
 # name, e.g. "Lemon SVG theme", which no one would type to find a hard disk).
-CLIPART_TOPICS = {"animals", "food", "plants", "transportation", "tools", "buildings", "office",
-                  "recreation", "electronics", "containers", "people", "science", "education"}
+CLIPART_TOPICS = {
+    "animals",
+    "food",
+    "plants",
+    "transportation",
+    "tools",
+    "buildings",
+    "office",
+    "recreation",
+    "electronics",
+    "containers",
+    "people",
+    "science",
+    "education",
+}
 PICK = {"openclipart": 120, "tabler-outline": 90, "tabler-filled": 30, "fluent-flat": 60}
 
 
@@ -44,8 +57,11 @@ def main(manifest: str, out: str = str(Path(__file__).parent / "corpus")) -> Non
     out_dir = Path(out)
     lines = []
     for style, n in PICK.items():
-        pool = [r for r in recs if r["style"] == style
-                and (style != "openclipart" or r["category"].split("/")[0] in CLIPART_TOPICS)]
+        pool = [
+            r
+            for r in recs
+            if r["style"] == style and (style != "openclipart" or r["category"].split("/")[0] in CLIPART_TOPICS)
+        ]
         for r in sorted(rng.sample(pool, n), key=lambda r: r["path"]):
             rel = Path("images") / style / Path(r["path"]).name
             if (out_dir / rel).exists():  # same file name twice: keep the first
@@ -53,8 +69,15 @@ def main(manifest: str, out: str = str(Path(__file__).parent / "corpus")) -> Non
             (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src / r["path"], out_dir / rel)
             for c in short_captions(r):
-                lines.append({"path": rel.as_posix(), "caption": c, "group": r["group"],
-                              "source": r["corpus"], "license": r["license"].split(" (")[0]})
+                lines.append(
+                    {
+                        "path": rel.as_posix(),
+                        "caption": c,
+                        "group": r["group"],
+                        "source": r["corpus"],
+                        "license": r["license"].split(" (")[0],
+                    }
+                )
     (out_dir / "captions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     print(f"{len({x['path'] for x in lines})} images, {len(lines)} captions -> {out_dir}")
 

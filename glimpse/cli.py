@@ -61,13 +61,17 @@ class LazyGroup(click.Group):
             try:
                 return getattr(importlib.import_module(module), attr)
             except ImportError as exc:  # pragma: no cover - slim installs
-                raise click.ClickException(f"`glimpse {name}` is unavailable: {exc}")
+                raise click.ClickException(f"`glimpse {name}` is unavailable: {exc}") from exc
         return super().get_command(ctx, name)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", default=None, metavar="DIR",
-              help="Data directory (database, index, thumbnails). Default: $GLIMPSE_HOME or ~/.glimpse")
+@click.option(
+    "--home",
+    default=None,
+    metavar="DIR",
+    help="Data directory (database, index, thumbnails). Default: $GLIMPSE_HOME or ~/.glimpse",
+)
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.version_option(package_name="glimpse")
 @click.pass_context
@@ -82,23 +86,45 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
 
 
 def model_options(f):
-    f = click.option("--quantize", type=click.Choice(["int8"]), default=None,
-                     help="CPU only: int8 image tower in ONNX Runtime (faster; vectors within cosine ~0.98 of "
-                          "float32, see BENCHMARKS.md). Same as GLIMPSE_QUANTIZE=int8.")(f)
+    f = click.option(
+        "--quantize",
+        type=click.Choice(["int8"]),
+        default=None,
+        help="CPU only: int8 image tower in ONNX Runtime (faster; vectors within cosine ~0.98 of "
+        "float32, see BENCHMARKS.md). Same as GLIMPSE_QUANTIZE=int8.",
+    )(f)
     f = click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: GPU when present).")(f)
-    f = click.option("--decode", type=click.Choice(["auto", "gpu", "cpu"]), default=None,
-                     help="Where JPEGs are decoded: auto (default; nvJPEG on the GPU when encoding on one), "
-                          "gpu, or cpu (PIL in the worker processes). Same as GLIMPSE_DECODE.")(f)
-    f = click.option("--workers", type=int, default=None,
-                     help="Decode worker processes (default: on a CPU, as many as the decode share of the work "
-                          "needs, from the model's weight; on a GPU, all cores but one).")(f)
-    f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 16 CPU, 256 GPU).")(f)
-    f = click.option("--reembed", is_flag=True, help="Allow a model change: re-embed every image with the new model.")(f)
-    f = click.option("--pretrained", default=None,
-                     help="open_clip pretrained tag or checkpoint file ('none' = random weights, benchmarks only).")(f)
-    f = click.option("--model", default=None,
-                     help="open_clip model name (default ViT-B-32 + laion2b_s34b_b79k) or local-dir:DIR. "
-                          "Default: the model the index was built with.")(f)
+    f = click.option(
+        "--decode",
+        type=click.Choice(["auto", "gpu", "cpu"]),
+        default=None,
+        help="Where JPEGs are decoded: auto (default; nvJPEG on the GPU when encoding on one), "
+        "gpu, or cpu (PIL in the worker processes). Same as GLIMPSE_DECODE.",
+    )(f)
+    f = click.option(
+        "--workers",
+        type=int,
+        default=None,
+        help="Decode worker processes (default: on a CPU, as many as the decode share of the work "
+        "needs, from the model's weight; on a GPU, all cores but one).",
+    )(f)
+    f = click.option("--batch-size", type=int, default=None, help="Images per encoder call (default 16 CPU, 256 GPU).")(
+        f
+    )
+    f = click.option("--reembed", is_flag=True, help="Allow a model change: re-embed every image with the new model.")(
+        f
+    )
+    f = click.option(
+        "--pretrained",
+        default=None,
+        help="open_clip pretrained tag or checkpoint file ('none' = random weights, benchmarks only).",
+    )(f)
+    f = click.option(
+        "--model",
+        default=None,
+        help="open_clip model name (default ViT-B-32 + laion2b_s34b_b79k) or local-dir:DIR. "
+        "Default: the model the index was built with.",
+    )(f)
     return f
 
 
@@ -111,9 +137,16 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
         counts, version = run_job(paths, roots, opts)
     except KeyboardInterrupt:
         _fail("interrupted; committed batches are kept and the next run resumes", EXIT_INTERRUPTED)
-    parts = [f"{counts.scanned} files", f"{counts.new} new", f"{counts.changed} changed", f"{counts.moved} moved",
-             f"{counts.deleted} deleted", f"{counts.failed} failed", f"{counts.embedded} embedded",
-             f"{counts.captions} captions embedded"]
+    parts = [
+        f"{counts.scanned} files",
+        f"{counts.new} new",
+        f"{counts.changed} changed",
+        f"{counts.moved} moved",
+        f"{counts.deleted} deleted",
+        f"{counts.failed} failed",
+        f"{counts.embedded} embedded",
+        f"{counts.captions} captions embedded",
+    ]
     click.echo(f"{kind}: " + ", ".join(parts) + f"; index version {version}")
     for root in counts.unavailable_roots:
         click.echo(f"warning: {shown(root)} is missing or unmounted; its images were kept", err=True)
@@ -121,11 +154,19 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
 
 @cli.command()
 @click.argument("paths", nargs=-1, type=click.Path(file_okay=False))
-@click.option("--captions", "captions", type=click.Path(dir_okay=False), default=None,
-              help="Caption manifest: JSONL {path, caption} or CSV path,caption (paths relative to the file).")
-@click.option("--follow-external-links/--no-follow-external-links", default=None,
-              help="Also index symlinked files (and read sidecars) whose target lies outside the indexed folders; "
-                   "recorded with each folder and kept by `glimpse reindex` (default: as recorded, else no).")
+@click.option(
+    "--captions",
+    "captions",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Caption manifest: JSONL {path, caption} or CSV path,caption (paths relative to the file).",
+)
+@click.option(
+    "--follow-external-links/--no-follow-external-links",
+    default=None,
+    help="Also index symlinked files (and read sidecars) whose target lies outside the indexed folders; "
+    "recorded with each folder and kept by `glimpse reindex` (default: as recorded, else no).",
+)
 @model_options
 @click.pass_obj
 def index(paths_obj, paths, captions, follow_external_links, **kw):
@@ -204,8 +245,11 @@ def stats(paths_obj, as_json, all_failed):
 
     engine = Engine(paths_obj)
     s = engine.stats(failed_limit=None if all_failed else 50)
-    s["model"] = s["model"]["name"] + (f" ({s['model']['pretrained']})" if s["model"]["pretrained"] else "") \
-        if s["model"] else None
+    s["model"] = (
+        s["model"]["name"] + (f" ({s['model']['pretrained']})" if s["model"]["pretrained"] else "")
+        if s["model"]
+        else None
+    )
     if as_json:
         click.echo(json.dumps(s, indent=2, ensure_ascii=False))
         return
@@ -215,13 +259,17 @@ def stats(paths_obj, as_json, all_failed):
     click.echo(f"images indexed: {s['images_indexed']} (embedded in the database)")
     click.echo(f"in live index:  {s['images_in_live_index']}")
     if s["images_in_live_index"] != s["images_indexed"]:
-        click.echo("note:           the live index is behind the database: the last run did not publish; "
-                   "run `glimpse reindex`")
+        click.echo(
+            "note:           the live index is behind the database: the last run did not publish; run `glimpse reindex`"
+        )
     click.echo(f"images failed:  {s['images_failed']}")
     click.echo(f"captions:       {s['captions']}")
     for root in s["roots"]:
-        click.echo(f"root:           {root['path']}" + ("" if root["available"] else "  (unavailable)")
-                   + ("  (follows external links)" if root["follow_external_links"] else ""))
+        click.echo(
+            f"root:           {root['path']}"
+            + ("" if root["available"] else "  (unavailable)")
+            + ("  (follows external links)" if root["follow_external_links"] else "")
+        )
     if s["failed"]:
         click.echo("failed files:")
         for f in s["failed"]:
@@ -229,8 +277,10 @@ def stats(paths_obj, as_json, all_failed):
     if s["jobs"]:
         click.echo("recent jobs:")
         for j in s["jobs"]:
-            click.echo(f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
-                       f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}")
+            click.echo(
+                f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
+                f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}"
+            )
             if j["message"]:
                 click.echo(f"      {j['message'].splitlines()[0]}")
             for line in j["warnings"]:

@@ -25,8 +25,10 @@ def size_error(size: int) -> str | None:
     """Why a file of ``size`` bytes is not read, or None."""
     if size <= MAX_FILE_BYTES:
         return None
-    return (f"file is {size / (1 << 20):,.0f} MB, over the {MAX_FILE_MB:g} MB limit for indexing "
-            f"(GLIMPSE_MAX_FILE_MB); not read")
+    return (
+        f"file is {size / (1 << 20):,.0f} MB, over the {MAX_FILE_MB:g} MB limit for indexing "
+        f"(GLIMPSE_MAX_FILE_MB); not read"
+    )
 
 
 def admit(path: str) -> tuple[dict, int]:

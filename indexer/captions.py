@@ -18,9 +18,9 @@ import logging
 import os
 import stat
 from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 from search.errors import GlimpseError
 
@@ -65,7 +65,9 @@ def _row_captions(rec: dict) -> tuple[list[str], str | None]:
 def _kind(value) -> str:
     if isinstance(value, list):
         return "a list holding " + ", ".join(sorted({_kind(v) for v in value if not isinstance(v, str)}))
-    return {bool: "true/false", int: "a number", float: "a number", dict: "an object"}.get(type(value), type(value).__name__)
+    return {bool: "true/false", int: "a number", float: "a number", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _lines(manifest: Path) -> Iterator[tuple[int, str]]:
@@ -92,8 +94,9 @@ class ManifestRow:
     record: dict  # the row as read (JSON object or CSV row), for readers that want more keys
 
 
-def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
-                  warn: Callable[[str], None] | None = None) -> dict[str, list[str]]:
+def read_manifest(
+    manifest: str | os.PathLike, search_dirs: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> dict[str, list[str]]:
     """Absolute image path -> captions (in file order, duplicates removed).
 
     Relative paths resolve against the manifest's folder; when no file is there,
@@ -108,8 +111,9 @@ def read_manifest(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
     return dict(out)
 
 
-def manifest_rows(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
-                  warn: Callable[[str], None] | None = None) -> Iterator[ManifestRow]:
+def manifest_rows(
+    manifest: str | os.PathLike, search_dirs: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> Iterator[ManifestRow]:
     """The usable rows of a manifest in file order (the one parser of caption manifests:
     ``read_manifest`` and training's reader both go through it); bad rows go to ``warn``."""
     manifest = Path(manifest)
@@ -170,7 +174,9 @@ def manifest_rows(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
             try:
                 rec = json.loads(line)
             except (json.JSONDecodeError, RecursionError) as exc:
-                why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                why = (
+                    f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+                )
                 warn(f"{manifest}:{n}: skipped: not valid JSON ({why})")
                 continue
             if not isinstance(rec, dict):
@@ -182,8 +188,13 @@ def manifest_rows(manifest: str | os.PathLike, search_dirs: Sequence[str] = (),
 
 # A sidecar holds a few captions; more than this is not a caption file (only this much is read).
 SIDECAR_MAX_BYTES = 64 << 10
-_SIDECAR_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-                  | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+_SIDECAR_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
 
 
 def sidecar_captions(image_path: str, may_follow: Callable[[str, str], bool] | None = None) -> list[str]:
@@ -198,8 +209,9 @@ def sidecar_captions(image_path: str, may_follow: Callable[[str, str], bool] | N
             if os.path.islink(candidate):
                 target = os.path.realpath(candidate)
                 if may_follow is None or not may_follow(candidate, target):
-                    log.warning("ignoring sidecar %s: a symlink to a file outside the indexed folders (%s)",
-                                candidate, target)
+                    log.warning(
+                        "ignoring sidecar %s: a symlink to a file outside the indexed folders (%s)", candidate, target
+                    )
                     continue
                 candidate = target
             fd = os.open(candidate, _SIDECAR_FLAGS)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash
@@ -40,8 +41,9 @@ class LoadedBatch(list):
 _IN_MEMORY_MAX = 64 << 20
 
 
-def load_file(i: int, path: str, pil_transform: Callable, draft_size: int, want_hash: bool = False,
-              raw_jpeg: bool = False) -> Loaded:
+def load_file(
+    i: int, path: str, pil_transform: Callable, draft_size: int, want_hash: bool = False, raw_jpeg: bool = False
+) -> Loaded:
     """Check, read, hash (when asked), decode and preprocess one file; errors are returned, not raised.
 
     The size cap and the header come first (``indexer.admit``): a file that fails them is

@@ -27,8 +27,10 @@ class DiskFull(GlimpseError):
         where = mount_point(path)
         place = where if where == self.path else f"{where} ({self.path})"
         outcome = "the live index is unchanged" if live_unchanged else "the new index was published"
-        super().__init__(f"no space left on {place} while {step}; {outcome}. Free some space and run the job "
-                         "again: committed batches are kept")
+        super().__init__(
+            f"no space left on {place} while {step}; {outcome}. Free some space and run the job "
+            "again: committed batches are kept"
+        )
 
 
 def disk_full_cause(exc: BaseException | None) -> BaseException | None:
@@ -39,8 +41,10 @@ def disk_full_cause(exc: BaseException | None) -> BaseException | None:
         seen.add(id(exc))
         if isinstance(exc, OSError) and exc.errno in FULL_ERRNOS:
             return exc
-        if isinstance(exc, sqlite3.Error) and (getattr(exc, "sqlite_errorcode", None) in (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
-                                               or "database or disk is full" in str(exc)):
+        if isinstance(exc, sqlite3.Error) and (
+            getattr(exc, "sqlite_errorcode", None) in (SQLITE_FULL, SQLITE_IOERR_SHMSIZE)
+            or "database or disk is full" in str(exc)
+        ):
             return exc
         if isinstance(exc, RuntimeError) and any(os.strerror(e) in str(exc) for e in FULL_ERRNOS):
             return exc  # FAISS: "write error in FILE: N != M (No space left on device)"

@@ -12,7 +12,8 @@ worker as before, and an image nvJPEG refuses after all is retried with PIL.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -126,8 +127,9 @@ def preprocess(x: torch.Tensor, steps: Sequence[dict[str, Any]]) -> torch.Tensor
     return y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def decode_batch(datas: Sequence[torch.Tensor], orientations: Sequence[int | None], steps, device: str
-                 ) -> list[torch.Tensor | Exception]:
+def decode_batch(
+    datas: Sequence[torch.Tensor], orientations: Sequence[int | None], steps, device: str
+) -> list[torch.Tensor | Exception]:
     """Decode JPEG byte tensors (CPU, 1-D uint8) on ``device``; per image a HWC uint8 tensor or the error.
 
     One batched nvJPEG call; if it fails (one bad file fails them all), each image is retried alone.

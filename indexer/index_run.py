@@ -12,8 +12,9 @@ import contextlib
 import logging
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from indexer.captions import read_manifest
 from indexer.model import ModelStage
@@ -42,8 +43,7 @@ class Indexer:
     ``runner``: what turns files into vectors (default: a :class:`LocalRunner` on the encoder).
     """
 
-    def __init__(self, paths: Paths, opts: Options, encoder: "Encoder | None" = None,
-                 runner: EmbedRunner | None = None):
+    def __init__(self, paths: Paths, opts: Options, encoder: Encoder | None = None, runner: EmbedRunner | None = None):
         self.paths = paths
         self.opts = opts
         self.store = Store(paths.db)
@@ -75,8 +75,10 @@ class Indexer:
         """
         spec = self.model.resolve()
         manifest = read_manifest(self.opts.captions, roots, warn=self.warnings.add) if self.opts.captions else {}
-        root_ids = {os.path.abspath(r): self.store.ensure_root(os.path.abspath(r), self.opts.follow_external_links)
-                    for r in roots}
+        root_ids = {
+            os.path.abspath(r): self.store.ensure_root(os.path.abspath(r), self.opts.follow_external_links)
+            for r in roots
+        }
         states = self.store.file_states()
         found = scan(self.store, root_ids, {s[ROOT] for s in states.values()})
         self.links = found.links
@@ -118,8 +120,10 @@ class Indexer:
             write_s += time.perf_counter() - t0
 
         pending = None  # the write in progress
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer, \
-                contextlib.closing(runner.run(requests)) as batches:
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="glimpse-writer") as writer,
+            contextlib.closing(runner.run(requests)) as batches,
+        ):
             try:
                 for batch in batches:
                     if pending is not None:
@@ -136,8 +140,13 @@ class Indexer:
         took = time.perf_counter() - t_start
         # Which stage bounds the run: the one whose busy time is closest to the wall time.
         busy = {**runner.busy(), "database writes": write_s}
-        log.info("embedded %d images in %.1fs (%.1f img/s); busy: %s", len(items), took,
-                 len(items) / max(took, 1e-9), ", ".join(f"{stage} {s:.1f}s" for stage, s in busy.items()))
+        log.info(
+            "embedded %d images in %.1fs (%.1f img/s); busy: %s",
+            len(items),
+            took,
+            len(items) / max(took, 1e-9),
+            ", ".join(f"{stage} {s:.1f}s" for stage, s in busy.items()),
+        )
 
     def _embed_captions(self, spec: ModelSpec) -> None:
         """Embed the stored captions that have no vector yet, 256 per transaction."""

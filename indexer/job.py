@@ -10,7 +10,8 @@ import logging
 import signal
 import sqlite3
 import threading
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from indexer.disk import DiskFull, disk_full_cause
 from indexer.index_run import Indexer
@@ -28,8 +29,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("glimpse.indexer")
 
 
-def run_job(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None" = None,
-            runner: EmbedRunner | None = None) -> tuple[Counts, str | None]:
+def run_job(
+    paths: Paths,
+    roots: Sequence[str] | None,
+    opts: Options,
+    encoder: Encoder | None = None,
+    runner: EmbedRunner | None = None,
+) -> tuple[Counts, str | None]:
     """Take the lock, record the job, run it. Raises LockHeld if another job runs.
 
     SIGTERM (``systemctl stop``, a timer's timeout) ends the job like Ctrl-C:
@@ -63,12 +69,14 @@ def _as_disk_full(exc: BaseException, paths: Paths, live_unchanged: bool = True)
     if isinstance(cause, sqlite3.Error):
         return DiskFull(paths.db, "writing the database", live_unchanged=live_unchanged)
     filename = getattr(cause, "filename", None)
-    return DiskFull(filename or paths.home, f"writing {filename}" if filename else "indexing",
-                    live_unchanged=live_unchanged)
+    return DiskFull(
+        filename or paths.home, f"writing {filename}" if filename else "indexing", live_unchanged=live_unchanged
+    )
 
 
-def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: "Encoder | None",
-                runner: EmbedRunner | None) -> tuple[Counts, str | None]:
+def _run_locked(
+    paths: Paths, roots: Sequence[str] | None, opts: Options, encoder: Encoder | None, runner: EmbedRunner | None
+) -> tuple[Counts, str | None]:
     indexer = Indexer(paths, opts, encoder, runner)
     store = indexer.store
     try:
@@ -82,8 +90,11 @@ def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encode
         last = store.recent_jobs(1)
         force_publish = bool(last) and last[0].outcome != "ok"
         if force_publish:
-            log.info("previous job #%d ended %s: resuming it, and publishing even if nothing else changed",
-                     last[0].id, last[0].outcome)
+            log.info(
+                "previous job #%d ended %s: resuming it, and publishing even if nothing else changed",
+                last[0].id,
+                last[0].outcome,
+            )
         job_id = indexer.job_id = store.start_job(opts.kind)
         try:
             counts = indexer.run(roots, force_publish=force_publish)
@@ -93,22 +104,45 @@ def _run_locked(paths: Paths, roots: Sequence[str] | None, opts: Options, encode
             if indexer.warnings.summary():
                 log.warning("%s", indexer.warnings.summary())
             try:  # best effort: the database may be what failed (a full disk)
-                store.finish_job(job_id, outcome, message=shown(f"{error.__class__.__name__}: {error}")[:2000],
-                                 warnings=indexer.warnings.as_text(), **indexer.counts.as_job_fields())
+                store.finish_job(
+                    job_id,
+                    outcome,
+                    message=shown(f"{error.__class__.__name__}: {error}")[:2000],
+                    warnings=indexer.warnings.as_text(),
+                    **indexer.counts.as_job_fields(),
+                )
             except Exception as record_exc:  # noqa: BLE001 - the original error is the one to report
                 log.warning("could not record job #%d as %s: %s", job_id, outcome, str(record_exc).splitlines()[0])
             if error is not exc:
                 raise error from exc
             raise
         version = IndexDir(paths.index).current_version()
-        msg = ("unavailable roots: " + ", ".join(map(shown, counts.unavailable_roots))) if counts.unavailable_roots else None
-        store.finish_job(job_id, "ok", index_version=version, message=msg, warnings=indexer.warnings.as_text(),
-                         **counts.as_job_fields())
+        msg = (
+            ("unavailable roots: " + ", ".join(map(shown, counts.unavailable_roots)))
+            if counts.unavailable_roots
+            else None
+        )
+        store.finish_job(
+            job_id,
+            "ok",
+            index_version=version,
+            message=msg,
+            warnings=indexer.warnings.as_text(),
+            **counts.as_job_fields(),
+        )
         if indexer.warnings.summary():
             log.warning("%s", indexer.warnings.summary())
-        log.info("job #%d ok: %d new, %d changed, %d moved, %d deleted, %d failed, %d embedded; index version %s",
-                 job_id, counts.new, counts.changed, counts.moved, counts.deleted, counts.failed, counts.embedded,
-                 version)
+        log.info(
+            "job #%d ok: %d new, %d changed, %d moved, %d deleted, %d failed, %d embedded; index version %s",
+            job_id,
+            counts.new,
+            counts.changed,
+            counts.moved,
+            counts.deleted,
+            counts.failed,
+            counts.embedded,
+            version,
+        )
         return counts, version
     finally:
         store.close()

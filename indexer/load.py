@@ -17,15 +17,22 @@ import itertools
 import math
 import os
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Callable, Iterator, Sequence
 
 from indexer.decode import Loaded, LoadedBatch, load_file, worker_setup
 from search.errors import GlimpseError
 
-__all__ = ["DecodeWorkerDied", "Loaded", "LoadedBatch", "cpu_decode_workers", "default_workers", "iter_batches",
-           "load_file"]
+__all__ = [
+    "DecodeWorkerDied",
+    "Loaded",
+    "LoadedBatch",
+    "cpu_decode_workers",
+    "default_workers",
+    "iter_batches",
+    "load_file",
+]
 
 
 class DecodeWorkerDied(GlimpseError, RuntimeError):
@@ -40,8 +47,9 @@ def _pool_init(pil_transform: Callable, draft_size: int) -> None:
     _worker.update(pil_transform=pil_transform, draft_size=draft_size)
 
 
-def _load_range(start: int, paths: Sequence[str], want_hash: Sequence[bool], pil_transform: Callable,
-                draft_size: int) -> list[Loaded]:
+def _load_range(
+    start: int, paths: Sequence[str], want_hash: Sequence[bool], pil_transform: Callable, draft_size: int
+) -> list[Loaded]:
     return [load_file(start + j, p, pil_transform, draft_size, h) for j, (p, h) in enumerate(zip(paths, want_hash))]
 
 
@@ -96,10 +104,11 @@ def iter_batches(
     if raw_jpeg:
         from indexer.load_raw import iter_raw_batches
 
-        return iter_raw_batches(paths, pil_transform, image_size, batch_size,
-                                default_workers(True) if workers is None else workers, want)
+        return iter_raw_batches(
+            paths, pil_transform, image_size, batch_size, default_workers(True) if workers is None else workers, want
+        )
     workers = default_workers() if workers is None else workers
-    chunks = ((s, list(paths[s:s + batch_size]), want[s:s + batch_size]) for s in range(0, len(paths), batch_size))
+    chunks = ((s, list(paths[s : s + batch_size]), want[s : s + batch_size]) for s in range(0, len(paths), batch_size))
     if not workers:
         return (LoadedBatch(_load_range(*c, pil_transform, image_size)) for c in chunks)
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(pil_transform, image_size))
@@ -114,8 +123,10 @@ def _drain(pool: ProcessPoolExecutor, ahead: deque, chunks: Iterator) -> Iterato
             try:
                 items = ahead.popleft().result()
             except BrokenProcessPool as exc:
-                raise DecodeWorkerDied("a decode worker process died (out of memory, or killed); "
-                                       "batches committed so far are kept and the next run resumes") from exc
+                raise DecodeWorkerDied(
+                    "a decode worker process died (out of memory, or killed); "
+                    "batches committed so far are kept and the next run resumes"
+                ) from exc
             nxt = next(chunks, None)
             if nxt is not None:
                 ahead.append(pool.submit(_load_chunk, *nxt))

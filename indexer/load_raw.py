@@ -8,7 +8,7 @@ worker as on the CPU path (``indexer.decode.load_file``).
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -52,8 +52,14 @@ def _worker_init(_worker_id: int) -> None:
     worker_setup()
 
 
-def iter_raw_batches(paths: Sequence[str], pil_transform: Callable, image_size: int, batch_size: int,
-                     workers: int, want_hash: Sequence[bool]) -> Iterator[LoadedBatch]:
+def iter_raw_batches(
+    paths: Sequence[str],
+    pil_transform: Callable,
+    image_size: int,
+    batch_size: int,
+    workers: int,
+    want_hash: Sequence[bool],
+) -> Iterator[LoadedBatch]:
     loader = DataLoader(
         _RawFiles(paths, pil_transform, image_size, want_hash),
         batch_size=batch_size,

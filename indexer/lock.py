@@ -48,7 +48,7 @@ class JobLock:
         self.path = Path(path)
         self._fd: int | None = None
 
-    def __enter__(self) -> "JobLock":
+    def __enter__(self) -> JobLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -57,8 +57,7 @@ class JobLock:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise LockHeld(
-                f"another index job is running (pid {holder}, lock {self.path}); "
-                "try again when it has finished"
+                f"another index job is running (pid {holder}, lock {self.path}); try again when it has finished"
             ) from None
         _held_fds.add(fd)
         try:  # the pid only names the holder to a second job: a full disk must not fail the job here

@@ -26,14 +26,14 @@ class ModelMismatch(GlimpseError):
 class ModelStage:
     """The run's model and its encoder (given, or opened on first use)."""
 
-    def __init__(self, store: Store, opts: Options, encoder: "Encoder | None" = None):
+    def __init__(self, store: Store, opts: Options, encoder: Encoder | None = None):
         self.store = store
         self.opts = opts
         self._encoder = encoder
         self._row_checked = False
 
     @property
-    def loaded(self) -> "Encoder | None":
+    def loaded(self) -> Encoder | None:
         """The encoder if this run opened (or was given) one, else None."""
         return self._encoder
 
@@ -58,7 +58,7 @@ class ModelStage:
             self._row_checked = True
         return spec
 
-    def encoder(self, spec: ModelSpec) -> "Encoder":
+    def encoder(self, spec: ModelSpec) -> Encoder:
         """The encoder for ``spec``; the first call records the model row if it does not say this
         model and this dimension yet."""
         enc = self._open(spec)
@@ -69,11 +69,16 @@ class ModelStage:
             self._row_checked = True
         return enc
 
-    def _open(self, spec: ModelSpec) -> "Encoder":
+    def _open(self, spec: ModelSpec) -> Encoder:
         if self._encoder is None:
             from search.encoders import open_encoder  # only when something needs embedding
 
             streams = encode_streams(self.opts.device)
-            self._encoder = open_encoder(spec, "index", device=self.opts.device, quantize=self.opts.quantize,
-                                         ort_threads=max(1, cpu_threads() // streams))
+            self._encoder = open_encoder(
+                spec,
+                "index",
+                device=self.opts.device,
+                quantize=self.opts.quantize,
+                ort_threads=max(1, cpu_threads() // streams),
+            )
         return self._encoder

@@ -20,6 +20,19 @@ from indexer.options import JOB_FIELDS, Counts, Options
 from indexer.pixels import batch_pixels, decode_mode, gpu_decode_steps, raw_batch_workers
 from indexer.runner import CPU_BATCH, EmbedRunner, LocalRunner, encode_streams
 
-__all__ = ["CPU_BATCH", "JOB_FIELDS", "Counts", "EmbedRunner", "Indexer", "LocalRunner",
-           "ModelMismatch", "Options", "batch_pixels", "decode_mode", "encode_streams", "gpu_decode_steps",
-           "raw_batch_workers", "run_job"]
+__all__ = [
+    "CPU_BATCH",
+    "JOB_FIELDS",
+    "Counts",
+    "EmbedRunner",
+    "Indexer",
+    "LocalRunner",
+    "ModelMismatch",
+    "Options",
+    "batch_pixels",
+    "decode_mode",
+    "encode_streams",
+    "gpu_decode_steps",
+    "raw_batch_workers",
+    "run_job",
+]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -46,7 +47,7 @@ def decode_mode(option: str | None) -> str:
     return decode
 
 
-def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
+def gpu_decode_steps(enc: Encoder, decode: str | None) -> list | None:
     """The preprocessing steps to replay on the GPU after nvJPEG, or None to decode in workers.
 
     ``decode``: "auto" (default; GLIMPSE_DECODE) decodes on the GPU when the encoder runs on
@@ -75,7 +76,7 @@ def gpu_decode_steps(enc: "Encoder", decode: str | None) -> list | None:
     return None
 
 
-def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
+def batch_pixels(batch, enc: Encoder, gpu_steps: list | None):
     """The images of a batch that decoded, and their uint8 NHWC pixels (on the encoder's device
     when it is a GPU). JPEGs left raw by the workers are decoded here with nvJPEG; one nvJPEG
     refuses is decoded with PIL instead, or marked failed with PIL's error."""
@@ -89,10 +90,10 @@ def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
     from search.encoder import pil_to_uint8
     from search.images import ImageDecodeError, load_rgb
 
-    on_device: dict[int, "torch.Tensor"] = {}
+    on_device: dict[int, torch.Tensor] = {}
     if raw:
         blob = batch.blob
-        datas = [blob[b.jpeg[0]:b.jpeg[1]] for b in raw]
+        datas = [blob[b.jpeg[0] : b.jpeg[1]] for b in raw]
         results = decode_batch(datas, [b.meta.get("orientation") for b in raw], gpu_steps, enc.device)
         for b, data, got in zip(raw, datas, results):
             if isinstance(got, Exception):
@@ -117,8 +118,6 @@ def batch_pixels(batch, enc: "Encoder", gpu_steps: list | None):
     return ok, torch.stack([on_device[b.index] if b.index in on_device else next(moved) for b in ok])
 
 
-
-
 def check_decode_option(decode: str | None, device: str | None) -> None:
     """Refuse `--decode gpu` before scanning when no GPU decoder can run (a mistake in a cron line
     should fail in a second, not after the scan and the model load)."""
@@ -128,5 +127,7 @@ def check_decode_option(decode: str | None, device: str | None) -> None:
 
         device = pick_device(device)
         if not gpu_jpeg_available(device):
-            raise InvalidValue(f"--decode gpu: no nvJPEG decoder for device {device} "
-                             "(needs a CUDA GPU and torchvision built with nvJPEG)")
+            raise InvalidValue(
+                f"--decode gpu: no nvJPEG decoder for device {device} "
+                "(needs a CUDA GPU and torchvision built with nvJPEG)"
+            )

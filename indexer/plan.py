@@ -24,18 +24,21 @@ __all__ = ["Copy", "Move", "Plan", "Refused", "Relink", "RowState", "Scan", "ToE
 
 class Touch(NamedTuple):
     """Same bytes, new mtime: keep the row and its vector, record the new stat."""
+
     row_id: int
     entry: FileEntry
 
 
 class Relink(NamedTuple):
     """The same file, now reached another way (a different canonical location)."""
+
     row_id: int
     entry: FileEntry
 
 
 class Move(NamedTuple):
     """A new path holding the bytes of a row whose path is gone: the row follows the file."""
+
     row_id: int
     entry: FileEntry
     root_id: int
@@ -43,6 +46,7 @@ class Move(NamedTuple):
 
 class Copy(NamedTuple):
     """A new path holding the bytes of a row that is still there: a new row reusing its vector."""
+
     src_id: int
     entry: FileEntry
     root_id: int
@@ -51,6 +55,7 @@ class Copy(NamedTuple):
 
 class Refused(NamedTuple):
     """An entry the walk refused to read (a symlink leading outside, a FIFO…): a failed row."""
+
     entry: FileEntry
     root_id: int
     row_id: int | None  # the row the path held before, if any
@@ -58,6 +63,7 @@ class Refused(NamedTuple):
 
 class ToEmbed(NamedTuple):
     """A file to decode and embed; ``row_id`` None: a new row."""
+
     entry: FileEntry
     root_id: int
     row_id: int | None
@@ -68,6 +74,7 @@ class ToEmbed(NamedTuple):
 @dataclass
 class Plan:
     """What the run does to the rows, in the order it does it."""
+
     touch: list[Touch] = field(default_factory=list)
     relink: list[Relink] = field(default_factory=list)
     moves: list[Move] = field(default_factory=list)
@@ -83,6 +90,7 @@ class Plan:
 @dataclass
 class Scan:
     """What the walk found: ``seen`` maps each path to its entry and root id."""
+
     seen: dict[str, tuple[FileEntry, int]]
     available: set[int]  # ids of the roots that were there (rows under the others are kept)
     unavailable: list[str]  # roots missing or unmounted
@@ -108,8 +116,10 @@ def scan(store: Store, root_ids: dict[str, int], roots_with_rows: set[int | None
     unavailable: list[str] = []
     known = {r.id: r for r in store.roots()}
     # Symlinked files (and sidecars) may lead into any indexed folder, or anywhere under a root that opted in.
-    links = LinkPolicy(areas=[os.path.realpath(r.path) for r in known.values()],
-                       open_roots=[r.path for r in known.values() if r.follow_external_links])
+    links = LinkPolicy(
+        areas=[os.path.realpath(r.path) for r in known.values()],
+        open_roots=[r.path for r in known.values() if r.follow_external_links],
+    )
     progress = bar(None, "scanning", unit="file")
     for root, root_id in root_ids.items():
         is_dir = os.path.isdir(root)
@@ -162,8 +172,10 @@ def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
     # need an equal size. Every other file is hashed by the decode workers, which read it anyway
     # (a fresh index of a big folder would otherwise read every byte twice).
     sizes_with_vectors = {st[SIZE] for st in states.values() if st[HASH] and st[DONE]}
-    hashes = hash_files([e for e, _ in new if e.size in sizes_with_vectors]
-                        + [e for e, _, row_id in changed if states[e.path][SIZE] == e.size])
+    hashes = hash_files(
+        [e for e, _ in new if e.size in sizes_with_vectors]
+        + [e for e, _, row_id in changed if states[e.path][SIZE] == e.size]
+    )
     for entry, root_id, row_id in changed:
         h, state = hashes.get(entry.path), states[entry.path]
         if h is not None and h == state[HASH] and state[DONE]:

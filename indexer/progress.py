@@ -49,7 +49,7 @@ class LogProgress:
         log.info("%s: %d%s %s (%.1f/s)", self.desc, self.n, of, unit, rate)
 
 
-def bar(total: int | None, desc: str, unit: str = "img") -> "tqdm | LogProgress":
+def bar(total: int | None, desc: str, unit: str = "img") -> tqdm | LogProgress:
     """A progress bar on a terminal, else a :class:`LogProgress`."""
     if on_terminal():
         return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, leave=False)

@@ -4,7 +4,8 @@ then the ONNX query bundle the server loads without torch."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from indexer.disk import DiskFull, is_disk_full
 from indexer.options import Counts
@@ -20,15 +21,17 @@ if TYPE_CHECKING:
 log = logging.getLogger("glimpse.indexer")
 
 
-def publish(paths: Paths, store: Store, spec: ModelSpec, counts: Counts, encoder_dim: Callable[[], int],
-            force: bool = False) -> str | None:
+def publish(
+    paths: Paths, store: Store, spec: ModelSpec, counts: Counts, encoder_dim: Callable[[], int], force: bool = False
+) -> str | None:
     """Publish a new index version when this run changed what the index holds (or ``force``);
     returns the live version. ``encoder_dim``: the vector size when no stored model row says it."""
     index_dir = IndexDir(paths.index)
     live = index_dir.current_version()
     # Moves and touches keep ids and vectors: the live index is still right.
-    changed = force or any((counts.new, counts.changed, counts.deleted,
-                            counts.embedded, counts.captions, counts.failed))
+    changed = force or any(
+        (counts.new, counts.changed, counts.deleted, counts.embedded, counts.captions, counts.failed)
+    )
     if live and not changed:
         log.info("nothing changed; index version %s stays live", live)
         return live
@@ -37,16 +40,20 @@ def publish(paths: Paths, store: Store, spec: ModelSpec, counts: Counts, encoder
     img_vecs, img_ids = store.image_vectors(dim)
     cap_vecs, cap_ids = store.caption_vectors(dim)
     try:
-        return index_dir.publish(img_vecs, img_ids, cap_vecs, cap_ids, {
-            "model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim,
-        })
+        return index_dir.publish(
+            img_vecs,
+            img_ids,
+            cap_vecs,
+            cap_ids,
+            {"model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim},
+        )
     except (OSError, RuntimeError) as exc:
         if is_disk_full(exc):
             raise DiskFull(paths.index, "publishing the index") from exc
         raise
 
 
-def write_query_bundle(enc: "Encoder | None") -> None:
+def write_query_bundle(enc: Encoder | None) -> None:
     """With the model already loaded in torch, write the ONNX query bundle the server
     loads without torch (once per model; see search.query_bundle)."""
     if enc is None or enc.device != "cpu" or runtime_setting() == "torch":

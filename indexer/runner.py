@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 
@@ -33,6 +34,7 @@ log = logging.getLogger("glimpse.indexer")
 class EmbedRequest(NamedTuple):
     """One file to embed: read it at ``path``; ``want_hash``: also return its content hash
     (the reader holds its bytes anyway; the plan hashed it already when False)."""
+
     path: str
     size: int
     want_hash: bool
@@ -43,6 +45,7 @@ class EmbeddedBatch:
     """A runner's answer for some requests: one :class:`Loaded` per request in ``items``
     (``index`` = position in the request list; ``meta``, ``error``, ``content_hash``), and
     ``vectors[i]`` for ``ok[i]``, the items that decoded."""
+
     items: Sequence[Loaded]
     ok: Sequence[Loaded]
     vectors: np.ndarray
@@ -84,23 +87,26 @@ class LocalRunner:
     input order while the encoders work on the next ones.
     """
 
-    def __init__(self, enc: "Encoder", opts: Options):
+    def __init__(self, enc: Encoder, opts: Options):
         self.enc = enc
         self.opts = opts
         self.on_gpu = enc.device.startswith("cuda")
         self.batch_size = opts.batch_size or (256 if self.on_gpu else CPU_BATCH)
         # GPU: three batches in flight, so nvJPEG decodes, the model encodes and the host prepares
         # side by side (H100, 1024x768 JPEGs: 3,082 img/s with two, 3,458 with three; BENCHMARKS.md).
-        self.streams = encode_streams(opts.device) if enc.device == "cpu" else \
-            (settings()["GLIMPSE_ENCODE_STREAMS"] or 3)
+        self.streams = (
+            encode_streams(opts.device) if enc.device == "cpu" else (settings()["GLIMPSE_ENCODE_STREAMS"] or 3)
+        )
         self.gpu_steps = gpu_decode_steps(enc, opts.decode)
         self._busy = {"wait": 0.0, "decode": 0.0, "encode": 0.0}  # seconds, summed over threads
         self._busy_lock = threading.Lock()
 
     def busy(self) -> dict[str, float]:
-        return {"waiting for decoded batches": self._busy["wait"],
-                "nvJPEG decode" if self.gpu_steps is not None else "stacking": self._busy["decode"],
-                "encoder": self._busy["encode"]}
+        return {
+            "waiting for decoded batches": self._busy["wait"],
+            "nvJPEG decode" if self.gpu_steps is not None else "stacking": self._busy["decode"],
+            "encoder": self._busy["encode"],
+        }
 
     def _add_busy(self, stage: str, seconds: float) -> None:
         with self._busy_lock:
@@ -135,14 +141,26 @@ class LocalRunner:
         enc, batch_size = self.enc, self.batch_size
         log.info("decoding JPEGs %s", "on the GPU (nvJPEG)" if self.gpu_steps is not None else "in worker processes")
         inflight: deque = deque()  # futures of EmbeddedBatch, in input order
-        with ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="glimpse-encode") as encoders, \
-                contextlib.ExitStack() as stack:
+        with (
+            ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="glimpse-encode") as encoders,
+            contextlib.ExitStack() as stack,
+        ):
             try:
                 workers = self._workers([r.size for r in requests])
                 log.info("%d decode worker process(es)", workers)
-                batches = stack.enter_context(contextlib.closing(iter_batches(
-                    [r.path for r in requests], enc.pil_transform, enc.image_size, batch_size, workers,
-                    want_hash=[r.want_hash for r in requests], raw_jpeg=self.gpu_steps is not None)))
+                batches = stack.enter_context(
+                    contextlib.closing(
+                        iter_batches(
+                            [r.path for r in requests],
+                            enc.pil_transform,
+                            enc.image_size,
+                            batch_size,
+                            workers,
+                            want_hash=[r.want_hash for r in requests],
+                            raw_jpeg=self.gpu_steps is not None,
+                        )
+                    )
+                )
                 if len(requests) >= batch_size:  # the ONNX session opens while the (already started) workers decode
                     threading.Thread(target=enc.start_batch_runtime, name="glimpse-ort-start", daemon=True).start()
                 while True:

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from typing import Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 from search.files import shown
 from search.images import IMAGE_EXTENSIONS
@@ -69,8 +70,7 @@ def _prefix(folder: str) -> str:
 
 
 def external_link_error(target: str) -> str:
-    return (f"symlink to a file outside the indexed folders ({shown(target)}); "
-            "pass --follow-external-links to index it")
+    return f"symlink to a file outside the indexed folders ({shown(target)}); pass --follow-external-links to index it"
 
 
 def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntry]:
@@ -114,7 +114,7 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
             name = entry.name
             if name[0] == ".":
                 continue
-            is_image = name[name.rfind("."):].lower() in IMAGE_EXTENSIONS
+            is_image = name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS
             try:
                 if entry.is_symlink():
                     if is_image and not entry.is_dir():
@@ -123,8 +123,9 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
                         subdirs.append((entry.path, os.path.realpath(entry.path), True))
                 elif is_image and entry.is_file():
                     st = entry.stat()
-                    yield FileEntry(entry.path, st.st_size, st.st_mtime,
-                                    os.path.join(real_folder, name) if relocated else None)
+                    yield FileEntry(
+                        entry.path, st.st_size, st.st_mtime, os.path.join(real_folder, name) if relocated else None
+                    )
                 elif entry.is_dir():
                     subdirs.append((entry.path, os.path.join(real_folder, name) if relocated else entry.path, False))
                 elif is_image:

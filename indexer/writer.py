@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from indexer.captions import MAX_CAPTION_CHARS, cap_caption, sidecar_captions
 from indexer.options import JOB_FIELDS, Counts
@@ -60,9 +60,22 @@ class Writer:
             for entry, root_id, row_id in plan.refused:
                 log.warning("failed: %s: %s", entry.path, entry.error)
                 # The walk's reason; nothing read, nothing kept from what the path held before.
-                values = dict(path=entry.path, real_path=None, root_id=root_id, size=entry.size, mtime=entry.mtime,
-                              content_hash=None, width=None, height=None, format=None, taken_at=None,
-                              status="failed", error=entry.error, vector=None, indexed_at=utcnow())
+                values = dict(
+                    path=entry.path,
+                    real_path=None,
+                    root_id=root_id,
+                    size=entry.size,
+                    mtime=entry.mtime,
+                    content_hash=None,
+                    width=None,
+                    height=None,
+                    format=None,
+                    taken_at=None,
+                    status="failed",
+                    error=entry.error,
+                    vector=None,
+                    indexed_at=utcnow(),
+                )
                 if row_id is None:
                     refused_rows.append(values)
                 else:
@@ -70,8 +83,13 @@ class Writer:
             store.write_images(s, refused_rows, refused_updates)
             gone_ids = list(plan.gone.values())
             store.delete_images(s, gone_ids)
-            delta.update(moved=len(plan.moves), new=len(plan.copies) + len(refused_rows),
-                         changed=len(refused_updates), failed=len(plan.refused), deleted=len(gone_ids))
+            delta.update(
+                moved=len(plan.moves),
+                new=len(plan.copies) + len(refused_rows),
+                changed=len(refused_updates),
+                failed=len(plan.refused),
+                deleted=len(gone_ids),
+            )
         if plan.moves or plan.copies:
             log.info("reused vectors for %d moved and %d copied files", len(plan.moves), len(plan.copies))
 
@@ -82,12 +100,20 @@ class Writer:
         with self._commit() as (s, delta):
             for b in batch.items:
                 entry, root_id, row_id, h, _ = items[b.index]
-                values = dict(path=entry.path, real_path=entry.real_path, root_id=root_id, size=entry.size,
-                              mtime=entry.mtime,
-                              # Hashed once: up front by the plan, or by the reader that held the bytes.
-                              content_hash=h or b.content_hash, indexed_at=utcnow(),
-                              width=b.meta.get("width"), height=b.meta.get("height"),
-                              format=b.meta.get("format"), taken_at=b.meta.get("taken_at"))
+                values = dict(
+                    path=entry.path,
+                    real_path=entry.real_path,
+                    root_id=root_id,
+                    size=entry.size,
+                    mtime=entry.mtime,
+                    # Hashed once: up front by the plan, or by the reader that held the bytes.
+                    content_hash=h or b.content_hash,
+                    indexed_at=utcnow(),
+                    width=b.meta.get("width"),
+                    height=b.meta.get("height"),
+                    format=b.meta.get("format"),
+                    taken_at=b.meta.get("taken_at"),
+                )
                 if b.error:
                     values.update(status="failed", error=shown(b.error), vector=None)
                     delta["failed"] += 1
@@ -103,8 +129,9 @@ class Writer:
                     delta["changed"] += row_id in self.changed_ids
             self.store.write_images(s, new_rows, updates)
 
-    def sync_captions(self, manifest: dict[str, list[str]], new_paths: Iterable[str], links: LinkPolicy,
-                      warnings: RunWarnings) -> None:
+    def sync_captions(
+        self, manifest: dict[str, list[str]], new_paths: Iterable[str], links: LinkPolicy, warnings: RunWarnings
+    ) -> None:
         """Store manifest + sidecar captions for indexed images (vectors come later)."""
         wanted: dict[str, list[tuple[str, str]]] = {}
         for path in new_paths:

@@ -3,7 +3,8 @@
 # torchvision are the builds pinned in requirements.txt.
 #   scripts/setup.sh          the product
 #   scripts/setup.sh --dev    plus what the tests need (Debian chromium, clip-retrieval's client,
-#                             the training extra: transformers and the all-MiniLM-L6-v2 text teacher)
+#                             the training extra: transformers and the all-MiniLM-L6-v2 text teacher,
+#                             and requirements-dev.txt's lint and type tools: ruff and mypy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -19,6 +20,7 @@ if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install -q requests
   .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
   .venv/bin/python -m pip install -q -e ".[train]"
+  .venv/bin/python -m pip install -q -r requirements-dev.txt
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian chromium for the page tests"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo

@@ -35,21 +35,31 @@ def convert(tokenizer, path: str) -> dict:
     if tokenizer.clean_fn is not _clean_lower or tokenizer.reduction_fn is not None:
         raise UnsupportedTokenizer("tokenizer with non-default cleaning or token reduction")
     merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
-    bpe = models.BPE(vocab=dict(tokenizer.encoder), merges=list(merges), continuing_subword_prefix="",
-                     end_of_word_suffix="</w>", fuse_unk=False)
+    bpe = models.BPE(
+        vocab=dict(tokenizer.encoder),
+        merges=list(merges),
+        continuing_subword_prefix="",
+        end_of_word_suffix="</w>",
+        fuse_unk=False,
+    )
     tok = Tokenizer(bpe)
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_SPLIT), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     # open_clip matches its markers inside the text too (a user typing them gets the special ids).
     tok.add_special_tokens([AddedToken(t, normalized=False) for t in ("<start_of_text>", "<end_of_text>")])
     tmp = f"{path}.{os.getpid()}.tmp"
     tok.save(tmp)
     os.replace(tmp, path)
-    return {"context_length": int(tokenizer.context_length), "sot": int(tokenizer.sot_token_id),
-            "eot": int(tokenizer.eot_token_id)}
+    return {
+        "context_length": int(tokenizer.context_length),
+        "sot": int(tokenizer.sot_token_id),
+        "eot": int(tokenizer.eot_token_id),
+    }
 
 
 def _clean(text: str) -> str:
@@ -82,10 +92,23 @@ class ClipTokenizer:
 
 
 PROBE_TEXTS = [
-    "a photo of a cat", "", "   ", "Hello, World!", "don't stop: it's 3.14 o'clock",
-    "naïve café — résumé", "日本語のテキスト", "emoji 😀🐶 and symbols ©®", "&amp;lt;b&amp;gt; html &amp; entities",
-    "UPPER lower MiXeD", "tab\tand\nnewline", "a " * 100, "x" * 300, "12345678901234567890",
-    "<start_of_text> literal markers <end_of_text>", "keycap: #", "flag: United Kingdom",
+    "a photo of a cat",
+    "",
+    "   ",
+    "Hello, World!",
+    "don't stop: it's 3.14 o'clock",
+    "naïve café — résumé",
+    "日本語のテキスト",
+    "emoji 😀🐶 and symbols ©®",
+    "&amp;lt;b&amp;gt; html &amp; entities",
+    "UPPER lower MiXeD",
+    "tab\tand\nnewline",
+    "a " * 100,
+    "x" * 300,
+    "12345678901234567890",
+    "<start_of_text> literal markers <end_of_text>",
+    "keycap: #",
+    "flag: United Kingdom",
 ]
 
 
@@ -100,5 +123,6 @@ def same_as(tokenizer, ours: ClipTokenizer, texts: list[str] = PROBE_TEXTS) -> s
 
 
 def load(meta: dict, folder: str) -> ClipTokenizer:
-    return ClipTokenizer(os.path.join(folder, "tokenizer.json"), **{k: meta[k] for k in ("context_length", "sot", "eot")})
-
+    return ClipTokenizer(
+        os.path.join(folder, "tokenizer.json"), **{k: meta[k] for k in ("context_length", "sot", "eot")}
+    )

@@ -21,20 +21,27 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-log = logging.getLogger(__name__)
+from search.errors import InvalidValue
+from search.images import to_uint8_array
+from search.model_spec import LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec
+from search.ort_session import (
+    cpu_session,
+    ensure_int8,
+    probe_pixels,
+    quantize_setting,
+    run_session,
+    runtime_setting,
+    unit_rows,
+)
+from search.paths import cache_dir
 
-from search.errors import InvalidValue  # noqa: E402
-from search.paths import cache_dir  # noqa: E402
-from search.images import to_uint8_array  # noqa: E402
-from search.ort_session import (  # noqa: E402
-    cpu_session, ensure_int8, probe_pixels, quantize_setting, run_session, runtime_setting, unit_rows)
-from search.model_spec import DEFAULT_MODEL, DEFAULT_PRETRAINED, LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec  # noqa: F401
+log = logging.getLogger(__name__)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -46,8 +53,15 @@ def pick_device(device: str | None = None) -> str:
 class Encoder:
     """A loaded open_clip model with its tokenizer and split preprocessing."""
 
-    def __init__(self, spec: ModelSpec, device: str | None = None, precision: str = "auto", runtime: str | None = None,
-                 quantize: str | None = None, ort_threads: int | None = None):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        device: str | None = None,
+        precision: str = "auto",
+        runtime: str | None = None,
+        quantize: str | None = None,
+        ort_threads: int | None = None,
+    ):
         import open_clip
 
         self.spec = spec
@@ -59,10 +73,14 @@ class Encoder:
         self.ort_threads = ort_threads
         pretrained = None if spec.pretrained in (None, RANDOM_INIT) else spec.pretrained
         if spec.pretrained == RANDOM_INIT or (not pretrained and not spec.name.startswith(LOCAL_DIR)):
-            log.warning("model %s has no pretrained weights: random init (seed 0), useful for benchmarks only", spec.name)
+            log.warning(
+                "model %s has no pretrained weights: random init (seed 0), useful for benchmarks only", spec.name
+            )
             torch.manual_seed(0)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(spec.name, pretrained=pretrained, device=self.device)
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                spec.name, pretrained=pretrained, device=self.device
+            )
             self.tokenizer = open_clip.get_tokenizer(spec.name)
         except Exception as exc:  # open_clip raises RuntimeError/FileNotFoundError/ValueError
             raise ModelLoadError(_load_hint(spec, exc)) from exc
@@ -94,8 +112,14 @@ class Encoder:
         if quantize:
             self.backend = f"onnx-{quantize}"
         tower = "ONNX Runtime for batches, torch for single images" if self._ort_auto else self.backend
-        log.info("model %s loaded on %s (%s, image tower: %s), dimension %d", spec.describe(), self.device,
-                 self.precision, tower, self.dim)
+        log.info(
+            "model %s loaded on %s (%s, image tower: %s), dimension %d",
+            spec.describe(),
+            self.device,
+            self.precision,
+            tower,
+            self.dim,
+        )
 
     # ------------------------------------------------------------ info
     @property
@@ -166,7 +190,7 @@ class Encoder:
             finally:
                 self._ort_auto = False
 
-    def encode_pixels(self, batch: "torch.Tensor | np.ndarray") -> np.ndarray:
+    def encode_pixels(self, batch: torch.Tensor | np.ndarray) -> np.ndarray:
         """Encode a uint8 NHWC batch (output of pil_transform, stacked)."""
         batch = torch.as_tensor(batch)
         if self._ort is None and self._ort_auto and len(batch) >= ORT_MIN_BATCH:
@@ -207,8 +231,9 @@ class OnnxImageTower:
         return unit_rows(run_session(self.session, x))
 
     @classmethod
-    def for_encoder(cls, enc: "Encoder", atol: float = 1e-4, quantize: str | None = None,
-                    min_cos: float = 0.98) -> "OnnxImageTower":
+    def for_encoder(
+        cls, enc: Encoder, atol: float = 1e-4, quantize: str | None = None, min_cos: float = 0.98
+    ) -> OnnxImageTower:
         """Export (once, cached) and verify against torch on a probe batch.
 
         fp32 must match torch within ``atol``; int8 (dynamic weight quantization,
@@ -218,9 +243,18 @@ class OnnxImageTower:
 
         import open_clip
 
-        key = hashlib.sha256("|".join([
-            enc.spec.fingerprint(), enc.spec.name, str(enc.image_size), open_clip.__version__, torch.__version__,
-            str(ONNX_FORMAT)]).encode()).hexdigest()[:24]
+        key = hashlib.sha256(
+            "|".join(
+                [
+                    enc.spec.fingerprint(),
+                    enc.spec.name,
+                    str(enc.image_size),
+                    open_clip.__version__,
+                    torch.__version__,
+                    str(ONNX_FORMAT),
+                ]
+            ).encode()
+        ).hexdigest()[:24]
         path = os.path.join(cache_dir(), "onnx", f"image-{key}.onnx")
         if not os.path.exists(path):
             _export_image_tower(enc, path)
@@ -256,7 +290,7 @@ def _touch(path: str) -> None:
         pass
 
 
-def _export_image_tower(enc: "Encoder", path: str) -> None:
+def _export_image_tower(enc: Encoder, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     log.info("exporting the image tower of %s to ONNX (once; cached in %s)", enc.spec.describe(), os.path.dirname(path))
     export_onnx(enc.model, "encode_image", torch.zeros(2, 3, enc.image_size, enc.image_size), path, "pixels")
@@ -281,9 +315,16 @@ def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: 
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(_Tower().eval(), (dummy,), tmp, input_names=[input_name], output_names=["embedding"],
-                              dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}}, opset_version=17,
-                              dynamo=False)
+            torch.onnx.export(
+                _Tower().eval(),
+                (dummy,),
+                tmp,
+                input_names=[input_name],
+                output_names=["embedding"],
+                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
         os.replace(tmp, path)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any, Callable, Literal, Protocol, Sequence, runtime_checkable
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -38,7 +39,7 @@ class ImageTextEncoder(Protocol):
 
     @property
     def device(self) -> str:
-        """"cpu", or a torch device name such as "cuda:0" (the torch encoder only)."""
+        """ "cpu", or a torch device name such as "cuda:0" (the torch encoder only)."""
 
     @property
     def precision(self) -> str: ...
@@ -71,8 +72,13 @@ class ImageTextEncoder(Protocol):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
-def open_encoder(spec: ModelSpec, purpose: Purpose = "query", device: str | None = None,
-                 quantize: str | None = None, ort_threads: int | None = None) -> ImageTextEncoder:
+def open_encoder(
+    spec: ModelSpec,
+    purpose: Purpose = "query",
+    device: str | None = None,
+    quantize: str | None = None,
+    ort_threads: int | None = None,
+) -> ImageTextEncoder:
     """The encoder for ``spec``: the ONNX query bundle where it can serve, else torch.
 
     ``purpose="query"`` (a server, ``glimpse search``): on CPU (the default unless a
@@ -90,13 +96,13 @@ def open_encoder(spec: ModelSpec, purpose: Purpose = "query", device: str | None
     raise ValueError(f"unknown encoder purpose {purpose!r}: use 'query' or 'index'")
 
 
-def _query_encoder(spec: ModelSpec, device: str | None, quantize: str | None,
-                   ort_threads: int | None) -> ImageTextEncoder:
+def _query_encoder(
+    spec: ModelSpec, device: str | None, quantize: str | None, ort_threads: int | None
+) -> ImageTextEncoder:
     from search.query_bundle import OnnxQueryEncoder, ensure_bundle, open_bundle
 
     runtime = runtime_setting()
-    onnx_ok = runtime in ("auto", "onnx") and device in (None, "auto", "cpu") and \
-        quantize_setting(quantize) is None
+    onnx_ok = runtime in ("auto", "onnx") and device in (None, "auto", "cpu") and quantize_setting(quantize) is None
     if onnx_ok:
         q = open_bundle(spec, threads=ort_threads)
         if q is not None:
@@ -110,23 +116,29 @@ def _query_encoder(spec: ModelSpec, device: str | None, quantize: str | None,
             q = OnnxQueryEncoder(ensure_bundle(enc), threads=ort_threads)
             log.info("query model %s: ONNX Runtime bundle built; later starts skip torch", spec.describe())
             return q
-        except Exception as exc:  # noqa: BLE001 - torch still answers queries
+        except Exception as exc:  # torch still answers queries
             if runtime == "onnx":
                 raise
             log.warning("no ONNX query bundle (%s: %s); queries run in torch", exc.__class__.__name__, exc)
     return enc
 
 
-def _index_encoder(spec: ModelSpec, device: str | None, quantize: str | None,
-                   ort_threads: int | None) -> ImageTextEncoder:
+def _index_encoder(
+    spec: ModelSpec, device: str | None, quantize: str | None, ort_threads: int | None
+) -> ImageTextEncoder:
     runtime, quantize = runtime_setting(), quantize_setting(quantize)
     if runtime in ("auto", "onnx") and quantize in (None, "int8") and _runs_on_cpu(device):
         from search.query_bundle import open_bundle
 
         enc = open_bundle(spec, threads=ort_threads, quantize=quantize, eager=False)
         if enc is not None:
-            log.info("model %s loaded on cpu from its ONNX Runtime bundle %s (%s, no torch), dimension %d",
-                     spec.describe(), enc.folder, enc.backend, enc.dim)
+            log.info(
+                "model %s loaded on cpu from its ONNX Runtime bundle %s (%s, no torch), dimension %d",
+                spec.describe(),
+                enc.folder,
+                enc.backend,
+                enc.dim,
+            )
             return enc
     from search.encoder import Encoder
 

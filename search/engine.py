@@ -10,19 +10,29 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 
 from search.errors import GlimpseError
 from search.files import NotTheIndexedFile, download_name, open_verified, shown
-from search.model_spec import ModelSpec
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
+from search.model_spec import ModelSpec
 from search.paths import Paths
-from search.query import (FileQuery, Filters, ImageQuery, Paging, Query, SimilarQuery, TextQuery, VectorQuery,
-                          parse_query)
+from search.query import (
+    FileQuery,
+    Filters,
+    ImageQuery,
+    Paging,
+    Query,
+    SimilarQuery,
+    TextQuery,
+    VectorQuery,
+    parse_query,
+)
 from search.results import Page, SearchResult, to_result
 from search.settings import settings
 from search.stages import stage
@@ -68,7 +78,7 @@ class OpenedImage:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> "OpenedImage":
+    def __enter__(self) -> OpenedImage:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -96,8 +106,13 @@ def _single_query_threads() -> None:
 class Engine:
     """One per process: the store, the live index and the (lazily) loaded encoder."""
 
-    def __init__(self, paths: Paths, encoder: "ImageTextEncoder | None" = None, device: str | None = None,
-                 index_check_every: float = 1.0):
+    def __init__(
+        self,
+        paths: Paths,
+        encoder: ImageTextEncoder | None = None,
+        device: str | None = None,
+        index_check_every: float = 1.0,
+    ):
         self.paths = paths
         _single_query_threads()
         self.store = Store(paths.db)
@@ -107,7 +122,7 @@ class Engine:
         self._encoder_lock = threading.Lock()
 
     @classmethod
-    def open(cls, home: str | None = None, **kw) -> "Engine":
+    def open(cls, home: str | None = None, **kw) -> Engine:
         return cls(Paths.resolve(home), **kw)
 
     def close(self) -> None:
@@ -121,7 +136,7 @@ class Engine:
         return ModelSpec(row.name, row.pretrained)
 
     @property
-    def encoder(self) -> "ImageTextEncoder":
+    def encoder(self) -> ImageTextEncoder:
         """The model the vectors were made with; loaded once, kept for every query.
 
         On CPU that is the ONNX Runtime query bundle (no torch in the process; see
@@ -228,8 +243,9 @@ class Engine:
         """The best ``want`` results (by date: the relevant pool, newest first)."""
         live = self._live()
         self._check_dim(live, vec)
-        results = self._collect(live.images, vec, DATE_ORDER_POOL if filters.order == "date" else want,
-                                filters, exclude)
+        results = self._collect(
+            live.images, vec, DATE_ORDER_POOL if filters.order == "date" else want, filters, exclude
+        )
         if filters.order == "date":
             results.sort(key=lambda r: r.date or "", reverse=True)
         return results
@@ -336,11 +352,14 @@ class Engine:
             f, st = open_verified(row.real_path or row.path, row.size, row.mtime)
         except NotTheIndexedFile as exc:
             log.warning("not serving image %d (%s): %s", image_id, shown(row.real_path or row.path), exc)
-            raise ImageUnavailable(f"image {image_id} is no longer the file that was indexed ({exc}); "
-                                   "`glimpse reindex` picks up the change") from None
+            raise ImageUnavailable(
+                f"image {image_id} is no longer the file that was indexed ({exc}); "
+                "`glimpse reindex` picks up the change"
+            ) from None
         except (FileNotFoundError, NotADirectoryError):
-            raise ImageUnavailable(f"image {image_id} is no longer on disk "
-                                   "(moved, deleted or its drive unmounted)") from None
+            raise ImageUnavailable(
+                f"image {image_id} is no longer on disk (moved, deleted or its drive unmounted)"
+            ) from None
         except OSError as exc:
             raise ImageUnavailable(f"image {image_id} cannot be read: {exc.strerror or exc}") from None
         return OpenedImage(image_id, f, download_name(row.path), st.st_size, st.st_mtime, st.st_mtime_ns)
@@ -348,8 +367,11 @@ class Engine:
     def health(self) -> dict:
         """Liveness without SQL or model calls: what the live index serves."""
         live = self.index.get()
-        return {"status": "ok", "images_indexed": int(live.images.ntotal) if live else 0,
-                "index_version": live.version if live else None}
+        return {
+            "status": "ok",
+            "images_indexed": int(live.images.ntotal) if live else 0,
+            "index_version": live.version if live else None,
+        }
 
     def stats(self, failed_limit: int | None = 50) -> dict:
         """``images_indexed`` counts rows embedded in the database, ``images_in_live_index`` what
@@ -361,20 +383,42 @@ class Engine:
         return {
             **counts,
             "images_in_live_index": int(live.images.ntotal) if live else 0,
-            "model": None if model is None else {"name": model.name, "pretrained": model.pretrained,
-                                                 "fingerprint": model.fingerprint, "dim": model.dim},
+            "model": None
+            if model is None
+            else {
+                "name": model.name,
+                "pretrained": model.pretrained,
+                "fingerprint": model.fingerprint,
+                "dim": model.dim,
+            },
             "index_version": live.version if live else None,
             "index_type": live.manifest.get("index_type", {}).get("type") if live else None,
             "failed": [{"path": shown(p), "error": e} for p, e in self.store.failed_images(failed_limit)],
-            "roots": [{"path": shown(r.path), "available": r.available,
-                       "follow_external_links": r.follow_external_links} for r in self.store.roots()],
+            "roots": [
+                {"path": shown(r.path), "available": r.available, "follow_external_links": r.follow_external_links}
+                for r in self.store.roots()
+            ],
             "jobs": [job_dict(j) for j in jobs],
         }
 
 
 def job_dict(job) -> dict:
-    fields = ("id", "kind", "outcome", "scanned", "new", "changed", "moved", "deleted", "failed",
-              "unchanged", "embedded", "captions", "index_version", "message")
+    fields = (
+        "id",
+        "kind",
+        "outcome",
+        "scanned",
+        "new",
+        "changed",
+        "moved",
+        "deleted",
+        "failed",
+        "unchanged",
+        "embedded",
+        "captions",
+        "index_version",
+        "message",
+    )
     out = {f: getattr(job, f) for f in fields}
     out["warnings"] = job.warnings.splitlines() if job.warnings else []
     out["started_at"] = job.started_at.isoformat() if job.started_at else None

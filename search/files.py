@@ -23,8 +23,13 @@ from typing import BinaryIO
 # readlink of /proc/self/fd/N names the file an fd really refers to (Linux): it catches a folder
 # on the way swapped for a symlink between the walk and the request, which O_NOFOLLOW cannot.
 _PROC_FD = sys.platform.startswith("linux") and os.path.isdir("/proc/self/fd")
-_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)  # a FIFO never blocks
-               | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0))
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_NOFOLLOW", 0)
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO never blocks
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOCTTY", 0)
+)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 

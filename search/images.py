@@ -20,7 +20,8 @@ import platform
 import threading
 import warnings
 from collections import deque
-from typing import BinaryIO, Iterator, Union
+from collections.abc import Iterator
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageMode, ImageOps, UnidentifiedImageError
@@ -33,7 +34,7 @@ try:  # HEIC/HEIF support is optional.
 
     pillow_heif.register_heif_opener()
     HEIF_AVAILABLE = True
-except Exception:  # pragma: no cover - depends on optional package
+except Exception:  # noqa: BLE001  # pragma: no cover - depends on optional package
     HEIF_AVAILABLE = False
 
 # Decompression-bomb guard: ~ 179 MP, four times a 45 MP camera frame.
@@ -50,7 +51,7 @@ IMAGE_EXTENSIONS = frozenset(
     | ({".heic", ".heif"} if HEIF_AVAILABLE else set())
 )
 
-Source = Union[str, os.PathLike, BinaryIO, bytes]
+Source = str | os.PathLike | BinaryIO | bytes
 
 
 class ImageDecodeError(GlimpseError):
@@ -129,7 +130,8 @@ def _opened(source: Source) -> Iterator[Image.Image]:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise ImageTooLarge(
                     f"image is {img.width}x{img.height} pixels, over the "
-                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)")
+                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)"
+                )
             yield img
     except ImageDecodeError:
         raise
@@ -232,9 +234,15 @@ def release_free_memory() -> None:
         _MALLOC_TRIM(0)
 
 
-_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-              8: Image.Transpose.ROTATE_90}  # EXIF orientation -> what shows the image upright (as ImageOps)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # EXIF orientation -> what shows the image upright (as ImageOps)
 
 
 def _flat_reduced(img: Image.Image, factor: int) -> Image.Image:
@@ -289,9 +297,15 @@ def to_uint8_array(img: Image.Image) -> np.ndarray:
 
 
 def _header_info(img: Image.Image) -> dict:
-    info = {"format": img.format, "width": img.width, "height": img.height, "taken_at": None,
-            "mode": img.mode, "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
-            "orientation": None}
+    info = {
+        "format": img.format,
+        "width": img.width,
+        "height": img.height,
+        "taken_at": None,
+        "mode": img.mode,
+        "progressive": bool(img.info.get("progressive") or img.info.get("progression")),
+        "orientation": None,
+    }
     try:
         # A PNG's getexif() decodes the whole image to look for an eXIf chunk after the pixels;
         # the header read is meant to read the header only, so only an early chunk counts.
@@ -303,7 +317,7 @@ def _header_info(img: Image.Image) -> dict:
         date = exif.get_ifd(0x8769).get(0x9003) or exif.get(0x0132)
         if date:
             info["taken_at"] = str(date).strip("\x00 ")
-    except Exception:
+    except Exception:  # noqa: BLE001 - EXIF is optional metadata: a broken block leaves the fields unset
         pass
     return info
 

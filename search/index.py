@@ -34,7 +34,7 @@ KEEP_VERSIONS = 2
 def gpu_available() -> bool:
     try:
         return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    except Exception:
+    except Exception:  # noqa: BLE001 - a FAISS build without working GPU support is a CPU build
         return False
 
 
@@ -66,8 +66,9 @@ def can_reuse_training(n: int, dim: int, trained_spec: dict | None) -> bool:
     return trained_on > 0 and trained_on / RETRAIN_FACTOR < n < trained_on * RETRAIN_FACTOR
 
 
-def build_index(vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None,
-                trained: faiss.Index | None = None) -> tuple[faiss.Index, dict, faiss.Index | None]:
+def build_index(
+    vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None, trained: faiss.Index | None = None
+) -> tuple[faiss.Index, dict, faiss.Index | None]:
     """Build an inner-product index over normalised vectors with database ids.
 
     Returns ``(index, spec, trained_empty)``; ``trained_empty`` is the trained
@@ -99,16 +100,24 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, spec: dict | None = None,
     index.add_with_ids(vectors, ids)
     spec["nprobe"] = tune_nprobe(index, vectors, ids, rng)
     index.nprobe = spec["nprobe"]
-    log.info("built IVF%d,%s over %d vectors in %.1fs (%s), nprobe=%d", spec["nlist"], spec.get("codec", "Flat"), n,
-             time.perf_counter() - t, how, index.nprobe)
+    log.info(
+        "built IVF%d,%s over %d vectors in %.1fs (%s), nprobe=%d",
+        spec["nlist"],
+        spec.get("codec", "Flat"),
+        n,
+        time.perf_counter() - t,
+        how,
+        index.nprobe,
+    )
     return index, spec, trained_empty
 
 
 def _empty_ivf(dim: int, spec: dict) -> faiss.Index:
     quantizer = faiss.IndexFlatIP(dim)
     if spec.get("codec") == "SQ8":
-        return faiss.IndexIVFScalarQuantizer(quantizer, dim, spec["nlist"], faiss.ScalarQuantizer.QT_8bit,
-                                             faiss.METRIC_INNER_PRODUCT)
+        return faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, spec["nlist"], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
     return faiss.IndexIVFFlat(quantizer, dim, spec["nlist"], faiss.METRIC_INNER_PRODUCT)
 
 
@@ -139,6 +148,7 @@ def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, q
 
 
 # ------------------------------------------------------------------ publish
+
 
 @dataclass
 class LoadedIndex:
@@ -214,16 +224,25 @@ class IndexDir:
         try:
             tmp.mkdir()
             built = {}
-            for name, key, vecs, ids, given in (("images", "index_type", image_vectors, image_ids, spec),
-                                                 ("captions", "caption_index_type", caption_vectors, caption_ids, None)):
+            for name, key, vecs, ids, given in (
+                ("images", "index_type", image_vectors, image_ids, spec),
+                ("captions", "caption_index_type", caption_vectors, caption_ids, None),
+            ):
                 prev_spec, trained = (given, None) if given else self._reusable_training(name, key, len(ids), manifest)
                 index, built[key], empty = build_index(vecs, ids, prev_spec, trained)
                 faiss.write_index(index, str(tmp / f"{name}.faiss"))
                 if empty is not None:
                     faiss.write_index(empty, str(tmp / f"{name}.trained.faiss"))
             img_spec, cap_spec = built["index_type"], built["caption_index_type"]
-            manifest = dict(manifest, version=version, images=int(len(image_ids)), captions=int(len(caption_ids)),
-                            index_type=img_spec, caption_index_type=cap_spec, created_at=time.time())
+            manifest = dict(
+                manifest,
+                version=version,
+                images=int(len(image_ids)),
+                captions=int(len(caption_ids)),
+                index_type=img_spec,
+                caption_index_type=cap_spec,
+                created_at=time.time(),
+            )
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
             for f in tmp.iterdir():
                 _fsync_file(f)
@@ -239,7 +258,13 @@ class IndexDir:
             cur_tmp.unlink(missing_ok=True)
             raise
         _fsync_dir(self.root)
-        log.info("published index version %s: %d images, %d captions (%s)", version, len(image_ids), len(caption_ids), img_spec["type"])
+        log.info(
+            "published index version %s: %d images, %d captions (%s)",
+            version,
+            len(image_ids),
+            len(caption_ids),
+            img_spec["type"],
+        )
         self.prune()
         return version
 
@@ -252,8 +277,11 @@ class IndexDir:
         try:
             old = json.loads((folder / "manifest.json").read_text())
             spec = old.get(key) or {}
-            if (old.get("dim") != manifest.get("dim") or old.get("fingerprint") != manifest.get("fingerprint")
-                    or not can_reuse_training(n, int(manifest["dim"]), spec)):
+            if (
+                old.get("dim") != manifest.get("dim")
+                or old.get("fingerprint") != manifest.get("fingerprint")
+                or not can_reuse_training(n, int(manifest["dim"]), spec)
+            ):
                 return None, None
             trained = faiss.read_index(str(folder / f"{name}.trained.faiss"))
         except (OSError, ValueError, KeyError, RuntimeError):
@@ -304,7 +332,7 @@ def _to_gpu(index: faiss.Index) -> faiss.Index:
         if _gpu_res is None:
             _gpu_res = faiss.StandardGpuResources()
         return faiss.index_cpu_to_gpu(_gpu_res, 0, index)
-    except Exception as exc:  # e.g. an index type without GPU support
+    except Exception as exc:  # noqa: BLE001 - e.g. an index type without GPU support
         log.warning("FAISS GPU transfer failed (%s); staying on CPU", exc)
         return index
 
@@ -342,9 +370,14 @@ class LiveIndex:
                 try:
                     self._loaded = self.index_dir.load(version)
                     return
-                except Exception:  # noqa: BLE001 - pruned or replaced between reading `current` and loading
-                    log.warning("could not load index version %s (attempt %d); keeping %s", version, attempt + 1,
-                                self._loaded.version if self._loaded else None, exc_info=attempt == 2)
+                except Exception:  # pruned or replaced between reading `current` and loading
+                    log.warning(
+                        "could not load index version %s (attempt %d); keeping %s",
+                        version,
+                        attempt + 1,
+                        self._loaded.version if self._loaded else None,
+                        exc_info=attempt == 2,
+                    )
                     time.sleep(0.05)
         finally:
             self._lock.release()

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from search.errors import GlimpseError
 
@@ -33,10 +33,10 @@ class ModelSpec:
     pretrained: str | None  # zoo tag, checkpoint path, "none", or None
 
     @classmethod
-    def parse(cls, model: str | None, pretrained: str | None = None) -> "ModelSpec":
+    def parse(cls, model: str | None, pretrained: str | None = None) -> ModelSpec:
         model = model or DEFAULT_MODEL
         if model.startswith(LOCAL_DIR):
-            path = Path(os.path.expanduser(model[len(LOCAL_DIR):])).resolve()
+            path = Path(os.path.expanduser(model[len(LOCAL_DIR) :])).resolve()
             return cls(f"{LOCAL_DIR}{path}", None)
         if os.path.isdir(model) and os.path.isfile(os.path.join(model, "open_clip_config.json")):
             return cls(f"{LOCAL_DIR}{Path(model).resolve()}", None)
@@ -60,10 +60,14 @@ class ModelSpec:
 
     def _hash_weights(self) -> str:
         if self.name.startswith(LOCAL_DIR):
-            folder = Path(self.name[len(LOCAL_DIR):])
+            folder = Path(self.name[len(LOCAL_DIR) :])
             if not (folder / "open_clip_config.json").is_file():
                 raise ModelLoadError(f"model folder {folder} not found, or it has no open_clip_config.json")
-            files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".pt", ".pth"))
+            files = sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".pt", ".pth")
+            )
             return "sha256:" + _sha256_files(files)
         if self.pretrained and os.path.isfile(self.pretrained):
             return "sha256:" + _sha256_files([Path(self.pretrained)])

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from search.settings import settings
 
+
 @dataclass(frozen=True)
 class Paths:
     home: Path
 
     @classmethod
-    def resolve(cls, home: str | os.PathLike | None = None) -> "Paths":
+    def resolve(cls, home: str | os.PathLike | None = None) -> Paths:
         home = home or settings()["GLIMPSE_HOME"]
         return cls(Path(os.path.expanduser(str(home))).resolve())
 
@@ -33,7 +34,7 @@ class Paths:
     def lock(self) -> Path:
         return self.home / "glimpse.lock"
 
-    def ensure(self) -> "Paths":
+    def ensure(self) -> Paths:
         self.home.mkdir(parents=True, exist_ok=True)
         return self
 

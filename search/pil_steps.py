@@ -10,14 +10,18 @@ identical pixels before the steps are used (see ``search.query_bundle``).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from PIL import Image
 
 _RESAMPLE = {
-    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-    "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
-    "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
 }
 
 
@@ -34,9 +38,8 @@ def _pair(size) -> list[int]:
 
 def describe(pil_transform) -> list[dict[str, Any]]:
     """torchvision/open_clip transforms -> JSON-able steps; UnsupportedStep if unknown."""
-    from torchvision import transforms as T
-
     import open_clip.transform as oct
+    from torchvision import transforms as T
 
     ResizeKeepRatio = getattr(oct, "ResizeKeepRatio", ())
     CenterCropOrPad = getattr(oct, "CenterCropOrPad", ())
@@ -55,12 +58,23 @@ def describe(pil_transform) -> list[dict[str, Any]]:
         elif ResizeKeepRatio and isinstance(t, ResizeKeepRatio):
             if t.random_scale_prob or t.random_aspect_prob:
                 raise UnsupportedStep("random ResizeKeepRatio")
-            steps.append({"op": "resize_keep_ratio", "size": list(t.size), "longest": float(t.longest),
-                          "interpolation": t.interpolation.value})
+            steps.append(
+                {
+                    "op": "resize_keep_ratio",
+                    "size": list(t.size),
+                    "longest": float(t.longest),
+                    "interpolation": t.interpolation.value,
+                }
+            )
         elif CenterCropOrPad and isinstance(t, CenterCropOrPad):
             fill = t.fill
-            steps.append({"op": "center_crop", "size": _pair(t.size),
-                          "fill": list(fill) if isinstance(fill, (list, tuple)) else fill})
+            steps.append(
+                {
+                    "op": "center_crop",
+                    "size": _pair(t.size),
+                    "fill": list(fill) if isinstance(fill, (list, tuple)) else fill,
+                }
+            )
         elif getattr(t, "__name__", "") == "_convert_to_rgb":
             steps.append({"op": "convert", "mode": "RGB"})
         elif MaybeConvertMode and isinstance(t, MaybeConvertMode):

@@ -13,7 +13,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -78,7 +78,7 @@ class VectorQuery:
     vector: np.ndarray = field(repr=False)
 
 
-Query = Union[TextQuery, ImageQuery, FileQuery, SimilarQuery, VectorQuery]
+Query = TextQuery | ImageQuery | FileQuery | SimilarQuery | VectorQuery
 
 
 @dataclass

@@ -24,15 +24,16 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Sequence
 from importlib import metadata
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from search import clip_tokenizer, pil_steps
-from search.model_spec import ModelSpec
 from search.images import to_uint8_array
+from search.model_spec import ModelSpec
 from search.ort_session import cpu_session, ensure_int8, probe_pixels, run_session, unit_rows
 from search.paths import cache_dir
 
@@ -53,8 +54,8 @@ def _version(dist: str) -> str:
 
 
 def bundle_dir(spec: ModelSpec) -> str:
-    key = hashlib.sha256("|".join([
-        spec.fingerprint(), spec.name, _version("open_clip_torch"), _version("torch"), str(FORMAT)]).encode()
+    key = hashlib.sha256(
+        "|".join([spec.fingerprint(), spec.name, _version("open_clip_torch"), _version("torch"), str(FORMAT)]).encode()
     ).hexdigest()[:24]
     return os.path.join(cache_dir(), "onnx", f"query-{key}")
 
@@ -164,7 +165,7 @@ def open_bundle(spec: ModelSpec, **kwargs) -> OnnxQueryEncoder | None:
         return None
 
 
-def ensure_bundle(enc: "Encoder") -> str:
+def ensure_bundle(enc: Encoder) -> str:
     """Build and verify the bundle for a loaded torch ``Encoder`` unless it exists; return its folder."""
     folder = bundle_dir(enc.spec)
     if os.path.isfile(os.path.join(folder, "meta.json")):
@@ -197,7 +198,7 @@ def ensure_bundle(enc: "Encoder") -> str:
     return folder
 
 
-def _build(enc: "Encoder", tmp: str) -> None:
+def _build(enc: Encoder, tmp: str) -> None:
     import torch
 
     from search.encoder import OnnxImageTower
@@ -214,10 +215,19 @@ def _build(enc: "Encoder", tmp: str) -> None:
         shutil.copyfile(image.path, os.path.join(tmp, "image.onnx"))
     del image
     _export_text_tower(enc, os.path.join(tmp, "text.onnx"))
-    meta = {"format": FORMAT, "model": enc.spec.name, "pretrained": enc.spec.pretrained,
-            "fingerprint": enc.spec.fingerprint(), "dim": int(enc.dim), "image_size": int(enc.image_size),
-            "mean": list(enc.mean), "std": list(enc.std), "pil_steps": steps, "tokenizer": tok_meta,
-            "image_gflops": enc.image_gflops()}
+    meta = {
+        "format": FORMAT,
+        "model": enc.spec.name,
+        "pretrained": enc.spec.pretrained,
+        "fingerprint": enc.spec.fingerprint(),
+        "dim": int(enc.dim),
+        "image_size": int(enc.image_size),
+        "mean": list(enc.mean),
+        "std": list(enc.std),
+        "pil_steps": steps,
+        "tokenizer": tok_meta,
+        "image_gflops": enc.image_gflops(),
+    }
     with open(os.path.join(tmp, "meta.json.tmp"), "w") as f:
         json.dump(meta, f, indent=1)
     os.replace(os.path.join(tmp, "meta.json.tmp"), os.path.join(tmp, "meta.json"))
@@ -227,7 +237,9 @@ def _build(enc: "Encoder", tmp: str) -> None:
     texts = clip_tokenizer.PROBE_TEXTS
     err = float(np.abs(q.encode_texts(texts) - enc.encode_texts(texts)).max())
     rng = np.random.default_rng(0)
-    probes = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((300, 200), (150, 320), (64, 64))]
+    probes = [
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((300, 200), (150, 320), (64, 64))
+    ]
     for im in probes:
         if not np.array_equal(np.asarray(q.pil_transform(im)), np.asarray(enc.pil_transform(im))):
             raise pil_steps.UnsupportedStep("replayed preprocessing differs from open_clip's")

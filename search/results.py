@@ -42,7 +42,7 @@ class Page:
     page: int
 
 
-def image_date(row: "ImageRow") -> str:
+def image_date(row: ImageRow) -> str:
     """EXIF capture time when present, else the file's mtime, as ISO 8601."""
     if row.taken_at:
         t = row.taken_at.strip()
@@ -53,9 +53,16 @@ def image_date(row: "ImageRow") -> str:
     return dt.datetime.fromtimestamp(row.mtime or 0).replace(microsecond=0).isoformat()
 
 
-def to_result(row: "ImageRow", score: float | None, caption: str | None) -> SearchResult:
+def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:
     return SearchResult(
-        id=row.id, score=float(score) if score is not None else None, path=shown(row.path), caption=caption,
-        width=row.width, height=row.height, format=row.format, size=row.size, date=image_date(row),
+        id=row.id,
+        score=float(score) if score is not None else None,
+        path=shown(row.path),
+        caption=caption,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        size=row.size,
+        date=image_date(row),
         folder=shown(os.path.dirname(row.path)),
     )

@@ -19,9 +19,10 @@ import math
 import os
 import sys
 import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from search.errors import EXIT_USAGE, GlimpseError
 
@@ -112,77 +113,171 @@ FLAG = "on or off (1/0, true/false, yes/no)"
 
 SETTINGS: list[Setting] = [
     # Where things live.
-    Setting("GLIMPSE_HOME", "~/.glimpse",
-            "The data directory: database, index versions, thumbnails, logins (`--home` overrides it)."),
-    Setting("GLIMPSE_CACHE_DIR", "~/.cache/glimpse",
-            "Per-user cache of derived model files (ONNX exports of the encoders)."),
-    Setting("GLIMPSE_USERS_FILE", None,
-            "The logins file (`glimpse user` writes it, the server reads it); see [Login](#login).",
-            shown_default="`$GLIMPSE_HOME/users`"),
+    Setting(
+        "GLIMPSE_HOME",
+        "~/.glimpse",
+        "The data directory: database, index versions, thumbnails, logins (`--home` overrides it).",
+    ),
+    Setting(
+        "GLIMPSE_CACHE_DIR", "~/.cache/glimpse", "Per-user cache of derived model files (ONNX exports of the encoders)."
+    ),
+    Setting(
+        "GLIMPSE_USERS_FILE",
+        None,
+        "The logins file (`glimpse user` writes it, the server reads it); see [Login](#login).",
+        shown_default="`$GLIMPSE_HOME/users`",
+    ),
     # The server.
-    Setting("GLIMPSE_MAX_UPLOAD_MB", 20.0,
-            "Largest uploaded image (multipart or base64); larger is refused with 413.",
-            _number(0, inclusive=False), "a number of MiB > 0"),
-    Setting("GLIMPSE_MAX_UPLOAD_PIXELS", 50_000_000,
-            "Most pixels an uploaded image may have, read from its header before decoding; more is refused "
-            "with 413.", _whole(1), WHOLE_1, shown_default="50000000"),
-    Setting("GLIMPSE_ALLOW_IMAGE_URL", False,
-            "Let clip-retrieval's `image_url` make the server download an image. Off: no server-side requests.",
-            _flag, FLAG),
-    Setting("GLIMPSE_ALLOWED_HOSTS", None,
-            "Comma-separated `Host` names accepted (DNS-rebinding guard). Set it when a reverse proxy serves "
-            "Glimpse under another name.", _names, "comma-separated host names",
-            shown_default="loopback names when bound to loopback, else any"),
-    Setting("GLIMPSE_CORS_ORIGINS", (),
-            "Comma-separated origins (or `*`) allowed to call the clip-retrieval endpoints from a browser, e.g. "
-            "`https://rom1504.github.io` for its hosted front end.", _names, "comma-separated origins",
-            shown_default="none"),
+    Setting(
+        "GLIMPSE_MAX_UPLOAD_MB",
+        20.0,
+        "Largest uploaded image (multipart or base64); larger is refused with 413.",
+        _number(0, inclusive=False),
+        "a number of MiB > 0",
+    ),
+    Setting(
+        "GLIMPSE_MAX_UPLOAD_PIXELS",
+        50_000_000,
+        "Most pixels an uploaded image may have, read from its header before decoding; more is refused with 413.",
+        _whole(1),
+        WHOLE_1,
+        shown_default="50000000",
+    ),
+    Setting(
+        "GLIMPSE_ALLOW_IMAGE_URL",
+        False,
+        "Let clip-retrieval's `image_url` make the server download an image. Off: no server-side requests.",
+        _flag,
+        FLAG,
+    ),
+    Setting(
+        "GLIMPSE_ALLOWED_HOSTS",
+        None,
+        "Comma-separated `Host` names accepted (DNS-rebinding guard). Set it when a reverse proxy serves "
+        "Glimpse under another name.",
+        _names,
+        "comma-separated host names",
+        shown_default="loopback names when bound to loopback, else any",
+    ),
+    Setting(
+        "GLIMPSE_CORS_ORIGINS",
+        (),
+        "Comma-separated origins (or `*`) allowed to call the clip-retrieval endpoints from a browser, e.g. "
+        "`https://rom1504.github.io` for its hosted front end.",
+        _names,
+        "comma-separated origins",
+        shown_default="none",
+    ),
     # Decoding, everywhere.
-    Setting("GLIMPSE_MAX_IMAGE_PIXELS", 179_000_000,
-            "Decompression-bomb limit for every decode (uploads, thumbnails, indexing).",
-            _whole(1), WHOLE_1, shown_default="179000000"),
-    Setting("GLIMPSE_DECODE_BUDGET_MB", 1024.0,
-            "Memory for query and thumbnail decodes in flight at once (decoded size); a larger decode waits its "
-            "turn, one larger than the budget runs alone.", _number(0, inclusive=False), "a number of MiB > 0"),
+    Setting(
+        "GLIMPSE_MAX_IMAGE_PIXELS",
+        179_000_000,
+        "Decompression-bomb limit for every decode (uploads, thumbnails, indexing).",
+        _whole(1),
+        WHOLE_1,
+        shown_default="179000000",
+    ),
+    Setting(
+        "GLIMPSE_DECODE_BUDGET_MB",
+        1024.0,
+        "Memory for query and thumbnail decodes in flight at once (decoded size); a larger decode waits its "
+        "turn, one larger than the budget runs alone.",
+        _number(0, inclusive=False),
+        "a number of MiB > 0",
+    ),
     # Queries.
-    Setting("GLIMPSE_QUERY_THREADS", 1,
-            "FAISS threads per query (one is fastest for a single query vector on a small CPU; BENCHMARKS.md).",
-            _whole(1), WHOLE_1),
-    Setting("GLIMPSE_INDEX_MMAP", True,
-            "Memory-map the FAISS index on CPU instead of reading it into memory (`0` reads it whole).",
-            _flag, FLAG),
+    Setting(
+        "GLIMPSE_QUERY_THREADS",
+        1,
+        "FAISS threads per query (one is fastest for a single query vector on a small CPU; BENCHMARKS.md).",
+        _whole(1),
+        WHOLE_1,
+    ),
+    Setting(
+        "GLIMPSE_INDEX_MMAP",
+        True,
+        "Memory-map the FAISS index on CPU instead of reading it into memory (`0` reads it whole).",
+        _flag,
+        FLAG,
+    ),
     # Encoders.
-    Setting("GLIMPSE_RUNTIME", "auto",
-            "Encoder runtime: `auto` (ONNX Runtime on CPU when the model exports, else torch), `onnx` or `torch`.",
-            _choice("auto", "onnx", "torch"), "auto, onnx or torch"),
-    Setting("GLIMPSE_QUANTIZE", None,
-            "`int8`: an int8 image tower in ONNX Runtime on CPU (faster, cosine >= 0.98 to float32); same as "
-            "`glimpse index --quantize int8`.", _choice("int8"), "int8 (or unset)", shown_default="none (float32)"),
-    Setting("GLIMPSE_THREADS", None,
-            "Threads of each ONNX Runtime session.", _whole(1), WHOLE_1,
-            shown_default="the CPUs this process may use"),
+    Setting(
+        "GLIMPSE_RUNTIME",
+        "auto",
+        "Encoder runtime: `auto` (ONNX Runtime on CPU when the model exports, else torch), `onnx` or `torch`.",
+        _choice("auto", "onnx", "torch"),
+        "auto, onnx or torch",
+    ),
+    Setting(
+        "GLIMPSE_QUANTIZE",
+        None,
+        "`int8`: an int8 image tower in ONNX Runtime on CPU (faster, cosine >= 0.98 to float32); same as "
+        "`glimpse index --quantize int8`.",
+        _choice("int8"),
+        "int8 (or unset)",
+        shown_default="none (float32)",
+    ),
+    Setting(
+        "GLIMPSE_THREADS",
+        None,
+        "Threads of each ONNX Runtime session.",
+        _whole(1),
+        WHOLE_1,
+        shown_default="the CPUs this process may use",
+    ),
     # The indexer.
-    Setting("GLIMPSE_MAX_FILE_MB", 512.0,
-            "Largest file `glimpse index` reads; larger files are recorded as failed without being read or "
-            "hashed.", _number(0, inclusive=False), "a number of MiB > 0"),
-    Setting("GLIMPSE_FLAT_MAX", 100_000,
-            "Most vectors kept in an exact (flat) index; a larger collection gets an IVF index.",
-            _whole(0), "a whole number >= 0"),
-    Setting("GLIMPSE_DECODE", "auto",
-            "Where `glimpse index` decodes JPEGs: `auto` (nvJPEG on the GPU when encoding on one), `gpu` or "
-            "`cpu`; same as `--decode`.", _choice("auto", "gpu", "cpu"), "auto, gpu or cpu"),
-    Setting("GLIMPSE_ENCODE_STREAMS", None,
-            "Batches in flight in the encoder while indexing.", _whole(1), WHOLE_1,
-            shown_default="GPU 3; CPU one per core, at most 4"),
-    Setting("GLIMPSE_RAW_INFLIGHT_MB", None,
-            "Memory for undecoded JPEG batches waiting for the GPU decoder; fewer workers start for big photos.",
-            _whole(0), "a whole number of MiB >= 0", shown_default="a quarter of RAM, at most 8 GiB"),
-    Setting("GLIMPSE_DECODE_NICE", 0,
-            "Niceness added to the indexer's decode worker processes (off by default: no faster on 2 cores).",
-            _whole(0, 19), "a whole number from 0 to 19"),
-    Setting("GLIMPSE_PROGRESS_EVERY", 30.0,
-            "Seconds between progress lines when `glimpse index` is not on a terminal (cron, journald).",
-            _number(0, inclusive=True), "a number of seconds >= 0"),
+    Setting(
+        "GLIMPSE_MAX_FILE_MB",
+        512.0,
+        "Largest file `glimpse index` reads; larger files are recorded as failed without being read or hashed.",
+        _number(0, inclusive=False),
+        "a number of MiB > 0",
+    ),
+    Setting(
+        "GLIMPSE_FLAT_MAX",
+        100_000,
+        "Most vectors kept in an exact (flat) index; a larger collection gets an IVF index.",
+        _whole(0),
+        "a whole number >= 0",
+    ),
+    Setting(
+        "GLIMPSE_DECODE",
+        "auto",
+        "Where `glimpse index` decodes JPEGs: `auto` (nvJPEG on the GPU when encoding on one), `gpu` or "
+        "`cpu`; same as `--decode`.",
+        _choice("auto", "gpu", "cpu"),
+        "auto, gpu or cpu",
+    ),
+    Setting(
+        "GLIMPSE_ENCODE_STREAMS",
+        None,
+        "Batches in flight in the encoder while indexing.",
+        _whole(1),
+        WHOLE_1,
+        shown_default="GPU 3; CPU one per core, at most 4",
+    ),
+    Setting(
+        "GLIMPSE_RAW_INFLIGHT_MB",
+        None,
+        "Memory for undecoded JPEG batches waiting for the GPU decoder; fewer workers start for big photos.",
+        _whole(0),
+        "a whole number of MiB >= 0",
+        shown_default="a quarter of RAM, at most 8 GiB",
+    ),
+    Setting(
+        "GLIMPSE_DECODE_NICE",
+        0,
+        "Niceness added to the indexer's decode worker processes (off by default: no faster on 2 cores).",
+        _whole(0, 19),
+        "a whole number from 0 to 19",
+    ),
+    Setting(
+        "GLIMPSE_PROGRESS_EVERY",
+        30.0,
+        "Seconds between progress lines when `glimpse index` is not on a terminal (cron, journald).",
+        _number(0, inclusive=True),
+        "a number of seconds >= 0",
+    ),
 ]
 
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
@@ -233,7 +328,7 @@ TABLE_END = "<!-- end of settings table -->\n"
 def readme_table(readme_text: str) -> str:
     """The generated block of a README (between the markers)."""
     start = readme_text.index(TABLE_START) + len(TABLE_START)
-    return readme_text[start:readme_text.index(TABLE_END, start)]
+    return readme_text[start : readme_text.index(TABLE_END, start)]
 
 
 def update_readme(path: str) -> bool:
@@ -241,7 +336,7 @@ def update_readme(path: str) -> bool:
     with open(path, encoding="utf-8") as f:
         text = f.read()
     start = text.index(TABLE_START) + len(TABLE_START)
-    new = text[:start] + markdown_table() + text[text.index(TABLE_END, start):]
+    new = text[:start] + markdown_table() + text[text.index(TABLE_END, start) :]
     if new != text:
         with open(path, "w", encoding="utf-8") as f:
             f.write(new)

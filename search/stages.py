@@ -11,9 +11,9 @@ once a request ends. Without an observer a stage costs one lookup.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Callable, Iterator
 
 Observer = Callable[[str, float], None]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import (
@@ -120,7 +120,7 @@ class ImageRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    captions: Mapped[list["CaptionRow"]] = relationship(
+    captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True
     )
 
@@ -174,6 +174,7 @@ class JobRow(Base):
 
 # ---------------------------------------------------------------- vectors
 
+
 def pack_vector(vec: np.ndarray) -> bytes:
     return np.asarray(vec, dtype=np.float16).tobytes()
 
@@ -206,6 +207,7 @@ def row_id(image_id: int) -> int | None:
 
 
 # ---------------------------------------------------------------- engine
+
 
 def make_engine(db_path: Path | str) -> SAEngine:
     engine = create_engine(f"sqlite:///{db_path}", future=True)
@@ -261,11 +263,14 @@ class IndexerWrites:
         with self.engine.connect() as conn:
             cur = conn.connection.dbapi_connection.cursor()
             try:
-                cur.execute("SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
-                            "root_id, real_path, status = 'failed' FROM images")
+                cur.execute(
+                    "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
+                    "root_id, real_path, status = 'failed' FROM images"
+                )
                 # A BLOB path is a file name that is not UTF-8 (search.store.FsPath).
-                return {fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8])
-                        for r in cur}
+                return {
+                    fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8]) for r in cur
+                }
             finally:
                 cur.close()
 
@@ -279,20 +284,45 @@ class IndexerWrites:
         s.execute(update(ImageRow).where(ImageRow.id == row_id).values(real_path=real_path))
 
     @staticmethod
-    def move_image(s: Session, row_id: int, path: str, real_path: str | None, root_id: int, size: int,
-                   mtime: float) -> None:
+    def move_image(
+        s: Session, row_id: int, path: str, real_path: str | None, root_id: int, size: int, mtime: float
+    ) -> None:
         """The file moved: its row (id, vector, captions) follows it."""
-        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(
-            path=path, real_path=real_path, root_id=root_id, size=size, mtime=mtime))
+        s.execute(
+            update(ImageRow)
+            .where(ImageRow.id == row_id)
+            .values(path=path, real_path=real_path, root_id=root_id, size=size, mtime=mtime)
+        )
 
     @staticmethod
-    def copy_image(s: Session, src_id: int, path: str, real_path: str | None, root_id: int, size: int,
-                   mtime: float, content_hash: str) -> None:
+    def copy_image(
+        s: Session,
+        src_id: int,
+        path: str,
+        real_path: str | None,
+        root_id: int,
+        size: int,
+        mtime: float,
+        content_hash: str,
+    ) -> None:
         """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
         src = s.get(ImageRow, src_id)
-        s.add(ImageRow(path=path, real_path=real_path, root_id=root_id, size=size,
-                       mtime=mtime, content_hash=content_hash, width=src.width, height=src.height,
-                       format=src.format, taken_at=src.taken_at, status="indexed", vector=src.vector))
+        s.add(
+            ImageRow(
+                path=path,
+                real_path=real_path,
+                root_id=root_id,
+                size=size,
+                mtime=mtime,
+                content_hash=content_hash,
+                width=src.width,
+                height=src.height,
+                format=src.format,
+                taken_at=src.taken_at,
+                status="indexed",
+                vector=src.vector,
+            )
+        )
 
     @staticmethod
     def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
@@ -315,12 +345,21 @@ class IndexerWrites:
         """Store ``{image path: [(text, source)]}`` captions not stored yet; returns the paths
         that name no indexed image."""
         with self.session() as s, s.begin():
-            ids = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(wanted)))).all()) \
-                if len(wanted) < 30_000 else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
+            ids = (
+                dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(wanted)))).all())
+                if len(wanted) < 30_000
+                else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
+            )
             missing = [p for p in wanted if p not in ids]
-            have = set(s.execute(select(CaptionRow.image_id, CaptionRow.text).where(
-                CaptionRow.image_id.in_(list(ids.values())))).all()) if len(ids) < 30_000 else \
-                set(s.execute(select(CaptionRow.image_id, CaptionRow.text)).all())
+            have = (
+                set(
+                    s.execute(
+                        select(CaptionRow.image_id, CaptionRow.text).where(CaptionRow.image_id.in_(list(ids.values())))
+                    ).all()
+                )
+                if len(ids) < 30_000
+                else set(s.execute(select(CaptionRow.image_id, CaptionRow.text)).all())
+            )
             for path, caps in wanted.items():
                 image_id = ids.get(path)
                 if image_id is None:
@@ -333,8 +372,10 @@ class IndexerWrites:
 
     def captions_without_vectors(self) -> list[tuple[int, str]]:
         with self.session() as s:
-            return [(cid, text) for cid, text in s.execute(
-                select(CaptionRow.id, CaptionRow.text).where(CaptionRow.vector.is_(None)))]
+            return [
+                (cid, text)
+                for cid, text in s.execute(select(CaptionRow.id, CaptionRow.text).where(CaptionRow.vector.is_(None)))
+            ]
 
     @staticmethod
     def set_caption_vectors(s: Session, vectors: Iterable[tuple[int, np.ndarray]]) -> None:
@@ -419,9 +460,7 @@ class Store(IndexerWrites):
         with self.session() as s:
             for i in range(0, len(hashes), 500):
                 rows = s.scalars(
-                    select(ImageRow).where(
-                        ImageRow.content_hash.in_(hashes[i : i + 500]), ImageRow.vector.is_not(None)
-                    )
+                    select(ImageRow).where(ImageRow.content_hash.in_(hashes[i : i + 500]), ImageRow.vector.is_not(None))
                 )
                 for r in rows:
                     out.setdefault(r.content_hash, r)
@@ -476,7 +515,9 @@ class Store(IndexerWrites):
         out: dict[int, tuple[int, str]] = {}
         with self.session() as s:
             for i in range(0, len(ids), 500):
-                q = select(CaptionRow.id, CaptionRow.image_id, CaptionRow.text).where(CaptionRow.id.in_(ids[i : i + 500]))
+                q = select(CaptionRow.id, CaptionRow.image_id, CaptionRow.text).where(
+                    CaptionRow.id.in_(ids[i : i + 500])
+                )
                 for cid, iid, text in s.execute(q):
                     out[cid] = (iid, text)
         return out
@@ -523,7 +564,12 @@ class Store(IndexerWrites):
             failed = s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.status == "failed"))
             captions = s.scalar(select(func.count()).select_from(CaptionRow))
             roots = s.scalar(select(func.count()).select_from(Root))
-        return {"images_indexed": indexed or 0, "images_failed": failed or 0, "captions": captions or 0, "roots": roots or 0}
+        return {
+            "images_indexed": indexed or 0,
+            "images_failed": failed or 0,
+            "captions": captions or 0,
+            "roots": roots or 0,
+        }
 
     # -------------------------------------------------------------- jobs
     def start_job(self, kind: str) -> int:
@@ -556,5 +602,3 @@ class Store(IndexerWrites):
             for job in s.scalars(select(JobRow).where(JobRow.outcome == "running")):
                 job.outcome = "interrupted"
                 job.finished_at = job.finished_at or utcnow()
-
-

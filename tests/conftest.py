@@ -83,15 +83,22 @@ def image_factory():
     return make_images
 
 
-def glimpse_cmd(*args: str, home: Path | None = None, check: bool = True, timeout: float = 300,
-                env: dict | None = None) -> subprocess.CompletedProcess:
+def glimpse_cmd(
+    *args: str, home: Path | None = None, check: bool = True, timeout: float = 300, env: dict | None = None
+) -> subprocess.CompletedProcess:
     """Run the real `glimpse` CLI in a subprocess (as a user would)."""
     e = dict(os.environ, **(env or {}))
     if home is not None:
         e["GLIMPSE_HOME"] = str(home)
     e.setdefault("HF_HUB_OFFLINE", "1")
-    proc = subprocess.run([sys.executable, "-m", "glimpse.cli", *args], capture_output=True, text=True,
-                          env=e, timeout=timeout, cwd=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=timeout,
+        cwd=str(REPO),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"glimpse {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -13,12 +13,10 @@ import time
 import urllib.request
 import zlib
 
-import numpy as np
 import pytest
 
 from conftest import REPO, draw_image
-from web_support import XSS_CAPTION, image_id
-from web_support import corpus, engine  # noqa: F401  (shared module-scoped fixtures)
+from web_support import XSS_CAPTION, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
 
 @pytest.fixture(scope="module")
@@ -41,11 +39,17 @@ def png_bytes(seed: int = 1, size=(64, 48)) -> bytes:
 
 def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
     """A PNG header claiming 1.6 gigapixels: a few hundred bytes that would need gigabytes to decode."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 1024)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
+        + chunk(b"IEND", b"")
+    )
 
 
 def error_of(resp, status: int) -> str:
@@ -125,13 +129,25 @@ def test_query_naming_a_server_file_is_text_not_an_image(client, engine, corpus)
     assert got[0]["score"] < 0.99
 
 
-@pytest.mark.parametrize("query, message", [
-    ("", "missing query"), ("q=beach&k=0", "k must be"), ("q=beach&k=abc", "k must be"),
-    ("q=beach&k=201", "k must be"), ("q=beach&page=-1", "page must be"), ("q=beach&k=200&page=5", "too deep"),
-    ("q=beach&min_score=abc", "min_score"), ("q=beach&min_score=2", "min_score"),
-    ("q=beach&date_from=yesterday", "date_from"), ("q=beach&date_from=2024-02-01&date_to=2024-01-01", "after"),
-    ("q=beach&order=random", "order"), ("q=beach&mode=audio", "mode"), ("q=%20%20", "missing query"), ("q=beach%20-%20beach", "cancel out"),
-])
+@pytest.mark.parametrize(
+    "query, message",
+    [
+        ("", "missing query"),
+        ("q=beach&k=0", "k must be"),
+        ("q=beach&k=abc", "k must be"),
+        ("q=beach&k=201", "k must be"),
+        ("q=beach&page=-1", "page must be"),
+        ("q=beach&k=200&page=5", "too deep"),
+        ("q=beach&min_score=abc", "min_score"),
+        ("q=beach&min_score=2", "min_score"),
+        ("q=beach&date_from=yesterday", "date_from"),
+        ("q=beach&date_from=2024-02-01&date_to=2024-01-01", "after"),
+        ("q=beach&order=random", "order"),
+        ("q=beach&mode=audio", "mode"),
+        ("q=%20%20", "missing query"),
+        ("q=beach%20-%20beach", "cancel out"),
+    ],
+)
 def test_search_parameter_errors(client, query, message):
     assert message in error_of(client.get(f"/api/search?{query}"), 400)
 
@@ -323,8 +339,17 @@ def test_openapi_matches_the_routes(app, client):
     got = client.get("/api/search?q=beach&k=1").get_json()["results"][0]
     assert needed <= set(got)
     # Every documented query parameter of /api/search is accepted with a valid value.
-    valid = {"q": "beach", "k": "2", "page": "1", "min_score": "0.1", "folder": "/", "date_from": "2000-01-01",
-             "date_to": "2030-01-01", "order": "date", "mode": "images"}
+    valid = {
+        "q": "beach",
+        "k": "2",
+        "page": "1",
+        "min_score": "0.1",
+        "folder": "/",
+        "date_from": "2000-01-01",
+        "date_to": "2030-01-01",
+        "order": "date",
+        "mode": "images",
+    }
     names = [p["name"] for p in doc["paths"]["/api/search"]["get"]["parameters"]]
     assert set(names) == set(valid)
     assert client.get("/api/search", query_string=valid).status_code == 200
@@ -394,7 +419,9 @@ def test_fragments(client, corpus):
     frag = client.get(more).get_json()
     assert frag["count"] == 5 and frag["page"] == 1 and frag["has_more"] and "page=2" in frag["next_url"]
     assert frag["html"].count('class="card"') == 5
-    image = client.post("/fragments/image", data={"image": (open(corpus.files["city_02.jpg"], "rb"), "c.jpg"), "k": "3"})
+    image = client.post(
+        "/fragments/image", data={"image": (open(corpus.files["city_02.jpg"], "rb"), "c.jpg"), "k": "3"}
+    )
     assert image.get_json()["count"] == 3
     error_of(client.get("/fragments/results"), 400)
     error_of(client.post("/fragments/image", data={"image": (io.BytesIO(b"nope"), "x.png")}), 415)
@@ -405,8 +432,14 @@ def test_glimpse_serve_on_loopback(corpus, tiny_model):
     """`glimpse serve --port 0` warms the model, prints its URL and answers on 127.0.0.1."""
     env = dict(os.environ, GLIMPSE_HOME=str(corpus.home), PYTHONUNBUFFERED="1")
     env.pop("GLIMPSE_ALLOWED_HOSTS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "serve", "--port", "0", "--threads", "2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glimpse.cli", "serve", "--port", "0", "--threads", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+    )
     try:
         url, lines, deadline = None, [], time.time() + 120
         while time.time() < deadline:

@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import REPO, draw_image
-from web_support import LiveServer, image_id
-from web_support import corpus, engine  # noqa: F401  (shared module-scoped fixtures)
+from web_support import LiveServer, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
 PASSWORD = "correct horse battery staple"
 REALM = 'Basic realm="Glimpse"'
@@ -27,8 +26,15 @@ def glimpse_in(home: Path, *args: str, stdin: str = "", check: bool = True) -> s
     """The real CLI with text on stdin (for --password-stdin)."""
     env = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1")
     env.pop("GLIMPSE_USERS_FILE", None)
-    proc = subprocess.run([sys.executable, "-m", "glimpse.cli", *args], input=stdin, capture_output=True,
-                          text=True, env=env, timeout=120, cwd=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=str(REPO),
+    )
     if check and proc.returncode != 0:
         raise AssertionError(f"glimpse {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -41,8 +47,15 @@ class Client:
         parts = urlsplit(base_url)
         self.host, self.port, self.source = parts.hostname, parts.port, source
 
-    def request(self, method: str, path: str, user: str | None = None, password: str | None = None,
-                body: bytes | None = None, headers: dict | None = None):
+    def request(
+        self,
+        method: str,
+        path: str,
+        user: str | None = None,
+        password: str | None = None,
+        body: bytes | None = None,
+        headers: dict | None = None,
+    ):
         headers = dict(headers or {})
         if user is not None:
             headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -59,8 +72,14 @@ def png_upload() -> tuple[bytes, dict]:
     buf = io.BytesIO()
     draw_image(3, (64, 48)).save(buf, "PNG")
     boundary = "glimpse-test-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"q.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + buf.getvalue() + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="q.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + buf.getvalue()
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -74,8 +93,9 @@ def cli_home(tmp_path) -> Path:
 def live(engine, cli_home):
     from web.app import create_app
 
-    app = create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": ["127.0.0.1"],
-                                     "GLIMPSE_USERS_FILE": str(cli_home / "users")})
+    app = create_app(
+        engine, config={"GLIMPSE_ALLOWED_HOSTS": ["127.0.0.1"], "GLIMPSE_USERS_FILE": str(cli_home / "users")}
+    )
     server = LiveServer(app, threads=4)
     yield server
     server.close()

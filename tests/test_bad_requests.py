@@ -17,8 +17,7 @@ import urllib.parse
 
 import pytest
 
-from web_support import LiveServer, image_id
-from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
+from web_support import LiveServer, corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 BIG_IDS = [2**63, 2**64 + 5, 10**30]
 HUGE = "9" * 400
@@ -99,10 +98,10 @@ def test_embedding_input_that_is_not_finite_floats_is_400(server, value):
 
 def test_num_images_must_be_a_count(server):
     for raw in ("1e400", "NaN", "Infinity", "-Infinity", f'"{"9" * 5000}"', '"\u00b2"', "1.5", "0"):
-        body = ('{"text": "beach", "num_images": %s}' % raw).encode()
+        body = ('{"text": "beach", "num_images": ' + raw + "}").encode()
         assert "num_images" in error_of(post_json(server, "/knn-service", body), 400), raw
     for raw in (HUGE, f'"{HUGE}"', "1e300", '" 3 "'):  # big counts are capped, as before
-        status, _, body = post_json(server, "/knn-service", ('{"text": "beach", "num_images": %s}' % raw).encode())
+        status, _, body = post_json(server, "/knn-service", ('{"text": "beach", "num_images": ' + raw + "}").encode())
         assert status == 200 and len(json.loads(body)) == (3 if raw == '" 3 "' else 22), raw
 
 
@@ -129,16 +128,29 @@ def read_status(sock: socket.socket) -> tuple[int, bytes]:
     return int(data.split(b" ", 2)[1]), data
 
 
-@pytest.mark.parametrize("method, path", [("POST", "/api/search/image"), ("POST", "/knn-service"),
-                                          ("POST", "/fragments/image"), ("GET", "/api/search?q=beach")])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("POST", "/api/search/image"),
+        ("POST", "/knn-service"),
+        ("POST", "/fragments/image"),
+        ("GET", "/api/search?q=beach"),
+    ],
+)
 def test_content_length_over_the_cap_is_refused_before_the_body_is_read(server, method, path):
     """300 MiB announced, 16 bytes sent: the 413 comes back while the client still owes the body.
 
     waitress answers it itself (plain text) before the app runs; the app's own JSON 413 for the same
     cap, under servers that do not refuse first, is test_body_cap_refuses_on_content_length_on_every_route."""
-    sock = raw_request(server, (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                                "Content-Type: application/octet-stream\r\n"
-                                "Content-Length: 314572800\r\n\r\n").encode() + b"x" * 16)
+    sock = raw_request(
+        server,
+        (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            "Content-Length: 314572800\r\n\r\n"
+        ).encode()
+        + b"x" * 16,
+    )
     try:
         status, _ = read_status(sock)  # times out (fails) if the server waits for the other 300 MiB
     finally:
@@ -153,8 +165,11 @@ def test_chunked_body_cannot_exceed_the_cap(engine):
     app = create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": None, "GLIMPSE_MAX_UPLOAD_MB": 0.05})
     cap = app.config["MAX_CONTENT_LENGTH"]
     small = LiveServer(app, threads=2)
-    sock = raw_request(small, b"POST /knn-service HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                              b"Content-Type: application/json\r\n\r\n")
+    sock = raw_request(
+        small,
+        b"POST /knn-service HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\n\r\n",
+    )
     chunk = b"%x\r\n%s\r\n" % (16384, b" " * 16384)
     try:
         # Twice the cap, never the final 0-chunk: a server that reads on waits for the rest and times out.
@@ -197,8 +212,9 @@ def test_body_without_a_length_is_cut_at_the_cap(engine):
     cap = app.config["MAX_CONTENT_LENGTH"]
 
     def unlengthed(path: str, body: bytes, content_type: str) -> Response:
-        environ = EnvironBuilder(path=path, method="POST", input_stream=io.BytesIO(body),
-                                 content_type=content_type).get_environ()
+        environ = EnvironBuilder(
+            path=path, method="POST", input_stream=io.BytesIO(body), content_type=content_type
+        ).get_environ()
         del environ["CONTENT_LENGTH"]  # (the test client would put it back)
         environ["wsgi.input_terminated"] = True
         return Response(*run_wsgi_app(app, environ, buffered=True))
@@ -206,8 +222,12 @@ def test_body_without_a_length_is_cut_at_the_cap(engine):
     padded = json.dumps({"text": "beach", "pad": " " * (4 * cap)}).encode()
     resp = unlengthed("/knn-service", padded, "application/json")
     assert resp.status_code == 413 and "too large" in resp.get_json()["error"]
-    multipart = (b'--B\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
-                 + b"\x89PNG\r\n\x1a\n" + b"\0" * (4 * cap) + b"\r\n--B--\r\n")
+    multipart = (
+        b'--B\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n\r\n'
+        + b"\x89PNG\r\n\x1a\n"
+        + b"\0" * (4 * cap)
+        + b"\r\n--B--\r\n"
+    )
     resp = unlengthed("/api/search/image", multipart, "multipart/form-data; boundary=B")
     assert resp.status_code == 413 and set(resp.get_json()) == {"error"}
     small = json.dumps({"text": "beach", "num_images": 2}).encode()
@@ -229,8 +249,19 @@ def test_waitress_cap_is_the_app_cap(engine):
 
 # ------------------------------------------------------------------ folder filter
 def test_folder_must_be_an_absolute_normalised_path(server, corpus):
-    for folder in ("../..", "~root", "~", "\x00", "/tmp/\x00x", "photos/beach", "/a/../b", "/a/./b", "//a", "/a//b",
-                   "."):
+    for folder in (
+        "../..",
+        "~root",
+        "~",
+        "\x00",
+        "/tmp/\x00x",
+        "photos/beach",
+        "/a/../b",
+        "/a/./b",
+        "//a",
+        "/a//b",
+        ".",
+    ):
         query = urllib.parse.urlencode({"q": "beach", "folder": folder})
         message = error_of(request(server, "GET", f"/api/search?{query}"), 400)
         assert "folder" in message and "absolute" in message, folder
@@ -252,10 +283,18 @@ def test_search_parameters_out_of_range_are_400(server):
     for q in (f"{HUGE}:beach", f"{'9' * 5000}:beach", f"beach - {HUGE}:sea", "10000000:beach"):
         message = error_of(request(server, "GET", "/api/search?" + urllib.parse.urlencode({"q": q})), 400)
         assert "weight" in message, q
-    for query, name in [(f"k={HUGE}", "k"), (f"page={HUGE}", "page"), (f"k={'9' * 5000}", "k"), ("k=%C2%B2", "k"),
-                        ("min_score=nan", "min_score"), ("min_score=1e400", "min_score"),
-                        ("date_from=99999-01-01", "date_from"), ("date_to=0000-00-00", "date_to"),
-                        ("order=%00", "order"), ("mode=%ff", "mode")]:
+    for query, name in [
+        (f"k={HUGE}", "k"),
+        (f"page={HUGE}", "page"),
+        (f"k={'9' * 5000}", "k"),
+        ("k=%C2%B2", "k"),
+        ("min_score=nan", "min_score"),
+        ("min_score=1e400", "min_score"),
+        ("date_from=99999-01-01", "date_from"),
+        ("date_to=0000-00-00", "date_to"),
+        ("order=%00", "order"),
+        ("mode=%ff", "mode"),
+    ]:
         assert name in error_of(request(server, "GET", f"/api/search?q=beach&{query}"), 400), query
     # NUL and invalid UTF-8 in the query string are just (odd) text.
     for raw in ("%00", "beach%00sea", "%ff%fe%fd", "%ED%A0%80", "%C0%AF"):
@@ -271,4 +310,3 @@ def test_like_and_thumb_size_must_be_ascii_numbers(server, engine, corpus):
     assert "like" in error_of(request(server, "GET", f"/fragments/results?like={'9' * 5000}"), 400)
     for size in ("%C2%B2", "9" * 5000):
         assert "size" in error_of(request(server, "GET", f"/api/images/{known}/thumb?size={size}"), 400)
-

@@ -11,13 +11,12 @@ import json
 import threading
 import urllib.request
 
-import numpy as np
 import pytest
 
 from conftest import draw_image
 from search.query import FileQuery, Paging, TextQuery, VectorQuery
-from web_support import image_id
-from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
+from web_support import corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
+
 
 def http_get(url: str):
     with urllib.request.urlopen(url, timeout=10) as resp:
@@ -66,8 +65,7 @@ def error_of(resp, status: int) -> str:
 
 # ------------------------------------------------------------------ the real ClipClient
 def test_clip_client_text_query(server, clip_client):
-    cc = clip_client.ClipClient(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=5,
-                                deduplicate=False)
+    cc = clip_client.ClipClient(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=5, deduplicate=False)
     results = cc.query(text="a sunny beach")
     assert len(results) == 5
     for r in results:
@@ -87,16 +85,16 @@ def test_clip_client_image_query_finds_itself(server, clip_client, engine, corpu
 
 
 def test_clip_client_embedding_query(server, clip_client, engine):
-    cc = clip_client.ClipClient(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=4,
-                                deduplicate=False)
+    cc = clip_client.ClipClient(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=4, deduplicate=False)
     vec = engine.query_vector(TextQuery("waves on the sand"))
     results = cc.query(embedding_input=vec.tolist())
     assert [r["id"] for r in results] == [r.id for r in engine.search(VectorQuery(vec), page=Paging(k=4)).results]
 
 
 def test_clip_client_caption_modality(server, clip_client, engine, corpus):
-    cc = clip_client.ClipClient(url=f"{server.url}/knn-service", indice_name="glimpse", num_images=10,
-                                modality=clip_client.Modality.TEXT)
+    cc = clip_client.ClipClient(
+        url=f"{server.url}/knn-service", indice_name="glimpse", num_images=10, modality=clip_client.Modality.TEXT
+    )
     results = cc.query(text="tall buildings at night")
     captioned = {image_id(engine, corpus.root / p) for p in corpus.captions}
     assert results and {r["id"] for r in results} <= captioned
@@ -142,8 +140,16 @@ def test_body_is_json_whatever_the_content_type(client):
 
 
 def test_unsupported_flags_are_accepted_and_ignored(client):
-    resp = knn(client, text="beach", num_images=2, use_mclip=True, use_safety_model=True, use_violence_detector=True,
-               aesthetic_score=9, aesthetic_weight=0.5)
+    resp = knn(
+        client,
+        text="beach",
+        num_images=2,
+        use_mclip=True,
+        use_safety_model=True,
+        use_violence_detector=True,
+        aesthetic_score=9,
+        aesthetic_weight=0.5,
+    )
     assert resp.status_code == 200 and len(resp.get_json()) == 2
 
 
@@ -155,19 +161,22 @@ def test_base64_image_with_or_without_data_prefix(client, engine, corpus):
         assert top["id"] == image_id(engine, path)
 
 
-@pytest.mark.parametrize("body, status, message", [
-    ({}, 400, "must fill one of"),
-    ({"text": "x", "indice_name": "laion5B"}, 400, "unknown indice_name"),
-    ({"text": "x", "modality": "audio"}, 400, "modality"),
-    ({"text": "x", "num_images": 0}, 400, "num_images"),
-    ({"text": "x", "num_images": "ten"}, 400, "num_images"),
-    ({"image": "***not base64***"}, 400, "base64"),
-    ({"image": base64.b64encode(b"just some text").decode()}, 415, "not a supported image"),
-    ({"embedding_input": [0.1, 0.2]}, 400, "embedding_input"),
-    ({"embedding_input": "abc"}, 400, "embedding_input"),
-    ({"image_url": "http://127.0.0.1:1/x.png"}, 400, "disabled"),
-    ({"image": base64.b64encode(draw_image(1).tobytes()).decode(), "modality": "text"}, 400, "needs a text query"),
-])
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({}, 400, "must fill one of"),
+        ({"text": "x", "indice_name": "laion5B"}, 400, "unknown indice_name"),
+        ({"text": "x", "modality": "audio"}, 400, "modality"),
+        ({"text": "x", "num_images": 0}, 400, "num_images"),
+        ({"text": "x", "num_images": "ten"}, 400, "num_images"),
+        ({"image": "***not base64***"}, 400, "base64"),
+        ({"image": base64.b64encode(b"just some text").decode()}, 415, "not a supported image"),
+        ({"embedding_input": [0.1, 0.2]}, 400, "embedding_input"),
+        ({"embedding_input": "abc"}, 400, "embedding_input"),
+        ({"image_url": "http://127.0.0.1:1/x.png"}, 400, "disabled"),
+        ({"image": base64.b64encode(draw_image(1).tobytes()).decode(), "modality": "text"}, 400, "needs a text query"),
+    ],
+)
 def test_knn_errors(client, body, status, message):
     assert message in error_of(knn(client, **{"num_images": 3, **body}), status)
 
@@ -180,7 +189,9 @@ def test_knn_rejects_non_json(client):
 def test_metadata_errors(client):
     assert "ids" in error_of(client.post("/metadata", data=json.dumps({"ids": "1,2"})), 400)
     assert "ids" in error_of(client.post("/metadata", data=json.dumps({"ids": [1, "2"]})), 400)
-    assert "unknown indice_name" in error_of(client.post("/metadata", data=json.dumps({"ids": [1], "indice_name": "x"})), 400)
+    assert "unknown indice_name" in error_of(
+        client.post("/metadata", data=json.dumps({"ids": [1], "indice_name": "x"})), 400
+    )
     assert client.post("/metadata", data=json.dumps({"ids": []})).get_json() == []
 
 
@@ -227,7 +238,10 @@ def test_cors_only_for_configured_origins(engine):
     opened = create_app(engine, config={"GLIMPSE_CORS_ORIGINS": [origin]}).test_client()
     resp = opened.get("/indices-list", headers={"Origin": origin})
     assert resp.headers["Access-Control-Allow-Origin"] == origin
-    assert "Access-Control-Allow-Origin" not in opened.get("/indices-list", headers={"Origin": "https://evil.example"}).headers
+    assert (
+        "Access-Control-Allow-Origin"
+        not in opened.get("/indices-list", headers={"Origin": "https://evil.example"}).headers
+    )
     assert "Access-Control-Allow-Origin" not in opened.get("/api/stats", headers={"Origin": origin}).headers
     preflight = opened.options("/knn-service", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code == 200 and preflight.headers["Access-Control-Allow-Origin"] == origin

@@ -77,8 +77,14 @@ def live_ids(index_root: Path) -> tuple[str, set[int]]:
 def start_reindex(home: Path, log: Path) -> subprocess.Popen:
     env = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1", GLIMPSE_PROGRESS_EVERY="0")
     with open(log, "w") as f:  # a file, not a pipe: a full pipe would stall the job
-        return subprocess.Popen([sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"],
-                                cwd=str(REPO), env=env, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"],
+            cwd=str(REPO),
+            env=env,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -176,8 +182,14 @@ def test_reindex_killed_at_random_points_loses_nothing(home, tmp_path, tiny_mode
         todo -= 1
 
     env = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1")
-    final = subprocess.run([sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"], cwd=str(REPO),
-                           env=env, capture_output=True, text=True, timeout=300)
+    final = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"],
+        cwd=str(REPO),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert final.returncode == 0, final.stderr
     embedded = int(re.search(r"(\d+) embedded", final.stdout).group(1))
     assert embedded == todo
@@ -226,8 +238,12 @@ def test_publish_killed_at_random_points_keeps_a_loadable_index(tmp_path):
     delays = random.Random(7)
     seen_versions = set()
     for _ in range(20):
-        proc = subprocess.Popen([sys.executable, "-c", PUBLISH_LOOP, str(root), str(tmp_path / "vecs.npy")],
-                                env=env, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PUBLISH_LOOP, str(root), str(tmp_path / "vecs.npy")],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout.readline()  # at least one publish done: there is something to keep safe
         time.sleep(delays.uniform(0.0, 0.6))
         proc.send_signal(signal.SIGKILL)

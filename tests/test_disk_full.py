@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import glimpse_cmd, make_images
+from conftest import make_images
 from web_support import corpus, engine, image_id, server  # noqa: F401  (shared module-scoped fixtures)
 
 
@@ -81,8 +81,12 @@ def test_disk_full_while_writing_the_database_and_while_publishing(small_home, t
     pics = make_images(tmp_path / "pics", 50, size=(40, 40))
     manifest = tmp_path / "captions.jsonl"
     # 3,000 caption vectors: the index files outweigh what the database writes for a few new images.
-    manifest.write_text("".join(json.dumps({"path": str(p), "captions": [f"caption {i} of {p.name}" for i in range(60)]})
-                                + "\n" for p in pics))
+    manifest.write_text(
+        "".join(
+            json.dumps({"path": str(p), "captions": [f"caption {i} of {p.name}" for i in range(60)]}) + "\n"
+            for p in pics
+        )
+    )
     glimpse("index", str(tmp_path / "pics"), "--captions", str(manifest), "--model", tiny_model)
     assert (home / "index" / "current").read_text().strip() == "000001"
 

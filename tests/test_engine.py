@@ -14,8 +14,8 @@ from conftest import draw_image, make_images, search_json
 from indexer.pipeline import ModelMismatch, Options, run_job
 from search.encoder import Encoder
 from search.engine import Engine, Filters
-from search.query import FileQuery, Paging, SimilarQuery, TextQuery
 from search.paths import Paths
+from search.query import FileQuery, Paging, SimilarQuery, TextQuery
 from search.store import ImageRow, Store, unpack_vectors
 
 
@@ -191,7 +191,9 @@ def test_bad_files_are_recorded_and_the_run_completes(tmp_path, home, tiny_model
     assert counts.failed == 5
     store = Store(Paths.resolve(home).db)
     failed = dict(store.failed_images())
-    assert set(failed) == {str(folder / n) for n in ("notes.jpg", "empty.png", "truncated.png", "trunc.jpg", "bomb.png")}
+    assert set(failed) == {
+        str(folder / n) for n in ("notes.jpg", "empty.png", "truncated.png", "trunc.jpg", "bomb.png")
+    }
     assert "pixel limit" in failed[str(folder / "bomb.png")] or "bomb" in failed[str(folder / "bomb.png")]
     assert all(failed.values())
     # failures are not retried while the file is unchanged
@@ -278,8 +280,9 @@ def test_cli_index_search_json_and_stats(tmp_path, glimpse, tiny_model):
     paths = make_images(folder, 6)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 nope")
     manifest = tmp_path / "m.jsonl"
-    manifest.write_text("".join(json.dumps({"path": f"cli/{p.name}", "captions": [f"picture {i}"]}) + "\n"
-                                for i, p in enumerate(paths)))
+    manifest.write_text(
+        "".join(json.dumps({"path": f"cli/{p.name}", "captions": [f"picture {i}"]}) + "\n" for i, p in enumerate(paths))
+    )
     out = glimpse("index", str(folder), "--captions", str(manifest), "--model", tiny_model)
     assert "6 embedded" in out.stdout and "1 failed" in out.stdout
     results = search_json(glimpse, "picture 2", "-k", "3")
@@ -334,8 +337,12 @@ def test_manifest_aliases_and_paths_relative_to_the_indexed_folder(tmp_path):
     ann = tmp_path / "annotations"
     ann.mkdir()
     m = ann / "caps.jsonl"
-    m.write_text(json.dumps({"file_name": "img_0000.png", "text": "one"}) + "\n"
-                 + json.dumps({"path": "img_0001.png", "captions": ["two", "two", "deux"]}) + "\n")
+    m.write_text(
+        json.dumps({"file_name": "img_0000.png", "text": "one"})
+        + "\n"
+        + json.dumps({"path": "img_0001.png", "captions": ["two", "two", "deux"]})
+        + "\n"
+    )
     got = read_manifest(m, [str(folder)])
     assert got == {str(folder / "img_0000.png"): ["one"], str(folder / "img_0001.png"): ["two", "deux"]}
     bad = ann / "bad.jsonl"

@@ -40,8 +40,9 @@ def encoder224(tmp_path_factory):
     folder.mkdir()
     torch.manual_seed(1)
     model = open_clip.CLIP(**FAST_CONFIG)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": FAST_CONFIG,
-                                                              "preprocess_cfg": {"mean": MEAN, "std": STD}}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": FAST_CONFIG, "preprocess_cfg": {"mean": MEAN, "std": STD}})
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     return Encoder(ModelSpec.parse(f"local-dir:{folder}"), device="cpu")
 
@@ -168,8 +169,18 @@ def test_concurrent_encode_streams_store_the_same_vectors_per_file(tiny_model, t
     stored = {}
     for streams in ("1", "3"):
         home = tmp_path / f"home{streams}"
-        glimpse_cmd("index", str(tmp_path / "pics"), "--model", tiny_model, "--batch-size", "8", "--workers", "2",
-                    home=home, env={"GLIMPSE_ENCODE_STREAMS": streams})
+        glimpse_cmd(
+            "index",
+            str(tmp_path / "pics"),
+            "--model",
+            tiny_model,
+            "--batch-size",
+            "8",
+            "--workers",
+            "2",
+            home=home,
+            env={"GLIMPSE_ENCODE_STREAMS": streams},
+        )
         store = Store(home / "glimpse.db")
         with store.session() as s:
             rows = s.query(ImageRow.path, ImageRow.vector).all()

@@ -28,8 +28,9 @@ runpy.run_module('glimpse.cli', run_name='__main__')
 
 def _glimpse_counting(home, *args, env=None) -> tuple[subprocess.CompletedProcess, int]:
     e = dict(os.environ, GLIMPSE_HOME=str(home), **(env or {}))
-    proc = subprocess.run([sys.executable, "-c", _COUNTING_CLI, *args], capture_output=True, text=True, env=e,
-                          cwd=str(REPO), timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _COUNTING_CLI, *args], capture_output=True, text=True, env=e, cwd=str(REPO), timeout=300
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc, int(re.search(r"rchar=(\d+)", proc.stderr).group(1))
 
@@ -63,10 +64,14 @@ def test_big_and_fake_files_fail_before_they_are_read(tmp_path, home, glimpse, t
     assert stats["images_indexed"] == 4 and stats["images_failed"] == 3
     failed = {f["path"]: f["error"] for f in stats["failed"]}
     assert set(failed) == {str(pics / n) for n in ("padded.png", "huge.jpg", "notes.png")}
-    assert failed[str(pics / "padded.png")] == \
-        "file is 9 MB, over the 8 MB limit for indexing (GLIMPSE_MAX_FILE_MB); not read"
-    assert failed[str(pics / "huge.jpg")] == \
-        "file is 4,096 MB, over the 8 MB limit for indexing (GLIMPSE_MAX_FILE_MB); not read"
+    assert (
+        failed[str(pics / "padded.png")]
+        == "file is 9 MB, over the 8 MB limit for indexing (GLIMPSE_MAX_FILE_MB); not read"
+    )
+    assert (
+        failed[str(pics / "huge.jpg")]
+        == "file is 4,096 MB, over the 8 MB limit for indexing (GLIMPSE_MAX_FILE_MB); not read"
+    )
     assert failed[str(pics / "notes.png")].startswith("not an image: the first bytes are not those of")
 
     # Touched (same size, new mtime), the refused files would be hashed up front to tell a touch

@@ -13,7 +13,7 @@ import io
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from conftest import draw_image
 from test_fast_paths import encoder224, photos, reference_vectors  # noqa: F401 - fixtures
@@ -107,7 +107,7 @@ def _raw_path_vectors(enc, paths, workers):
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # noqa: F811
+def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):
     """Raw bytes decoded in the main process, alone or mixed in one batch with worker-decoded images;
     same-size images are resized together."""
     photos = photos[:3] + photos + photos[1:2]  # batches of 4 then hold same-size pairs
@@ -120,7 +120,7 @@ def test_raw_jpeg_path_matches_plain_open_clip(encoder224, photos, workers):  # 
     assert cos.min() > 0.995, cos
 
 
-def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F811
+def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):
     from indexer.decode import load_file
 
     names = list(odd_files)
@@ -136,7 +136,7 @@ def test_raw_jpeg_path_hands_odd_files_to_pil(encoder224, odd_files):  # noqa: F
     assert set(errors) == {names.index("truncated.jpg"), names.index("text.jpg")}
 
 
-def test_decode_choice(encoder224):  # noqa: F811
+def test_decode_choice(encoder224):
     from indexer.pixels import gpu_decode_steps
 
     assert gpu_decode_steps(encoder224, "auto") is None  # CPU encoder: workers decode
@@ -154,7 +154,9 @@ def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp
 
     make_images(tmp_path / "pics", 3)
     home = tmp_path / "home"
-    proc = glimpse_cmd("index", str(tmp_path / "pics"), "--model", tiny_model, "--decode", "gpu", home=home, check=False)
+    proc = glimpse_cmd(
+        "index", str(tmp_path / "pics"), "--model", tiny_model, "--decode", "gpu", home=home, check=False
+    )
     assert proc.returncode == 1
     assert "--decode gpu: no nvJPEG decoder" in proc.stderr
     store = Store(home / "glimpse.db")
@@ -184,8 +186,19 @@ def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     stored = {}
     for mode in ("gpu", "cpu"):
         home = tmp_path / f"home-{mode}"
-        glimpse_cmd("index", str(pics), "--model", tiny_model, "--device", "cuda", "--decode", mode,
-                    "--batch-size", "16", home=home)
+        glimpse_cmd(
+            "index",
+            str(pics),
+            "--model",
+            tiny_model,
+            "--device",
+            "cuda",
+            "--decode",
+            mode,
+            "--batch-size",
+            "16",
+            home=home,
+        )
         store = Store(home / "glimpse.db")
         with store.session() as s:
             rows = s.query(ImageRow.path, ImageRow.vector, ImageRow.status).all()

@@ -28,8 +28,14 @@ THREADS = 4
 
 def reindex(home: Path) -> None:
     env = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1")
-    proc = subprocess.run([sys.executable, "-m", "glimpse.cli", "reindex"], cwd=str(REPO), env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", "reindex"],
+        cwd=str(REPO),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -66,7 +72,7 @@ class Queries:
                 with self._lock:
                     self.errors.append(f"{exc.__class__.__name__}: {exc}")
 
-    def __enter__(self) -> "Queries":
+    def __enter__(self) -> Queries:
         for t in self._threads:
             t.start()
         return self
@@ -155,7 +161,10 @@ def test_queries_never_fail_while_reindex_publishes(home, tmp_path, tiny_model, 
         s = stats()
         assert s["images_indexed"] == 22 and s["index_version"] == "000003"
         assert [(j["kind"], j["outcome"], j["new"], j["embedded"], j["index_version"]) for j in s["jobs"]] == [
-            ("reindex", "ok", 6, 6, "000003"), ("reindex", "ok", 6, 6, "000002"), ("index", "ok", 10, 10, "000001")]
+            ("reindex", "ok", 6, 6, "000003"),
+            ("reindex", "ok", 6, 6, "000002"),
+            ("index", "ok", 10, 10, "000001"),
+        ]
         assert all(j["started_at"] <= j["finished_at"] for j in s["jobs"])
     finally:
         close()

@@ -41,8 +41,14 @@ sys.exit(code)
 
 def run_index(home: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     e = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1", **(env or {}))
-    proc = subprocess.run([sys.executable, "-c", PROBE, "-v", "index", *args], capture_output=True, text=True,
-                          env=e, cwd=str(REPO), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, "-v", "index", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        cwd=str(REPO),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -55,10 +61,16 @@ def stored(home: Path) -> tuple[dict, dict, dict]:
     """path -> image vector, (path, caption) -> caption vector, path -> error."""
     con = sqlite3.connect(home / "glimpse.db")
     try:
-        images = {p: np.frombuffer(v, np.float16).astype(np.float32)
-                  for p, v in con.execute("SELECT path, vector FROM images WHERE vector IS NOT NULL")}
-        captions = {(p, t): np.frombuffer(v, np.float16).astype(np.float32) for p, t, v in con.execute(
-            "SELECT i.path, c.text, c.vector FROM captions c JOIN images i ON i.id = c.image_id")}
+        images = {
+            p: np.frombuffer(v, np.float16).astype(np.float32)
+            for p, v in con.execute("SELECT path, vector FROM images WHERE vector IS NOT NULL")
+        }
+        captions = {
+            (p, t): np.frombuffer(v, np.float16).astype(np.float32)
+            for p, t, v in con.execute(
+                "SELECT i.path, c.text, c.vector FROM captions c JOIN images i ON i.id = c.image_id"
+            )
+        }
         errors = {p: e for p, e in con.execute("SELECT path, error FROM images WHERE error IS NOT NULL")}
     finally:
         con.close()
@@ -104,8 +116,14 @@ def test_cpu_index_skips_torch_once_the_bundle_exists_and_stores_the_same_vector
     # A search over the torch-free index ranks like the torch one.
     def top(home):
         e = dict(os.environ, GLIMPSE_HOME=str(home), **cache)
-        out = subprocess.run([sys.executable, "-m", "glimpse.cli", "search", "red circle", "-k", "8", "--json"],
-                             capture_output=True, text=True, env=e, cwd=str(REPO), timeout=300)
+        out = subprocess.run(
+            [sys.executable, "-m", "glimpse.cli", "search", "red circle", "-k", "8", "--json"],
+            capture_output=True,
+            text=True,
+            env=e,
+            cwd=str(REPO),
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         return [Path(r["path"]).name for r in json.loads(out.stdout)]
 
@@ -132,8 +150,10 @@ def test_killed_decode_worker_stops_the_run_with_a_clear_error(tmp_path):
     from search import pil_steps
 
     paths = [str(p) for p in make_images(tmp_path / "pics", 40, size=(64, 64))]
-    steps = [{"op": "resize", "size": 32, "interpolation": "bicubic"},
-             {"op": "center_crop", "size": [32, 32], "fill": 0}]
+    steps = [
+        {"op": "resize", "size": 32, "interpolation": "bicubic"},
+        {"op": "center_crop", "size": [32, 32], "fill": 0},
+    ]
     batches = iter_batches(paths, pil_steps.compose(steps), 32, batch_size=2, workers=1)
     try:
         first = next(batches)

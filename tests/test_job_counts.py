@@ -55,9 +55,14 @@ def test_stopped_jobs_count_what_they_committed(home, tmp_path, glimpse, tiny_mo
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         rows0, vectors0 = db_counts(db)
         with open(tmp_path / f"{sig.name}.log", "w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"],
-                                    cwd=str(REPO), env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"],
+                cwd=str(REPO),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             while proc.poll() is None and ((db_counts(db) or (0, 0))[1] < vectors0 + 20):
                 time.sleep(0.01)

@@ -22,14 +22,19 @@ LONG = "a very long caption " * 50_000  # 1 MB
 def test_bad_jsonl_rows_are_skipped_and_reported(tmp_path, home, glimpse, tiny_model):
     pics = make_images(tmp_path / "pics", 5)
     manifest = tmp_path / "captions.jsonl"
-    manifest.write_text("\n".join([
-        json.dumps({"path": "pics/img_0000.png", "caption": "a red square on grass"}),  # 1
-        '{"path": "pics/img_0001.png", "caption": "cut off',                              # 2: invalid JSON
-        json.dumps({"caption": "nobody's picture"}),                                      # 3: no path
-        json.dumps({"path": "pics/img_0002.png", "caption": 12345}),                      # 4: a number
-        json.dumps({"path": "pics/img_0003.png", "caption": LONG}),                       # 5: 1 MB
-        json.dumps({"path": "pics/img_0004.png", "captions": ["two blue circles"]}),      # 6
-    ]) + "\n")
+    manifest.write_text(
+        "\n".join(
+            [
+                json.dumps({"path": "pics/img_0000.png", "caption": "a red square on grass"}),  # 1
+                '{"path": "pics/img_0001.png", "caption": "cut off',  # 2: invalid JSON
+                json.dumps({"caption": "nobody's picture"}),  # 3: no path
+                json.dumps({"path": "pics/img_0002.png", "caption": 12345}),  # 4: a number
+                json.dumps({"path": "pics/img_0003.png", "caption": LONG}),  # 5: 1 MB
+                json.dumps({"path": "pics/img_0004.png", "captions": ["two blue circles"]}),  # 6
+            ]
+        )
+        + "\n"
+    )
 
     proc = glimpse("index", str(tmp_path / "pics"), "--captions", str(manifest), "--model", tiny_model)
     assert proc.returncode == 0 and "5 embedded" in proc.stdout
@@ -38,10 +43,16 @@ def test_bad_jsonl_rows_are_skipped_and_reported(tmp_path, home, glimpse, tiny_m
 
     store = Store(Paths.resolve(home).db)
     stored = {p.name: store.captions_of(store.image_id_for_path(str(p))) for p in pics}
-    assert stored == {"img_0000.png": ["a red square on grass"], "img_0001.png": [], "img_0002.png": [],
-                      "img_0003.png": [LONG.strip()[:2000]], "img_0004.png": ["two blue circles"]}
-    long = next(r for r in search_json(glimpse, "--captions", "a very long caption", "-k", "5")
-                if r["path"] == str(pics[3]))
+    assert stored == {
+        "img_0000.png": ["a red square on grass"],
+        "img_0001.png": [],
+        "img_0002.png": [],
+        "img_0003.png": [LONG.strip()[:2000]],
+        "img_0004.png": ["two blue circles"],
+    }
+    long = next(
+        r for r in search_json(glimpse, "--captions", "a very long caption", "-k", "5") if r["path"] == str(pics[3])
+    )
     assert long["caption"] == LONG[:2000]
 
     stats = json.loads(glimpse("stats", "--json").stdout)
@@ -58,8 +69,9 @@ def test_bad_jsonl_rows_are_skipped_and_reported(tmp_path, home, glimpse, tiny_m
 def test_csv_row_without_path_is_skipped_and_reported(tmp_path, home, glimpse, tiny_model):
     pics = make_images(tmp_path / "pics", 2)
     manifest = tmp_path / "captions.csv"
-    manifest.write_text("path,caption\npics/img_0000.png,a green field\n,an orphan caption\n"
-                        "pics/img_0001.png,a grey sky\n")
+    manifest.write_text(
+        "path,caption\npics/img_0000.png,a green field\n,an orphan caption\npics/img_0001.png,a grey sky\n"
+    )
     proc = glimpse("index", str(tmp_path / "pics"), "--captions", str(manifest), "--model", tiny_model)
     assert proc.returncode == 0 and "2 captions embedded" in proc.stdout
     job = json.loads(glimpse("stats", "--json").stdout)["jobs"][0]
@@ -75,10 +87,12 @@ def test_unreadable_manifest_still_fails_the_run_in_one_line(tmp_path, glimpse, 
     latin1.write_bytes(b'{"path": "pics/img_0000.png", "caption": "caf\xe9"}\n')
     no_columns = tmp_path / "cols.csv"
     no_columns.write_text("file,words\nx.png,y\n")
-    for manifest, says in ((latin1, f"{latin1}:1: not UTF-8"), (no_columns, "CSV needs 'path' and 'caption'"),
-                           (tmp_path / "missing.jsonl", "caption file not found")):
-        proc = glimpse("index", str(tmp_path / "pics"), "--captions", str(manifest), "--model", tiny_model,
-                       check=False)
+    for manifest, says in (
+        (latin1, f"{latin1}:1: not UTF-8"),
+        (no_columns, "CSV needs 'path' and 'caption'"),
+        (tmp_path / "missing.jsonl", "caption file not found"),
+    ):
+        proc = glimpse("index", str(tmp_path / "pics"), "--captions", str(manifest), "--model", tiny_model, check=False)
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
         assert says in proc.stderr.strip().splitlines()[-1]

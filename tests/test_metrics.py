@@ -10,8 +10,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from web_support import LiveServer, image_id
-from web_support import corpus, engine  # noqa: F401  (shared module-scoped fixtures)
+from web_support import LiveServer, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +35,14 @@ def call(url: str, data: bytes | None = None, headers: dict | None = None) -> in
 
 def multipart(payload: bytes) -> tuple[bytes, dict]:
     boundary = "metrics-boundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
-            f"Content-Type: image/png\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="x.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -46,8 +51,11 @@ def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     with urllib.request.urlopen(url + "/metrics", timeout=30) as resp:
         assert resp.headers["Content-Type"].startswith("text/plain; version=")
         text = resp.read().decode()
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def value(samples, name: str, **labels) -> float:
@@ -77,8 +85,9 @@ def test_search_stages_are_timed(live):
     assert call(f"{live.url}/api/search?q=sunny+beach&k=3") == 200
     after = scrape(live.url)
     for stage in ("encode", "faiss", "hydrate"):
-        grew = (value(after, "glimpse_search_stage_duration_seconds_count", stage=stage)
-                - value(before, "glimpse_search_stage_duration_seconds_count", stage=stage))
+        grew = value(after, "glimpse_search_stage_duration_seconds_count", stage=stage) - value(
+            before, "glimpse_search_stage_duration_seconds_count", stage=stage
+        )
         assert grew >= 1, stage
         assert value(after, "glimpse_search_stage_duration_seconds_sum", stage=stage) > 0
 

@@ -50,8 +50,12 @@ def test_store_upgrades_on_open_and_keeps_data(tmp_path):
 
 def test_glimpse_db_upgrade_command(tmp_path):
     home = tmp_path / "h"
-    proc = subprocess.run([sys.executable, "-m", "glimpse.cli", "--home", str(home), "db", "upgrade"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "glimpse.cli", "--home", str(home), "db", "upgrade"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert TABLES <= tables(home / "glimpse.db")
     assert set(Base.metadata.tables) == TABLES

@@ -9,12 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from web_support import XSS_CAPTION, image_id
-from web_support import corpus, engine, server  # noqa: F401  (shared module-scoped fixtures)
+from web_support import XSS_CAPTION, corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
 TIMEOUT_MS = 20_000
 
 
@@ -53,7 +60,8 @@ def card_ids(page) -> list[int]:
 
 def wait_thumbs(page) -> None:
     page.wait_for_function(
-        "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)")
+        "() => [...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
 
 
 def test_text_search(page, server, output_dir):
@@ -106,8 +114,10 @@ def test_upload_with_file_picker(page, server, engine, corpus, output_dir):
     page.goto(server.url + "/?q=beach")
     path = corpus.files["beach_03.png"]
     page.set_input_files("#file", str(path))
-    page.wait_for_function("() => document.querySelectorAll('#results .card').length > 0 && "
-                           "!document.querySelector('#results').classList.contains('loading')")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#results .card').length > 0 && "
+        "!document.querySelector('#results').classList.contains('loading')"
+    )
     assert page.locator("#query-panel").is_visible()
     assert page.locator("#query-name").inner_text() == "beach_03.png"
     assert page.evaluate("document.getElementById('query-image').src").startswith("blob:")
@@ -121,7 +131,8 @@ def test_upload_with_file_picker(page, server, engine, corpus, output_dir):
 
 def _file_in_page(page, image_url: str, name: str, what: str) -> None:
     """Build a File in the page from a served image, then drop or paste it the way a browser would."""
-    page.evaluate("""async ([url, name, what]) => {
+    page.evaluate(
+        """async ([url, name, what]) => {
         const blob = await (await fetch(url)).blob();
         const file = new File([blob], name, {type: blob.type});
         const dt = new DataTransfer();
@@ -132,7 +143,9 @@ def _file_in_page(page, image_url: str, name: str, what: str) -> None:
         } else {
             document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: dt, bubbles: true, cancelable: true}));
         }
-    }""", [image_url, name, what])
+    }""",
+        [image_url, name, what],
+    )
 
 
 @pytest.mark.parametrize("how", ["drop", "paste"])
@@ -214,8 +227,9 @@ def test_bad_parameter_shows_error(page, server, output_dir):
 
 
 def test_phone_width(browser, server, corpus, output_dir):
-    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True,
-                                  device_scale_factor=2)
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True, device_scale_factor=2
+    )
     page = context.new_page()
     try:
         page.goto(server.url + "/?q=beach&k=6")
@@ -248,7 +262,9 @@ def test_keyboard_only(page, server, engine, corpus, output_dir):
     seen = []
     for _ in range(30):
         page.keyboard.press("Tab")
-        seen.append(page.evaluate("document.activeElement.className + '|' + (document.activeElement.textContent || '').trim()"))
+        seen.append(
+            page.evaluate("document.activeElement.className + '|' + (document.activeElement.textContent || '').trim()")
+        )
         if seen[-1].startswith("thumb"):
             break
     assert any("upload" in s for s in seen) and seen[-1].startswith("thumb")

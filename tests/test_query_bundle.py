@@ -52,8 +52,9 @@ def test_replayed_preprocessing_is_pixel_identical(mode):
     from search import pil_steps
     from search.encoder import _split_transform
 
-    pre = image_transform_v2(PreprocessCfg(size=64, resize_mode=mode, fill_color=255 if mode == "longest" else 0),
-                             is_train=False)
+    pre = image_transform_v2(
+        PreprocessCfg(size=64, resize_mode=mode, fill_color=255 if mode == "longest" else 0), is_train=False
+    )
     pil, _, _ = _split_transform(pre)
     steps = pil_steps.describe(pil)
     rng = np.random.default_rng(1)
@@ -94,8 +95,9 @@ def test_unfinished_bundle_is_ignored_and_rebuilt(tiny_encoder, tmp_path, monkey
 def test_index_builds_bundle_and_server_process_never_imports_torch(tiny_model, home, tmp_path, glimpse):
     make_images(tmp_path / "pics", 12)
     glimpse("index", str(tmp_path / "pics"), "--model", tiny_model)
-    want_torch = json.loads(glimpse("search", "red circle", "-k", "5", "--json",
-                                    env={"GLIMPSE_RUNTIME": "torch"}).stdout)
+    want_torch = json.loads(
+        glimpse("search", "red circle", "-k", "5", "--json", env={"GLIMPSE_RUNTIME": "torch"}).stdout
+    )
     script = f"""
 import json, sys
 from search.engine import Engine
@@ -108,8 +110,14 @@ with open({str(tmp_path / "pics" / "img_0003.png")!r}, "rb") as f:
     image = client.post("/api/search/image?k=3", data={{"image": (f, "q.png")}}).get_json()
 print(json.dumps({{"torch": "torch" in sys.modules, "backend": eng.encoder.backend, "text": text, "image": image}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=str(REPO),
-                         env=dict(os.environ, GLIMPSE_HOME=str(home)), timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        env=dict(os.environ, GLIMPSE_HOME=str(home)),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["backend"] == "onnx" and got["torch"] is False
@@ -123,12 +131,20 @@ def test_cli_search_runs_without_torch(tiny_model, home, tmp_path, glimpse):
     """`glimpse search` (and `serve`, through the same engine) must not pay torch's import."""
     make_images(tmp_path / "pics", 6)
     glimpse("index", str(tmp_path / "pics"), "--model", tiny_model)
-    probe = ("import sys, runpy; sys.argv = ['glimpse', 'search', 'red', '--json'];\n"
-             "try:\n    runpy.run_module('glimpse.cli', run_name='__main__')\n"
-             "except SystemExit as e:\n    assert not e.code, e.code\n"
-             "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=str(REPO),
-                         env=dict(os.environ, GLIMPSE_HOME=str(home)), timeout=300)
+    probe = (
+        "import sys, runpy; sys.argv = ['glimpse', 'search', 'red', '--json'];\n"
+        "try:\n    runpy.run_module('glimpse.cli', run_name='__main__')\n"
+        "except SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        env=dict(os.environ, GLIMPSE_HOME=str(home)),
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout[: out.stdout.rindex("]") + 1])  # results were printed
     assert out.stdout.strip().endswith("NO-TORCH")

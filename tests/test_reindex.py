@@ -16,7 +16,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -56,26 +55,26 @@ def test_reindex_embeds_only_new_and_changed(glimpse, home, tmp_path, tiny_model
     before = vectors_by_path(home)
     version_before = stats(glimpse)["index_version"]
 
-    make_images(photos, 2, start=100)                        # 2 new
-    draw_image(999).save(files[0])                           # 1 changed (new bytes)
-    os.rename(files[1], photos / "renamed.png")              # 1 moved
+    make_images(photos, 2, start=100)  # 2 new
+    draw_image(999).save(files[0])  # 1 changed (new bytes)
+    os.rename(files[1], photos / "renamed.png")  # 1 moved
     (photos / "sub").mkdir()
-    os.rename(files[2], photos / "sub" / "moved.png")        # 1 moved into a subfolder
-    files[3].unlink()                                        # 1 deleted
-    shutil.copy(files[4], photos / "copy_of_4.png")          # a copy: new, but reuses the vector
+    os.rename(files[2], photos / "sub" / "moved.png")  # 1 moved into a subfolder
+    files[3].unlink()  # 1 deleted
+    shutil.copy(files[4], photos / "copy_of_4.png")  # a copy: new, but reuses the vector
     st = files[5].stat()
-    os.utime(files[5], (st.st_atime, st.st_mtime + 100))     # touched only: not re-embedded
+    os.utime(files[5], (st.st_atime, st.st_mtime + 100))  # touched only: not re-embedded
 
     proc = glimpse("reindex")
     c = counts(proc.stdout)
     assert (c["new"], c["changed"], c["moved"], c["deleted"], c["failed"]) == (3, 1, 2, 1, 0)
     assert c["embedded"] == 3  # 2 new + 1 changed; the moves, the copy and the touch reuse vectors
     after = vectors_by_path(home)
-    assert after[str(photos / "renamed.png")] == before[str(files[1])]          # same row, same vector
+    assert after[str(photos / "renamed.png")] == before[str(files[1])]  # same row, same vector
     assert after[str(photos / "sub" / "moved.png")] == before[str(files[2])]
     assert after[str(files[5])] == before[str(files[5])]
-    assert after[str(photos / "copy_of_4.png")][1] == before[str(files[4])][1]   # new row, reused vector
-    assert after[str(files[0])][1] != before[str(files[0])][1]                   # re-embedded
+    assert after[str(photos / "copy_of_4.png")][1] == before[str(files[4])][1]  # new row, reused vector
+    assert after[str(files[0])][1] != before[str(files[0])][1]  # re-embedded
     assert str(files[3]) not in after
 
     s = stats(glimpse)
@@ -85,7 +84,14 @@ def test_reindex_embeds_only_new_and_changed(glimpse, home, tmp_path, tiny_model
     assert s["index_version"] != version_before
     job = s["jobs"][0]
     assert job["kind"] == "reindex" and job["outcome"] == "ok"
-    assert (job["new"], job["changed"], job["moved"], job["deleted"], job["failed"], job["embedded"]) == (3, 1, 2, 1, 0, 3)
+    assert (job["new"], job["changed"], job["moved"], job["deleted"], job["failed"], job["embedded"]) == (
+        3,
+        1,
+        2,
+        1,
+        0,
+        3,
+    )
     assert job["index_version"] == s["index_version"]
     assert job["started_at"] and job["finished_at"] >= job["started_at"]
 
@@ -117,9 +123,9 @@ def test_unavailable_root_keeps_its_images(glimpse, home, tmp_path, tiny_model, 
     version = stats(glimpse)["index_version"]
 
     parked = tmp_path / "parked"
-    os.rename(drive, parked)            # the drive is unplugged ...
+    os.rename(drive, parked)  # the drive is unplugged ...
     if how == "empty mount point":
-        drive.mkdir()                   # ... and its mount point stays behind, empty
+        drive.mkdir()  # ... and its mount point stays behind, empty
     proc = glimpse("reindex")
     c = counts(proc.stdout)
     assert proc.returncode == 0
@@ -168,8 +174,9 @@ def test_second_job_exits_3_and_a_killed_holder_leaves_no_stale_lock(glimpse, ho
     photos = tmp_path / "photos"
     make_images(photos, 2)
     glimpse("index", str(photos), "--model", tiny_model)
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(home / "glimpse.lock")],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(home / "glimpse.lock")], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         for args in (("reindex",), ("index", str(photos))):
@@ -196,11 +203,14 @@ def test_reindex_without_roots_is_an_error(glimpse):
 def test_logs_are_plain_lines_off_a_terminal(glimpse, tmp_path, tiny_model):
     photos = tmp_path / "photos"
     make_images(photos, 4)
-    proc = glimpse("index", str(photos), "--model", tiny_model, "--batch-size", "2",
-                   env={"GLIMPSE_PROGRESS_EVERY": "0"})
-    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr      # no progress bars, no colours
+    proc = glimpse(
+        "index", str(photos), "--model", tiny_model, "--batch-size", "2", env={"GLIMPSE_PROGRESS_EVERY": "0"}
+    )
+    assert "\r" not in proc.stderr and "\x1b[" not in proc.stderr  # no progress bars, no colours
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) \S+: ", line) for line in lines), lines
+    assert lines and all(
+        re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (INFO|WARNING) \S+: ", line) for line in lines
+    ), lines
     assert any("embedding: 4/4" in line for line in lines)
     assert any("published index version 000001" in line for line in lines)
 

@@ -15,8 +15,16 @@ open_clip = pytest.importorskip("open_clip")
 from training.data import read_manifest, split_by_concept  # noqa: E402
 from training.loop import TrainOptions, train  # noqa: E402
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 30), "blue": (30, 60, 220), "yellow": (240, 210, 20),
-           "purple": (140, 40, 170), "orange": (250, 130, 0), "black": (10, 10, 10), "cyan": (0, 200, 220)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 30),
+    "blue": (30, 60, 220),
+    "yellow": (240, 210, 20),
+    "purple": (140, 40, 170),
+    "orange": (250, 130, 0),
+    "black": (10, 10, 10),
+    "cyan": (0, 200, 220),
+}
 SHAPES = ("circle", "square", "triangle", "bar", "diamond", "ring")
 
 
@@ -55,16 +63,36 @@ def toy(tmp_path_factory) -> Path:
             for style in ("filled", "outline"):
                 name = f"img/{colour}-{shape}-{style}.png"
                 _draw(shape, rgb, style == "filled", rng).save(root / name)
-                lines.append({"path": name, "captions": [f"{colour} {shape}", f"a {shape} in {colour}"],
-                              "group": f"{colour}-{shape}", "style": style})
+                lines.append(
+                    {
+                        "path": name,
+                        "captions": [f"{colour} {shape}", f"a {shape} in {colour}"],
+                        "group": f"{colour}-{shape}",
+                        "style": style,
+                    }
+                )
     (root / "captions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return root / "captions.jsonl"
 
 
 def _opts(toy: Path, tmp: Path, **kw) -> TrainOptions:
-    base = dict(captions=str(toy), out=str(tmp / "model"), work=str(tmp / "work"), config="glimpse-icons-tiny",
-                epochs=60, batch_size=32, lr=3e-3, warmup_steps=10, augment=0.3, val_fraction=0.25,
-                eval_every=20, threads=1, device="cpu", seed=0, command="test")
+    base = dict(
+        captions=str(toy),
+        out=str(tmp / "model"),
+        work=str(tmp / "work"),
+        config="glimpse-icons-tiny",
+        epochs=60,
+        batch_size=32,
+        lr=3e-3,
+        warmup_steps=10,
+        augment=0.3,
+        val_fraction=0.25,
+        eval_every=20,
+        threads=1,
+        device="cpu",
+        seed=0,
+        command="test",
+    )
     base.update(kw)
     return TrainOptions(**base)
 
@@ -107,13 +135,33 @@ def test_training_learns_exports_and_reloads(tmp_path, toy):
 
     # Fine-tune the saved model through the CLI (`glimpse train --from local-dir:…`).
     from click.testing import CliRunner
+
     from training.cli import train as train_cmd
 
-    res = CliRunner().invoke(train_cmd, [
-        "--captions", str(toy), "--out", str(tmp_path / "ft"), "--work", str(tmp_path / "ft-work"),
-        "--from", f"local-dir:{out}", "--epochs", "2", "--batch-size", "32", "--eval-every", "2", "--fp16"])
+    res = CliRunner().invoke(
+        train_cmd,
+        [
+            "--captions",
+            str(toy),
+            "--out",
+            str(tmp_path / "ft"),
+            "--work",
+            str(tmp_path / "ft-work"),
+            "--from",
+            f"local-dir:{out}",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "32",
+            "--eval-every",
+            "2",
+            "--fp16",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert (tmp_path / "ft" / "open_clip_model.safetensors").stat().st_size < (out / "open_clip_model.safetensors").stat().st_size
+    assert (tmp_path / "ft" / "open_clip_model.safetensors").stat().st_size < (
+        out / "open_clip_model.safetensors"
+    ).stat().st_size
 
 
 def test_interrupted_training_resumes(tmp_path, toy):

@@ -79,21 +79,22 @@ class Trap:
         (self.pics / "sub").mkdir()
         draw_image(60).save(self.pics / "sub" / "real.png")
 
-        os.symlink(self.secret, self.pics / "zz.jpg")                          # the CRITICAL finding
-        os.symlink(self.outside_image, self.pics / "ext.png")                  # a real image, but outside
-        os.symlink(self.pics / "sub" / "real.png", self.pics / "inside.png")   # inside the root: fine
-        os.symlink(album, self.pics / "linked")                                # a symlinked folder: followed
+        os.symlink(self.secret, self.pics / "zz.jpg")  # the CRITICAL finding
+        os.symlink(self.outside_image, self.pics / "ext.png")  # a real image, but outside
+        os.symlink(self.pics / "sub" / "real.png", self.pics / "inside.png")  # inside the root: fine
+        os.symlink(album, self.pics / "linked")  # a symlinked folder: followed
         os.symlink(self.pics / "linked" / "img_0050.png", self.pics / "via.png")  # into the followed folder
         os.symlink(base / "nowhere.png", self.pics / "dangling.png")
-        os.symlink(outside / "caption.txt", self.pics / "img_0001.txt")        # sidecar leading to a secret
+        os.symlink(outside / "caption.txt", self.pics / "img_0001.txt")  # sidecar leading to a secret
         (self.pics / "img_0000.txt").write_text("a harmless sidecar caption\n")
-        os.mkfifo(self.pics / "fifo.png")                                      # opening it would block
+        os.mkfifo(self.pics / "fifo.png")  # opening it would block
         with open(os.path.join(os.fsencode(self.pics), NON_UTF8), "wb") as f:
             draw_image(90).save(f, "PNG")
         draw_image(91).save(self.pics / NEWLINE)
 
-        self.index_out = glimpse_cmd("index", str(self.pics), "--model", tiny_model, "--workers", "0",
-                                     home=self.home).stdout
+        self.index_out = glimpse_cmd(
+            "index", str(self.pics), "--model", tiny_model, "--workers", "0", home=self.home
+        ).stdout
         self.ids = db_ids(self.home)
         self.server = serve(self.home)
 
@@ -116,8 +117,12 @@ def trap(tmp_path_factory, tiny_model):
 
 def served_bodies(trap: Trap, image_id: int) -> dict[str, tuple[int, bytes]]:
     out = {}
-    for route in (f"/api/images/{image_id}/file", f"/api/images/{image_id}/thumb", f"/api/images/{image_id}",
-                  f"/image/{image_id}"):
+    for route in (
+        f"/api/images/{image_id}/file",
+        f"/api/images/{image_id}/thumb",
+        f"/api/images/{image_id}",
+        f"/image/{image_id}",
+    ):
         status, body, _ = get(trap.url(route))
         out[route] = (status, body)
     return out
@@ -126,7 +131,7 @@ def served_bodies(trap: Trap, image_id: int) -> dict[str, tuple[int, bytes]]:
 def test_a_symlink_to_a_secret_is_never_served_for_any_id(trap):
     outside_png = trap.outside_image.read_bytes()
     for image_id in range(1, max(trap.ids.values()) + 3):  # every row, failed ones included, and past the end
-        for route, (status, body) in served_bodies(trap, image_id).items():
+        for route, (_status, body) in served_bodies(trap, image_id).items():
             assert SECRET not in body and b"TOP-SECRET" not in body, route
             assert outside_png not in body, route
     zz, ext = trap.id("zz.jpg"), trap.id("ext.png")
@@ -157,8 +162,11 @@ def test_a_sidecar_symlinked_to_a_secret_is_not_read(trap):
 
 def test_links_inside_and_symlinked_folders_are_served_from_where_they_really_lie(trap):
     real = trap.pics / "sub" / "real.png"
-    for parts, source in ((("inside.png",), real), (("via.png",), trap.pics / "linked" / "img_0050.png"),
-                          (("linked", "img_0051.png"), trap.pics / "linked" / "img_0051.png")):
+    for parts, source in (
+        (("inside.png",), real),
+        (("via.png",), trap.pics / "linked" / "img_0050.png"),
+        (("linked", "img_0051.png"), trap.pics / "linked" / "img_0051.png"),
+    ):
         status, body, _ = get(trap.url(f"/api/images/{trap.id(*parts)}/file"))
         assert status == 200 and body == source.read_bytes(), (parts, body[:300])
         assert get(trap.url(f"/api/images/{trap.id(*parts)}/thumb"))[0] == 200
@@ -258,8 +266,9 @@ def test_follow_external_links_is_an_opt_in_kept_by_reindex(tmp_path, glimpse, h
     assert stats["images_indexed"] == 2 and "outside" in stats["failed"][0]["error"]
 
 
-def test_a_link_pointed_at_an_identical_file_is_followed_there_without_re_embedding(tmp_path, glimpse, home,
-                                                                                     tiny_model):
+def test_a_link_pointed_at_an_identical_file_is_followed_there_without_re_embedding(
+    tmp_path, glimpse, home, tiny_model
+):
     pics = tmp_path / "pics"
     make_images(pics / "sub", 1)
     real, copy = pics / "sub" / "img_0000.png", pics / "sub" / "copy.png"

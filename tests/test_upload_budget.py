@@ -50,9 +50,15 @@ def serving(home, **settings: str):
     """`glimpse serve --port 0` in a subprocess; yields (base URL, pid)."""
     env = dict(os.environ, GLIMPSE_HOME=str(home), PYTHONUNBUFFERED="1", **settings)
     env.pop("GLIMPSE_ALLOWED_HOSTS", None)
-    proc = subprocess.Popen([sys.executable, "-m", "glimpse.cli", "serve", "--port", "0", "--threads", "8"],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=str(REPO),
-                            preexec_fn=_limit_memory)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glimpse.cli", "serve", "--port", "0", "--threads", "8"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=str(REPO),
+        preexec_fn=_limit_memory,
+    )
     lines: list[str] = []
     try:
         url, deadline = None, time.time() + 120
@@ -87,8 +93,14 @@ def upload(base: str, route: str, data: bytes) -> tuple[int, dict]:
         body = json.dumps({"image": base64.b64encode(data).decode(), "indice_name": "glimpse", "num_images": 3})
         return _post(f"{base}/knn-service", body.encode(), "application/json")
     boundary = uuid.uuid4().hex
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="up.png"\r\n'
-            f"Content-Type: image/png\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="up.png"\r\n'
+            f"Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     path = "/api/search/image?k=3" if route == "api" else "/fragments/image"
     return _post(base + path, body, f"multipart/form-data; boundary={boundary}")
 
@@ -109,7 +121,7 @@ def bomb() -> bytes:
     return write_png(OUTPUT / "upload-13000x13000-rgba.png", 13000, 13000).read_bytes()
 
 
-def test_eight_huge_uploads_are_refused_from_their_header(corpus, bomb):  # noqa: F811
+def test_eight_huge_uploads_are_refused_from_their_header(corpus, bomb):
     assert len(bomb) < 1 << 20
     with serving(corpus.home) as (base, pid):
         before = peak_mib(pid)
@@ -118,12 +130,14 @@ def test_eight_huge_uploads_are_refused_from_their_header(corpus, bomb):  # noqa
         assert health(base) == "ok"
     for status, body in answers:
         assert status == 413, body
-        assert body["error"] == ("image too large: 13000x13000 = 169,000,000 pixels; the limit for uploads is "
-                                 "50,000,000 pixels (GLIMPSE_MAX_UPLOAD_PIXELS)")
+        assert body["error"] == (
+            "image too large: 13000x13000 = 169,000,000 pixels; the limit for uploads is "
+            "50,000,000 pixels (GLIMPSE_MAX_UPLOAD_PIXELS)"
+        )
     assert rise < 200, f"peak memory rose {rise:.0f} MiB for uploads that are refused undecoded"
 
 
-def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path):  # noqa: F811
+def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path):
     """Lower limits, so that the budget (40 MB) admits one 36 MB decode at a time."""
     under = write_png(tmp_path / "under.png", 3000, 2999).read_bytes()  # 8,997,000 px: 36 MB decoded
     over = write_png(tmp_path / "over.png", 3000, 3001).read_bytes()
@@ -139,8 +153,10 @@ def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path)
     # Decoded one at a time: about one decode's worth (36 MB) more, not four (each also made
     # three more full-size copies before: ~150 MB per upload).
     assert rise < 80, f"peak memory rose {rise:.0f} MiB"
-    assert refused[0] == 413 and "the limit for uploads is 9,000,000 pixels (GLIMPSE_MAX_UPLOAD_PIXELS)" \
-        in refused[1]["error"]
+    assert (
+        refused[0] == 413
+        and "the limit for uploads is 9,000,000 pixels (GLIMPSE_MAX_UPLOAD_PIXELS)" in refused[1]["error"]
+    )
 
 
 def test_decode_budget_admits_what_fits_and_runs_an_oversized_decode_alone():

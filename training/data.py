@@ -11,9 +11,9 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -44,8 +44,9 @@ def read_manifest(manifest: str | os.PathLike, warn: Callable[[str], None] | Non
         rec = by_path.get(row.path)
         if rec is None:
             extra = {k: v for k, v in row.record.items() if k not in _NOT_META}
-            rec = by_path[row.path] = Record(row.path, [], row.record.get("group") or row.path,
-                                             row.record.get("style") or "", extra)
+            rec = by_path[row.path] = Record(
+                row.path, [], row.record.get("group") or row.path, row.record.get("style") or "", extra
+            )
         rec.captions.extend(c for c in row.captions if c not in rec.captions)
     return list(by_path.values())
 
@@ -110,7 +111,7 @@ def pixel_cache(records: list[Record], size: int, cache_dir: str | os.PathLike, 
     for i, r in enumerate(tqdm(records, desc=f"decode {size}px", unit="img", mininterval=2)):
         try:
             arr[i] = _decode_one(r.path, transform)
-        except Exception as exc:  # one bad file must not stop training
+        except Exception as exc:  # noqa: BLE001 - one bad file must not stop training
             bad += 1
             tqdm.write(f"skip {r.path}: {exc}")
     tmp = out.with_suffix(".tmp.npy")

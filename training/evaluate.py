@@ -51,7 +51,7 @@ class EvalSet:
     groups: np.ndarray  # group label per val record
 
     @classmethod
-    def build(cls, val: list[Record], val_style: str | None = None) -> "EvalSet":
+    def build(cls, val: list[Record], val_style: str | None = None) -> EvalSet:
         groups = np.array([r.group for r in val])
         if val_style:
             gallery = [i for i, r in enumerate(val) if r.style == val_style]
@@ -64,8 +64,7 @@ class EvalSet:
         gstyle = {(val[i].group, val[i].style) for i in gallery}
         ggroups = {val[i].group for i in gallery}
         others = [
-            i for i, r in enumerate(val)
-            if i not in gset and r.group in ggroups and (r.group, r.style) not in gstyle
+            i for i, r in enumerate(val) if i not in gset and r.group in ggroups and (r.group, r.style) not in gstyle
         ]
         return cls(np.array(gallery, dtype=int), np.array(others, dtype=int), groups)
 
@@ -90,8 +89,16 @@ def embed_tokens(model, tokens: torch.Tensor, device, batch: int = 1024) -> torc
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def evaluate(model, es: EvalSet, pixels: np.ndarray, primary_tokens: torch.Tensor, mean, std, device,
-             teacher_text: np.ndarray | None = None) -> dict:
+def evaluate(
+    model,
+    es: EvalSet,
+    pixels: np.ndarray,
+    primary_tokens: torch.Tensor,
+    mean,
+    std,
+    device,
+    teacher_text: np.ndarray | None = None,
+) -> dict:
     """Recall@k for t2i, i2t and i2i (with chance) on the validation records.
 
     ``teacher_text`` (gallery-aligned caption embeddings from a text teacher) adds

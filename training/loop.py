@@ -16,13 +16,13 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-from tqdm import tqdm
-
 import open_clip
+import torch
 from open_clip.loss import ClipLoss
+from tqdm import tqdm
 
 from search.errors import InvalidValue
 
@@ -83,6 +83,11 @@ class TrainOptions:
     text_teacher: str | None = None  # folder or alias of a frozen sentence encoder (see teacher.py)
     distill: float = 1.0  # weight of the student-text <-> teacher loss
     command: str = field(default_factory=lambda: " ".join(shlex.quote(a) for a in sys.argv))
+
+
+def _percents(d: dict) -> str:
+    """Recall values as percentages, slash-separated (the eval log line)."""
+    return "/".join(f"{100 * v:.1f}" for v in d.values())
 
 
 def resolve_config(config: str) -> dict:
@@ -169,8 +174,9 @@ def train(opts: TrainOptions, on_step=None) -> dict:
         teacher = TextTeacher(opts.text_teacher)
     model, cfg, pre, tokenizer = build_model(opts, work, teacher.dim if teacher and not opts.model_from else None)
     if teacher and cfg.get("embed_dim") != teacher.dim:
-        raise InvalidValue(f"--text-teacher gives {teacher.dim}-d embeddings but the model's embed_dim is "
-                         f"{cfg.get('embed_dim')}")
+        raise InvalidValue(
+            f"--text-teacher gives {teacher.dim}-d embeddings but the model's embed_dim is {cfg.get('embed_dim')}"
+        )
     model.to(device).train()
     size = cfg["vision_cfg"]["image_size"]
     size = size if isinstance(size, int) else size[0]
@@ -180,8 +186,12 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     if len(train_recs) < 2 or not val_recs:
         raise InvalidValue(f"too few records to train: {len(train_recs)} train, {len(val_recs)} validation")
     cache = work.parent / "cache"  # shared by runs at the same resolution
-    tr_pix = pixel_cache(train_recs, size, cache, {k: pre[k] for k in ("resize_mode", "fill_color", "interpolation") if k in pre})
-    va_pix = pixel_cache(val_recs, size, cache, {k: pre[k] for k in ("resize_mode", "fill_color", "interpolation") if k in pre})
+    tr_pix = pixel_cache(
+        train_recs, size, cache, {k: pre[k] for k in ("resize_mode", "fill_color", "interpolation") if k in pre}
+    )
+    va_pix = pixel_cache(
+        val_recs, size, cache, {k: pre[k] for k in ("resize_mode", "fill_color", "interpolation") if k in pre}
+    )
     tr_pix = np.ascontiguousarray(tr_pix)
     tr_caps, va_caps = CaptionTable(train_recs, tokenizer), CaptionTable(val_recs, tokenizer)
     es = EvalSet.build(val_recs, opts.val_style)
@@ -206,7 +216,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     bs = min(opts.batch_size, n)
     steps_per_epoch = n // bs
     total_steps = int(opts.epochs * steps_per_epoch) if opts.epochs else None
-    st = {"step": 0, "elapsed": 0.0, "best": None, "best_score": -1.0, "history": []}
+    st: dict[str, Any] = {"step": 0, "elapsed": 0.0, "best": None, "best_score": -1.0, "history": []}
     gen = torch.Generator().manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
     if resume:
@@ -218,17 +228,28 @@ def train(opts: TrainOptions, on_step=None) -> dict:
         tqdm.write(f"resumed from {ckpt_path} at step {st['step']} ({st['elapsed'] / 60:.1f} min trained)")
 
     info = {
-        "name": Path(opts.out).name, "command": opts.command, "manifest": opts.captions,
-        "n_train": n, "n_val": len(val_recs), "n_train_groups": len({r.group for r in train_recs}),
-        "n_val_groups": len({r.group for r in val_recs}), "val_style": opts.val_style,
+        "name": Path(opts.out).name,
+        "command": opts.command,
+        "manifest": opts.captions,
+        "n_train": n,
+        "n_val": len(val_recs),
+        "n_train_groups": len({r.group for r in train_recs}),
+        "n_val_groups": len({r.group for r in val_recs}),
+        "val_style": opts.val_style,
         "licenses": dict(Counter(str(r.meta.get("license", "unspecified")).split(" (")[0] for r in train_recs)),
-        "params": sum(p.numel() for p in model.parameters()), "image_size": size,
-        "embed_dim": cfg.get("embed_dim"), "batch_size": bs, "device": str(device),
-        "dtype": "float16" if opts.fp16 else "float32", "pixel_baseline": pix_base,
+        "params": sum(p.numel() for p in model.parameters()),
+        "image_size": size,
+        "embed_dim": cfg.get("embed_dim"),
+        "batch_size": bs,
+        "device": str(device),
+        "dtype": "float16" if opts.fp16 else "float32",
+        "pixel_baseline": pix_base,
     }
-    tqdm.write(f"train {n} images / {info['n_train_groups']} concepts, val {len(val_recs)} / "
-               f"{info['n_val_groups']}; gallery {len(es.gallery)}, other-style images {len(es.others)}; "
-               f"{info['params'] / 1e6:.2f}M params on {device}; pixel i2i baseline {pix_base}")
+    tqdm.write(
+        f"train {n} images / {info['n_train_groups']} concepts, val {len(val_recs)} / "
+        f"{info['n_val_groups']}; gallery {len(es.gallery)}, other-style images {len(es.others)}; "
+        f"{info['params'] / 1e6:.2f}M params on {device}; pixel i2i baseline {pix_base}"
+    )
 
     def progress() -> float:
         p = 0.0
@@ -239,34 +260,63 @@ def train(opts: TrainOptions, on_step=None) -> dict:
         return p
 
     def checkpoint() -> None:
-        _save(ckpt_path, {"model": model.state_dict(), "optim": optim.state_dict(), "state": st,
-                          "torch_gen": gen.get_state(), "np_rng": rng.bit_generator.state, "options": asdict(opts)})
+        _save(
+            ckpt_path,
+            {
+                "model": model.state_dict(),
+                "optim": optim.state_dict(),
+                "state": st,
+                "torch_gen": gen.get_state(),
+                "np_rng": rng.bit_generator.state,
+                "options": asdict(opts),
+            },
+        )
 
     def do_eval(train_loss: float) -> None:
         t0 = time.time()
-        m = evaluate(model, es, va_pix, va_caps.primary(np.arange(len(val_recs))), pre["mean"], pre["std"], device,
-                     teacher_text=va_teach)
-        rec = {"step": st["step"], "epoch": st["step"] / max(1, steps_per_epoch), "minutes": st["elapsed"] / 60,
-               "train_loss": train_loss, "lr": optim.param_groups[0]["lr"],
-               "logit_scale": model.logit_scale.exp().item(), **m}
+        m = evaluate(
+            model,
+            es,
+            va_pix,
+            va_caps.primary(np.arange(len(val_recs))),
+            pre["mean"],
+            pre["std"],
+            device,
+            teacher_text=va_teach,
+        )
+        rec = {
+            "step": st["step"],
+            "epoch": st["step"] / max(1, steps_per_epoch),
+            "minutes": st["elapsed"] / 60,
+            "train_loss": train_loss,
+            "lr": optim.param_groups[0]["lr"],
+            "logit_scale": model.logit_scale.exp().item(),
+            **m,
+        }
         st["history"].append(rec)
         with open(work / "metrics.jsonl", "a") as f:
             f.write(json.dumps(rec) + "\n")
         score = m["t2i"]["R@10"] + m.get("i2i", {}).get("R@10", 0.0)
-        fmt = lambda d: "/".join(f"{100 * v:.1f}" for v in d.values())
-        tqdm.write(f"[eval step {st['step']} ep {rec['epoch']:.1f} {rec['minutes']:.1f}min] loss {train_loss:.3f} "
-                   f"t2i {fmt(m['t2i'])} i2t {fmt(m['i2t'])} (chance {fmt(m['chance'])})"
-                   + (f" i2i {fmt(m['i2i'])} (chance {fmt(m['i2i_chance'])}, pixels "
-                      f"{' '.join(fmt(v) for v in pix_base.values())}) i2i_rev {fmt(m['i2i_rev'])}" if "i2i" in m else "")
-                   + (f" t2i_teacher {fmt(m['t2i_teacher'])}" if "t2i_teacher" in m else "")
-                   + f"  [{time.time() - t0:.0f}s]")
+        tqdm.write(
+            f"[eval step {st['step']} ep {rec['epoch']:.1f} {rec['minutes']:.1f}min] loss {train_loss:.3f} "
+            f"t2i {_percents(m['t2i'])} i2t {_percents(m['i2t'])} (chance {_percents(m['chance'])})"
+            + (
+                f" i2i {_percents(m['i2i'])} (chance {_percents(m['i2i_chance'])}, pixels "
+                f"{' '.join(_percents(v) for v in pix_base.values())}) i2i_rev {_percents(m['i2i_rev'])}"
+                if "i2i" in m
+                else ""
+            )
+            + (f" t2i_teacher {_percents(m['t2i_teacher'])}" if "t2i_teacher" in m else "")
+            + f"  [{time.time() - t0:.0f}s]"
+        )
         if score > st["best_score"]:
             st["best_score"], st["best"] = score, rec
             write_model(m, rec)
 
     def write_model(m: dict, rec: dict) -> None:
-        card = dict(info, metrics=m, steps=rec["step"], epochs=rec["epoch"], train_minutes=rec["minutes"],
-                    best_step=rec["step"])
+        card = dict(
+            info, metrics=m, steps=rec["step"], epochs=rec["epoch"], train_minutes=rec["minutes"], best_step=rec["step"]
+        )
         export.write_local_dir(model, cfg, pre, opts.out, export.model_card(card), fp16=opts.fp16)
         (Path(opts.out) / "training_metrics.json").write_text(json.dumps({"best": rec, "info": info}, indent=1))
 
@@ -277,7 +327,9 @@ def train(opts: TrainOptions, on_step=None) -> dict:
     std = torch.tensor(pre["std"], device=device).view(1, 3, 1, 1)
     last_eval_step, last_eval_t, last_ckpt_t = st["step"], st["elapsed"], st["elapsed"]
     losses: list[float] = []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     bar = tqdm(total=total_steps, initial=st["step"], unit="step", mininterval=5, dynamic_ncols=True)
     try:
         while not finished():
@@ -285,7 +337,7 @@ def train(opts: TrainOptions, on_step=None) -> dict:
             step = st["step"]
             epoch, pos = divmod(step, steps_per_epoch)
             perm = np.random.default_rng([opts.seed, epoch]).permutation(n)
-            idx = np.sort(perm[pos * bs:(pos + 1) * bs])
+            idx = np.sort(perm[pos * bs : (pos + 1) * bs])
             x = to_tensor(tr_pix[idx], (0, 0, 0), (1, 1, 1), device)
             x = (augment(x, gen, opts.augment) - mean) / std
             rows = tr_caps.sample_rows(idx, rng)
@@ -303,8 +355,11 @@ def train(opts: TrainOptions, on_step=None) -> dict:
                     # student text tower learns to imitate the teacher (contrastive, so the whole batch's
                     # geometry, plus cosine for the absolute position) and to match images directly.
                     t_f = tr_teach[torch.as_tensor(rows)].to(device)
-                    loss = (loss_fn(img_f, t_f, scale) + 0.5 * loss_fn(img_f, txt_f, scale)
-                            + opts.distill * (loss_fn(txt_f, t_f, scale) + (1 - (txt_f * t_f).sum(-1)).mean() * 10))
+                    loss = (
+                        loss_fn(img_f, t_f, scale)
+                        + 0.5 * loss_fn(img_f, txt_f, scale)
+                        + opts.distill * (loss_fn(txt_f, t_f, scale) + (1 - (txt_f * t_f).sum(-1)).mean() * 10)
+                    )
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -321,8 +376,11 @@ def train(opts: TrainOptions, on_step=None) -> dict:
             bar.set_postfix(loss=f"{losses[-1]:.3f}", ep=f"{st['step'] / steps_per_epoch:.1f}", refresh=False)
             if on_step:
                 on_step(st["step"], losses[-1])
-            due = (st["step"] - last_eval_step >= opts.eval_every) if opts.eval_every else \
-                (st["elapsed"] - last_eval_t >= opts.eval_minutes * 60)
+            due = (
+                (st["step"] - last_eval_step >= opts.eval_every)
+                if opts.eval_every
+                else (st["elapsed"] - last_eval_t >= opts.eval_minutes * 60)
+            )
             if due or finished():
                 do_eval(float(np.mean(losses)) if losses else float("nan"))
                 losses.clear()

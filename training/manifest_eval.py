@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
-import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
 
-import open_clip
 from search.images import load_rgb
 
 from .data import read_manifest
@@ -29,15 +29,19 @@ def manifest_recall(model_name: str, manifest: str, ks=(1, 5, 10), threads: int 
     tokenizer = open_clip.get_tokenizer(model_name)
     model.eval()
     recs = read_manifest(manifest)
-    img = torch.cat([
-        F.normalize(model.encode_image(torch.stack([preprocess(load_rgb(r.path)) for r in recs[i:i + 256]])), dim=-1)
-        for i in range(0, len(recs), 256)
-    ])
+    img = torch.cat(
+        [
+            F.normalize(
+                model.encode_image(torch.stack([preprocess(load_rgb(r.path)) for r in recs[i : i + 256]])), dim=-1
+            )
+            for i in range(0, len(recs), 256)
+        ]
+    )
     caps = [(i, c) for i, r in enumerate(recs) for c in r.captions]
     txt = F.normalize(model.encode_text(tokenizer([c for _, c in caps])), dim=-1)
     own = torch.tensor([i for i, _ in caps])
     rank = ((txt @ img.T) > (txt @ img.T).gather(1, own[:, None])).sum(1)  # images scoring above the right one
-    out = {"images": len(recs), "captions": len(caps)}
+    out: dict[str, Any] = {"images": len(recs), "captions": len(caps)}
     out.update({f"R@{k}": float((rank < k).float().mean()) for k in ks})
     out["chance"] = {f"R@{k}": k / len(recs) for k in ks}
     out["misses_at_10"] = [c for (i, c), r in zip(caps, rank.tolist()) if r >= 10][:20]

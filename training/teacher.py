@@ -56,14 +56,15 @@ class TextTeacher:
     @torch.no_grad()
     def embed(self, texts: list[str], batch: int = 256) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i in tqdm(range(0, len(texts), batch), desc="teacher text", unit="batch", mininterval=5,
-                      disable=len(texts) <= batch):
-            b = self.tokenizer(texts[i:i + batch], padding=True, truncation=True, max_length=64, return_tensors="pt")
+        for i in tqdm(
+            range(0, len(texts), batch), desc="teacher text", unit="batch", mininterval=5, disable=len(texts) <= batch
+        ):
+            b = self.tokenizer(texts[i : i + batch], padding=True, truncation=True, max_length=64, return_tensors="pt")
             b = {k: v.to(self.device) for k, v in b.items()}
             h = self.model(**b).last_hidden_state
             m = b["attention_mask"].unsqueeze(-1).to(h.dtype)
             e = F.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
-            out[i:i + len(e)] = e.float().cpu().numpy()
+            out[i : i + len(e)] = e.float().cpu().numpy()
         return out
 
 

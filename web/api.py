@@ -13,7 +13,6 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from search.engine import Engine, SearchResult
 from search.images import ImageDecodeError
 from search.query import ImageQuery, SimilarQuery
-
 from web import queries, thumbs
 from web.errors import HttpError
 from web.openapi import openapi_document
@@ -92,8 +91,15 @@ def file(image_id: int):
     opened = engine().open_image(image_id)  # 404 unless it is still the file that was indexed
     try:
         mimetype = mimetypes.guess_type(opened.name)[0] or "application/octet-stream"
-        resp = send_file(opened.file, mimetype=mimetype, download_name=opened.name, etag=opened.etag,
-                         last_modified=opened.mtime, max_age=FILE_MAX_AGE, conditional=False)
+        resp = send_file(
+            opened.file,
+            mimetype=mimetype,
+            download_name=opened.name,
+            etag=opened.etag,
+            last_modified=opened.mtime,
+            max_age=FILE_MAX_AGE,
+            conditional=False,
+        )
         # send_file cannot know a file object's length: give it, so ranges and Content-Length work.
         resp.content_length = opened.size
         resp.call_on_close(opened.close)

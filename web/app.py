@@ -11,19 +11,16 @@ from flask import Flask, request
 
 from search.engine import Engine
 from search.paths import Paths
-
 from web.config import from_env, max_upload_bytes
 from web.errors import HttpError, register_error_handlers
 from web.users import users_path
 
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-    "X-Frame-Options": "DENY",
-}
+SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY"}
 # Pages load only their own script and style; images may come from blob: (the upload preview).
-PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
-            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+PAGE_CSP = (
+    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 
 
 def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> Flask:

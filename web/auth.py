@@ -33,8 +33,8 @@ import secrets
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from flask import Flask, make_response, request
 from werkzeug.security import check_password_hash, generate_password_hash
@@ -78,8 +78,12 @@ class UsersFile:
 
     def _log_loaded(self, mode: int) -> None:
         users = self._users
-        log.info("login: %d user(s) in %s%s", len(users.hashes), self.path,
-                 "" if users.required else " (none: the server is open)")
+        log.info(
+            "login: %d user(s) in %s%s",
+            len(users.hashes),
+            self.path,
+            "" if users.required else " (none: the server is open)",
+        )
         if users.skipped:
             log.warning("login: %d line(s) of %s are not 'name:hash' and grant no login", users.skipped, self.path)
         if users.required and mode & 0o077:
@@ -102,8 +106,13 @@ def client_key(addr: str | None) -> str:
 class FailureLimiter:
     """Failed logins per client in a sliding window; thread-safe, at most ``max_clients`` tracked (LRU)."""
 
-    def __init__(self, limit: int = FAILURES_PER_WINDOW, window: float = WINDOW_SECONDS,
-                 max_clients: int = MAX_TRACKED_CLIENTS, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        limit: int = FAILURES_PER_WINDOW,
+        window: float = WINDOW_SECONDS,
+        max_clients: int = MAX_TRACKED_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.limit, self.window, self.max_clients, self.clock = limit, window, max_clients, clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
@@ -160,8 +169,9 @@ class Guard:
         client = client_key(request.remote_addr)
         wait = self.limiter.retry_after(client)
         if wait is not None:
-            response = make_response(error_response(
-                429, f"too many failed logins from your address; try again in {wait} s"))
+            response = make_response(
+                error_response(429, f"too many failed logins from your address; try again in {wait} s")
+            )
             response.headers["Retry-After"] = str(wait)
             return response
         auth = request.authorization
@@ -174,8 +184,7 @@ class Guard:
 
     def verify(self, users: users_file.Users, name: str, password: str) -> bool:
         stored = users.hashes.get(name)
-        digest = hmac.new(self._key, f"{len(name)}:{name}:{password}".encode(),
-                          hashlib.sha256).digest()
+        digest = hmac.new(self._key, f"{len(name)}:{name}:{password}".encode(), hashlib.sha256).digest()
         with self._lock:
             if stored is not None and self._verified.get(digest) == stored:
                 self._verified.move_to_end(digest)

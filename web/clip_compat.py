@@ -21,7 +21,6 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from search.engine import MAX_K, Engine, Filters, SearchResult
 from search.query import ImageQuery, Paging, Query, TextQuery, VectorQuery
-
 from web.errors import HttpError
 from web.uploads import check_image_bytes, decode_base64_image, limit
 
@@ -80,8 +79,11 @@ def _count(body: dict, name: str, default: int) -> int:
 
 def fetch_image_url(url) -> bytes:
     if not current_app.config["GLIMPSE_ALLOW_IMAGE_URL"]:
-        raise HttpError(400, "image_url is disabled on this server (GLIMPSE_ALLOW_IMAGE_URL); send the image "
-                             "as base64 in 'image' instead")
+        raise HttpError(
+            400,
+            "image_url is disabled on this server (GLIMPSE_ALLOW_IMAGE_URL); send the image "
+            "as base64 in 'image' instead",
+        )
     if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise HttpError(400, "image_url must be an http(s) URL")
     req = urllib.request.Request(url, headers={"User-Agent": "Glimpse"})
@@ -151,8 +153,11 @@ def knn_service():
     if modality == "text":
         # Caption vectors; Glimpse answers this for text queries only.
         if not (isinstance(body.get("text"), str) and body["text"].strip()):
-            raise HttpError(400, "modality 'text' (caption search) needs a text query here; use modality 'image' "
-                                 "for image or embedding queries")
+            raise HttpError(
+                400,
+                "modality 'text' (caption search) needs a text query here; use modality 'image' "
+                "for image or embedding queries",
+            )
         query: Query = TextQuery(body["text"], mode="captions")
     else:
         query = knn_query(eng, body)

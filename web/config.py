@@ -6,7 +6,8 @@ same name, which is how tests turn features on without touching os.environ.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from search import settings as registry
 

@@ -70,47 +70,80 @@ class EngineCollector:
             return
         up.add_metric([], 1)
         yield up
-        yield GaugeMetricFamily("glimpse_index_vectors", "Image vectors in the live index",
-                                value=health["images_indexed"])
+        yield GaugeMetricFamily(
+            "glimpse_index_vectors", "Image vectors in the live index", value=health["images_indexed"]
+        )
         version = health["index_version"]
         if version and version.isdigit():
             yield GaugeMetricFamily("glimpse_index_version", "Version number of the live index", value=int(version))
-        for key, help_text in (("images_indexed", "Images indexed successfully"),
-                               ("images_failed", "Files that could not be indexed"),
-                               ("captions", "Captions stored")):
+        for key, help_text in (
+            ("images_indexed", "Images indexed successfully"),
+            ("images_failed", "Files that could not be indexed"),
+            ("captions", "Captions stored"),
+        ):
             yield GaugeMetricFamily(f"glimpse_{key}", help_text, value=stats.get(key, 0))
         jobs = stats.get("jobs") or []
-        yield GaugeMetricFamily("glimpse_job_running", "1 while an index job runs",
-                                value=int(bool(jobs) and jobs[0]["outcome"] == "running"))
+        yield GaugeMetricFamily(
+            "glimpse_job_running",
+            "1 while an index job runs",
+            value=int(bool(jobs) and jobs[0]["outcome"] == "running"),
+        )
         last = next((j for j in jobs if j["outcome"] != "running"), None)
         if last is None:
             return
-        info = GaugeMetricFamily("glimpse_last_job_info", "The last finished index job (value 1)",
-                                 labels=["kind", "outcome"])
+        info = GaugeMetricFamily(
+            "glimpse_last_job_info", "The last finished index job (value 1)", labels=["kind", "outcome"]
+        )
         info.add_metric([last["kind"] or "", last["outcome"] or ""], 1)
         yield info
-        yield GaugeMetricFamily("glimpse_last_job_success", "1 when the last finished index job succeeded",
-                                value=int(last["outcome"] == "ok"))
+        yield GaugeMetricFamily(
+            "glimpse_last_job_success",
+            "1 when the last finished index job succeeded",
+            value=int(last["outcome"] == "ok"),
+        )
         started, finished = _timestamp(last["started_at"]), _timestamp(last["finished_at"])
         if finished is not None:
-            yield GaugeMetricFamily("glimpse_last_job_end_timestamp_seconds",
-                                    "When the last finished index job ended (Unix time)", value=finished)
+            yield GaugeMetricFamily(
+                "glimpse_last_job_end_timestamp_seconds",
+                "When the last finished index job ended (Unix time)",
+                value=finished,
+            )
             if started is not None:
-                yield GaugeMetricFamily("glimpse_last_job_duration_seconds",
-                                        "How long the last finished index job ran", value=finished - started)
+                yield GaugeMetricFamily(
+                    "glimpse_last_job_duration_seconds",
+                    "How long the last finished index job ran",
+                    value=finished - started,
+                )
 
 
 def init_app(app: Flask, engine: Engine) -> CollectorRegistry:
     """Time and count every request of ``app`` and serve them at /metrics. Register before other hooks."""
     registry = CollectorRegistry()
-    requests_total = Counter("glimpse_http_requests_total", "HTTP requests answered, by URL rule and status",
-                             ["method", "route", "status"], registry=registry)
-    latency = Histogram("glimpse_http_request_duration_seconds", "Time to produce a response, by URL rule",
-                        ["method", "route"], registry=registry)
-    stages = Histogram("glimpse_search_stage_duration_seconds", "Time spent per search stage (encode, faiss, hydrate)",
-                       ["stage"], buckets=STAGE_BUCKETS, registry=registry)
-    rejections = Counter("glimpse_upload_rejections_total", "Uploads refused, by route and reason",
-                         ["route", "reason"], registry=registry)
+    requests_total = Counter(
+        "glimpse_http_requests_total",
+        "HTTP requests answered, by URL rule and status",
+        ["method", "route", "status"],
+        registry=registry,
+    )
+    latency = Histogram(
+        "glimpse_http_request_duration_seconds",
+        "Time to produce a response, by URL rule",
+        ["method", "route"],
+        registry=registry,
+    )
+    stages = Histogram(
+        "glimpse_search_stage_duration_seconds",
+        "Time spent per search stage (encode, faiss, hydrate)",
+        ["stage"],
+        buckets=STAGE_BUCKETS,
+        registry=registry,
+    )
+    rejections = Counter(
+        "glimpse_upload_rejections_total",
+        "Uploads refused, by route and reason",
+        ["route", "reason"],
+        registry=registry,
+    )
     registry.register(EngineCollector(engine))
 
     def observe_stage(name: str, seconds: float) -> None:

@@ -8,7 +8,6 @@ and every API route is documented.
 from __future__ import annotations
 
 from search.engine import MAX_K
-
 from web import thumbs
 from web.params import DEFAULT_K, MAX_PAGE_K, MODES, ORDERS
 
@@ -19,18 +18,27 @@ def _q(name: str, schema: dict, description: str, required: bool = False) -> dic
 
 PAGING = [
     _q("k", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_K, "default": DEFAULT_K}, "Results per page."),
-    _q("page", {"type": "integer", "minimum": 0, "default": 0},
-       f"Page number from 0; (page + 1) * k may not exceed {MAX_K}."),
+    _q(
+        "page",
+        {"type": "integer", "minimum": 0, "default": 0},
+        f"Page number from 0; (page + 1) * k may not exceed {MAX_K}.",
+    ),
 ]
 FILTERS = [
     _q("min_score", {"type": "number", "minimum": -1, "maximum": 1}, "Drop results below this cosine similarity."),
-    _q("folder", {"type": "string"},
-       "Only images under this folder: an absolute, normalised path on the server (no '..', '~'), "
-       "as listed by /api/stats roots."),
+    _q(
+        "folder",
+        {"type": "string"},
+        "Only images under this folder: an absolute, normalised path on the server (no '..', '~'), "
+        "as listed by /api/stats roots.",
+    ),
     _q("date_from", {"type": "string", "format": "date"}, "Only images taken (EXIF) or modified on or after this day."),
     _q("date_to", {"type": "string", "format": "date"}, "Only images taken or modified on or before this day."),
-    _q("order", {"type": "string", "enum": list(ORDERS), "default": ORDERS[0]},
-       "relevance, or date: newest first within the most relevant results."),
+    _q(
+        "order",
+        {"type": "string", "enum": list(ORDERS), "default": ORDERS[0]},
+        "relevance, or date: newest first within the most relevant results.",
+    ),
 ]
 IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
 
@@ -44,8 +52,13 @@ def _json(schema: dict, description: str = "OK") -> dict:
 
 
 def _errors(*codes: int) -> dict:
-    text = {400: "Bad parameter", 404: "No such image", 413: "Upload too large", 415: "Not a supported image",
-            503: "Nothing indexed yet"}
+    text = {
+        400: "Bad parameter",
+        404: "No such image",
+        413: "Upload too large",
+        415: "Not a supported image",
+        503: "Nothing indexed yet",
+    }
     return {str(c): _json(_ref("Error"), text[c]) for c in codes}
 
 
@@ -58,27 +71,48 @@ SCHEMAS = {
         "type": "object",
         "required": ["id", "path", "caption", "width", "height", "thumb_url", "file_url"],
         "properties": {
-            "id": {"type": "integer"}, "path": {"type": "string"}, "caption": NULLABLE_STR,
-            "width": NULLABLE_INT, "height": NULLABLE_INT, "format": NULLABLE_STR, "size": NULLABLE_INT,
+            "id": {"type": "integer"},
+            "path": {"type": "string"},
+            "caption": NULLABLE_STR,
+            "width": NULLABLE_INT,
+            "height": NULLABLE_INT,
+            "format": NULLABLE_STR,
+            "size": NULLABLE_INT,
             "date": {**NULLABLE_STR, "description": "EXIF capture time, else file mtime (ISO 8601)"},
-            "folder": NULLABLE_STR, "thumb_url": {"type": "string"}, "file_url": {"type": "string"},
-            "similar_url": {"type": "string"}, "page_url": {"type": "string"},
+            "folder": NULLABLE_STR,
+            "thumb_url": {"type": "string"},
+            "file_url": {"type": "string"},
+            "similar_url": {"type": "string"},
+            "page_url": {"type": "string"},
         },
     },
-    "Result": {"allOf": [_ref("Image"), {
-        "type": "object", "required": ["score"],
-        "properties": {"score": {"type": "number", "description": "cosine similarity"},
-                       "matched_caption": {**NULLABLE_STR, "description": "mode=captions: the caption that matched"}},
-    }]},
-    "ImageDetail": {"allOf": [_ref("Image"), {
-        "type": "object", "properties": {"captions": {"type": "array", "items": {"type": "string"}}},
-    }]},
+    "Result": {
+        "allOf": [
+            _ref("Image"),
+            {
+                "type": "object",
+                "required": ["score"],
+                "properties": {
+                    "score": {"type": "number", "description": "cosine similarity"},
+                    "matched_caption": {**NULLABLE_STR, "description": "mode=captions: the caption that matched"},
+                },
+            },
+        ]
+    },
+    "ImageDetail": {
+        "allOf": [
+            _ref("Image"),
+            {"type": "object", "properties": {"captions": {"type": "array", "items": {"type": "string"}}}},
+        ]
+    },
     "SearchResponse": {
-        "type": "object", "required": ["query", "k", "page", "has_more", "results"],
+        "type": "object",
+        "required": ["query", "k", "page", "has_more", "results"],
         "properties": {
             "query": {"description": "the text query, or {kind: image|similar, …}"},
             "mode": {"type": "string", "enum": list(MODES)},
-            "k": {"type": "integer"}, "page": {"type": "integer"},
+            "k": {"type": "integer"},
+            "page": {"type": "integer"},
             "has_more": {"type": "boolean", "description": "another page exists"},
             "results": {"type": "array", "items": _ref("Result")},
         },
@@ -87,22 +121,37 @@ SCHEMAS = {
         "type": "object",
         "description": "clip-retrieval's knn request; exactly one of text, image, image_url, embedding_input.",
         "properties": {
-            "text": NULLABLE_STR, "image": {**NULLABLE_STR, "description": "base64 image bytes"},
+            "text": NULLABLE_STR,
+            "image": {**NULLABLE_STR, "description": "base64 image bytes"},
             "image_url": {**NULLABLE_STR, "description": "refused unless GLIMPSE_ALLOW_IMAGE_URL is on"},
             "embedding_input": {"type": ["array", "null"], "items": {"type": "number"}},
-            "modality": {"type": "string", "enum": ["image", "text"], "default": "image",
-                         "description": "image: search image vectors; text: search caption vectors (text queries)"},
+            "modality": {
+                "type": "string",
+                "enum": ["image", "text"],
+                "default": "image",
+                "description": "image: search image vectors; text: search caption vectors (text queries)",
+            },
             "num_images": {"type": "integer", "minimum": 1, "default": 40},
             "num_result_ids": {"type": "integer", "minimum": 1, "maximum": MAX_K},
-            "indice_name": NULLABLE_STR, "deduplicate": {"type": "boolean", "default": False},
-            "use_mclip": {"type": "boolean"}, "use_safety_model": {"type": "boolean"},
-            "use_violence_detector": {"type": "boolean"}, "aesthetic_score": {}, "aesthetic_weight": {},
+            "indice_name": NULLABLE_STR,
+            "deduplicate": {"type": "boolean", "default": False},
+            "use_mclip": {"type": "boolean"},
+            "use_safety_model": {"type": "boolean"},
+            "use_violence_detector": {"type": "boolean"},
+            "aesthetic_score": {},
+            "aesthetic_weight": {},
         },
     },
     "KnnResult": {
-        "type": "object", "required": ["id", "similarity"],
-        "properties": {"id": {"type": "integer"}, "similarity": {"type": "number"}, "url": {"type": "string"},
-                       "image_path": {"type": "string"}, "caption": NULLABLE_STR},
+        "type": "object",
+        "required": ["id", "similarity"],
+        "properties": {
+            "id": {"type": "integer"},
+            "similarity": {"type": "number"},
+            "url": {"type": "string"},
+            "image_path": {"type": "string"},
+            "caption": NULLABLE_STR,
+        },
     },
 }
 
@@ -111,64 +160,168 @@ def openapi_document() -> dict:
     """The API as this server implements it."""
     search_ok = _json(_ref("SearchResponse"))
     paths = {
-        "/api/search": {"get": {
-            "summary": "Search images by text (combined queries like '2:beach + sunset - people' allowed)",
-            "parameters": [_q("q", {"type": "string"}, "The query text.", required=True),
-                           _q("mode", {"type": "string", "enum": list(MODES), "default": MODES[0]},
-                              "images: text against image vectors; captions: text against caption vectors."),
-                           *PAGING, *FILTERS],
-            "responses": {"200": search_ok, **_errors(400, 503)}}},
-        "/api/search/image": {"post": {
-            "summary": "Search by an uploaded image",
-            "parameters": [*PAGING, *FILTERS],
-            "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-                "type": "object", "required": ["image"],
-                "properties": {"image": {"type": "string", "format": "binary"}}}}}},
-            "responses": {"200": search_ok, **_errors(400, 413, 415, 503)}}},
-        "/api/images/{image_id}/similar": {"get": {
-            "summary": "More like this: neighbours of an indexed image, itself excluded",
-            "parameters": [IMAGE_ID, *PAGING, *FILTERS],
-            "responses": {"200": search_ok, **_errors(400, 404, 503)}}},
-        "/api/images/{image_id}": {"get": {
-            "summary": "Metadata of one image", "parameters": [IMAGE_ID],
-            "responses": {"200": _json(_ref("ImageDetail")), **_errors(404)}}},
-        "/api/images/{image_id}/thumb": {"get": {
-            "summary": "JPEG thumbnail, made on demand and cached; ETag and Cache-Control set",
-            "parameters": [IMAGE_ID, _q("size", {"type": "integer", "enum": list(thumbs.SIZES),
-                                                 "default": thumbs.DEFAULT_SIZE}, "Longest side in pixels.")],
-            "responses": {"200": {"description": "JPEG", "content": {"image/jpeg": {}}},
-                          "304": {"description": "Not modified (If-None-Match)"}, **_errors(400, 404)}}},
-        "/api/images/{image_id}/file": {"get": {
-            "summary": "The original file, by id only", "parameters": [IMAGE_ID],
-            "responses": {"200": {"description": "The image file", "content": {"image/*": {}}},
-                          "304": {"description": "Not modified"}, **_errors(404)}}},
-        "/api/health": {"get": {"summary": "Liveness; no model call", "responses": {"200": _json({
-            "type": "object", "properties": {"status": {"type": "string"}, "images_indexed": {"type": "integer"},
-                                             "index_version": NULLABLE_STR}})}}},
-        "/api/stats": {"get": {"summary": "Counts, model, index version, failed files, roots, recent jobs",
-                               "responses": {"200": _json({"type": "object"})}}},
+        "/api/search": {
+            "get": {
+                "summary": "Search images by text (combined queries like '2:beach + sunset - people' allowed)",
+                "parameters": [
+                    _q("q", {"type": "string"}, "The query text.", required=True),
+                    _q(
+                        "mode",
+                        {"type": "string", "enum": list(MODES), "default": MODES[0]},
+                        "images: text against image vectors; captions: text against caption vectors.",
+                    ),
+                    *PAGING,
+                    *FILTERS,
+                ],
+                "responses": {"200": search_ok, **_errors(400, 503)},
+            }
+        },
+        "/api/search/image": {
+            "post": {
+                "summary": "Search by an uploaded image",
+                "parameters": [*PAGING, *FILTERS],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "multipart/form-data": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["image"],
+                                "properties": {"image": {"type": "string", "format": "binary"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {"200": search_ok, **_errors(400, 413, 415, 503)},
+            }
+        },
+        "/api/images/{image_id}/similar": {
+            "get": {
+                "summary": "More like this: neighbours of an indexed image, itself excluded",
+                "parameters": [IMAGE_ID, *PAGING, *FILTERS],
+                "responses": {"200": search_ok, **_errors(400, 404, 503)},
+            }
+        },
+        "/api/images/{image_id}": {
+            "get": {
+                "summary": "Metadata of one image",
+                "parameters": [IMAGE_ID],
+                "responses": {"200": _json(_ref("ImageDetail")), **_errors(404)},
+            }
+        },
+        "/api/images/{image_id}/thumb": {
+            "get": {
+                "summary": "JPEG thumbnail, made on demand and cached; ETag and Cache-Control set",
+                "parameters": [
+                    IMAGE_ID,
+                    _q(
+                        "size",
+                        {"type": "integer", "enum": list(thumbs.SIZES), "default": thumbs.DEFAULT_SIZE},
+                        "Longest side in pixels.",
+                    ),
+                ],
+                "responses": {
+                    "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
+                    "304": {"description": "Not modified (If-None-Match)"},
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/images/{image_id}/file": {
+            "get": {
+                "summary": "The original file, by id only",
+                "parameters": [IMAGE_ID],
+                "responses": {
+                    "200": {"description": "The image file", "content": {"image/*": {}}},
+                    "304": {"description": "Not modified"},
+                    **_errors(404),
+                },
+            }
+        },
+        "/api/health": {
+            "get": {
+                "summary": "Liveness; no model call",
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "status": {"type": "string"},
+                                "images_indexed": {"type": "integer"},
+                                "index_version": NULLABLE_STR,
+                            },
+                        }
+                    )
+                },
+            }
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "Counts, model, index version, failed files, roots, recent jobs",
+                "responses": {"200": _json({"type": "object"})},
+            }
+        },
         "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
-        "/knn-service": {"post": {
-            "summary": "clip-retrieval compatible k-NN (body parsed as JSON whatever the Content-Type)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("KnnQuery")}}},
-            "responses": {"200": _json({"type": "array", "items": _ref("KnnResult")},
-                                       "Best first; url/image_path/caption only for the first num_images"),
-                          **_errors(400, 413, 415, 503)}}},
-        "/indices-list": {"get": {"summary": "clip-retrieval: index names",
-                                  "responses": {"200": _json({"type": "array", "items": {"type": "string"}})}}},
-        "/metadata": {"post": {
-            "summary": "clip-retrieval: metadata of result ids",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["ids"],
-                "properties": {"ids": {"type": "array", "items": {"type": "integer"}}, "indice_name": NULLABLE_STR}}}}},
-            "responses": {"200": _json({"type": "array", "items": {"type": "object", "properties": {
-                "id": {"type": "integer"}, "metadata": {"type": "object"}}}}), **_errors(400)}}},
+        "/knn-service": {
+            "post": {
+                "summary": "clip-retrieval compatible k-NN (body parsed as JSON whatever the Content-Type)",
+                "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("KnnQuery")}}},
+                "responses": {
+                    "200": _json(
+                        {"type": "array", "items": _ref("KnnResult")},
+                        "Best first; url/image_path/caption only for the first num_images",
+                    ),
+                    **_errors(400, 413, 415, 503),
+                },
+            }
+        },
+        "/indices-list": {
+            "get": {
+                "summary": "clip-retrieval: index names",
+                "responses": {"200": _json({"type": "array", "items": {"type": "string"}})},
+            }
+        },
+        "/metadata": {
+            "post": {
+                "summary": "clip-retrieval: metadata of result ids",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["ids"],
+                                "properties": {
+                                    "ids": {"type": "array", "items": {"type": "integer"}},
+                                    "indice_name": NULLABLE_STR,
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {"id": {"type": "integer"}, "metadata": {"type": "object"}},
+                            },
+                        }
+                    ),
+                    **_errors(400),
+                },
+            }
+        },
     }
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Glimpse", "version": "1",
-                 "description": "Self-hosted cross-modal image search. Errors are JSON {\"error\": …}. "
-                                "Files are served by id only."},
+        "info": {
+            "title": "Glimpse",
+            "version": "1",
+            "description": 'Self-hosted cross-modal image search. Errors are JSON {"error": …}. '
+            "Files are served by id only.",
+        },
         "paths": paths,
         "components": {"schemas": SCHEMAS},
     }

@@ -13,7 +13,6 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 
 from search.engine import Engine, EngineError, NotIndexedError, Page, SearchResult
 from search.query import ImageQuery, SimilarQuery
-
 from web import queries
 from web.config import max_upload_bytes
 from web.errors import HttpError
@@ -58,8 +57,13 @@ def _like_id(raw: str | None) -> int | None:
 
 def _cards_json(page: Page, params: SearchParams, next_url: str | None) -> dict:
     html = render_template("_cards.html", results=page.results, keep=params.filter_args())
-    return {"html": html, "count": len(page.results), "page": page.page, "has_more": page.has_more,
-            "next_url": next_url if page.has_more else None}
+    return {
+        "html": html,
+        "count": len(page.results),
+        "page": page.page,
+        "has_more": page.has_more,
+        "next_url": next_url if page.has_more else None,
+    }
 
 
 def _stats() -> dict:
@@ -99,9 +103,19 @@ def index():
         fragment_url = url_for("pages.fragment_results", q=q or None, like=like, page=page.page + 1, **keep)
     stats = _stats()
     return render_template(
-        "index.html", q=q, like=like, source=source, page=page, params=params, keep=keep, error=error,
-        more_url=more_url, fragment_url=fragment_url, stats=stats,
-        roots=[r["path"] for r in stats.get("roots", [])], max_upload=max_upload_bytes(current_app.config),
+        "index.html",
+        q=q,
+        like=like,
+        source=source,
+        page=page,
+        params=params,
+        keep=keep,
+        error=error,
+        more_url=more_url,
+        fragment_url=fragment_url,
+        stats=stats,
+        roots=[r["path"] for r in stats.get("roots", [])],
+        max_upload=max_upload_bytes(current_app.config),
     ), status
 
 

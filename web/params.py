@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from search.engine import MAX_K, Filters
 from search.query import Paging, TextQuery
-
 from web.errors import HttpError
 
 DEFAULT_K = 24
@@ -39,10 +38,15 @@ class SearchParams:
     def filter_args(self) -> dict:
         """The active filters as query-string arguments (for links that keep them)."""
         f = self.filters
-        out = {"folder": f.folder, "date_from": f.date_from, "date_to": f.date_to,
-               "min_score": f.min_score, "order": f.order if f.order != "relevance" else None,
-               "mode": self.mode if self.mode != "images" else None,
-               "k": self.k if self.k != DEFAULT_K else None}
+        out = {
+            "folder": f.folder,
+            "date_from": f.date_from,
+            "date_to": f.date_to,
+            "min_score": f.min_score,
+            "order": f.order if f.order != "relevance" else None,
+            "mode": self.mode if self.mode != "images" else None,
+            "k": self.k if self.k != DEFAULT_K else None,
+        }
         return {key: v for key, v in out.items() if v is not None}
 
 
@@ -87,8 +91,9 @@ def _folder(args) -> str | None:
         return None
     path = raw.rstrip("/") or "/"  # "/photos/" means "/photos"
     if "\x00" in raw or "//" in raw or not os.path.isabs(path) or os.path.normpath(path) != path:
-        raise HttpError(400, "folder must be an absolute, normalised path such as /photos/2024 "
-                             "(no '..', '.', '~', '//' or NUL)")
+        raise HttpError(
+            400, "folder must be an absolute, normalised path such as /photos/2024 (no '..', '.', '~', '//' or NUL)"
+        )
     return path
 
 
@@ -111,6 +116,7 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     if date_from and date_to and date_from > date_to:
         raise HttpError(400, "date_from is after date_to")
     folder = _folder(args)
-    filters = Filters(folder=folder, date_from=date_from, date_to=date_to, min_score=min_score,
-                      order=_choice(args, "order", ORDERS))
+    filters = Filters(
+        folder=folder, date_from=date_from, date_to=date_to, min_score=min_score, order=_choice(args, "order", ORDERS)
+    )
     return SearchParams(k=k, page=page, mode=_choice(args, "mode", MODES), filters=filters)

@@ -21,5 +21,10 @@ def result_dict(result: SearchResult) -> dict:
 
 
 def page_dict(page: Page, **extra) -> dict:
-    return {**extra, "k": page.k, "page": page.page, "has_more": page.has_more,
-            "results": [result_dict(r) for r in page.results]}
+    return {
+        **extra,
+        "k": page.k,
+        "page": page.page,
+        "has_more": page.has_more,
+        "results": [result_dict(r) for r in page.results],
+    }

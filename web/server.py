@@ -14,7 +14,6 @@ from pathlib import Path
 
 from search.engine import Engine, EngineError, NotIndexedError
 from search.paths import Paths
-
 from web import users
 from web.app import create_app
 from web.config import from_env
@@ -50,8 +49,10 @@ def exposure_warning(host: str, users_file: Path) -> str | None:
             return None
     except OSError:
         return None  # unreadable: the server fails closed (503), nothing is shared
-    return (f"{host} is not a loopback address and no login is configured: every photo is readable by anyone "
-            f"who can reach this address; add a login with `glimpse user add NAME`")
+    return (
+        f"{host} is not a loopback address and no login is configured: every photo is readable by anyone "
+        f"who can reach this address; add a login with `glimpse user add NAME`"
+    )
 
 
 def make_server(app, host: str = "127.0.0.1", port: int = 5000, threads: int = 8):

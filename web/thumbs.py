@@ -55,8 +55,11 @@ def thumbnail(thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE) ->
     except OSError as exc:
         if not _cache_failing.is_set():
             _cache_failing.set()
-            log.warning("thumbnail cache %s cannot be written (%s); serving thumbnails uncached",
-                        thumbs_dir, exc.strerror or exc)
+            log.warning(
+                "thumbnail cache %s cannot be written (%s); serving thumbnails uncached",
+                thumbs_dir,
+                exc.strerror or exc,
+            )
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         data = io.BytesIO()

@@ -27,8 +27,11 @@ def limit() -> int:
 def pixel_limit() -> tuple[int, str]:
     """The upload pixel limit and the setting that sets it (the decode limit, when that is lower)."""
     upload = int(current_app.config["GLIMPSE_MAX_UPLOAD_PIXELS"])
-    return (upload, "GLIMPSE_MAX_UPLOAD_PIXELS") if upload <= MAX_IMAGE_PIXELS else \
-        (MAX_IMAGE_PIXELS, "GLIMPSE_MAX_IMAGE_PIXELS")
+    return (
+        (upload, "GLIMPSE_MAX_UPLOAD_PIXELS")
+        if upload <= MAX_IMAGE_PIXELS
+        else (MAX_IMAGE_PIXELS, "GLIMPSE_MAX_IMAGE_PIXELS")
+    )
 
 
 def check_pixels(data: bytes) -> None:

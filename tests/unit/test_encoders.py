@@ -76,16 +76,26 @@ print(json.dumps({"kind": type(enc).__name__, "backend": enc.backend, "protocol"
 """
 
 
-@pytest.mark.parametrize("purpose, device, quantize, backend", [
-    ("query", "", "", "onnx"),  # a server's default: no device named
-    ("index", "cpu", "", "onnx"),
-    ("index", "cpu", "int8", "onnx-int8"),
-])
-def test_cpu_encoder_is_the_onnx_bundle_without_importing_torch(tiny_model, onnx_encoder, purpose, device,
-                                                                 quantize, backend):
+@pytest.mark.parametrize(
+    "purpose, device, quantize, backend",
+    [
+        ("query", "", "", "onnx"),  # a server's default: no device named
+        ("index", "cpu", "", "onnx"),
+        ("index", "cpu", "int8", "onnx-int8"),
+    ],
+)
+def test_cpu_encoder_is_the_onnx_bundle_without_importing_torch(
+    tiny_model, onnx_encoder, purpose, device, quantize, backend
+):
     env = {k: v for k, v in os.environ.items() if k not in ("GLIMPSE_RUNTIME", "GLIMPSE_QUANTIZE")}
-    out = subprocess.run([sys.executable, "-c", PROBE, tiny_model, purpose, device, quantize], capture_output=True,
-                         text=True, cwd=str(REPO), env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, tiny_model, purpose, device, quantize],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        env=env,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["kind"] == "OnnxQueryEncoder" and got["backend"] == backend and got["protocol"]

@@ -29,8 +29,12 @@ def engine(tmp_path_factory, tiny_model):
         t = 1_600_000_000 + ((i * 7) % N) * 86_400
         os.utime(p, (t, t))
     manifest = root / "captions.jsonl"
-    manifest.write_text("".join(json.dumps({"path": f"photos/{p.name}", "caption": f"caption {i} of a scene"}) + "\n"
-                                for i, p in enumerate(paths)))
+    manifest.write_text(
+        "".join(
+            json.dumps({"path": f"photos/{p.name}", "caption": f"caption {i} of a scene"}) + "\n"
+            for i, p in enumerate(paths)
+        )
+    )
     home = Paths.resolve(str(root / "home"))
     run_job(home, [str(folder)], Options(model=tiny_model, workers=0, captions=str(manifest)))
     eng = Engine(home)

@@ -19,23 +19,26 @@ from web.errors import HttpError, register_error_handlers
 from web.users import UsersError
 
 
-@pytest.mark.parametrize("error, exit_code, http_status", [
-    (EngineError("x"), 1, 400),
-    (NotIndexedError("x"), 1, 503),
-    (ImageUnavailable("x"), 1, 404),
-    (ImageDecodeError("x"), 1, 400),
-    (ImageTooLarge("x"), 1, 400),
-    (ModelLoadError("x"), 1, 500),
-    (ManifestError("x"), 1, 400),
-    (LockHeld("x"), 3, 400),
-    (DiskFull("/tmp", "testing"), 1, 400),
-    (DecodeWorkerDied("x"), 1, 400),
-    (ModelMismatch("x"), 1, 400),
-    (SettingError("x"), 2, 500),
-    (InvalidValue("x"), 1, 400),
-    (UsersError("x"), 1, 400),
-    (HttpError(413, "x"), 1, 413),
-])
+@pytest.mark.parametrize(
+    "error, exit_code, http_status",
+    [
+        (EngineError("x"), 1, 400),
+        (NotIndexedError("x"), 1, 503),
+        (ImageUnavailable("x"), 1, 404),
+        (ImageDecodeError("x"), 1, 400),
+        (ImageTooLarge("x"), 1, 400),
+        (ModelLoadError("x"), 1, 500),
+        (ManifestError("x"), 1, 400),
+        (LockHeld("x"), 3, 400),
+        (DiskFull("/tmp", "testing"), 1, 400),
+        (DecodeWorkerDied("x"), 1, 400),
+        (ModelMismatch("x"), 1, 400),
+        (SettingError("x"), 2, 500),
+        (InvalidValue("x"), 1, 400),
+        (UsersError("x"), 1, 400),
+        (HttpError(413, "x"), 1, 413),
+    ],
+)
 def test_exit_code_and_http_status(error, exit_code, http_status):
     assert isinstance(error, GlimpseError)
     assert (error.exit_code, error.http_status) == (exit_code, http_status)
@@ -66,14 +69,17 @@ def client():
     return app.test_client()
 
 
-@pytest.mark.parametrize("name, status, message", [
-    ("engine", 400, "empty query"),
-    ("not-indexed", 503, "nothing is indexed yet"),
-    ("gone", 404, "no image with id 7"),
-    ("decode", 400, "cannot use this image: not an image"),
-    ("http", 403, "host 'evil' is not allowed"),
-    ("model", 500, "internal error; see the server log"),  # the operator's problem: details go to the log
-])
+@pytest.mark.parametrize(
+    "name, status, message",
+    [
+        ("engine", 400, "empty query"),
+        ("not-indexed", 503, "nothing is indexed yet"),
+        ("gone", 404, "no image with id 7"),
+        ("decode", 400, "cannot use this image: not an image"),
+        ("http", 403, "host 'evil' is not allowed"),
+        ("model", 500, "internal error; see the server log"),  # the operator's problem: details go to the log
+    ],
+)
 def test_web_answers_each_error_with_its_status_and_message(client, name, status, message):
     response = client.get(f"/api/raise/{name}")
     assert response.status_code == status

@@ -25,8 +25,9 @@ def model_writes(monkeypatch):
     return calls
 
 
-def test_the_model_row_is_written_once_per_run(tmp_path, tiny_encoder, tiny_model, image_factory, model_writes,
-                                               monkeypatch):
+def test_the_model_row_is_written_once_per_run(
+    tmp_path, tiny_encoder, tiny_model, image_factory, model_writes, monkeypatch
+):
     from search.encoder import Encoder, ModelSpec
     from tiny_model import write_tiny_model
 
@@ -45,8 +46,12 @@ def test_the_model_row_is_written_once_per_run(tmp_path, tiny_encoder, tiny_mode
 
     model_writes.clear()
     other = f"local-dir:{write_tiny_model(tmp_path / 'other', seed=1)}"
-    counts, _ = run_job(paths, [str(folder)], Options(model=other, reembed=True, workers=0),
-                        encoder=Encoder(ModelSpec.parse(other), device="cpu"))
+    counts, _ = run_job(
+        paths,
+        [str(folder)],
+        Options(model=other, reembed=True, workers=0),
+        encoder=Encoder(ModelSpec.parse(other), device="cpu"),
+    )
     assert model_writes == ["switch_model"] and counts.embedded == 4
     store = Store(paths.db)
     try:

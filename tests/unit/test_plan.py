@@ -38,11 +38,18 @@ def put(path: Path, data: bytes, mtime: float | None = None) -> Path:
 def stored(store: Store, path: Path, root_id: int, *, vector: bool = True, **stat) -> int:
     """A row for ``path`` as an earlier run left it (its stat and hash as of now unless given)."""
     st = path.stat() if path.exists() else None
-    values = dict(path=str(path), real_path=None, root_id=root_id,
-                  size=stat.get("size", st.st_size if st else 0), mtime=stat.get("mtime", st.st_mtime if st else 0.0),
-                  content_hash=stat.get("content_hash", file_hash(str(path)) if st else None),
-                  status="indexed" if vector else "pending", error=None, vector=VECTOR if vector else None,
-                  indexed_at=utcnow())
+    values = dict(
+        path=str(path),
+        real_path=None,
+        root_id=root_id,
+        size=stat.get("size", st.st_size if st else 0),
+        mtime=stat.get("mtime", st.st_mtime if st else 0.0),
+        content_hash=stat.get("content_hash", file_hash(str(path)) if st else None),
+        status="indexed" if vector else "pending",
+        error=None,
+        vector=VECTOR if vector else None,
+        indexed_at=utcnow(),
+    )
     with store.transaction() as s:
         store.write_images(s, [values])
     return store.image_id_for_path(str(path))
@@ -58,8 +65,9 @@ def test_new_file_is_embedded_and_hashed_by_the_reader(store, root):
     folder, root_id = root
     put(folder / "a.jpg", b"aaaa")
     _, plan = plan_for(store, folder, root_id)
-    assert [(e.entry.path, e.row_id, e.content_hash, e.hashed) for e in plan.embed] == \
-        [(str(folder / "a.jpg"), None, None, False)]  # no stored file of that size: not hashed up front
+    assert [(e.entry.path, e.row_id, e.content_hash, e.hashed) for e in plan.embed] == [
+        (str(folder / "a.jpg"), None, None, False)
+    ]  # no stored file of that size: not hashed up front
     assert plan.caption_paths == [str(folder / "a.jpg")]
     assert not (plan.touch or plan.moves or plan.copies or plan.gone or plan.refused)
 

@@ -18,8 +18,11 @@ def test_a_single_term_is_the_whole_text():
 
 
 def test_weights_and_negatives():
-    assert terms("2:beach + sunset - people") == [("beach", 2.0, False), ("sunset", 1.0, False),
-                                                  ("people", -1.0, False)]
+    assert terms("2:beach + sunset - people") == [
+        ("beach", 2.0, False),
+        ("sunset", 1.0, False),
+        ("people", -1.0, False),
+    ]
     assert terms("0.5 : a - 3:b") == [("a", 0.5, False), ("b", -3.0, False)]
     assert terms("-2:night") == [("night", -2.0, False)]  # a negative weight is a weight
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -27,10 +27,16 @@ class FakeRunner:
     def run(self, requests: Sequence[EmbedRequest]) -> Iterator[EmbeddedBatch]:
         self.seen = list(requests)
         for start in range(0, len(requests), 2):
-            items = [Loaded(i, None, {"width": 7, "height": 5, "format": "PNG"},
-                            "cannot decode image: fake" if "bad" in requests[i].path else None,
-                            f"hash-{i}" if requests[i].want_hash else None)
-                     for i in range(start, min(start + 2, len(requests)))]
+            items = [
+                Loaded(
+                    i,
+                    None,
+                    {"width": 7, "height": 5, "format": "PNG"},
+                    "cannot decode image: fake" if "bad" in requests[i].path else None,
+                    f"hash-{i}" if requests[i].want_hash else None,
+                )
+                for i in range(start, min(start + 2, len(requests)))
+            ]
             ok = [it for it in items if it.error is None]
             yield EmbeddedBatch(items, ok, np.eye(self.dim, dtype=np.float32)[[it.index for it in ok]])
 
@@ -87,7 +93,8 @@ def test_a_file_hashed_by_the_plan_is_not_hashed_again_by_the_runner(tmp_path, t
     assert (counts.changed, counts.unchanged) == (1, 1)
     store = Store(paths.db)
     try:
-        assert store.get_image(store.image_id_for_path(str(folder / "a.png"))).content_hash == \
-            file_hash(str(folder / "a.png"))
+        assert store.get_image(store.image_id_for_path(str(folder / "a.png"))).content_hash == file_hash(
+            str(folder / "a.png")
+        )
     finally:
         store.close()

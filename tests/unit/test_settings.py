@@ -26,35 +26,41 @@ def test_empty_means_unset():
     assert from_env({"GLIMPSE_MAX_FILE_MB": "", "GLIMPSE_RUNTIME": "  "}) == from_env({})
 
 
-@pytest.mark.parametrize("name, raw, value", [
-    ("GLIMPSE_MAX_UPLOAD_MB", "0.5", 0.5),
-    ("GLIMPSE_MAX_UPLOAD_PIXELS", "5e7", 50_000_000),  # int(float(…)) as before
-    ("GLIMPSE_ALLOW_IMAGE_URL", "Yes", True),
-    ("GLIMPSE_INDEX_MMAP", "0", False),
-    ("GLIMPSE_ALLOWED_HOSTS", " a.example, b.example ,", ["a.example", "b.example"]),
-    ("GLIMPSE_CORS_ORIGINS", "*", ["*"]),
-    ("GLIMPSE_RUNTIME", "TORCH", "torch"),
-    ("GLIMPSE_QUANTIZE", "int8", "int8"),
-    ("GLIMPSE_DECODE", "gpu", "gpu"),
-    ("GLIMPSE_PROGRESS_EVERY", "0", 0.0),
-    ("GLIMPSE_FLAT_MAX", "40", 40),
-    ("GLIMPSE_DECODE_NICE", "10", 10),
-])
+@pytest.mark.parametrize(
+    "name, raw, value",
+    [
+        ("GLIMPSE_MAX_UPLOAD_MB", "0.5", 0.5),
+        ("GLIMPSE_MAX_UPLOAD_PIXELS", "5e7", 50_000_000),  # int(float(…)) as before
+        ("GLIMPSE_ALLOW_IMAGE_URL", "Yes", True),
+        ("GLIMPSE_INDEX_MMAP", "0", False),
+        ("GLIMPSE_ALLOWED_HOSTS", " a.example, b.example ,", ["a.example", "b.example"]),
+        ("GLIMPSE_CORS_ORIGINS", "*", ["*"]),
+        ("GLIMPSE_RUNTIME", "TORCH", "torch"),
+        ("GLIMPSE_QUANTIZE", "int8", "int8"),
+        ("GLIMPSE_DECODE", "gpu", "gpu"),
+        ("GLIMPSE_PROGRESS_EVERY", "0", 0.0),
+        ("GLIMPSE_FLAT_MAX", "40", 40),
+        ("GLIMPSE_DECODE_NICE", "10", 10),
+    ],
+)
 def test_values_are_parsed(name, raw, value):
     assert from_env({name: raw})[name] == value
 
 
-@pytest.mark.parametrize("name, raw, expects", [
-    ("GLIMPSE_MAX_UPLOAD_MB", "abc", "a number of MiB > 0"),
-    ("GLIMPSE_MAX_UPLOAD_MB", "0", "a number of MiB > 0"),
-    ("GLIMPSE_DECODE_BUDGET_MB", "inf", "a number of MiB > 0"),
-    ("GLIMPSE_QUERY_THREADS", "1.5", "a whole number >= 1"),
-    ("GLIMPSE_THREADS", "0", "a whole number >= 1"),
-    ("GLIMPSE_DECODE_NICE", "20", "a whole number from 0 to 19"),
-    ("GLIMPSE_ALLOW_IMAGE_URL", "maybe", "on or off"),
-    ("GLIMPSE_RUNTIME", "tensorrt", "auto, onnx or torch"),
-    ("GLIMPSE_QUANTIZE", "int4", "int8"),
-])
+@pytest.mark.parametrize(
+    "name, raw, expects",
+    [
+        ("GLIMPSE_MAX_UPLOAD_MB", "abc", "a number of MiB > 0"),
+        ("GLIMPSE_MAX_UPLOAD_MB", "0", "a number of MiB > 0"),
+        ("GLIMPSE_DECODE_BUDGET_MB", "inf", "a number of MiB > 0"),
+        ("GLIMPSE_QUERY_THREADS", "1.5", "a whole number >= 1"),
+        ("GLIMPSE_THREADS", "0", "a whole number >= 1"),
+        ("GLIMPSE_DECODE_NICE", "20", "a whole number from 0 to 19"),
+        ("GLIMPSE_ALLOW_IMAGE_URL", "maybe", "on or off"),
+        ("GLIMPSE_RUNTIME", "tensorrt", "auto, onnx or torch"),
+        ("GLIMPSE_QUANTIZE", "int4", "int8"),
+    ],
+)
 def test_a_bad_value_names_the_setting_and_what_it_expects(name, raw, expects):
     with pytest.raises(SettingError) as caught:
         from_env({name: raw})
@@ -85,7 +91,8 @@ def test_paths_and_cache_dir_come_from_the_registry(monkeypatch, tmp_path):
 
 
 def test_web_config_is_a_view_over_the_registry():
-    from web.config import SERVER_SETTINGS, from_env as web_from_env
+    from web.config import SERVER_SETTINGS
+    from web.config import from_env as web_from_env
 
     assert set(SERVER_SETTINGS) <= set(registry.BY_NAME)
     config = web_from_env({"GLIMPSE_ALLOWED_HOSTS": "x.example"})

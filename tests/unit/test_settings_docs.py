@@ -22,13 +22,19 @@ def sources() -> list[Path]:
 
 def test_readme_table_is_generated_from_the_registry():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert readme_table(readme) == markdown_table(), \
-        "README's settings table differs from search/settings.py: run `python -m search.settings --update-readme README.md`"
+    assert readme_table(readme) == markdown_table(), (
+        "README's settings table differs from search/settings.py: "
+        "run `python -m search.settings --update-readme README.md`"
+    )
 
 
 def test_every_glimpse_name_in_the_code_is_declared():
-    undeclared = {f"{p.relative_to(REPO)}: {name}" for p in sources()
-                  for name in NAME.findall(p.read_text(encoding="utf-8")) if name not in BY_NAME}
+    undeclared = {
+        f"{p.relative_to(REPO)}: {name}"
+        for p in sources()
+        for name in NAME.findall(p.read_text(encoding="utf-8"))
+        if name not in BY_NAME
+    }
     assert not undeclared, f"GLIMPSE_* names not declared in search/settings.py: {sorted(undeclared)}"
 
 

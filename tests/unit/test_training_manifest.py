@@ -32,7 +32,10 @@ def test_training_reads_the_keys_and_skips_the_rows_the_indexer_does(tmp_path):
     assert {r.path: r.captions for r in records} == want  # same images, same captions, same order
     assert [r.path for r in records] == [str(tmp_path / n) for n in ("a.png", "b.png", "c.png")]
     assert warned == index_warned and [w.split(": skipped: ")[0] for w in warned] == [
-        f"{manifest}:4", f"{manifest}:5", f"{manifest}:6"]
+        f"{manifest}:4",
+        f"{manifest}:5",
+        f"{manifest}:6",
+    ]
     a, b, c = records
     assert (a.group, a.style, a.meta) == ("circle", "filled", {"license": "CC0"})
     assert a.captions == ["red circle", "a red disc"]
