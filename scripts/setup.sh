@@ -16,11 +16,12 @@ fi
 .venv/bin/python -m pip install -q -r requirements.txt
 .venv/bin/python -m pip install -q -e .
 if [ "${1:-}" = "--dev" ]; then
-  # ClipClient (for the clip-retrieval compatibility test) without its heavy dependencies.
-  .venv/bin/python -m pip install -q requests
-  .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
   .venv/bin/python -m pip install -q -e ".[train]"
   .venv/bin/python -m pip install -q -r requirements-dev.txt
+  # ClipClient (for the clip-retrieval compatibility test) without its heavy dependencies. Last: a later
+  # install would have pip's resolver list every dependency of clip-retrieval left out here as a conflict.
+  .venv/bin/python -m pip install -q requests
+  .venv/bin/python -m pip install -q --no-deps clip-retrieval==2.45.0
   if [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian chromium for the page tests"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
