@@ -8,4 +8,6 @@ export GLIMPSE_HOME=${GLIMPSE_HOME:-$PWD/glimpse-data/demo}
 MODEL=${GLIMPSE_DEMO_MODEL:-local-dir:$PWD/models/glimpse-icons-distil}
 # --reembed: a demo home indexed with an earlier bundled model is re-embedded, not refused
 .venv/bin/glimpse index demo/corpus --captions demo/corpus/captions.jsonl --model "$MODEL" --reembed
+echo "The demo's data lives in $GLIMPSE_HOME. To use the command line on it:"
+echo "  export GLIMPSE_HOME=$GLIMPSE_HOME; .venv/bin/glimpse search cat"
 exec .venv/bin/glimpse serve --host 127.0.0.1 --port "${PORT:-5000}"
