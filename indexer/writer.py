@@ -17,7 +17,8 @@ from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbeddedBatch
 from indexer.scan import LinkPolicy
 from search.files import shown
-from search.store import Store, Transaction, pack_vector, utcnow
+from search.schema import pack_vector, utcnow
+from search.store import Store, Transaction
 
 log = logging.getLogger("glimpse.indexer")
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from search.files import shown
 
 if TYPE_CHECKING:  # rows come from the engine; this module needs no SQL
-    from search.store import ImageRow
+    from search.schema import ImageRow
 
 
 @dataclass
