@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # rows come from the engine; this module needs no SQL
 @dataclass
 class SearchResult:
     id: int
-    score: float
+    score: float | None
     path: str
     caption: str | None
     width: int | None = None

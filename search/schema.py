@@ -11,6 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 from sqlalchemy import (
@@ -69,9 +70,13 @@ class FsPath(TypeDecorator):
         return fs_str(value)
 
 
+@overload
+def fs_str(value: str | bytes) -> str: ...
+@overload
+def fs_str(value: None) -> None: ...
 def fs_str(value: str | bytes | None) -> str | None:
     """A path column's value as the str ``os`` functions take (BLOBs are non-UTF-8 names)."""
-    return os.fsdecode(value) if value.__class__ is bytes else value
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 class Root(Base):

@@ -7,8 +7,10 @@ The schema (mapped classes, vector blobs) is :mod:`search.schema`; Alembic owns 
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Final, cast
 
 import numpy as np
 from sqlalchemy import delete, func, insert, select, update
@@ -40,7 +42,15 @@ from search.schema import (
 # A plain tuple: the nightly no-op run builds one per file, and 100k dataclasses
 # cost more than the scan.
 RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
-ID, SIZE, MTIME, HASH, DONE, ROOT, REAL, FAILED = range(8)
+# Final ints, so a type checker knows the type of ``state[SIZE]``.
+ID: Final = 0
+SIZE: Final = 1
+MTIME: Final = 2
+HASH: Final = 3
+DONE: Final = 4
+ROOT: Final = 5
+REAL: Final = 6
+FAILED: Final = 7
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
 Transaction = Session
@@ -67,7 +77,7 @@ class IndexerWrites:
         make the no-op nightly run several times slower.
         """
         with self.engine.connect() as conn:
-            cur = conn.connection.dbapi_connection.cursor()
+            cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()  # make_engine: pysqlite
             try:
                 cur.execute(
                     "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
@@ -112,7 +122,7 @@ class IndexerWrites:
         content_hash: str,
     ) -> None:
         """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
-        src = s.get(ImageRow, src_id)
+        src = s.get_one(ImageRow, src_id)
         s.add(
             ImageRow(
                 path=path,
@@ -157,7 +167,7 @@ class IndexerWrites:
                 else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
             )
             missing = [p for p in wanted if p not in ids]
-            have = (
+            have: set[tuple[int, str]] = (
                 set(
                     s.execute(
                         select(CaptionRow.image_id, CaptionRow.text).where(CaptionRow.image_id.in_(list(ids.values())))
@@ -269,24 +279,24 @@ class Store(IndexerWrites):
                     select(ImageRow).where(ImageRow.content_hash.in_(hashes[i : i + 500]), ImageRow.vector.is_not(None))
                 )
                 for r in rows:
-                    out.setdefault(r.content_hash, r)
+                    out.setdefault(cast(str, r.content_hash), r)  # not NULL: selected by it
         return out
 
     def get_images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         out: dict[int, ImageRow] = {}
-        ids = row_ids(ids)
+        found = row_ids(ids)
         with self.session() as s:
-            for i in range(0, len(ids), 500):
-                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(ids[i : i + 500]))):
+            for i in range(0, len(found), 500):
+                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(found[i : i + 500]))):
                     out[r.id] = r
         return out
 
     def get_image(self, image_id: int) -> ImageRow | None:
-        image_id = row_id(image_id)
-        if image_id is None:
+        rid = row_id(image_id)
+        if rid is None:
             return None
         with self.session() as s:
-            return s.get(ImageRow, image_id)
+            return s.get(ImageRow, rid)
 
     def image_id_for_path(self, path: str) -> int | None:
         with self.session() as s:
@@ -308,13 +318,11 @@ class Store(IndexerWrites):
         return out
 
     def captions_of(self, image_id: int) -> list[str]:
-        image_id = row_id(image_id)
-        if image_id is None:
+        rid = row_id(image_id)
+        if rid is None:
             return []
         with self.session() as s:
-            return list(
-                s.scalars(select(CaptionRow.text).where(CaptionRow.image_id == image_id).order_by(CaptionRow.id))
-            )
+            return list(s.scalars(select(CaptionRow.text).where(CaptionRow.image_id == rid).order_by(CaptionRow.id)))
 
     def captions_by_ids(self, caption_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
         ids = row_ids(caption_ids)
@@ -349,11 +357,11 @@ class Store(IndexerWrites):
         return np.concatenate(vecs), np.concatenate(ids)
 
     def vector_of(self, image_id: int, dim: int) -> np.ndarray | None:
-        image_id = row_id(image_id)
-        if image_id is None:
+        rid = row_id(image_id)
+        if rid is None:
             return None
         with self.session() as s:
-            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == image_id))
+            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == rid))
         return None if blob is None else unpack_vectors([blob], dim)[0]
 
     def failed_images(self, limit: int | None = None) -> list[tuple[str, str]]:
@@ -387,7 +395,7 @@ class Store(IndexerWrites):
 
     def finish_job(self, job_id: int, outcome: str, **fields) -> None:
         with self.session() as s, s.begin():
-            job = s.get(JobRow, job_id)
+            job = s.get_one(JobRow, job_id)
             job.outcome = outcome
             job.finished_at = utcnow()
             for k, v in fields.items():

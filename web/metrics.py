@@ -163,7 +163,7 @@ def init_app(app: Flask, engine: Engine) -> CollectorRegistry:
         start = g.get("metrics_start")
         if start is not None:
             latency.labels(method, route).observe(time.perf_counter() - start)
-        if status in UPLOAD_ENDPOINTS.get(request.endpoint, ()):
+        if status in UPLOAD_ENDPOINTS.get(request.endpoint or "", ()):
             rejections.labels(route, REJECTION_REASONS[status]).inc()
         return response
 
