@@ -214,6 +214,7 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json
     filters = Filters(folder=folder, min_score=min_score)
     try:
         engine = Engine(paths_obj)
+        query: TextQuery | FileQuery
         if text:  # on the command line a term naming an image file is that image
             query = TextQuery(text, allow_files=True)
         elif image:

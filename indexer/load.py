@@ -17,7 +17,7 @@ import itertools
 import math
 import os
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -91,7 +91,7 @@ def iter_batches(
     workers: int | None = None,
     want_hash: Sequence[bool] | None = None,
     raw_jpeg: bool = False,
-) -> Iterator[LoadedBatch]:
+) -> Generator[LoadedBatch, None, None]:
     """Batches of decoded images, in input order, ``batch_size`` at a time.
 
     ``want_hash[i]``: also return the content hash of ``paths[i]`` (computed in the worker).
@@ -117,7 +117,7 @@ def iter_batches(
     return _drain(pool, ahead, chunks)
 
 
-def _drain(pool: ProcessPoolExecutor, ahead: deque, chunks: Iterator) -> Iterator[LoadedBatch]:
+def _drain(pool: ProcessPoolExecutor, ahead: deque, chunks: Iterator) -> Generator[LoadedBatch, None, None]:
     try:
         while ahead:
             try:

@@ -8,7 +8,7 @@ worker as on the CPU path (``indexer.decode.load_file``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -59,7 +59,7 @@ def iter_raw_batches(
     batch_size: int,
     workers: int,
     want_hash: Sequence[bool],
-) -> Iterator[LoadedBatch]:
+) -> Generator[LoadedBatch, None, None]:
     loader = DataLoader(
         _RawFiles(paths, pil_transform, image_size, want_hash),
         batch_size=batch_size,

@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -52,7 +52,7 @@ class EmbeddedBatch:
 
 
 class EmbedRunner(Protocol):
-    def run(self, requests: Sequence[EmbedRequest]) -> Iterator[EmbeddedBatch]:
+    def run(self, requests: Sequence[EmbedRequest]) -> Generator[EmbeddedBatch, None, None]:
         """Embed every request, yielding batches in request order (the writer commits them as they
         come, so a crash keeps every batch already yielded). Closing the iterator stops the work."""
         ...
@@ -135,7 +135,7 @@ class LocalRunner:
             workers = raw_batch_workers(workers, self.batch_size, sizes)
         return workers
 
-    def run(self, requests: Sequence[EmbedRequest]) -> Iterator[EmbeddedBatch]:
+    def run(self, requests: Sequence[EmbedRequest]) -> Generator[EmbeddedBatch, None, None]:
         from indexer.load import iter_batches
 
         enc, batch_size = self.enc, self.batch_size

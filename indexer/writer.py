@@ -17,7 +17,8 @@ from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbeddedBatch
 from indexer.scan import LinkPolicy
 from search.files import shown
-from search.store import Store, Transaction, pack_vector, utcnow
+from search.schema import pack_vector, utcnow
+from search.store import Store, Transaction
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -56,8 +57,9 @@ class Writer:
                 store.move_image(s, row_id, entry.path, entry.real_path, root_id, entry.size, entry.mtime)
             for src_id, entry, root_id, h in plan.copies:
                 store.copy_image(s, src_id, entry.path, entry.real_path, root_id, entry.size, entry.mtime, h)
-            refused_rows, refused_updates = [], []
-            for entry, root_id, row_id in plan.refused:
+            refused_rows: list[dict] = []
+            refused_updates: list[tuple[int, dict]] = []
+            for entry, root_id, refused_id in plan.refused:
                 log.warning("failed: %s: %s", entry.path, entry.error)
                 # The walk's reason; nothing read, nothing kept from what the path held before.
                 values = dict(
@@ -76,10 +78,10 @@ class Writer:
                     vector=None,
                     indexed_at=utcnow(),
                 )
-                if row_id is None:
+                if refused_id is None:
                     refused_rows.append(values)
                 else:
-                    refused_updates.append((row_id, values))
+                    refused_updates.append((refused_id, values))
             store.write_images(s, refused_rows, refused_updates)
             gone_ids = list(plan.gone.values())
             store.delete_images(s, gone_ids)

@@ -279,7 +279,7 @@ def load_rgb_bounded(source: Source, size: int) -> Image.Image:
             try:
                 img.load()
                 try:
-                    method = _TRANSPOSE.get(img.getexif().get(0x0112))
+                    method = _TRANSPOSE.get(img.getexif().get(0x0112, 1))
                 except Exception:  # noqa: BLE001 - a broken EXIF block leaves the image as stored
                     method = None
                 out = _flat_reduced(img, factor)

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 from search.files import shown
 
 if TYPE_CHECKING:  # rows come from the engine; this module needs no SQL
-    from search.store import ImageRow
+    from search.schema import ImageRow
 
 
 @dataclass
 class SearchResult:
     id: int
-    score: float
+    score: float | None
     path: str
     caption: str | None
     width: int | None = None

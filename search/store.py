@@ -1,228 +1,36 @@
-"""Metadata and vectors in SQLite through SQLAlchemy 2.x.
+"""Every SQL statement over the metadata database, through SQLAlchemy 2.x on SQLite.
 
-The schema is owned by Alembic (``migrations/``); :func:`open_store` upgrades
-to head on open and never calls ``create_all``. Vectors live beside their rows
-as float16 blobs so an index rebuild never re-embeds an image.
+The schema (mapped classes, vector blobs) is :mod:`search.schema`; Alembic owns it (``migrations/``) and
+:class:`Store` upgrades to head on open and never calls ``create_all``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import os
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Final, cast
 
 import numpy as np
-from sqlalchemy import (
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    LargeBinary,
-    String,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    false,
-    func,
-    insert,
-    select,
-    update,
-)
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class FsPath(TypeDecorator):
-    """A file name exactly as the file system holds it.
-
-    A name that is valid UTF-8 is stored as TEXT; one that is not (``b"b\\xff.jpg"`` on an old
-    NAS share arrives as a str with surrogate escapes, which SQLite cannot bind) is stored as the
-    BLOB of its bytes and read back with ``os.fsdecode``, so it still opens the same file.
-    Equality and IN lookups bind through here too. Raw DB-API reads decode with :func:`fs_str`.
-    """
-
-    impl = String
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None or value.isascii():
-            return value
-        try:
-            value.encode("utf-8")
-            return value
-        except UnicodeEncodeError:
-            try:
-                return os.fsencode(value)
-            except UnicodeEncodeError:  # a lone surrogate no file name has (e.g. from a JSON manifest)
-                return value.encode("utf-8", "surrogatepass")
-
-    def process_result_value(self, value, dialect):
-        return fs_str(value)
-
-
-def fs_str(value: str | bytes | None) -> str | None:
-    """A path column's value as the str ``os`` functions take (BLOBs are non-UTF-8 names)."""
-    return os.fsdecode(value) if value.__class__ is bytes else value
-
-
-class Root(Base):
-    """A folder the user asked us to index; reindex walks all of them."""
-
-    __tablename__ = "roots"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    path: Mapped[str] = mapped_column(FsPath, unique=True)
-    available: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Symlinked files and sidecars whose target lies outside every indexed folder are skipped
-    # unless the user opted in for this root (`glimpse index --follow-external-links`).
-    follow_external_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-
-
-class ImageRow(Base):
-    __tablename__ = "images"
-    __table_args__ = (
-        Index("ix_images_content_hash", "content_hash"),
-        Index("ix_images_root_id", "root_id"),
-        # counts by status must not read every row's vector blob (1 GB at 1M images)
-        Index("ix_images_status", "status"),
-    )
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
-    path: Mapped[str] = mapped_column(FsPath, unique=True)
-    # The file's canonical location when the walk reached it through a symlink (NULL: ``path`` itself).
-    # A file is served only from there, and only while it is the regular file that was indexed.
-    real_path: Mapped[str | None] = mapped_column(FsPath, nullable=True)
-    size: Mapped[int] = mapped_column(Integer)
-    mtime: Mapped[float] = mapped_column(Float)
-    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    format: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    taken_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    # "indexed" (has a vector), "failed" (error says why), "pending" (vector dropped by a model change)
-    status: Mapped[str] = mapped_column(String(16), default="indexed")
-    error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    captions: Mapped[list[CaptionRow]] = relationship(
-        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
-    )
-
-
-class CaptionRow(Base):
-    __tablename__ = "captions"
-    __table_args__ = (UniqueConstraint("image_id", "text", name="uq_captions_image_text"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
-    text: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(16), default="manifest")
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
-    image: Mapped[ImageRow] = relationship(back_populates="captions")
-
-
-class ModelRow(Base):
-    """The model that made the stored vectors (one row: the active model)."""
-
-    __tablename__ = "embedding_model"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String)
-    pretrained: Mapped[str | None] = mapped_column(String, nullable=True)
-    fingerprint: Mapped[str] = mapped_column(String)
-    dim: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-
-
-class JobRow(Base):
-    """One index/reindex run, for `glimpse stats` and /api/stats."""
-
-    __tablename__ = "jobs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(String(16))
-    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
-    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
-    outcome: Mapped[str] = mapped_column(String(16), default="running")
-    scanned: Mapped[int] = mapped_column(Integer, default=0)
-    new: Mapped[int] = mapped_column(Integer, default=0)
-    changed: Mapped[int] = mapped_column(Integer, default=0)
-    moved: Mapped[int] = mapped_column(Integer, default=0)
-    deleted: Mapped[int] = mapped_column(Integer, default=0)
-    failed: Mapped[int] = mapped_column(Integer, default=0)
-    unchanged: Mapped[int] = mapped_column(Integer, default=0)
-    embedded: Mapped[int] = mapped_column(Integer, default=0)
-    captions: Mapped[int] = mapped_column(Integer, default=0)
-    index_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
-    message: Mapped[str | None] = mapped_column(Text, nullable=True)
-    # What the run skipped without failing (bad caption-manifest rows, …): one line each.
-    warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
-
-
-# ---------------------------------------------------------------- vectors
-
-
-def pack_vector(vec: np.ndarray) -> bytes:
-    return np.asarray(vec, dtype=np.float16).tobytes()
-
-
-def unpack_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
-    if not blobs:
-        return np.zeros((0, dim), dtype=np.float32)
-    arr = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim)
-    out = arr.astype(np.float32)
-    # float16 storage perturbs the norm slightly; keep inner product == cosine.
-    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-    return out
-
-
-# ---------------------------------------------------------------- ids
-
-# SQLite integers are signed 64-bit and row ids start at 1. An id outside that range names no row, and
-# binding it raises OverflowError; ids come from URLs and JSON bodies, so every lookup drops them here.
-MAX_ROW_ID = 2**63 - 1
-
-
-def row_ids(ids: Iterable[int]) -> list[int]:
-    """The ids that can name a row; the others are simply not found."""
-    return [i for i in map(int, ids) if 1 <= i <= MAX_ROW_ID]
-
-
-def row_id(image_id: int) -> int | None:
-    found = row_ids([image_id])
-    return found[0] if found else None
-
-
-# ---------------------------------------------------------------- engine
-
-
-def make_engine(db_path: Path | str) -> SAEngine:
-    engine = create_engine(f"sqlite:///{db_path}", future=True)
-
-    @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    return engine
-
+from search.schema import (
+    CaptionRow,
+    ImageRow,
+    JobRow,
+    ModelRow,
+    Root,
+    fs_str,
+    make_engine,
+    pack_vector,
+    row_id,
+    row_ids,
+    unpack_vectors,
+    utcnow,
+)
 
 # ---------------------------------------------------------------- indexer writes
 #
@@ -234,7 +42,15 @@ def make_engine(db_path: Path | str) -> SAEngine:
 # A plain tuple: the nightly no-op run builds one per file, and 100k dataclasses
 # cost more than the scan.
 RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
-ID, SIZE, MTIME, HASH, DONE, ROOT, REAL, FAILED = range(8)
+# Final ints, so a type checker knows the type of ``state[SIZE]``.
+ID: Final = 0
+SIZE: Final = 1
+MTIME: Final = 2
+HASH: Final = 3
+DONE: Final = 4
+ROOT: Final = 5
+REAL: Final = 6
+FAILED: Final = 7
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
 Transaction = Session
@@ -261,13 +77,13 @@ class IndexerWrites:
         make the no-op nightly run several times slower.
         """
         with self.engine.connect() as conn:
-            cur = conn.connection.dbapi_connection.cursor()
+            cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()  # make_engine: pysqlite
             try:
                 cur.execute(
                     "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
                     "root_id, real_path, status = 'failed' FROM images"
                 )
-                # A BLOB path is a file name that is not UTF-8 (search.store.FsPath).
+                # A BLOB path is a file name that is not UTF-8 (search.schema.FsPath).
                 return {
                     fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8]) for r in cur
                 }
@@ -306,7 +122,7 @@ class IndexerWrites:
         content_hash: str,
     ) -> None:
         """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
-        src = s.get(ImageRow, src_id)
+        src = s.get_one(ImageRow, src_id)
         s.add(
             ImageRow(
                 path=path,
@@ -328,8 +144,8 @@ class IndexerWrites:
     def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
         """Insert ``new_rows`` (one executemany: ORM objects cost more than the encoder on a GPU)
         and set ``(row id, column values)`` on existing rows."""
-        for row_id, values in updates:
-            s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+        for image_id, values in updates:
+            s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**values))
         if new_rows:
             s.execute(insert(ImageRow), list(new_rows))
 
@@ -351,7 +167,7 @@ class IndexerWrites:
                 else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
             )
             missing = [p for p in wanted if p not in ids]
-            have = (
+            have: set[tuple[int, str]] = (
                 set(
                     s.execute(
                         select(CaptionRow.image_id, CaptionRow.text).where(CaptionRow.image_id.in_(list(ids.values())))
@@ -463,24 +279,24 @@ class Store(IndexerWrites):
                     select(ImageRow).where(ImageRow.content_hash.in_(hashes[i : i + 500]), ImageRow.vector.is_not(None))
                 )
                 for r in rows:
-                    out.setdefault(r.content_hash, r)
+                    out.setdefault(cast(str, r.content_hash), r)  # not NULL: selected by it
         return out
 
     def get_images(self, ids: Sequence[int]) -> dict[int, ImageRow]:
         out: dict[int, ImageRow] = {}
-        ids = row_ids(ids)
+        found = row_ids(ids)
         with self.session() as s:
-            for i in range(0, len(ids), 500):
-                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(ids[i : i + 500]))):
+            for i in range(0, len(found), 500):
+                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(found[i : i + 500]))):
                     out[r.id] = r
         return out
 
     def get_image(self, image_id: int) -> ImageRow | None:
-        image_id = row_id(image_id)
-        if image_id is None:
+        rid = row_id(image_id)
+        if rid is None:
             return None
         with self.session() as s:
-            return s.get(ImageRow, image_id)
+            return s.get(ImageRow, rid)
 
     def image_id_for_path(self, path: str) -> int | None:
         with self.session() as s:
@@ -502,13 +318,11 @@ class Store(IndexerWrites):
         return out
 
     def captions_of(self, image_id: int) -> list[str]:
-        image_id = row_id(image_id)
-        if image_id is None:
+        rid = row_id(image_id)
+        if rid is None:
             return []
         with self.session() as s:
-            return list(
-                s.scalars(select(CaptionRow.text).where(CaptionRow.image_id == image_id).order_by(CaptionRow.id))
-            )
+            return list(s.scalars(select(CaptionRow.text).where(CaptionRow.image_id == rid).order_by(CaptionRow.id)))
 
     def captions_by_ids(self, caption_ids: Sequence[int]) -> dict[int, tuple[int, str]]:
         ids = row_ids(caption_ids)
@@ -543,11 +357,11 @@ class Store(IndexerWrites):
         return np.concatenate(vecs), np.concatenate(ids)
 
     def vector_of(self, image_id: int, dim: int) -> np.ndarray | None:
-        image_id = row_id(image_id)
-        if image_id is None:
+        rid = row_id(image_id)
+        if rid is None:
             return None
         with self.session() as s:
-            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == image_id))
+            blob = s.scalar(select(ImageRow.vector).where(ImageRow.id == rid))
         return None if blob is None else unpack_vectors([blob], dim)[0]
 
     def failed_images(self, limit: int | None = None) -> list[tuple[str, str]]:
@@ -581,7 +395,7 @@ class Store(IndexerWrites):
 
     def finish_job(self, job_id: int, outcome: str, **fields) -> None:
         with self.session() as s, s.begin():
-            job = s.get(JobRow, job_id)
+            job = s.get_one(JobRow, job_id)
             job.outcome = outcome
             job.finished_at = utcnow()
             for k, v in fields.items():

@@ -16,7 +16,8 @@ from search.encoder import Encoder
 from search.engine import Engine, Filters
 from search.paths import Paths
 from search.query import FileQuery, Paging, SimilarQuery, TextQuery
-from search.store import ImageRow, Store, unpack_vectors
+from search.schema import ImageRow, unpack_vectors
+from search.store import Store
 
 
 def index(home, roots, model, **kw):

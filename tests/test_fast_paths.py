@@ -163,7 +163,8 @@ def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos,
 def test_concurrent_encode_streams_store_the_same_vectors_per_file(tiny_model, tmp_path, monkeypatch):
     """Several encoder calls in flight (one per core) must not mix up which vector belongs to which file."""
     from conftest import glimpse_cmd, make_images
-    from search.store import ImageRow, Store, unpack_vectors
+    from search.schema import ImageRow, unpack_vectors
+    from search.store import Store
 
     make_images(tmp_path / "pics", 45, size=(64, 48))
     stored = {}

@@ -170,7 +170,8 @@ def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp
 def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     """On a GPU: `glimpse index` with nvJPEG stores the vectors PIL decoding stores."""
     from conftest import glimpse_cmd
-    from search.store import ImageRow, Store, unpack_vectors
+    from search.schema import ImageRow, unpack_vectors
+    from search.store import Store
 
     pics = tmp_path / "pics"
     pics.mkdir()

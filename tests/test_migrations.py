@@ -9,7 +9,8 @@ import sys
 from alembic import command
 
 from search.migrate import alembic_config, downgrade, upgrade_to_head
-from search.store import Base, Store
+from search.schema import Base
+from search.store import Store
 
 TABLES = {"roots", "images", "captions", "embedding_model", "jobs"}
 

@@ -42,7 +42,8 @@ def summary(out: str) -> dict[str, int]:
 
 def db_ids(home: Path) -> dict[str, int]:
     """Every row's path -> id (through the store, so non-UTF-8 names come back as os.fsdecode gives them)."""
-    from search.store import ImageRow, Store
+    from search.schema import ImageRow
+    from search.store import Store
 
     store = Store(home / "glimpse.db")
     try:

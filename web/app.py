@@ -8,6 +8,7 @@ before the first request and tests can share one across apps.
 from __future__ import annotations
 
 from flask import Flask, request
+from flask.json.provider import DefaultJSONProvider
 
 from search.engine import Engine
 from search.paths import Paths
@@ -32,7 +33,8 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
     # Room for a base64 upload in a JSON body; the decoded size is checked against the limit itself.
     app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes(app.config) * 4 // 3 + 64 * 1024
     app.config["JSON_SORT_KEYS"] = False
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):  # Flask's own provider, unless replaced
+        app.json.sort_keys = False
     app.extensions["glimpse_engine"] = engine
 
     from web import api, auth, clip_compat, metrics, pages

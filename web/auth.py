@@ -196,7 +196,7 @@ class Guard:
         except ValueError:  # a hand-edited hash werkzeug cannot read
             log.warning("login: the stored hash of %r is not a werkzeug hash", name)
             ok = False
-        if ok:
+        if ok and stored is not None:  # ok implies a stored hash
             with self._lock:
                 self._verified[digest] = stored
                 while len(self._verified) > VERIFIED_CACHE_SIZE:

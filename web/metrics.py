@@ -46,7 +46,7 @@ UPLOAD_ENDPOINTS = {
 
 
 def _timestamp(iso: str | None) -> float | None:
-    """Job times are naive UTC ISO strings (search.store.utcnow)."""
+    """Job times are naive UTC ISO strings (search.schema.utcnow)."""
     if not iso:
         return None
     return dt.datetime.fromisoformat(iso).replace(tzinfo=dt.timezone.utc).timestamp()
@@ -163,7 +163,7 @@ def init_app(app: Flask, engine: Engine) -> CollectorRegistry:
         start = g.get("metrics_start")
         if start is not None:
             latency.labels(method, route).observe(time.perf_counter() - start)
-        if status in UPLOAD_ENDPOINTS.get(request.endpoint, ()):
+        if status in UPLOAD_ENDPOINTS.get(request.endpoint or "", ()):
             rejections.labels(route, REJECTION_REASONS[status]).inc()
         return response
 

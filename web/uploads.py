@@ -37,12 +37,13 @@ def pixel_limit() -> tuple[int, str]:
 def check_pixels(data: bytes) -> None:
     """413 when the header claims more pixels than uploads may have; nothing is decoded."""
     most, setting = pixel_limit()
+    size: tuple[int, int] | None
     try:
-        width, height = header_size(data)
+        size = header_size(data)
     except ImageTooLarge:  # so large that Pillow would not even open it
-        width = height = None
-    if width is None or width * height > most:
-        claimed = f"{width}x{height} = {width * height:,} pixels" if width else "too many pixels to open"
+        size = None
+    if size is None or size[0] * size[1] > most:
+        claimed = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels" if size else "too many pixels to open"
         raise HttpError(413, f"image too large: {claimed}; the limit for uploads is {most:,} pixels ({setting})")
 
 

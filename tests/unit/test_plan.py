@@ -9,7 +9,8 @@ import pytest
 
 from indexer.hashing import file_hash
 from indexer.plan import Plan, Scan, diff, scan
-from search.store import Store, utcnow
+from search.schema import utcnow
+from search.store import Store
 
 VECTOR = b"\x00\x3c" * 4  # any stored vector: the diff only asks whether there is one
 

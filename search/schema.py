@@ -1,0 +1,223 @@
+"""The database schema as SQLAlchemy 2.x mapped classes, and how vectors are stored in it.
+
+Alembic owns the schema (``migrations/``; ``tests/test_migrations.py`` fails when these classes and the
+migrations drift apart). Every statement over these tables lives in :mod:`search.store`.
+Vectors live beside their rows as float16 blobs so an index rebuild never re-embeds an image.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import overload
+
+import numpy as np
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+    false,
+)
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class FsPath(TypeDecorator):
+    """A file name exactly as the file system holds it.
+
+    A name that is valid UTF-8 is stored as TEXT; one that is not (``b"b\\xff.jpg"`` on an old
+    NAS share arrives as a str with surrogate escapes, which SQLite cannot bind) is stored as the
+    BLOB of its bytes and read back with ``os.fsdecode``, so it still opens the same file.
+    Equality and IN lookups bind through here too. Raw DB-API reads decode with :func:`fs_str`.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None or value.isascii():
+            return value
+        try:
+            value.encode("utf-8")
+            return value
+        except UnicodeEncodeError:
+            try:
+                return os.fsencode(value)
+            except UnicodeEncodeError:  # a lone surrogate no file name has (e.g. from a JSON manifest)
+                return value.encode("utf-8", "surrogatepass")
+
+    def process_result_value(self, value, dialect):
+        return fs_str(value)
+
+
+@overload
+def fs_str(value: str | bytes) -> str: ...
+@overload
+def fs_str(value: None) -> None: ...
+def fs_str(value: str | bytes | None) -> str | None:
+    """A path column's value as the str ``os`` functions take (BLOBs are non-UTF-8 names)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
+
+
+class Root(Base):
+    """A folder the user asked us to index; reindex walks all of them."""
+
+    __tablename__ = "roots"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    available: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Symlinked files and sidecars whose target lies outside every indexed folder are skipped
+    # unless the user opted in for this root (`glimpse index --follow-external-links`).
+    follow_external_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class ImageRow(Base):
+    __tablename__ = "images"
+    __table_args__ = (
+        Index("ix_images_content_hash", "content_hash"),
+        Index("ix_images_root_id", "root_id"),
+        # counts by status must not read every row's vector blob (1 GB at 1M images)
+        Index("ix_images_status", "status"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    # The file's canonical location when the walk reached it through a symlink (NULL: ``path`` itself).
+    # A file is served only from there, and only while it is the regular file that was indexed.
+    real_path: Mapped[str | None] = mapped_column(FsPath, nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    mtime: Mapped[float] = mapped_column(Float)
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    taken_at: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # "indexed" (has a vector), "failed" (error says why), "pending" (vector dropped by a model change)
+    status: Mapped[str] = mapped_column(String(16), default="indexed")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    captions: Mapped[list[CaptionRow]] = relationship(
+        back_populates="image", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class CaptionRow(Base):
+    __tablename__ = "captions"
+    __table_args__ = (UniqueConstraint("image_id", "text", name="uq_captions_image_text"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16), default="manifest")
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    image: Mapped[ImageRow] = relationship(back_populates="captions")
+
+
+class ModelRow(Base):
+    """The model that made the stored vectors (one row: the active model)."""
+
+    __tablename__ = "embedding_model"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String)
+    pretrained: Mapped[str | None] = mapped_column(String, nullable=True)
+    fingerprint: Mapped[str] = mapped_column(String)
+    dim: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class JobRow(Base):
+    """One index/reindex run, for `glimpse stats` and /api/stats."""
+
+    __tablename__ = "jobs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    scanned: Mapped[int] = mapped_column(Integer, default=0)
+    new: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    moved: Mapped[int] = mapped_column(Integer, default=0)
+    deleted: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    embedded: Mapped[int] = mapped_column(Integer, default=0)
+    captions: Mapped[int] = mapped_column(Integer, default=0)
+    index_version: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the run skipped without failing (bad caption-manifest rows, …): one line each.
+    warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# ---------------------------------------------------------------- vectors
+
+
+def pack_vector(vec: np.ndarray) -> bytes:
+    return np.asarray(vec, dtype=np.float16).tobytes()
+
+
+def unpack_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
+    if not blobs:
+        return np.zeros((0, dim), dtype=np.float32)
+    arr = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim)
+    out = arr.astype(np.float32)
+    # float16 storage perturbs the norm slightly; keep inner product == cosine.
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+# ---------------------------------------------------------------- ids
+
+# SQLite integers are signed 64-bit and row ids start at 1. An id outside that range names no row, and
+# binding it raises OverflowError; ids come from URLs and JSON bodies, so every lookup drops them here.
+MAX_ROW_ID = 2**63 - 1
+
+
+def row_ids(ids: Iterable[int]) -> list[int]:
+    """The ids that can name a row; the others are simply not found."""
+    return [i for i in map(int, ids) if 1 <= i <= MAX_ROW_ID]
+
+
+def row_id(image_id: int) -> int | None:
+    found = row_ids([image_id])
+    return found[0] if found else None
+
+
+# ---------------------------------------------------------------- connection
+
+
+def make_engine(db_path: Path | str) -> SAEngine:
+    engine = create_engine(f"sqlite:///{db_path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    return engine
