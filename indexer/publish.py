@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from indexer.disk import DiskFull, is_disk_full
 from indexer.options import Counts
@@ -16,6 +16,7 @@ from search.paths import Paths
 from search.store import Store
 
 if TYPE_CHECKING:
+    from search.encoder import Encoder as TorchEncoder
     from search.encoders import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
@@ -60,7 +61,7 @@ def write_query_bundle(enc: Encoder | None) -> None:
         return
     from search.query_bundle import ensure_bundle
 
-    try:
-        ensure_bundle(enc)
+    try:  # built only from a torch encoder; an ONNX one means the bundle exists already
+        ensure_bundle(cast("TorchEncoder", enc))
     except Exception as exc:  # noqa: BLE001 - the index is published; the server falls back to torch
         log.warning("no ONNX query bundle (%s: %s); the server will query in torch", exc.__class__.__name__, exc)

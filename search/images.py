@@ -344,7 +344,7 @@ _WHOLE_FILE_OPENERS = {"webp", "heif"}
 class _ReadLimit(io.RawIOBase):
     """A file that refuses to hand out more than ``limit`` bytes in all (seeks are free)."""
 
-    def __init__(self, f: BinaryIO, limit: int):
+    def __init__(self, f: io.BufferedIOBase | BinaryIO, limit: int):
         self._f, self._left, self.limit = f, limit, limit
 
     def readable(self) -> bool:
@@ -362,7 +362,7 @@ class _ReadLimit(io.RawIOBase):
     def readinto(self, buf) -> int:
         if self._left <= 0:
             raise ImageDecodeError(f"no image header in the first {self.limit >> 20} MiB; not read further")
-        n = self._f.readinto(memoryview(buf)[: self._left])
+        n = self._f.readinto(memoryview(buf)[: self._left])  # type: ignore[union-attr]  # every caller passes a buffered binary file
         self._left -= n or 0
         return n
 

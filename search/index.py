@@ -80,7 +80,7 @@ def build_index(
     n, dim = vectors.shape if vectors.ndim == 2 else (0, vectors.shape[-1])
     spec = dict(spec or choose_index_spec(n, dim))
     if spec["type"] == "flat":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         if n:
             index.add_with_ids(vectors, ids)
         return index, spec, None
@@ -99,7 +99,7 @@ def build_index(
     trained_empty = faiss.clone_index(index)
     index.add_with_ids(vectors, ids)
     spec["nprobe"] = tune_nprobe(index, vectors, ids, rng)
-    index.nprobe = spec["nprobe"]
+    index.nprobe = spec["nprobe"]  # type: ignore[attr-defined]  # an IndexIVF; faiss types it as Index
     log.info(
         "built IVF%d,%s over %d vectors in %.1fs (%s), nprobe=%d",
         spec["nlist"],
@@ -107,7 +107,7 @@ def build_index(
         n,
         time.perf_counter() - t,
         how,
-        index.nprobe,
+        spec["nprobe"],
     )
     return index, spec, trained_empty
 

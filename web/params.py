@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from search.engine import MAX_K, Filters
-from search.query import Paging, TextQuery
+from search.query import Mode, Paging, TextQuery
 from web.errors import HttpError
 
 DEFAULT_K = 24
@@ -24,7 +24,7 @@ ORDERS = ("relevance", "date")
 class SearchParams:
     k: int = DEFAULT_K
     page: int = 0
-    mode: str = "images"
+    mode: Mode = "images"
     filters: Filters = field(default_factory=Filters)
 
     @property
@@ -119,4 +119,5 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     filters = Filters(
         folder=folder, date_from=date_from, date_to=date_to, min_score=min_score, order=_choice(args, "order", ORDERS)
     )
-    return SearchParams(k=k, page=page, mode=_choice(args, "mode", MODES), filters=filters)
+    mode: Mode = "captions" if _choice(args, "mode", MODES) == "captions" else "images"
+    return SearchParams(k=k, page=page, mode=mode, filters=filters)
