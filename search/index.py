@@ -21,7 +21,6 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from faiss.contrib.evaluation import knn_intersection_measure  # recall@k: shared ids / (queries * k)
 
 from search.settings import settings
 
@@ -128,6 +127,10 @@ def tune_nprobe(index, vectors: np.ndarray, ids: np.ndarray, rng, k: int = 10, q
     themselves: a query that is its own nearest neighbour lands in its own
     list at nprobe=1 and flatters the recall.
     """
+    # recall@k: shared ids / (queries * k). Imported here: it loads unittest and multiprocessing,
+    # which a server or a no-op reindex (both import this module) never needs.
+    from faiss.contrib.evaluation import knn_intersection_measure
+
     n = len(vectors)
     a = vectors[rng.integers(0, n, size=queries)]
     b = vectors[rng.integers(0, n, size=queries)]
