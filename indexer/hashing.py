@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 
-from indexer.admit import MAX_FILE_BYTES
+from indexer.admit import size_error
 
 
 def bytes_hash(data: bytes) -> str:
@@ -18,7 +18,7 @@ def file_hash(path: str) -> str | None:
     h = hashlib.blake2b(digest_size=16)
     try:
         with open(path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > MAX_FILE_BYTES:
+            if size_error(os.fstat(f.fileno()).st_size):
                 return None
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
