@@ -84,15 +84,21 @@ def image_factory():
 
 
 def glimpse_cmd(
-    *args: str, home: Path | None = None, check: bool = True, timeout: float = 300, env: dict | None = None
+    *args: str,
+    home: Path | None = None,
+    check: bool = True,
+    timeout: float = 300,
+    env: dict | None = None,
+    input: str | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run the real `glimpse` CLI in a subprocess (as a user would)."""
+    """Run the real `glimpse` CLI in a subprocess (as a user would); ``input`` is its stdin."""
     e = dict(os.environ, **(env or {}))
     if home is not None:
         e["GLIMPSE_HOME"] = str(home)
     e.setdefault("HF_HUB_OFFLINE", "1")
     proc = subprocess.run(
         [sys.executable, "-m", "glimpse.cli", *args],
+        input=input,
         capture_output=True,
         text=True,
         env=e,

@@ -6,16 +6,14 @@ import base64
 import http.client
 import io
 import json
-import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import REPO, draw_image
+from conftest import draw_image, glimpse_cmd
 from web_support import LiveServer, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
 PASSWORD = "correct horse battery staple"
@@ -23,21 +21,9 @@ REALM = 'Basic realm="Glimpse"'
 
 
 def glimpse_in(home: Path, *args: str, stdin: str = "", check: bool = True) -> subprocess.CompletedProcess:
-    """The real CLI with text on stdin (for --password-stdin)."""
-    env = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1")
-    env.pop("GLIMPSE_USERS_FILE", None)
-    proc = subprocess.run(
-        [sys.executable, "-m", "glimpse.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        cwd=str(REPO),
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"glimpse {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-    return proc
+    """The real CLI with text on stdin (for --password-stdin), on the home's own users file."""
+    # An empty GLIMPSE_USERS_FILE is unset: the CLI uses $GLIMPSE_HOME/users, whatever the test environment says.
+    return glimpse_cmd(*args, home=home, check=check, timeout=120, env={"GLIMPSE_USERS_FILE": ""}, input=stdin)
 
 
 class Client:
