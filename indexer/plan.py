@@ -197,7 +197,7 @@ def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
             gone.pop(old_path)
             plan.moves.append(Move(row_id, entry, root_id))
         elif h and h in reusable:
-            plan.copies.append(Copy(reusable[h].id, entry, root_id, h))
+            plan.copies.append(Copy(reusable[h], entry, root_id, h))
         else:
             plan.embed.append(ToEmbed(entry, root_id, None, h, entry.path in hashes))
         plan.caption_paths.append(entry.path)

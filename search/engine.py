@@ -11,16 +11,15 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from search.errors import GlimpseError
-from search.files import NotTheIndexedFile, download_name, open_verified, shown
+from search.errors import EngineError, ImageUnavailable, NotIndexedError
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.model_spec import ModelSpec
+from search.opened import OpenedImage, open_row
 from search.paths import Paths
 from search.query import (
     FileQuery,
@@ -36,6 +35,7 @@ from search.query import (
 from search.results import Page, SearchResult, to_result
 from search.settings import settings
 from search.stages import stage
+from search.status import health, job_dict, stats
 from search.store import Store
 
 if TYPE_CHECKING:
@@ -43,46 +43,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-
-class EngineError(GlimpseError):
-    """A query cannot be answered; the message is meant for the user."""
-
-
-class NotIndexedError(EngineError):
-    """Nothing is indexed yet: server state, not the client's fault (503: come back later)."""
-
-    http_status = 503
-
-
-class ImageUnavailable(EngineError):
-    """No indexed image with this id, or its file is not the one that was indexed any more (a 404)."""
-
-    http_status = 404
-
-
-@dataclass
-class OpenedImage:
-    """An indexed image's file, opened and verified by :meth:`Engine.open_image`; close it (or use ``with``)."""
-
-    id: int
-    file: BinaryIO
-    name: str  # the file name as shown: valid UTF-8, no control characters (a download name)
-    size: int
-    mtime: float
-    mtime_ns: int
-
-    @property
-    def etag(self) -> str:
-        return f"{self.id}-{self.mtime_ns:x}-{self.size:x}"
-
-    def close(self) -> None:
-        self.file.close()
-
-    def __enter__(self) -> OpenedImage:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+__all__ = [
+    "Engine",
+    "EngineError",
+    "ImageUnavailable",
+    "NotIndexedError",
+    "OpenedImage",
+    "Page",
+    "SearchResult",
+    "job_dict",
+]
 
 
 # How many relevant results "order by date" re-sorts.
@@ -205,7 +175,7 @@ class Engine:
         if isinstance(query, FileQuery):
             return self._image_vector(query.path)
         if isinstance(query, SimilarQuery):
-            vec = self.store.vector_of(query.image_id, self.encoder.dim)
+            vec = self.store.vectors_of([query.image_id], self.encoder.dim).get(int(query.image_id))
             if vec is None:
                 raise EngineError(f"image {query.image_id} is not indexed")
             return vec
@@ -215,9 +185,7 @@ class Engine:
 
     def vectors_of(self, image_ids: Iterable[int]) -> dict[int, np.ndarray]:
         """Stored vectors by image id (for deduplication); ids without one are left out."""
-        dim = self.encoder.dim
-        found = ((int(i), self.store.vector_of(i, dim)) for i in image_ids)
-        return {i: vec for i, vec in found if vec is not None}
+        return self.store.vectors_of(image_ids, self.encoder.dim)
 
     # ------------------------------------------------------------ search
     def search(self, query: Query, filters: Filters | None = None, page: Paging | None = None) -> Page:
@@ -340,90 +308,19 @@ class Engine:
     def open_image(self, image_id: int) -> OpenedImage:
         """The file of an indexed image, by id only (never a path from a client), opened for reading.
 
-        The one place that decides whether a file may be served: its row is indexed, and the file
-        at its canonical location is, right now, the regular file that was indexed (same size and
-        mtime, not a symlink, not reached through one; see search.files.open_verified). Raises
+        The one place that decides whether a file may be served (search.opened.open_row): its row
+        is indexed and the file is, right now, the regular file that was indexed. Raises
         ImageUnavailable with a message for the user otherwise.
         """
-        row = self.store.get_image(image_id)
-        if row is None or row.status != "indexed":
-            raise ImageUnavailable(f"no image with id {image_id}")
-        try:
-            f, st = open_verified(row.real_path or row.path, row.size, row.mtime)
-        except NotTheIndexedFile as exc:
-            log.warning("not serving image %d (%s): %s", image_id, shown(row.real_path or row.path), exc)
-            raise ImageUnavailable(
-                f"image {image_id} is no longer the file that was indexed ({exc}); "
-                "`glimpse reindex` picks up the change"
-            ) from None
-        except (FileNotFoundError, NotADirectoryError):
-            raise ImageUnavailable(
-                f"image {image_id} is no longer on disk (moved, deleted or its drive unmounted)"
-            ) from None
-        except OSError as exc:
-            raise ImageUnavailable(f"image {image_id} cannot be read: {exc.strerror or exc}") from None
-        return OpenedImage(image_id, f, download_name(row.path), st.st_size, st.st_mtime, st.st_mtime_ns)
+        return open_row(image_id, self.store.get_image(image_id))
 
     def health(self) -> dict:
         """Liveness without SQL or model calls: what the live index serves."""
-        live = self.index.get()
-        return {
-            "status": "ok",
-            "images_indexed": int(live.images.ntotal) if live else 0,
-            "index_version": live.version if live else None,
-        }
+        return health(self.index.get())
 
     def stats(self, failed_limit: int | None = 50) -> dict:
-        """``images_indexed`` counts rows embedded in the database, ``images_in_live_index`` what
-        searches see: they differ while a run that committed batches has not published."""
-        counts = self.store.counts()
-        model = self.store.get_model()
-        live = self.index.get()
-        jobs = self.store.recent_jobs(10)
-        return {
-            **counts,
-            "images_in_live_index": int(live.images.ntotal) if live else 0,
-            "model": None
-            if model is None
-            else {
-                "name": model.name,
-                "pretrained": model.pretrained,
-                "fingerprint": model.fingerprint,
-                "dim": model.dim,
-            },
-            "index_version": live.version if live else None,
-            "index_type": live.manifest.get("index_type", {}).get("type") if live else None,
-            "failed": [{"path": shown(p), "error": e} for p, e in self.store.failed_images(failed_limit)],
-            "roots": [
-                {"path": shown(r.path), "available": r.available, "follow_external_links": r.follow_external_links}
-                for r in self.store.roots()
-            ],
-            "jobs": [job_dict(j) for j in jobs],
-        }
-
-
-def job_dict(job) -> dict:
-    fields = (
-        "id",
-        "kind",
-        "outcome",
-        "scanned",
-        "new",
-        "changed",
-        "moved",
-        "deleted",
-        "failed",
-        "unchanged",
-        "embedded",
-        "captions",
-        "index_version",
-        "message",
-    )
-    out = {f: getattr(job, f) for f in fields}
-    out["warnings"] = job.warnings.splitlines() if job.warnings else []
-    out["started_at"] = job.started_at.isoformat() if job.started_at else None
-    out["finished_at"] = job.finished_at.isoformat() if job.finished_at else None
-    return out
+        """What is indexed, the model, the live index, failures, roots and recent jobs."""
+        return stats(self.store, self.index.get(), failed_limit)
 
 
 MAX_K = 1000

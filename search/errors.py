@@ -27,3 +27,19 @@ class InvalidValue(GlimpseError, ValueError):
 
     Also a ValueError, so code that validated with ``except ValueError`` keeps working.
     """
+
+
+class EngineError(GlimpseError):
+    """A query cannot be answered; the message is meant for the user."""
+
+
+class NotIndexedError(EngineError):
+    """Nothing is indexed yet: server state, not the client's fault (503: come back later)."""
+
+    http_status = 503
+
+
+class ImageUnavailable(EngineError):
+    """No indexed image with this id, or its file is not the one that was indexed any more (a 404)."""
+
+    http_status = 404

@@ -117,7 +117,8 @@ class ImageRow(Base):
     # "indexed" (has a vector), "failed" (error says why), "pending" (vector dropped by a model change)
     status: Mapped[str] = mapped_column(String(16), default="indexed")
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # Deferred: result rows, counts and plans never load the blob (2 KB each; 1 GB at 1M images).
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True

@@ -68,7 +68,8 @@ def test_a_fake_runner_plugs_in_and_its_results_land_in_the_store(tmp_path, tiny
                 assert row.status == "failed" and row.error == "cannot decode image: fake"
             else:
                 assert row.status == "indexed" and (row.width, row.height, row.format) == (7, 5, "PNG")
-                np.testing.assert_allclose(store.vector_of(row.id, tiny_encoder.dim), np.eye(tiny_encoder.dim)[i])
+                stored = store.vectors_of([row.id], tiny_encoder.dim)[row.id]
+                np.testing.assert_allclose(stored, np.eye(tiny_encoder.dim)[i])
         assert store.get_model().dim == tiny_encoder.dim
         assert store.recent_jobs(1)[0].outcome == "ok" and store.recent_jobs(1)[0].embedded == 4
     finally:

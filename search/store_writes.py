@@ -1,0 +1,185 @@
+"""The indexer's SQL: what the diff reads of every row and the writes of an index run.
+
+Part of the store (:class:`search.store.Store` mixes :class:`IndexerWrites` in); like it, the only
+place these tables are written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Final, cast
+
+import numpy as np
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import Engine as SAEngine
+from sqlalchemy.orm import Session
+
+from search.schema import CaptionRow, ImageRow, fs_str, pack_vector
+
+# ---------------------------------------------------------------- indexer writes
+#
+# What the indexer reads and writes, named for what it does. Methods taking ``s`` run in the
+# caller's transaction (``Store.transaction()``), which also commits the job's counts.
+
+# What the diff needs of one stored image row: (id, size, mtime, content hash,
+# done = has a vector or failed for good, root id, canonical location, failed).
+# A plain tuple: the nightly no-op run builds one per file, and 100k dataclasses
+# cost more than the scan.
+RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
+# Final ints, so a type checker knows the type of ``state[SIZE]``.
+ID: Final = 0
+SIZE: Final = 1
+MTIME: Final = 2
+HASH: Final = 3
+DONE: Final = 4
+ROOT: Final = 5
+REAL: Final = 6
+FAILED: Final = 7
+
+# What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
+Transaction = Session
+
+
+class IndexerWrites:
+    """The indexer's statements; mixed into :class:`Store`."""
+
+    engine: SAEngine
+
+    def session(self) -> Session:  # pragma: no cover - provided by Store
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One write transaction: statements given its session commit together, or not at all."""
+        with self.session() as s, s.begin():
+            yield s
+
+    def file_states(self) -> dict[str, RowState]:
+        """Every image row by path, loaded once: the diff's only read of the database.
+
+        Straight through the DB-API cursor: ORM row objects for every file would
+        make the no-op nightly run several times slower.
+        """
+        with self.engine.connect() as conn:
+            cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()  # make_engine: pysqlite
+            try:
+                cur.execute(
+                    "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
+                    "root_id, real_path, status = 'failed' FROM images"
+                )
+                # A BLOB path is a file name that is not UTF-8 (search.schema.FsPath).
+                return {
+                    fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8]) for r in cur
+                }
+            finally:
+                cur.close()
+
+    @staticmethod
+    def set_file_stat(s: Session, row_id: int, size: int, mtime: float, real_path: str | None) -> None:
+        """Same bytes, new mtime (a touch): the row and its vector stay."""
+        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(size=size, mtime=mtime, real_path=real_path))
+
+    @staticmethod
+    def set_real_path(s: Session, row_id: int, real_path: str | None) -> None:
+        s.execute(update(ImageRow).where(ImageRow.id == row_id).values(real_path=real_path))
+
+    @staticmethod
+    def move_image(
+        s: Session, row_id: int, path: str, real_path: str | None, root_id: int, size: int, mtime: float
+    ) -> None:
+        """The file moved: its row (id, vector, captions) follows it."""
+        s.execute(
+            update(ImageRow)
+            .where(ImageRow.id == row_id)
+            .values(path=path, real_path=real_path, root_id=root_id, size=size, mtime=mtime)
+        )
+
+    @staticmethod
+    def copy_image(
+        s: Session,
+        src_id: int,
+        path: str,
+        real_path: str | None,
+        root_id: int,
+        size: int,
+        mtime: float,
+        content_hash: str,
+    ) -> None:
+        """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
+        src = s.get_one(ImageRow, src_id)
+        s.add(
+            ImageRow(
+                path=path,
+                real_path=real_path,
+                root_id=root_id,
+                size=size,
+                mtime=mtime,
+                content_hash=content_hash,
+                width=src.width,
+                height=src.height,
+                format=src.format,
+                taken_at=src.taken_at,
+                status="indexed",
+                vector=src.vector,
+            )
+        )
+
+    @staticmethod
+    def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
+        """Insert ``new_rows`` (one executemany: ORM objects cost more than the encoder on a GPU)
+        and set ``(row id, column values)`` on existing rows."""
+        for image_id, values in updates:
+            s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**values))
+        if new_rows:
+            s.execute(insert(ImageRow), list(new_rows))
+
+    @staticmethod
+    def delete_images(s: Session, ids: Sequence[int]) -> None:
+        """Rows of files that are gone, with their captions."""
+        ids = list(ids)
+        for i in range(0, len(ids), 500):
+            s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(ids[i : i + 500])))
+            s.execute(delete(ImageRow).where(ImageRow.id.in_(ids[i : i + 500])))
+
+    def add_captions(self, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
+        """Store ``{image path: [(text, source)]}`` captions not stored yet; returns the paths
+        that name no indexed image."""
+        with self.session() as s, s.begin():
+            ids = (
+                dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(list(wanted)))).all())
+                if len(wanted) < 30_000
+                else dict(s.execute(select(ImageRow.path, ImageRow.id)).all())
+            )
+            missing = [p for p in wanted if p not in ids]
+            have: set[tuple[int, str]] = (
+                set(
+                    s.execute(
+                        select(CaptionRow.image_id, CaptionRow.text).where(CaptionRow.image_id.in_(list(ids.values())))
+                    ).all()
+                )
+                if len(ids) < 30_000
+                else set(s.execute(select(CaptionRow.image_id, CaptionRow.text)).all())
+            )
+            for path, caps in wanted.items():
+                image_id = ids.get(path)
+                if image_id is None:
+                    continue
+                for text, source in caps:
+                    if (image_id, text) not in have:
+                        have.add((image_id, text))
+                        s.add(CaptionRow(image_id=image_id, text=text, source=source))
+        return missing
+
+    def captions_without_vectors(self) -> list[tuple[int, str]]:
+        with self.session() as s:
+            return [
+                (cid, text)
+                for cid, text in s.execute(select(CaptionRow.id, CaptionRow.text).where(CaptionRow.vector.is_(None)))
+            ]
+
+    @staticmethod
+    def set_caption_vectors(s: Session, vectors: Iterable[tuple[int, np.ndarray]]) -> None:
+        for cid, v in vectors:
+            s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v)))
