@@ -6,6 +6,7 @@ bench.synth builds its home (its own schema); runs alternate old/new so machine 
 """
 
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -30,23 +31,31 @@ for k in ("old", "new"):
 
 
 def run(k):
+    """Wall seconds, CPU seconds (user + system of the child: less sensitive than wall time to a
+    busy machine) and the run's summary line."""
     env = dict(os.environ, GLIMPSE_HOME=str(homes[k]))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run([py, "-m", "glimpse.cli", "reindex"], cwd=src[k], env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if p.returncode != 0:
         raise SystemExit(f"{k} failed: {p.stderr[-2000:]}")
-    return dt, p.stdout.strip().splitlines()[-1]
+    return dt, cpu, p.stdout.strip().splitlines()[-1]
 
 
 for k in ("old", "new"):
     run(k)  # warm the page cache, and a first run after the synthetic build
-times = {"old": [], "new": []}
+times: dict[str, list[float]] = {"old": [], "new": []}
+cpus: dict[str, list[float]] = {"old": [], "new": []}
 for i in range(rounds):
     for k in ("old", "new") if i % 2 == 0 else ("new", "old"):
-        dt, last = run(k)
+        dt, cpu, last = run(k)
         times[k].append(dt)
-        print(f"round {i} {k}: {dt:.2f}s  {last}", flush=True)
+        cpus[k].append(cpu)
+        print(f"round {i} {k}: {dt:.2f}s wall, {cpu:.2f}s cpu  {last}", flush=True)
 print("load", os.getloadavg())
 for k in ("old", "new"):
-    print(k, f"median {statistics.median(times[k]):.2f} s", [round(t, 2) for t in times[k]])
+    print(k, f"median {statistics.median(times[k]):.2f} s wall", [round(t, 2) for t in times[k]])
+    print(k, f"median {statistics.median(cpus[k]):.2f} s cpu", [round(t, 2) for t in cpus[k]])
