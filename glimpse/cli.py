@@ -18,9 +18,14 @@ from search.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlimpseError
 log = logging.getLogger("glimpse")
 
 
-def _setup_logging(verbose: int) -> None:
-    # On a terminal progress bars carry the news; elsewhere (cron, journald) plain lines do.
-    level = logging.DEBUG if verbose > 1 else logging.INFO if (verbose or not sys.stderr.isatty()) else logging.WARNING
+# Long runs whose INFO lines are their news off a terminal (cron mail, journald): progress, the version
+# published, the model loaded. Every other command says only warnings unless asked (-v).
+CHATTY_OFF_A_TERMINAL = {"index", "reindex", "serve"}
+
+
+def _setup_logging(verbose: int, command: str | None) -> None:
+    quiet = sys.stderr.isatty() or command not in CHATTY_OFF_A_TERMINAL  # on a terminal progress bars do
+    level = logging.DEBUG if verbose > 1 else logging.INFO if (verbose or not quiet) else logging.WARNING
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "PIL", "urllib3", "filelock", "huggingface_hub", "faiss.loader"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
@@ -42,7 +47,7 @@ class LazyGroup(click.Group):
     Also the one place where a GlimpseError from any command becomes its message and exit code.
     """
 
-    lazy = {"train": "training.cli:train"}
+    lazy = {"train": "training.cli:train", "search": "glimpse.search_command:search"}
 
     def invoke(self, ctx):
         try:
@@ -72,7 +77,12 @@ class LazyGroup(click.Group):
     metavar="DIR",
     help="Data directory (database, index, thumbnails). Default: $GLIMPSE_HOME or ~/.glimpse",
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="Log lines on stderr: -v info, -vv debug. Default: warnings (index, reindex, serve off a terminal: info).",
+)
 @click.version_option(package_name="glimpse")
 @click.pass_context
 def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
@@ -80,7 +90,7 @@ def cli(ctx: click.Context, home: str | None, verbose: int) -> None:
     from search.paths import Paths
     from search.settings import settings
 
-    _setup_logging(verbose)
+    _setup_logging(verbose, ctx.invoked_subcommand)
     settings()  # every GLIMPSE_* setting checked before any work: a bad one exits 2, naming it
     ctx.obj = Paths.resolve(home)
 
@@ -193,50 +203,6 @@ def reindex(paths_obj, **kw):
 
 
 @cli.command()
-@click.argument("text", required=False)
-@click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images similar to this file.")
-@click.option("--captions", "captions", metavar="TEXT", help="Search caption vectors; returns their images.")
-@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Results per page.")
-@click.option("--page", type=click.IntRange(0), default=0, help="Page number (from 0).")
-@click.option("--min-score", type=float, default=None, help="Drop results scoring below this cosine similarity.")
-@click.option("--folder", default=None, help="Only images under this folder.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
-@click.pass_obj
-def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json):
-    """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
-    from search.engine import Engine, Filters
-    from search.images import ImageDecodeError
-    from search.query import FileQuery, Paging, TextQuery
-
-    given = [x for x in (text, image, captions) if x]
-    if len(given) != 1:
-        raise click.UsageError("give exactly one of TEXT, --image FILE or --captions TEXT")
-    filters = Filters(folder=folder, min_score=min_score)
-    try:
-        engine = Engine(paths_obj)
-        query: TextQuery | FileQuery
-        if text:  # on the command line a term naming an image file is that image
-            query = TextQuery(text, allow_files=True)
-        elif image:
-            query = FileQuery(image)
-        else:
-            query = TextQuery(captions, mode="captions")
-        results = engine.search(query, filters, Paging(k=k, page=page)).results
-    except ImageDecodeError as exc:
-        _fail(f"{image}: {exc}")  # names the file; other GlimpseErrors reach LazyGroup
-    except FileNotFoundError as exc:
-        _fail(f"file not found: {exc.filename or exc}")
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-        return
-    if not results:
-        click.echo("no results", err=True)
-    for rank, r in enumerate(results, start=1 + page * k):
-        cap = f"  {r.caption}" if r.caption else ""
-        click.echo(f"{rank:3d}. {r.score:.3f}  {r.path}{cap}")
-
-
-@cli.command()
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--all-failed", is_flag=True, help="List every failed file, not just the first 50.")
 @click.pass_obj
@@ -246,16 +212,12 @@ def stats(paths_obj, as_json, all_failed):
 
     engine = Engine(paths_obj)
     s = engine.stats(failed_limit=None if all_failed else 50)
-    s["model"] = (
-        s["model"]["name"] + (f" ({s['model']['pretrained']})" if s["model"]["pretrained"] else "")
-        if s["model"]
-        else None
-    )
-    if as_json:
+    if as_json:  # the engine's dict as it is, the same as /api/stats
         click.echo(json.dumps(s, indent=2, ensure_ascii=False))
         return
+    model = s["model"] or {"name": "-", "pretrained": None}
     click.echo(f"home:           {paths_obj.home}")
-    click.echo(f"model:          {s['model'] or '-'}")
+    click.echo(f"model:          {model['name']}" + (f" ({model['pretrained']})" if model["pretrained"] else ""))
     click.echo(f"index version:  {s['index_version'] or '-'} ({s['index_type'] or '-'})")
     click.echo(f"images indexed: {s['images_indexed']} (embedded in the database)")
     click.echo(f"in live index:  {s['images_in_live_index']}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,11 +20,20 @@ from PIL import Image, ImageDraw
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-# ONNX exports of test models go to a throwaway cache, not the user's ~/.cache (subprocesses inherit it).
-os.environ.setdefault("GLIMPSE_CACHE_DIR", tempfile.mkdtemp(prefix="glimpse-test-cache-"))
+# ONNX exports of test models go to a throwaway cache, not the user's ~/.cache (subprocesses inherit it);
+# made only when none is set, and removed at the end of the session (pytest_unconfigure), failed or not.
+_OWN_CACHE: str | None = None
+if not os.environ.get("GLIMPSE_CACHE_DIR"):
+    _OWN_CACHE = tempfile.mkdtemp(prefix="glimpse-test-cache-")
+    os.environ["GLIMPSE_CACHE_DIR"] = _OWN_CACHE
 
 REPO = Path(__file__).resolve().parent.parent
 OUTPUT = REPO / "test-output"
+
+
+def pytest_unconfigure(config) -> None:
+    if _OWN_CACHE:
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -301,7 +301,7 @@ def test_cli_index_search_json_and_stats(tmp_path, glimpse, tiny_model):
     assert top["path"] == str(paths[4])
     stats = json.loads(glimpse("stats", "--json").stdout)
     assert stats["images_indexed"] == 6 and stats["images_failed"] == 1 and stats["captions"] == 6
-    assert stats["model"].startswith("local-dir:") and stats["index_version"]
+    assert stats["model"]["name"].startswith("local-dir:") and stats["index_version"]
     text = glimpse("stats").stdout
     assert "broken.jpg" in text
 

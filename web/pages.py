@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
+from markupsafe import Markup, escape
 
 from search.engine import Engine, EngineError, NotIndexedError, Page, SearchResult
 from search.query import ImageQuery, SimilarQuery
-from web import queries
+from web import queries, thumbs
 from web.config import max_upload_bytes
 from web.errors import HttpError
 from web.params import SearchParams, parse_search_params
@@ -37,8 +38,21 @@ def human_size(n: int | None) -> str:
     return f"{n} B"
 
 
+def break_after_slashes(path: str) -> Markup:
+    """The path escaped, with a line-break opportunity after each separator, so a long path wraps
+    between folder names rather than inside one."""
+    return Markup("/<wbr>").join(escape(part) for part in path.split("/"))
+
+
+def thumb_srcset(thumb_url: str) -> str:
+    """Every thumbnail size with its width, so the browser picks the one that fits the card at its pixel ratio."""
+    return ", ".join(f"{thumb_url}?size={size} {size}w" for size in thumbs.SIZES)
+
+
 def register_filters(app: Flask) -> None:
     app.add_template_filter(human_size, "human_size")
+    app.add_template_filter(break_after_slashes, "break_after_slashes")
+    app.add_template_global(thumb_srcset, "thumb_srcset")
     app.add_template_filter(os.path.basename, "basename")
     app.add_template_global(queries.image_urls, "image_urls")
 

@@ -6,18 +6,16 @@ Bad values become a 400 with a message that names the parameter, instead of a
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from dataclasses import dataclass, field
 
-from search.engine import MAX_K, Filters
+from search.engine import Filters
 from search.query import Mode, Paging, TextQuery
+from search.search_args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, parse_date
 from web.errors import HttpError
 
 DEFAULT_K = 24
-MAX_PAGE_K = 200
 MODES = ("images", "captions")
-ORDERS = ("relevance", "date")
 
 
 @dataclass
@@ -64,13 +62,7 @@ def _int(args, name: str, default: int, lo: int, hi: int | None = None) -> int:
 
 
 def _date(args, name: str) -> str | None:
-    raw = (args.get(name) or "").strip()
-    if not raw:
-        return None
-    try:
-        return dt.date.fromisoformat(raw).isoformat()
-    except ValueError:
-        raise HttpError(400, f"{name} must be a date like 2024-05-31") from None
+    return parse_date(args.get(name), name)  # the CLI's --date-from/--date-to follow the same rule
 
 
 def _choice(args, name: str, choices: tuple[str, ...]) -> str:
@@ -101,8 +93,7 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     """k, page, mode and filters from a MultiDict (request.args or request.form)."""
     k = _int(args, "k", default_k, 1, MAX_PAGE_K)
     page = _int(args, "page", 0, 0)
-    if (page + 1) * k > MAX_K:
-        raise HttpError(400, f"page too deep: at most {MAX_K} results can be paged through")
+    check_paging(k, page)  # the CLI's -k/--page follow the same rule
     min_score = None
     raw = (args.get("min_score") or "").strip()
     if raw:
@@ -113,8 +104,7 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
         if not -1.0 <= min_score <= 1.0:
             raise HttpError(400, "min_score must be between -1 and 1")
     date_from, date_to = _date(args, "date_from"), _date(args, "date_to")
-    if date_from and date_to and date_from > date_to:
-        raise HttpError(400, "date_from is after date_to")
+    check_date_range(date_from, date_to)
     folder = _folder(args)
     filters = Filters(
         folder=folder, date_from=date_from, date_to=date_to, min_score=min_score, order=_choice(args, "order", ORDERS)

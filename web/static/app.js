@@ -107,18 +107,11 @@
     fd.append("page", String(page || 0));
     return fetch(form.getAttribute("data-upload") || "/fragments/image", { method: "POST", body: fd, headers: { Accept: "application/json" } });
   }
-  function searchByImage(file) {
-    if (!file) return;
-    if (file.type && file.type.indexOf("image/") !== 0) { showError("That is not an image file."); return; }
-    if (maxUpload && file.size > maxUpload) {
-      showError("That image is too large (limit " + Math.round(maxUpload / 1048576) + " MB)."); return;
-    }
-    upload = file;
-    removeStates();
-    showError("");
+  function showUpload(file) {
     var img = document.getElementById("query-image");
     if (img.dataset.objectUrl) URL.revokeObjectURL(img.dataset.objectUrl);
     img.dataset.objectUrl = URL.createObjectURL(file);
+    img.removeAttribute("srcset");  // a "more like this" source's thumbnails would win over the upload
     img.src = img.dataset.objectUrl;
     img.alt = "Your image";
     panel.querySelector(".label").textContent = "Images like your upload";
@@ -126,6 +119,18 @@
     var path = panel.querySelector(".path");
     if (path) path.remove();
     panel.hidden = false;
+  }
+  function searchByImage(file) {
+    if (!file) return;
+    if (file.type && file.type.indexOf("image/") !== 0) { showError("That is not an image file."); return; }
+    if (maxUpload && file.size > maxUpload) {
+      showError("That image is too large (limit " + Math.round(maxUpload / 1048576) + " MB)."); return;
+    }
+    var rerun = upload === file && !panel.hidden;  // the shown upload again, with new filters
+    upload = file;
+    removeStates();
+    showError("");
+    if (!rerun) panel.hidden = true;  // shown with the results: a file the server refuses gets no (broken) preview
     qInput.value = "";
     var like = form.elements["like"];
     if (like) like.remove();
@@ -134,8 +139,8 @@
     more.hidden = true;
     setLoading(true);
     var failed = false;
-    postImage(file, 0).then(readJson).then(function (data) { render(data, false); })
-      .catch(function (err) { failed = true; statusEl.textContent = ""; showError(err.message); })
+    postImage(file, 0).then(readJson).then(function (data) { showUpload(file); render(data, false); })
+      .catch(function (err) { failed = true; if (!rerun) upload = null; statusEl.textContent = ""; showError(err.message); })
       .finally(function () { setLoading(false); if (!failed) keepFilling(); });
   }
   fileInput.addEventListener("change", function () { searchByImage(fileInput.files[0]); fileInput.value = ""; });

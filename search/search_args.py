@@ -1,0 +1,50 @@
+"""The rules for the values a person gives a search, shared by the API (web/params.py) and the CLI
+(glimpse/search_command.py), so both accept and refuse the same things with the same message.
+
+Limits: at most ``MAX_PAGE_K`` results per page (one answer stays small for a shared server and a
+terminal alike; deeper lists are paged), and no page past the engine's ``MAX_K`` results (the deepest
+the engine searches). Only the clip-retrieval endpoints (web/clip_compat.py) keep their own ``num_images``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from search.errors import EXIT_USAGE, InvalidValue
+
+MAX_PAGE_K = 200
+ORDERS = ("relevance", "date")
+
+
+class BadSearchValue(InvalidValue):
+    """A search option or parameter out of its rules: a 400 over HTTP, a usage error (exit 2) on the CLI."""
+
+    exit_code = EXIT_USAGE
+    http_status = 400
+
+
+def check_paging(k: int, page: int) -> None:
+    from search.engine import MAX_K  # here, so the CLI's option table does not load the engine
+
+    if not 1 <= k <= MAX_PAGE_K:
+        raise BadSearchValue(f"k must be between 1 and {MAX_PAGE_K}")
+    if page < 0:
+        raise BadSearchValue("page must be >= 0")
+    if (page + 1) * k > MAX_K:
+        raise BadSearchValue(f"page too deep: at most {MAX_K} results can be paged through")
+
+
+def parse_date(raw: str | None, name: str = "date") -> str | None:
+    """``YYYY-MM-DD`` (blank: None); ``name`` is how the caller spells the option in the message."""
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise BadSearchValue(f"{name} must be a date like 2024-05-31") from None
+
+
+def check_date_range(date_from: str | None, date_to: str | None, names: tuple[str, str] = ("date_from", "date_to")):
+    if date_from and date_to and date_from > date_to:
+        raise BadSearchValue(f"{names[0]} is after {names[1]}")
