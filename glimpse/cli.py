@@ -196,13 +196,20 @@ def reindex(paths_obj, **kw):
 @click.argument("text", required=False)
 @click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images similar to this file.")
 @click.option("--captions", "captions", metavar="TEXT", help="Search caption vectors; returns their images.")
+@click.option(
+    "--mode",
+    type=click.Choice(["auto", "images", "captions", "keywords"]),
+    default="auto",
+    show_default=True,
+    help="TEXT against: auto (image + file name/folder/caption words), images, captions (vectors), keywords.",
+)
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Results per page.")
 @click.option("--page", type=click.IntRange(0), default=0, help="Page number (from 0).")
 @click.option("--min-score", type=float, default=None, help="Drop results scoring below this cosine similarity.")
 @click.option("--folder", default=None, help="Only images under this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
 @click.pass_obj
-def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json):
+def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, as_json):
     """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
     from search.engine import Engine, Filters
     from search.images import ImageDecodeError
@@ -216,7 +223,7 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json
         engine = Engine(paths_obj)
         query: TextQuery | FileQuery
         if text:  # on the command line a term naming an image file is that image
-            query = TextQuery(text, allow_files=True)
+            query = TextQuery(text, mode=mode, allow_files=True)
         elif image:
             query = FileQuery(image)
         else:
@@ -233,7 +240,8 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json
         click.echo("no results", err=True)
     for rank, r in enumerate(results, start=1 + page * k):
         cap = f"  {r.caption}" if r.caption else ""
-        click.echo(f"{rank:3d}. {r.score:.3f}  {r.path}{cap}")
+        score = f"{r.score:.3f}" if r.score is not None else "  -  "
+        click.echo(f"{rank:3d}. {score}  {r.path}{cap}")
 
 
 @cli.command()

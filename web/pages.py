@@ -16,6 +16,7 @@ from search.query import ImageQuery, SimilarQuery
 from web import queries
 from web.config import max_upload_bytes
 from web.errors import HttpError
+from web.highlight import highlight
 from web.params import SearchParams, parse_search_params
 from web.uploads import read_upload
 
@@ -40,6 +41,7 @@ def human_size(n: int | None) -> str:
 def register_filters(app: Flask) -> None:
     app.add_template_filter(human_size, "human_size")
     app.add_template_filter(os.path.basename, "basename")
+    app.add_template_filter(highlight, "highlight")
     app.add_template_global(queries.image_urls, "image_urls")
 
 
