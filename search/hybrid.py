@@ -1,9 +1,9 @@
 """Hybrid text search: the vision ranking fused with the keyword (FTS5) ranking.
 
 Modes (``TextQuery.mode``): ``auto`` fuses both when the keyword index matches any word of the query and
-is the vision ranking alone otherwise; ``keywords`` is the keyword ranking alone. Fusion is reciprocal
-rank fusion with k = 60 (Cormack et al. 2009): chosen over score blends by the held-out measurement in
-BENCHMARKS.md ("Hybrid search"), and it needs no calibration between cosine and bm25 scales.
+is the vision ranking alone otherwise; ``keywords`` is the keyword ranking alone. Fusion is an even
+score blend (:func:`fuse`, ``blend``, alpha 0.5): on held-out captions it beat reciprocal rank fusion
+(k = 60) and the other blends in recall@10 and MRR on two samples (BENCHMARKS.md, "Hybrid search").
 
 Both candidate lists go through the engine's row filtering (``Engine._hydrate``: deleted rows, folder,
 dates, min_score) before they are ranked, so filters and paging mean the same as in vision search. A
@@ -29,30 +29,41 @@ if TYPE_CHECKING:
     from search.store import Store
 
 RRF_K = 60
+# The fusion every hybrid query uses (bench/hybrid_fusion.py measured the others).
+FUSION, ALPHA = "blend", 0.5
 # Candidates taken from each ranking before fusing (at least; a deep page takes more).
 FUSION_POOL = 100
 
 
 def fuse(
-    vision: Sequence[tuple[int, float]], keyword: Sequence[tuple[int, float]], method: str = "rrf", alpha: float = 0.5
+    vision: Sequence[tuple[int, float]],
+    keyword: Sequence[tuple[int, float]],
+    method: str = FUSION,
+    alpha: float = ALPHA,
 ) -> list[int]:
     """Ids best first. ``rrf``: sum of 1/(RRF_K + rank) over the lists holding the id. ``blend``:
-    alpha * cosine + (1 - alpha) * bm25, each min-max scaled over its list (absent: 0)."""
+    alpha * cosine min-max scaled over the vision list + (1 - alpha) * bm25 / the best bm25 (absent: 0).
+    Ties go to the id both lists hold, then to the vision order."""
     fused: dict[int, float] = defaultdict(float)
     if method == "rrf":
         for ranking in (vision, keyword):
             for rank, (i, _) in enumerate(ranking, start=1):
                 fused[i] += 1.0 / (RRF_K + rank)
     elif method == "blend":
-        for ranking, w in ((vision, alpha), (keyword, 1.0 - alpha)):
-            if ranking:
-                lo, hi = min(s for _, s in ranking), max(s for _, s in ranking)
-                for i, s in ranking:
-                    fused[i] += w * ((s - lo) / (hi - lo) if hi > lo else 1.0)
+        if vision:
+            lo, hi = min(s for _, s in vision), max(s for _, s in vision)
+            for i, s in vision:
+                fused[i] += alpha * ((s - lo) / (hi - lo) if hi > lo else 1.0)
+        best = max((s for _, s in keyword), default=0.0)
+        for i, s in keyword:
+            fused[i] += (1.0 - alpha) * (s / best if best > 0 else 1.0)
     else:
         raise ValueError(f"unknown fusion method {method!r}")
-    order = {i: n for n, i in enumerate([i for i, _ in vision] + [i for i, _ in keyword])}
-    return sorted(fused, key=lambda i: (-fused[i], order[i]))
+    order: dict[int, int] = {}
+    for n, i in enumerate([i for i, _ in vision] + [i for i, _ in keyword]):
+        order.setdefault(i, n)
+    both = {i for i, _ in vision} & {i for i, _ in keyword}
+    return sorted(fused, key=lambda i: (-fused[i], i not in both, order[i]))
 
 
 def keyword_ranking(store: Store, plan: KeywordPlan, limit: int) -> list[tuple[int, float]]:
