@@ -127,8 +127,9 @@ class KeywordReads:
             bindparam("ids", expanding=True)
         )
         found = row_ids(ids)
-        if not found:
-            return {}
+        out: dict[int, tuple[str, str, str]] = {}
         with self.session() as s:
-            rows = s.execute(q, {"m": match, "ids": found[:_CHUNK], "a": MARK_START, "b": MARK_END})
-            return {int(r[0]): (r[1] or "", r[2] or "", r[3] or "") for r in rows}
+            for i in range(0, len(found), _CHUNK):
+                rows = s.execute(q, {"m": match, "ids": found[i : i + _CHUNK], "a": MARK_START, "b": MARK_END})
+                out.update((int(r[0]), (r[1] or "", r[2] or "", r[3] or "")) for r in rows)
+        return out
