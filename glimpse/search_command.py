@@ -13,6 +13,7 @@ import sys
 import click
 
 from search.errors import EXIT_ERROR
+from search.query import MODES
 from search.search_args import MAX_PAGE_K, ORDERS
 
 
@@ -57,6 +58,13 @@ def _fail(message: str) -> None:
 @click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images similar to this file.")
 @click.option("--captions", "captions", metavar="TEXT", help="Search caption vectors; returns their images.")
 @click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default="auto",
+    show_default=True,
+    help="TEXT against: auto (image + file name/folder/caption words), images, captions (vectors), keywords.",
+)
+@click.option(
     "-k", "k", type=int, default=10, show_default=True, help=f"Results per page (1-{MAX_PAGE_K}, as the API)."
 )
 @click.option("--page", type=int, default=0, help="Page number (from 0); (page + 1) * k may not exceed 1000.")
@@ -73,7 +81,7 @@ def _fail(message: str) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
 @click.pass_obj
-def search(paths_obj, text, image, captions, k, page, min_score, folder, date_from, date_to, order, as_json):
+def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, date_from, date_to, order, as_json):
     """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT.
 
     TEXT may begin with a dash ("-cat"); after -- everything is TEXT.
@@ -94,7 +102,7 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, date_fr
         engine = Engine(paths_obj)
         query: TextQuery | FileQuery
         if text:  # on the command line a term naming an image file is that image
-            query = TextQuery(text, allow_files=True)
+            query = TextQuery(text, mode=mode, allow_files=True)
         elif image:
             query = FileQuery(image)
         else:
@@ -111,4 +119,5 @@ def search(paths_obj, text, image, captions, k, page, min_score, folder, date_fr
         click.echo("no results", err=True)
     for rank, r in enumerate(results, start=1 + page * k):
         cap = f"  {r.caption}" if r.caption else ""
-        click.echo(f"{rank:3d}. {r.score:.3f}  {r.path}{cap}")
+        score = f"{r.score:.3f}" if r.score is not None else "  -  "  # keywords mode: no cosine score
+        click.echo(f"{rank:3d}. {score}  {r.path}{cap}")

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
+from search.hybrid import add_highlights, hybrid_results
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.model_spec import ModelSpec
@@ -201,11 +202,20 @@ class Engine:
         want = end + 1 if end < MAX_K else end
         if isinstance(query, TextQuery) and query.mode == "captions":
             found = self._caption_results(query.text, want, filters)
+            for r in found:
+                r.matched = ["caption"]
+        elif isinstance(query, TextQuery) and query.mode in ("auto", "keywords"):
+            found = hybrid_results(self, query, want, filters, DATE_ORDER_POOL if filters.order == "date" else want)
         else:
             vec = self.query_vector(query)
             exclude = {int(query.image_id)} if isinstance(query, SimilarQuery) else set()
             found = self._image_results(vec, want, filters, exclude)
-        return Page(found[number * k : end], has_more=len(found) > end, k=k, page=number)
+            for r in found:
+                r.matched = ["image"]
+        shown = found[number * k : end]
+        if isinstance(query, TextQuery):
+            add_highlights(self.store, shown, query)
+        return Page(shown, has_more=len(found) > end, k=k, page=number)
 
     def _image_results(self, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
         """The best ``want`` results (by date: the relevant pool, newest first)."""

@@ -22,7 +22,8 @@ _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
 # Weights are relative, so nothing needs more; a bigger one overflows the float32 sum of the terms.
 MAX_WEIGHT = 1e6
 
-Mode = Literal["images", "captions"]
+Mode = Literal["auto", "images", "captions", "keywords"]
+MODES: tuple[Mode, ...] = ("auto", "images", "captions", "keywords")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,10 @@ class Term:
 class TextQuery:
     """Text against the images (terms may be combined), or, in ``captions`` mode, against caption vectors.
 
+    ``images``: the vision ranking; ``keywords``: the keyword index (file names, folders, captions);
+    ``auto``: both fused when the keyword index matches, else vision (search.hybrid). The dataclass
+    default stays ``images`` (clip-retrieval's /knn-service semantics); the CLI and the API default to auto.
+
     Captions mode takes the text whole, as one caption-like sentence (no term parsing), and returns each
     image once with its best caption. ``allow_files`` is for the CLI only: a term naming an image file
     is that image.
@@ -46,8 +51,8 @@ class TextQuery:
     allow_files: bool = False
 
     def __post_init__(self) -> None:
-        if self.mode not in ("images", "captions"):
-            raise ValueError(f"mode must be 'images' or 'captions', not {self.mode!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from search.files import shown
@@ -26,9 +26,14 @@ class SearchResult:
     date: str | None = None
     folder: str | None = None
     matched_caption: str | None = None
+    # Why it matched: "image" (vision ranking), "keywords" (file name, folder or caption words), "caption"
+    # (caption vectors); the caption or file name that matched, and [start, end) spans of its matched words.
+    matched: list[str] = field(default_factory=list)
+    matched_text: str | None = None
+    matched_spans: list[list[int]] | None = None
 
     def to_dict(self) -> dict:
-        # Every field is a scalar: no need for asdict's recursive deep copy (~0.7 ms per page of 10).
+        # Every field is a scalar or a flat list: no need for asdict's recursive deep copy (~0.7 ms per page of 10).
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 

@@ -172,6 +172,17 @@ class JobRow(Base):
     warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+# The keyword index (search.store_fts): an FTS5 virtual table, created by migration 0004 and kept out of
+# this metadata (SQLAlchemy cannot describe virtual tables). FTS5 adds shadow tables named after it;
+# migrations/env.py keeps exactly these out of the drift check.
+FTS_TABLE = "images_fts"
+FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_content", "_docsize", "_config")
+
+
+def is_fts_table(name: str) -> bool:
+    return name == FTS_TABLE or name in {FTS_TABLE + s for s in FTS_SHADOW_SUFFIXES}
+
+
 # ---------------------------------------------------------------- vectors
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
 from search.schema import CaptionRow, ImageRow, fs_str, pack_vector
+from search.store_fts import drop_fts, ids_of_paths, sync_fts
 
 # ---------------------------------------------------------------- indexer writes
 #
@@ -37,6 +38,9 @@ DONE: Final = 4
 ROOT: Final = 5
 REAL: Final = 6
 FAILED: Final = 7
+
+# The keyword index (search.store_fts) follows every write below that changes an image's name, folder,
+# captions or status, in the same transaction.
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
 Transaction = Session
@@ -95,6 +99,7 @@ class IndexerWrites:
             .where(ImageRow.id == row_id)
             .values(path=path, real_path=real_path, root_id=root_id, size=size, mtime=mtime)
         )
+        sync_fts(s, [row_id])
 
     @staticmethod
     def copy_image(
@@ -109,31 +114,35 @@ class IndexerWrites:
     ) -> None:
         """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
         src = s.get_one(ImageRow, src_id)
-        s.add(
-            ImageRow(
-                path=path,
-                real_path=real_path,
-                root_id=root_id,
-                size=size,
-                mtime=mtime,
-                content_hash=content_hash,
-                width=src.width,
-                height=src.height,
-                format=src.format,
-                taken_at=src.taken_at,
-                status="indexed",
-                vector=src.vector,
-            )
+        row = ImageRow(
+            path=path,
+            real_path=real_path,
+            root_id=root_id,
+            size=size,
+            mtime=mtime,
+            content_hash=content_hash,
+            width=src.width,
+            height=src.height,
+            format=src.format,
+            taken_at=src.taken_at,
+            status="indexed",
+            vector=src.vector,
         )
+        s.add(row)
+        s.flush()
+        sync_fts(s, [row.id])
 
     @staticmethod
     def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
         """Insert ``new_rows`` (one executemany: ORM objects cost more than the encoder on a GPU)
         and set ``(row id, column values)`` on existing rows."""
+        updates = list(updates)
         for image_id, values in updates:
             s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**values))
         if new_rows:
             s.execute(insert(ImageRow), list(new_rows))
+        changed = [image_id for image_id, _ in updates]
+        sync_fts(s, changed + (ids_of_paths(s, [r["path"] for r in new_rows]) if new_rows else []))
 
     @staticmethod
     def delete_images(s: Session, ids: Sequence[int]) -> None:
@@ -142,6 +151,7 @@ class IndexerWrites:
         for i in range(0, len(ids), 500):
             s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(ids[i : i + 500])))
             s.execute(delete(ImageRow).where(ImageRow.id.in_(ids[i : i + 500])))
+        drop_fts(s, ids)
 
     def add_captions(self, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
         """Store ``{image path: [(text, source)]}`` captions not stored yet; returns the paths
@@ -162,6 +172,7 @@ class IndexerWrites:
                 if len(ids) < 30_000
                 else set(s.execute(select(CaptionRow.image_id, CaptionRow.text)).all())
             )
+            captioned: set[int] = set()
             for path, caps in wanted.items():
                 image_id = ids.get(path)
                 if image_id is None:
@@ -170,6 +181,9 @@ class IndexerWrites:
                     if (image_id, text) not in have:
                         have.add((image_id, text))
                         s.add(CaptionRow(image_id=image_id, text=text, source=source))
+                        captioned.add(image_id)
+            s.flush()
+            sync_fts(s, captioned)
         return missing
 
     def captions_without_vectors(self) -> list[tuple[int, str]]:

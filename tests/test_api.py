@@ -62,7 +62,7 @@ def error_of(resp, status: int) -> str:
 
 # ------------------------------------------------------------------ /api/search
 def test_search_returns_scored_results_with_urls(client):
-    body = client.get("/api/search?q=a%20sunny%20beach&k=5").get_json()
+    body = client.get("/api/search?q=a%20sunny%20beach&k=5&mode=images").get_json()  # vision only: cosine order
     assert body["query"] == "a sunny beach" and body["k"] == 5 and body["page"] == 0
     assert body["has_more"] is True and len(body["results"]) == 5
     for r in body["results"]:
@@ -123,7 +123,7 @@ def test_query_naming_a_server_file_is_text_not_an_image(client, engine, corpus)
     from search.query import Paging, TextQuery, VectorQuery
 
     path = str(corpus.files["beach_04.png"])
-    got = client.get("/api/search", query_string={"q": path, "k": 3}).get_json()["results"]
+    got = client.get("/api/search", query_string={"q": path, "k": 3, "mode": "images"}).get_json()["results"]
     as_text = engine.search(VectorQuery(engine.query_vector(TextQuery(path))), page=Paging(k=3)).results
     assert [r["id"] for r in got] == [r.id for r in as_text]
     assert got[0]["score"] < 0.99

@@ -289,7 +289,7 @@ def test_cli_index_search_json_and_stats(tmp_path, glimpse, tiny_model):
     )
     out = glimpse("index", str(folder), "--captions", str(manifest), "--model", tiny_model)
     assert "6 embedded" in out.stdout and "1 failed" in out.stdout
-    results = search_json(glimpse, "picture 2", "-k", "3")
+    results = search_json(glimpse, "picture 2", "-k", "3", "--mode", "images")  # vision only: cosine order
     assert len(results) == 3
     for r in results:
         assert {"id", "score", "path", "caption"} <= set(r)

@@ -219,6 +219,26 @@ def test_filters(page, server, corpus, output_dir):
     assert page.problems == []
 
 
+def test_mode_selector_and_highlighted_match(page, server, output_dir):
+    page.goto(server.url + "/?q=bold+caption")
+    modes = page.eval_on_selector_all("select[name=mode] option", "els => els.map(e => e.value)")
+    assert modes == ["auto", "images", "captions", "keywords"]
+    assert page.eval_on_selector("select[name=mode]", "e => e.value") == "auto"
+    first = page.locator("#results .card").first
+    # The hostile caption matched "bold" and "caption": those words marked, the rest shown as text.
+    assert first.locator(".caption mark").all_inner_texts() == ["bold", "caption"]
+    assert first.locator(".caption").inner_text() == XSS_CAPTION
+    assert page.locator("#results script, #results b").count() == 0
+    shot(page, output_dir, "11-highlight")
+    page.locator(".filters summary").click()
+    page.select_option("select[name=mode]", "keywords")
+    page.click(".fields button[type=submit]")
+    page.wait_for_url(re.compile(r"mode=keywords"))
+    assert len(card_ids(page)) == 1  # words only: the one image whose caption has them
+    assert page.eval_on_selector("select[name=mode]", "e => e.value") == "keywords"
+    assert page.problems == []
+
+
 def test_bad_parameter_shows_error(page, server, output_dir):
     resp = page.goto(server.url + "/?q=beach&min_score=lots")
     assert resp.status == 400

@@ -95,6 +95,17 @@ SCHEMAS = {
                 "properties": {
                     "score": {"type": "number", "description": "cosine similarity"},
                     "matched_caption": {**NULLABLE_STR, "description": "mode=captions: the caption that matched"},
+                    "matched": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["image", "keywords", "caption"]},
+                        "description": "why it matched: the vision ranking, the keyword index, caption vectors",
+                    },
+                    "matched_text": {**NULLABLE_STR, "description": "the caption or file name that matched"},
+                    "matched_spans": {
+                        "type": ["array", "null"],
+                        "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                        "description": "[start, end) of each matched word in matched_text",
+                    },
                 },
             },
         ]
@@ -168,7 +179,9 @@ def openapi_document() -> dict:
                     _q(
                         "mode",
                         {"type": "string", "enum": list(MODES), "default": MODES[0]},
-                        "images: text against image vectors; captions: text against caption vectors.",
+                        "auto: vision and keyword (file name, folder, caption words) rankings fused when any "
+                        "word matches, else vision only; images: text against image vectors only; captions: text "
+                        "against caption vectors; keywords: the keyword index only (score null).",
                     ),
                     *PAGING,
                     *FILTERS,

@@ -17,6 +17,7 @@ from search.query import ImageQuery, SimilarQuery
 from web import queries, thumbs
 from web.config import max_upload_bytes
 from web.errors import HttpError
+from web.highlight import highlight
 from web.params import SearchParams, parse_search_params
 from web.uploads import read_upload
 
@@ -54,6 +55,7 @@ def register_filters(app: Flask) -> None:
     app.add_template_filter(break_after_slashes, "break_after_slashes")
     app.add_template_global(thumb_srcset, "thumb_srcset")
     app.add_template_filter(os.path.basename, "basename")
+    app.add_template_filter(highlight, "highlight")
     app.add_template_global(queries.image_urls, "image_urls")
 
 

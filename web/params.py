@@ -10,19 +10,18 @@ import os
 from dataclasses import dataclass, field
 
 from search.engine import Filters
-from search.query import Mode, Paging, TextQuery
+from search.query import MODES, Mode, Paging, TextQuery
 from search.search_args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, parse_date
 from web.errors import HttpError
 
 DEFAULT_K = 24
-MODES = ("images", "captions")
 
 
 @dataclass
 class SearchParams:
     k: int = DEFAULT_K
     page: int = 0
-    mode: Mode = "images"
+    mode: Mode = "auto"
     filters: Filters = field(default_factory=Filters)
 
     @property
@@ -42,7 +41,7 @@ class SearchParams:
             "date_to": f.date_to,
             "min_score": f.min_score,
             "order": f.order if f.order != "relevance" else None,
-            "mode": self.mode if self.mode != "images" else None,
+            "mode": self.mode if self.mode != MODES[0] else None,
             "k": self.k if self.k != DEFAULT_K else None,
         }
         return {key: v for key, v in out.items() if v is not None}
@@ -109,5 +108,5 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     filters = Filters(
         folder=folder, date_from=date_from, date_to=date_to, min_score=min_score, order=_choice(args, "order", ORDERS)
     )
-    mode: Mode = "captions" if _choice(args, "mode", MODES) == "captions" else "images"
+    mode = next(m for m in MODES if m == _choice(args, "mode", MODES))  # the Mode literal, not the client's str
     return SearchParams(k=k, page=page, mode=mode, filters=filters)

@@ -83,9 +83,9 @@ def test_without_allow_files_the_filesystem_is_never_asked(monkeypatch):
     assert got == [("/etc/passwd", 1.0, False), ("~/photo.jpg", 2.0, False), ("./x", -1.0, False)]
 
 
-def test_a_text_query_has_one_of_two_modes():
+def test_a_text_query_has_one_of_four_modes():
     from search.query import TextQuery
 
     assert TextQuery("x", mode="captions").mode == "captions"
     with pytest.raises(ValueError, match="mode must be"):
-        TextQuery("x", mode="keywords")
+        TextQuery("x", mode="karaoke")  # type: ignore[arg-type]

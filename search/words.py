@@ -1,0 +1,40 @@
+"""Words for the keyword index: file and folder names split the way people read them.
+
+``"IMG_2041-redCar.jpg"`` → ``img 2041 red car jpg``: separators, camelCase and letter/digit
+boundaries all split. Query text goes through the same splitter, so a query word and an indexed
+word always agree; FTS5's own tokenizer (unicode61) then sees only plain alphanumeric words.
+"""
+
+from __future__ import annotations
+
+import re
+
+_CHUNKS = re.compile(r"[^\W_]+")  # runs of letters and digits: every other character separates
+
+
+def _kind(ch: str) -> int:
+    return 0 if ch.isdigit() else 1 if ch.isupper() else 2
+
+
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """``(start, end)`` of each word of ``text``, in order (the words are ``text[start:end]``)."""
+    spans: list[tuple[int, int]] = []
+    for m in _CHUNKS.finditer(text):
+        chunk, base, start = m.group(), m.start(), 0
+        for i in range(1, len(chunk)):
+            prev, cur = _kind(chunk[i - 1]), _kind(chunk[i])
+            nxt = _kind(chunk[i + 1]) if i + 1 < len(chunk) else None
+            if (
+                (prev == 0) != (cur == 0)  # letters ↔ digits
+                or (prev == 2 and cur == 1)  # redCar
+                or (prev == 1 and cur == 1 and nxt == 2)  # HTTPServer: HTTP | Server
+            ):
+                spans.append((base + start, base + i))
+                start = i
+        spans.append((base + start, base + len(chunk)))
+    return spans
+
+
+def split_words(text: str) -> list[str]:
+    """The lower-cased words of ``text`` (file names, folder names, query text)."""
+    return [text[a:b].lower() for a, b in word_spans(text)]
