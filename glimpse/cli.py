@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from glimpse.engine_options import engine_options
 from search.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlimpseError
 
 log = logging.getLogger("glimpse")
@@ -139,12 +140,15 @@ def model_options(f):
 
 
 def _run_index(paths, roots, kind: str, **kw) -> None:
+    from glimpse.engine_options import ENGINE_KEYS, make_runner
     from indexer.pipeline import Options, run_job
     from search.files import shown
 
+    engine = {k: kw.pop(k) for k in ENGINE_KEYS}
     opts = Options(kind=kind, **kw)
+    runner = make_runner(opts, **engine)
     try:  # a GlimpseError reaches LazyGroup, which reports it
-        counts, version = run_job(paths, roots, opts)
+        counts, version = run_job(paths, roots, opts, runner=runner)
     except KeyboardInterrupt:
         _fail("interrupted; committed batches are kept and the next run resumes", EXIT_INTERRUPTED)
     parts = [
@@ -178,6 +182,7 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
     "recorded with each folder and kept by `glimpse reindex` (default: as recorded, else no).",
 )
 @model_options
+@engine_options
 @click.pass_obj
 def index(paths_obj, paths, captions, follow_external_links, **kw):
     """Index image folders (and captions). Only new or changed files are embedded."""
@@ -196,6 +201,7 @@ def index(paths_obj, paths, captions, follow_external_links, **kw):
 
 @cli.command()
 @model_options
+@engine_options
 @click.pass_obj
 def reindex(paths_obj, **kw):
     """Incremental update of every known folder (the nightly job)."""

@@ -105,7 +105,10 @@ class Indexer:
         if runner is None:
             runner = LocalRunner(self.model.encoder(spec), self.opts)
         else:
-            self.model.encoder(spec)  # the model row names the model the vectors come from
+            enc = self.model.encoder(spec)  # the model row names the model the vectors come from
+            prepare = getattr(runner, "prepare", None)  # a remote runner ships this model to its workers
+            if prepare is not None:
+                prepare(enc)
         progress = bar(len(items), "embedding")
         # Read where the walk checked it; hash only what the plan did not.
         requests = [EmbedRequest(it.entry.real_path or it.entry.path, it.entry.size, not it.hashed) for it in items]
@@ -137,6 +140,8 @@ class Indexer:
                     pending.result()  # let the write in progress finish
                 raise
         progress.close()
+        for line in getattr(runner, "warnings", list)():  # e.g. a cluster's worker restarts: kept in the job record
+            self.warnings.add(line)
         took = time.perf_counter() - t_start
         # Which stage bounds the run: the one whose busy time is closest to the wall time.
         busy = {**runner.busy(), "database writes": write_s}

@@ -61,6 +61,10 @@ class EmbedRunner(Protocol):
         """Seconds spent per stage (summed over threads), for the run's summary line."""
         ...
 
+    # Optional, looked up by the indexer: ``prepare(encoder)`` before ``run`` (the model the
+    # driver opened, for a runner that ships it to other machines), and ``warnings() -> list[str]``
+    # after it (lines for the job record, e.g. worker restarts).
+
 
 # CPU: each encode stream runs its own single-threaded batch. 16 beats 32 on a 2-core EPYC
 # (ViT-B-32 ONNX, 2 streams: 18.8 vs 18.4 img/s encoder-only; the last batch also leaves

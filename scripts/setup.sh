@@ -4,6 +4,7 @@
 #   scripts/setup.sh          the product
 #   scripts/setup.sh --dev    plus what the tests need (Debian chromium, clip-retrieval's client,
 #                             the training extra: transformers and the all-MiniLM-L6-v2 text teacher,
+#                             the ray extra (tests/test_ray.py),
 #                             and requirements-dev.txt's lint and type tools: ruff and mypy)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +18,7 @@ fi
 .venv/bin/python -m pip install -q -e .
 if [ "${1:-}" = "--dev" ]; then
   .venv/bin/python -m pip install -q -e ".[train]"
+  .venv/bin/python -m pip install -q -e ".[ray]"  # tests/test_ray.py runs real Ray on 127.0.0.1
   .venv/bin/python -m pip install -q -r requirements-dev.txt
   # ClipClient (for the clip-retrieval compatibility test) without its heavy dependencies. Last: a later
   # install would have pip's resolver list every dependency of clip-retrieval left out here as a conflict.

@@ -249,6 +249,14 @@ SETTINGS: list[Setting] = [
         "auto, gpu or cpu",
     ),
     Setting(
+        "GLIMPSE_ENGINE",
+        "local",
+        "Where `glimpse index` embeds images: `local` (this machine) or `ray` (a Ray cluster, "
+        '`pip install -e ".[ray]"`; README: Beyond one machine); same as `--engine`.',
+        _choice("local", "ray"),
+        "local or ray",
+    ),
+    Setting(
         "GLIMPSE_ENCODE_STREAMS",
         None,
         "Batches in flight in the encoder while indexing.",

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""`glimpse index --engine ray` against `--engine local` on the same JPEGs, interleaved.
+
+Per run: the whole command's wall time, the embedding phase (the indexer's summary line
+"embedded N images in X s", which for Ray includes starting the cluster and its workers) and the
+driver's write rate (rows committed per second of database-write busy time: what bounds how many
+GPU workers one driver can feed). Prints a Markdown table for BENCHMARKS.md.
+
+  python bench/ray_overhead.py -n 1000 --rounds 3            # private Ray on 127.0.0.1
+  python bench/ray_overhead.py -n 300 --rounds 1 --two-nodes # also: a head + a second node, 1 CPU each
+
+``--two-nodes`` starts `ray start --head --num-cpus 1` and `ray start --address … --num-cpus 1` on
+127.0.0.1 (stopped with `ray stop --force` afterwards), runs with `--workers 2` (one CPU each, so
+one worker per node) and checks that the rows equal the local run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.run import DATA, corpus, run_timed  # noqa: E402
+
+RAY = str(Path(sys.executable).parent / "ray")
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+SUMMARY = re.compile(r"embedded (\d+) images in ([\d.]+)s .*database writes ([\d.]+)s")
+
+
+def index(home: Path, pics: Path, args, *extra: str) -> dict:
+    shutil.rmtree(home, ignore_errors=True)
+    cmd = [sys.executable, "-m", "glimpse.cli", "--home", str(home), "-v", "index", str(pics)]
+    cmd += ["--model", args.model, "--pretrained", args.pretrained, *extra]
+    r = run_timed(cmd, env=dict(os.environ, **RAY_ENV), watch=False)
+    if r["rc"] != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r['rc']}):\n{r['stderr'][-3000:]}")
+    m = SUMMARY.search(r["stderr"])
+    assert m, r["stderr"][-2000:]
+    n, embed_s, write_s = int(m.group(1)), float(m.group(2)), float(m.group(3))
+    return {"wall_s": r["wall_s"], "embed_s": embed_s, "rows_per_write_s": n / max(write_s, 1e-9), "log": r["stderr"]}
+
+
+def rows(home: Path) -> list[tuple]:
+    with sqlite3.connect(home / "glimpse.db") as db:
+        return db.execute(
+            "select path, status, content_hash, width, height, vector from images order by path"
+        ).fetchall()
+
+
+def same_rows(a: list[tuple], b: list[tuple]) -> bool:
+    import numpy as np
+
+    if [r[:5] for r in a] != [r[:5] for r in b]:
+        return False
+    va = np.array([np.frombuffer(r[5], np.float16) for r in a], np.float32)
+    vb = np.array([np.frombuffer(r[5], np.float16) for r in b], np.float32)
+    return bool(np.abs(va - vb).max() <= 2e-3)
+
+
+def two_nodes(pics: Path, args, local_home: Path) -> str:
+    temp = tempfile.mkdtemp(prefix="gr-", dir="/tmp")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, **RAY_ENV)
+    address = f"127.0.0.1:{port}"
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]
+    try:
+        subprocess.run(
+            [RAY, "start", "--head", f"--port={port}", "--include-dashboard=false", f"--temp-dir={temp}", *common],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run([RAY, "start", f"--address={address}", *common], env=env, check=True, capture_output=True)
+        home = DATA / "homes" / "ray-two-nodes"
+        r = index(home, pics, args, "--engine", "ray", "--ray-address", address, "--workers", "2")
+        nodes = re.search(r"(\d+) node\(s\)", r["log"])
+        same = same_rows(rows(home), rows(local_home))
+        return (
+            f"two nodes (head + `ray start --address`, 1 CPU each, `--workers 2`): "
+            f"{nodes.group(1) if nodes else '?'} nodes seen, embedding {r['embed_s']:.1f} s, "
+            f"rows equal to the local run's: {same}"
+        )
+    finally:
+        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-n", type=int, default=1000, help="JPEGs (bench/make_corpus.py, deterministic)")
+    ap.add_argument("--rounds", type=int, default=3, help="local, ray pairs, interleaved")
+    ap.add_argument("--model", default="ViT-B-32")
+    ap.add_argument("--pretrained", default="none", help="random weights: the same work, no download")
+    ap.add_argument("--two-nodes", action="store_true")
+    args = ap.parse_args(argv)
+    pics = corpus(args.n)
+    load_before = os.getloadavg()
+    results: dict[str, list[dict]] = {"local": [], "ray": []}
+    for _ in range(args.rounds):
+        results["local"].append(index(DATA / "homes" / "ray-ab-local", pics, args))
+        results["ray"].append(index(DATA / "homes" / "ray-ab-ray", pics, args, "--engine", "ray"))
+    same = same_rows(rows(DATA / "homes" / "ray-ab-local"), rows(DATA / "homes" / "ray-ab-ray"))
+    load_after = os.getloadavg()
+    med = {
+        k: {m: statistics.median(r[m] for r in v) for m in ("wall_s", "embed_s", "rows_per_write_s")}
+        for k, v in results.items()
+    }
+    print(
+        f"{args.n} JPEGs, {args.model} ({args.pretrained}), {args.rounds} interleaved round(s); "
+        f"load average before {load_before[0]:.1f}, after {load_after[0]:.1f}; {os.cpu_count()} cores"
+    )
+    print(
+        "| engine | whole command (median s) | embedding phase (median s) | driver writes (rows/s) | runs (embed s) |"
+    )
+    print("|---|---|---|---|---|")
+    for k, v in results.items():
+        runs = ", ".join(f"{r['embed_s']:.1f}" for r in v)
+        print(
+            f"| {k} | {med[k]['wall_s']:.1f} | {med[k]['embed_s']:.1f} | {med[k]['rows_per_write_s']:,.0f} | {runs} |"
+        )
+    ratio = med["ray"]["embed_s"] / med["local"]["embed_s"]
+    gpus = med["ray"]["rows_per_write_s"] / 3000
+    print(
+        f"ray/local embedding phase: {ratio:.2f}x (target <= 1.15x); rows equal: {same}; "
+        f"the driver's writes keep up with {gpus:.1f} GPUs at 3,000 img/s each"
+    )
+    if args.two_nodes:
+        print(two_nodes(pics, args, DATA / "homes" / "ray-ab-local"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
