@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
-from search.filtered_search import Ranked, ranked
+from search.filtered_search import Ranked, Subset, ranked, subset_of
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.model_spec import ModelSpec
@@ -231,7 +231,8 @@ class Engine:
 
     def _refetch(self, live, vec: np.ndarray, filters: Filters):
         def fetch(n: int) -> Ranked:
-            return ranked(live, self.store, vec, n, self._filter_ids(live, filters))
+            allowed = self._filter_ids(live, filters)
+            return ranked(live, vec, n, allowed, lambda: self._subset(live, filters, allowed))
 
         return fetch
 
@@ -245,6 +246,11 @@ class Engine:
             ("filter", folder, filters.date_from, filters.date_to),
             lambda: self.store.filtered_ids(folder, filters.date_from, filters.date_to),
         )
+
+    def _subset(self, live, filters: Filters, allowed) -> Subset:
+        """The stored vectors of a filter's few rows, read once and kept with its ids."""
+        key = ("subset", _folder(filters), filters.date_from, filters.date_to)
+        return self.cache.get_or_make(live.version, key, lambda: subset_of(self.store, allowed, live.dim))
 
     def _caption_results(self, text: str, want: int, filters: Filters) -> list[SearchResult]:
         """Text against caption vectors; each image once, with its best caption."""

@@ -16,6 +16,7 @@ The filter's ids come from an indexed SQL query (``Store.filtered_ids``). Then:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 import faiss
@@ -46,8 +47,31 @@ def index_search(live: LoadedIndex, vec: np.ndarray, k: int, params: faiss.Searc
     return Ranked(ids[0][keep].astype(np.int64), scores[0][keep], exhausted=False)
 
 
-def ranked(live: LoadedIndex, store: Store, vec: np.ndarray, fetch: int, allowed: np.ndarray | None) -> Ranked:
-    """The best ``fetch`` images of the index, or only of ``allowed`` (sorted ids) when a filter is set."""
+class Subset(NamedTuple):
+    """The stored vectors of a filter's rows (kept with its ids, so later queries on it are one product)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.ids.nbytes + self.vectors.nbytes)
+
+
+def subset_of(store: Store, allowed: np.ndarray, dim: int) -> Subset:
+    """Read the vectors of ``allowed`` (ids without one are left out)."""
+    with stage("exact"):
+        found = store.vectors_of(allowed.tolist(), dim)
+    if not found:
+        return Subset(*_empty()[:1], np.zeros((0, dim), np.float32))
+    return Subset(np.fromiter(found, np.int64, len(found)), np.stack(list(found.values())))
+
+
+def ranked(
+    live: LoadedIndex, vec: np.ndarray, fetch: int, allowed: np.ndarray | None, subset: Callable[[], Subset]
+) -> Ranked:
+    """The best ``fetch`` images of the index, or only of ``allowed`` (sorted ids) when a filter is set;
+    ``subset()`` gives the stored vectors of ``allowed`` (asked only for the exact search of a few)."""
     total = live.images.ntotal
     if allowed is None:
         found = index_search(live, vec, min(fetch, total)) if total else Ranked(*_empty(), False)
@@ -57,29 +81,25 @@ def ranked(live: LoadedIndex, store: Store, vec: np.ndarray, fetch: int, allowed
     asked, fetch = fetch, min(fetch, len(allowed))
     ivf = _ivf(live.images)
     if ivf is None:
-        found = index_search(live, vec, fetch, faiss.SearchParameters(sel=_selector(allowed)))
+        found = index_search(live, vec, fetch, _params(_selector(allowed)))
         return found._replace(exhausted=len(found.ids) < asked)
     if len(allowed) <= settings()["GLIMPSE_FILTER_EXACT_MAX"]:
-        found = _exact(store, vec, fetch, allowed, live.dim)
+        found = _exact(subset(), vec, fetch)
         return found._replace(exhausted=found.exhausted or asked >= len(allowed))
     selector = _selector(allowed)
     share = min(1.0, len(allowed) / total)
     nprobe = min(ivf.nlist, math.ceil(ivf.nprobe / share))
-    found = index_search(live, vec, fetch, faiss.SearchParametersIVF(sel=selector, nprobe=nprobe))
+    found = index_search(live, vec, fetch, _params(selector, nprobe))
     if len(found.ids) < fetch and nprobe < ivf.nlist:
-        found = index_search(live, vec, fetch, faiss.SearchParametersIVF(sel=selector, nprobe=ivf.nlist))
+        found = index_search(live, vec, fetch, _params(selector, ivf.nlist))
     return found._replace(exhausted=len(found.ids) < asked)
 
 
-def _exact(store: Store, vec: np.ndarray, fetch: int, allowed: np.ndarray, dim: int) -> Ranked:
+def _exact(subset: Subset, vec: np.ndarray, fetch: int) -> Ranked:
     with stage("exact"):
-        vectors = store.vectors_of(allowed.tolist(), dim)
-        if not vectors:
-            return Ranked(*_empty(), exhausted=True)
-        ids = np.fromiter(vectors, np.int64, len(vectors))
-        scores = np.stack(list(vectors.values())) @ np.asarray(vec, np.float32)
+        scores = subset.vectors @ np.asarray(vec, np.float32)
         order = np.argsort(-scores, kind="stable")[:fetch]
-    return Ranked(ids[order], scores[order].astype(np.float32), exhausted=len(order) < fetch)
+    return Ranked(subset.ids[order], scores[order].astype(np.float32), exhausted=len(order) < fetch)
 
 
 def _selector(allowed: np.ndarray) -> faiss.IDSelector:
@@ -88,8 +108,19 @@ def _selector(allowed: np.ndarray) -> faiss.IDSelector:
     bits[allowed] = True
     packed = np.packbits(bits, bitorder="little")
     selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-    selector.referenced_bits = packed  # the selector holds a raw pointer: keep the array alive with it
+    selector.referenced_bits = packed  # type: ignore[attr-defined]  # it holds a raw pointer: keep the array alive
     return selector
+
+
+def _params(selector: faiss.IDSelector, nprobe: int | None = None) -> faiss.SearchParameters:
+    """Search parameters with ``selector`` (and ``nprobe`` for an IVF); the caller keeps the selector alive."""
+    if nprobe is None:
+        params = faiss.SearchParameters()
+    else:
+        params = ivf_params = faiss.SearchParametersIVF()
+        ivf_params.nprobe = nprobe
+    params.sel = selector
+    return params
 
 
 def _ivf(index: faiss.Index) -> faiss.IndexIVF | None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import text
@@ -75,7 +75,7 @@ def _date_clauses(date_from: str | None, date_to: str | None) -> list[tuple[str,
     lo = start.strftime("%Y:%m:%d") if start else ""
     canonical = "taken_at >= :t_lo" + (" AND taken_at < :t_hi" if end else "")
     other_years = "taken_at >= :y_lo" + (" AND taken_at < :y_hi" if end else "") + " AND taken_at NOT GLOB :canon"
-    params = {"t_lo": lo, "y_lo": f"{start.year:04d}" if start else "", "canon": _CANONICAL}
+    params: dict[str, Any] = {"t_lo": lo, "y_lo": f"{start.year:04d}" if start else "", "canon": _CANONICAL}
     mtime = "mtime >= :m_lo" + (" AND mtime < :m_hi" if end else "")
     m_lo = dt.datetime.combine(start, dt.time()).timestamp() - _MARGIN if start else -float("inf")
     if end:
@@ -100,7 +100,7 @@ class FilterRows:
         """Sorted ids of indexed images under ``folder`` (absolute) and within the dates; None: no such filter."""
         if not (folder or date_from or date_to):
             return None
-        where, params = "status = 'indexed'", {}
+        where, params = "status = 'indexed'", dict[str, Any]()
         if folder:
             clause, params = _folder_sql(folder)
             where += " AND " + clause
