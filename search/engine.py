@@ -7,6 +7,7 @@ Returns plain :class:`SearchResult` objects in a :class:`Page`; callers never se
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
+from search.filtered_search import Ranked, Subset, ranked, subset_of
 from search.hybrid import add_highlights, hybrid_results
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
@@ -33,11 +35,14 @@ from search.query import (
     VectorQuery,
     parse_query,
 )
+from search.query_cache import QueryCache, query_key
+from search.ranking_pages import DATE_ORDER_POOL, Ranking, first_fetch
 from search.results import Page, SearchResult, to_result
 from search.settings import settings
 from search.stages import stage
 from search.status import health, job_dict, stats
 from search.store import Store
+from search.store_filters import in_dates, under
 
 if TYPE_CHECKING:
     from search.encoders import ImageTextEncoder
@@ -54,10 +59,6 @@ __all__ = [
     "SearchResult",
     "job_dict",
 ]
-
-
-# How many relevant results "order by date" re-sorts.
-DATE_ORDER_POOL = 200
 
 
 def _single_query_threads() -> None:
@@ -91,6 +92,8 @@ class Engine:
         self._encoder = encoder
         self._device = device
         self._encoder_lock = threading.Lock()
+        conf = settings()
+        self.cache = QueryCache(conf["GLIMPSE_QUERY_CACHE_ENTRIES"], int(conf["GLIMPSE_QUERY_CACHE_MB"] * 2**20))
 
     @classmethod
     def open(cls, home: str | None = None, **kw) -> Engine:
@@ -192,8 +195,9 @@ class Engine:
     def search(self, query: Query, filters: Filters | None = None, page: Paging | None = None) -> Page:
         """The one search entry: any query kind, filters, one page and whether another follows.
 
-        One result past the page is asked for so ``has_more`` is exact (immich's ``limit(size + 1)``);
-        never past MAX_K results, the deepest a client may page.
+        One result past the page is checked so ``has_more`` is exact (immich's ``limit(size + 1)``);
+        never past MAX_K results, the deepest a client may page. The query's vector, its filter's ids and
+        its ranking are kept (search.query_cache), so the next page costs at most one FAISS step.
         """
         page = page or Paging()
         k, number = _check_paging(page.k, page.page)
@@ -204,36 +208,85 @@ class Engine:
             found = self._caption_results(query.text, want, filters)
             for r in found:
                 r.matched = ["caption"]
+            shown, has_more = found[number * k : end], len(found) > end
         elif isinstance(query, TextQuery) and query.mode in ("auto", "keywords"):
             found = hybrid_results(self, query, want, filters, DATE_ORDER_POOL if filters.order == "date" else want)
+            shown, has_more = found[number * k : end], len(found) > end
         else:
-            vec = self.query_vector(query)
-            exclude = {int(query.image_id)} if isinstance(query, SimilarQuery) else set()
-            found = self._image_results(vec, want, filters, exclude)
-            for r in found:
+            _, shown, has_more = self._vision_page(query, number * k, end, want, filters)
+            for r in shown:
                 r.matched = ["image"]
-        shown = found[number * k : end]
         if isinstance(query, TextQuery):
             add_highlights(self.store, shown, query)
-        return Page(shown, has_more=len(found) > end, k=k, page=number)
+        return Page(shown, has_more=has_more, k=k, page=number)
 
-    def _image_results(self, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
-        """The best ``want`` results (by date: the relevant pool, newest first)."""
+    def _vision_page(
+        self, query: Query, start: int, end: int, want: int, filters: Filters
+    ) -> tuple[np.ndarray, list[SearchResult], bool]:
+        """The query's vector, results ``start:end`` by it and whether more follow, from its kept ranking."""
         live = self._live()
+        key = query_key(query)
+        vkey = None if key is None else ("vector", key)
+        vec = self.cache.get_or_make(live.version, vkey, lambda: self.query_vector(query))
         self._check_dim(live, vec)
-        results = self._collect(
-            live.images, vec, DATE_ORDER_POOL if filters.order == "date" else want, filters, exclude
+        ranking = self._ranking(live, key, vec, want, filters, query)
+        results, has_more = ranking.page(
+            start, end, want, filters.order, self._refetch(live, vec, filters), self._alive_rows(filters)
         )
-        if filters.order == "date":
-            results.sort(key=lambda r: r.date or "", reverse=True)
-        return results
+        return vec, results, has_more
+
+    def vision_results(self, query: TextQuery, want: int, filters: Filters) -> tuple[np.ndarray, list[SearchResult]]:
+        """The query's vector and its best ``want`` results by vector alone (by relevance), for fusion."""
+        vision = TextQuery(query.text, mode="images", allow_files=query.allow_files)
+        vec, results, _ = self._vision_page(vision, 0, want, want, dataclasses.replace(filters, order="relevance"))
+        return vec, results
+
+    def _ranking(self, live, key, vec: np.ndarray, want: int, filters: Filters, query: Query) -> Ranking:
+        """The query's kept ranking, or a new one from its first search."""
+        rkey = None if key is None else ("ranking", key, _filter_key(filters))
+        found = self.cache.get(live.version, rkey) if rkey is not None else None
+        if found is not None:
+            return found
+        exclude = {int(query.image_id)} if isinstance(query, SimilarQuery) else set()
+        asked = first_fetch(DATE_ORDER_POOL if filters.order == "date" else want) + len(exclude)
+        ranking = Ranking(self._refetch(live, vec, filters)(asked), asked, filters.min_score, exclude)
+        if rkey is not None:
+            self.cache.put(live.version, rkey, ranking)
+        return ranking
+
+    def _refetch(self, live, vec: np.ndarray, filters: Filters):
+        def fetch(n: int) -> Ranked:
+            allowed = self._filter_ids(live, filters)
+            return ranked(live, vec, n, allowed, lambda: self._subset(live, filters, allowed))
+
+        return fetch
+
+    def _filter_ids(self, live, filters: Filters) -> np.ndarray | None:
+        """Sorted ids the folder and date filters keep (None: no such filter), from an indexed query, kept."""
+        if not (filters.folder or filters.date_from or filters.date_to):
+            return None
+        folder = _folder(filters)
+        return self.cache.get_or_make(
+            live.version,
+            ("filter", folder, filters.date_from, filters.date_to),
+            lambda: self.store.filtered_ids(folder, filters.date_from, filters.date_to),
+        )
+
+    def _subset(self, live, filters: Filters, allowed) -> Subset:
+        """The stored vectors of a filter's few rows, read once and kept with its ids."""
+        key = ("subset", _folder(filters), filters.date_from, filters.date_to)
+        return self.cache.get_or_make(live.version, key, lambda: subset_of(self.store, allowed, live.dim))
 
     def _caption_results(self, text: str, want: int, filters: Filters) -> list[SearchResult]:
         """Text against caption vectors; each image once, with its best caption."""
         live = self._live()
         if live.captions is None or live.captions.ntotal == 0:
             return []
-        vec = self._text_vector(text)
+        allowed = self._filter_ids(live, filters)
+        if allowed is not None and len(allowed) == 0:
+            return []
+        vkey = ("vector", query_key(TextQuery(text, mode="captions")))
+        vec = self.cache.get_or_make(live.version, vkey, lambda: self._text_vector(text))
         self._check_dim(live, vec)
         fetch = min(live.captions.ntotal, max(want * 4, 50))
         while True:
@@ -258,44 +311,32 @@ class Engine:
             results.sort(key=lambda r: r.date or "", reverse=True)
         return results
 
-    def _collect(self, index, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
-        """Over-fetch from FAISS until enough results survive filters and deletions."""
-        total = index.ntotal
-        if total == 0:
-            return []
-        fetch = min(total, want + len(exclude) + (want * 4 if filters.active() else 8))
-        while True:
-            with stage("faiss"):
-                scores, ids = index.search(vec[None, :].astype(np.float32), fetch)
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0 and int(i) not in exclude]
-            results = self._hydrate(pairs, filters)
-            below_cut = filters.min_score is not None and pairs and pairs[-1][1] < filters.min_score
-            if len(results) >= want or fetch >= total or below_cut:
-                return results[:want] if filters.order != "date" else results
-            fetch = min(total, fetch * 4)
-
-    @stage("hydrate")
     def _hydrate(self, pairs: Sequence[tuple[int, float]], filters: Filters) -> list[SearchResult]:
         if filters.min_score is not None:
             pairs = [(i, s) for i, s in pairs if s >= filters.min_score]
-        rows = self.store.get_images([i for i, _ in pairs])
-        captions = self.store.primary_captions(list(rows))
-        folder = os.path.abspath(os.path.expanduser(filters.folder)) if filters.folder else None
-        out = []
-        for image_id, score in pairs:
-            row = rows.get(image_id)
-            if row is None or row.status != "indexed":
-                continue  # deleted since the index was published
-            result = to_result(row, score, captions.get(image_id))
-            if folder and not (row.path == folder or row.path.startswith(folder.rstrip(os.sep) + os.sep)):
-                continue
-            day = (result.date or "")[:10]
-            if filters.date_from and day < filters.date_from:
-                continue
-            if filters.date_to and day > filters.date_to:
-                continue
-            out.append(result)
-        return out
+        alive = self._alive_rows(filters)([i for i, _ in pairs], [s for _, s in pairs])
+        return [alive[i] for i, _ in pairs if i in alive]
+
+    def _alive_rows(self, filters: Filters):
+        folder = _folder(filters)
+
+        @stage("hydrate")
+        def hydrate(ids: Sequence[int], scores: Sequence[float]) -> dict[int, SearchResult]:
+            """Results for the ids whose rows are still indexed and pass the filters (rows may have been
+            deleted or moved since the index was published)."""
+            rows = self.store.get_images(ids)
+            captions = self.store.primary_captions(list(rows))
+            out = {}
+            for image_id, score in zip(ids, scores):
+                row = rows.get(image_id)
+                if row is None or row.status != "indexed" or (folder and not under(row.path, folder)):
+                    continue
+                result = to_result(row, score, captions.get(image_id))
+                if in_dates((result.date or "")[:10], filters.date_from, filters.date_to):
+                    out[image_id] = result
+            return out
+
+        return hydrate
 
     def _check_dim(self, live, vec: np.ndarray) -> None:
         if live.dim != vec.shape[-1]:
@@ -334,6 +375,15 @@ class Engine:
 
 
 MAX_K = 1000
+
+
+def _folder(filters: Filters) -> str | None:
+    """The folder filter as an absolute path (the CLI may give ``~`` or a relative one)."""
+    return os.path.abspath(os.path.expanduser(filters.folder)) if filters.folder else None
+
+
+def _filter_key(filters: Filters) -> tuple:
+    return (_folder(filters), filters.date_from, filters.date_to, filters.min_score, filters.order)
 
 
 def _check_paging(k: int, page: int) -> tuple[int, int]:

@@ -90,10 +90,7 @@ def hybrid_results(engine: Engine, query: TextQuery, want: int, filters: Filters
         results = engine._hydrate([(i, None) for i, _ in keyword if i not in negative], no_score)  # type: ignore[misc]
         cut = pool if filters.order == "date" else want
         return _finish(results[:cut], {r.id: ["keywords"] for r in results}, filters)
-    vec = engine._combined_vector(query.text, query.allow_files)
-    live = engine._live()
-    engine._check_dim(live, vec)
-    vision = engine._collect(live.images, vec, size, filters, set())
+    vec, vision = engine.vision_results(query, size, filters)
     if not keyword:  # auto, and no word of the query is in the keyword index: vision alone
         return _finish(vision[: pool if filters.order == "date" else want], {r.id: ["image"] for r in vision}, filters)
     seen = {r.id for r in vision}

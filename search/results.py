@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -47,15 +48,29 @@ class Page:
     page: int
 
 
-def image_date(row: ImageRow) -> str:
-    """EXIF capture time when present, else the file's mtime, as ISO 8601."""
-    if row.taken_at:
-        t = row.taken_at.strip()
+# What cameras write ("2023:01:05 10:00:00"): parsed without strptime (~10 µs a row), which a date filter
+# pays for every row it checks. Anything else goes through strptime exactly as before.
+_EXIF_TIME = re.compile(r"[0-9]{4}:[0-9]{2}:[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+
+def shown_date(taken_at: str | None, mtime: float | None) -> str:
+    """EXIF capture time when present and valid, else the file's mtime (local time), as ISO 8601."""
+    if taken_at:
+        t = taken_at.strip()
         try:
+            if _EXIF_TIME.match(t):
+                return dt.datetime(
+                    int(t[0:4]), int(t[5:7]), int(t[8:10]), int(t[11:13]), int(t[14:16]), int(t[17:19])
+                ).isoformat()
             return dt.datetime.strptime(t[:19], "%Y:%m:%d %H:%M:%S").isoformat()
         except ValueError:
             pass
-    return dt.datetime.fromtimestamp(row.mtime or 0).replace(microsecond=0).isoformat()
+    return dt.datetime.fromtimestamp(mtime or 0).replace(microsecond=0).isoformat()
+
+
+def image_date(row: ImageRow) -> str:
+    """The date a result shows (and the date filters compare): :func:`shown_date` of the row."""
+    return shown_date(row.taken_at, row.mtime)
 
 
 def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:

@@ -100,6 +100,10 @@ class ImageRow(Base):
         Index("ix_images_root_id", "root_id"),
         # counts by status must not read every row's vector blob (1 GB at 1M images)
         Index("ix_images_status", "status"),
+        # search filters read index ranges only (search.store_filters): the rows of a folder, of a date range
+        Index("ix_images_status_path", "status", "path"),
+        Index("ix_images_status_taken_at", "status", "taken_at", "mtime"),
+        Index("ix_images_status_mtime", "status", "mtime", "taken_at"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)

@@ -194,6 +194,28 @@ SETTINGS: list[Setting] = [
         WHOLE_1,
     ),
     Setting(
+        "GLIMPSE_QUERY_CACHE_ENTRIES",
+        256,
+        "Recent queries whose vector, filter ids and ranking are kept, so the next page redoes none of it (`0`: none).",
+        _whole(0),
+        "a whole number >= 0",
+    ),
+    Setting(
+        "GLIMPSE_QUERY_CACHE_MB",
+        64.0,
+        "Memory those recent queries may hold.",
+        _number(0, inclusive=False),
+        "a number of MiB > 0",
+    ),
+    Setting(
+        "GLIMPSE_FILTER_EXACT_MAX",
+        4000,
+        "A folder or date filter keeping at most this many images is searched exactly over their stored "
+        "vectors; a larger one through the IVF index with an ID selector.",
+        _whole(0),
+        "a whole number >= 0",
+    ),
+    Setting(
         "GLIMPSE_INDEX_MMAP",
         True,
         "Memory-map the FAISS index on CPU instead of reading it into memory (`0` reads it whole).",

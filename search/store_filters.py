@@ -1,0 +1,117 @@
+"""The SQL behind search filters: which indexed images lie under a folder and within a date range.
+
+Part of the store (:class:`search.store.Store` mixes :class:`FilterRows` in). Every clause is an index
+range (migration 0004: ``(status, path)``, ``(status, taken_at, mtime)``, ``(status, mtime, taken_at)``),
+so the cost follows the number of matching rows, not the collection.
+
+The folder rule is the one results always had: the path is the folder itself or lies below
+``folder + "/"``. A prefix is a range (``'/a/b/' <= path < '/a/b0'``, ``'0'`` being the character after
+``'/'``): no LIKE, so ``%`` and ``_`` in names need no escaping and ``/a/bc`` is not under ``/a/b``.
+Paths that are not UTF-8 are stored as BLOBs (``search.schema.FsPath``), which sort apart from TEXT, so
+the range is asked once as text and once as bytes.
+
+The date a filter compares is the date a result shows (``search.results.shown_date``: a valid EXIF time,
+else the mtime's local day). SQL cannot parse EXIF times the way Python does, so it selects a superset
+(canonical EXIF times in the range, EXIF times of another shape in the years of the range or starting
+with whitespace, and mtimes within the range widened by two days for time zones) and Python keeps the
+rows whose shown day is in the range.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import text
+
+from search.results import shown_date
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine as SAEngine
+
+_CANONICAL = "[0-9][0-9][0-9][0-9]:[0-9][0-9]:[0-9][0-9] *"
+_MARGIN = 2 * 86_400  # seconds: a local day lies within a UTC day +- 14 h; two days is plenty
+
+
+def under(path: str, folder: str) -> bool:
+    """The folder rule: ``path`` is ``folder`` or lies below it (``folder`` absolute, as the engine resolves it)."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def in_dates(day: str, date_from: str | None, date_to: str | None) -> bool:
+    """Whether a result's ``YYYY-MM-DD`` day passes the date filters (plain string comparison, as always)."""
+    return not ((date_from and day < date_from) or (date_to and day > date_to))
+
+
+def _folder_sql(folder: str) -> tuple[str, dict]:
+    """``(path range as text OR as bytes OR the folder itself)`` with its parameters."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    upper = prefix[:-1] + chr(ord(os.sep) + 1)
+    params: dict = {"f_lo_b": os.fsencode(prefix), "f_hi_b": os.fsencode(upper), "f_eq_b": os.fsencode(folder)}
+    parts = ["(path >= :f_lo_b AND path < :f_hi_b)", "path = :f_eq_b"]
+    try:  # a UTF-8 name is stored as TEXT; a folder that is not UTF-8 only has BLOB paths below it
+        prefix.encode("utf-8"), folder.encode("utf-8")
+        params.update(f_lo=prefix, f_hi=upper, f_eq=folder)
+        parts += ["(path >= :f_lo AND path < :f_hi)", "path = :f_eq"]
+    except UnicodeEncodeError:
+        pass
+    return "(" + " OR ".join(parts) + ")", params
+
+
+def _date(text_: str | None) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(text_) if text_ else None
+    except ValueError:
+        return None  # not narrowed in SQL; the exact comparison below still applies
+
+
+def _date_clauses(date_from: str | None, date_to: str | None) -> list[tuple[str, dict]]:
+    """Index ranges whose union holds every row whose shown day may lie in the range."""
+    start, end = _date(date_from), _date(date_to)
+    if (date_from and start is None) or (date_to and end is None):
+        return [("1", {})]
+    lo = start.strftime("%Y:%m:%d") if start else ""
+    canonical = "taken_at >= :t_lo" + (" AND taken_at < :t_hi" if end else "")
+    other_years = "taken_at >= :y_lo" + (" AND taken_at < :y_hi" if end else "") + " AND taken_at NOT GLOB :canon"
+    params: dict[str, Any] = {"t_lo": lo, "y_lo": f"{start.year:04d}" if start else "", "canon": _CANONICAL}
+    mtime = "mtime >= :m_lo" + (" AND mtime < :m_hi" if end else "")
+    m_lo = dt.datetime.combine(start, dt.time()).timestamp() - _MARGIN if start else -float("inf")
+    if end:
+        params["t_hi"] = end.strftime("%Y:%m:%d") + "\x7f"
+        params["y_hi"] = f"{end.year + 1:04d}"
+        params["m_hi"] = dt.datetime.combine(end + dt.timedelta(days=1), dt.time()).timestamp() + _MARGIN
+    return [
+        (canonical, params),
+        (other_years, params),
+        ("taken_at < '0'", {}),  # leading whitespace, which shown_date strips
+        # the mtime decides for rows without a valid EXIF time (NULL, "0000:00:00 …", other formats)
+        (mtime, {**params, "m_lo": m_lo}),
+    ]
+
+
+class FilterRows:
+    """Ids of the indexed images a filter keeps."""
+
+    engine: SAEngine  # set by Store
+
+    def filtered_ids(self, folder: str | None, date_from: str | None, date_to: str | None) -> np.ndarray | None:
+        """Sorted ids of indexed images under ``folder`` (absolute) and within the dates; None: no such filter."""
+        if not (folder or date_from or date_to):
+            return None
+        where, params = "status = 'indexed'", dict[str, Any]()
+        if folder:
+            clause, params = _folder_sql(folder)
+            where += " AND " + clause
+        with self.engine.connect() as conn:
+            if not (date_from or date_to):
+                found = conn.execute(text(f"SELECT id FROM images WHERE {where}"), params).scalars().all()
+                return np.unique(np.fromiter(found, np.int64, len(found)))
+            keep: set[int] = set()
+            for clause, more in _date_clauses(date_from, date_to):
+                q = text(f"SELECT id, taken_at, mtime FROM images WHERE {where} AND {clause}")
+                for image_id, taken_at, mtime in conn.execute(q, {**params, **more}):
+                    if image_id not in keep and in_dates(shown_date(taken_at, mtime)[:10], date_from, date_to):
+                        keep.add(image_id)
+        return np.unique(np.fromiter(keep, np.int64, len(keep)))
