@@ -42,7 +42,7 @@ class LazyGroup(click.Group):
     Also the one place where a GlimpseError from any command becomes its message and exit code.
     """
 
-    lazy = {"train": "training.cli:train"}
+    lazy = {"train": "training.cli:train", "duplicates": "glimpse.duplicates_cli:duplicates"}
 
     def invoke(self, ctx):
         try:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from search.duplicates import DuplicateGroup, check_threshold, find_duplicates
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
@@ -90,6 +91,7 @@ class Engine:
         self._encoder = encoder
         self._device = device
         self._encoder_lock = threading.Lock()
+        self._duplicates: tuple[tuple[str, float], list[DuplicateGroup]] | None = None
 
     @classmethod
     def open(cls, home: str | None = None, **kw) -> Engine:
@@ -321,6 +323,16 @@ class Engine:
     def stats(self, failed_limit: int | None = 50) -> dict:
         """What is indexed, the model, the live index, failures, roots and recent jobs."""
         return stats(self.store, self.index.get(), failed_limit)
+
+    def duplicates(self, threshold: float) -> list[DuplicateGroup]:
+        """Near-duplicate groups in the live index (search.duplicates); the last answer is kept
+        for its version and threshold, so paging through the groups searches the corpus once."""
+        live = self._live()
+        key = (live.version, check_threshold(threshold))
+        cached = self._duplicates
+        if cached is None or cached[0] != key:
+            cached = self._duplicates = (key, find_duplicates(self.store, live.images, live.dim, key[1]))
+        return cached[1]
 
 
 MAX_K = 1000

@@ -26,10 +26,11 @@ from search.schema import (
     unpack_vectors,
     utcnow,
 )
+from search.store_vectors import VectorChunks
 from search.store_writes import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIZE, IndexerWrites, RowState, Transaction  # noqa: F401  (the row-state fields, re-exported for the indexer)
 
 
-class Store(IndexerWrites):
+class Store(IndexerWrites, VectorChunks):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):
