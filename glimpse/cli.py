@@ -198,20 +198,26 @@ def reindex(paths_obj, **kw):
 @click.option("--captions", "captions", metavar="TEXT", help="Search caption vectors; returns their images.")
 @click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True, help="Results per page.")
 @click.option("--page", type=click.IntRange(0), default=0, help="Page number (from 0).")
-@click.option("--min-score", type=float, default=None, help="Drop results scoring below this cosine similarity.")
+@click.option(
+    "--min-score",
+    default=None,
+    metavar="SCORE|auto",
+    help="Drop results scoring below this cosine similarity; auto: below the index's relevance floor.",
+)
 @click.option("--folder", default=None, help="Only images under this folder.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array, best first.")
 @click.pass_obj
 def search(paths_obj, text, image, captions, k, page, min_score, folder, as_json):
     """Search by TEXT (combine terms: "2:beach + sunset - people"), --image FILE or --captions TEXT."""
     from search.engine import Engine, Filters
+    from search.floor import min_score_filter
     from search.images import ImageDecodeError
     from search.query import FileQuery, Paging, TextQuery
 
     given = [x for x in (text, image, captions) if x]
     if len(given) != 1:
         raise click.UsageError("give exactly one of TEXT, --image FILE or --captions TEXT")
-    filters = Filters(folder=folder, min_score=min_score)
+    filters = Filters(folder=folder, **min_score_filter(min_score))
     try:
         engine = Engine(paths_obj)
         query: TextQuery | FileQuery

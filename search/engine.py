@@ -17,6 +17,7 @@ import numpy as np
 
 from search.duplicates import DuplicateGroup, check_threshold, find_duplicates
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
+from search.floor import count_above, floor_for, resolve_auto
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
 from search.model_spec import ModelSpec
@@ -198,7 +199,8 @@ class Engine:
         """
         page = page or Paging()
         k, number = _check_paging(page.k, page.page)
-        filters = filters or Filters()
+        floor = floor_for(query, self._live().manifest)
+        filters = resolve_auto(filters or Filters(), floor)
         end = (number + 1) * k
         want = end + 1 if end < MAX_K else end
         if isinstance(query, TextQuery) and query.mode == "captions":
@@ -207,7 +209,14 @@ class Engine:
             vec = self.query_vector(query)
             exclude = {int(query.image_id)} if isinstance(query, SimilarQuery) else set()
             found = self._image_results(vec, want, filters, exclude)
-        return Page(found[number * k : end], has_more=len(found) > end, k=k, page=number)
+        return Page(
+            found[number * k : end],
+            has_more=len(found) > end,
+            k=k,
+            page=number,
+            floor=floor,
+            above_floor=count_above(found, floor, filters.order),
+        )
 
     def _image_results(self, vec: np.ndarray, want: int, filters: Filters, exclude: set[int]) -> list[SearchResult]:
         """The best ``want`` results (by date: the relevant pool, newest first)."""

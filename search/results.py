@@ -40,6 +40,8 @@ class Page:
     has_more: bool
     k: int
     page: int
+    floor: float | None = None  # the relevance floor (search.floor); None where unknown
+    above_floor: int | None = None  # results ranked above the floor, counted from the first page
 
 
 def image_date(row: ImageRow) -> str:

@@ -27,7 +27,12 @@ PAGING = [
     ),
 ]
 FILTERS = [
-    _q("min_score", {"type": "number", "minimum": -1, "maximum": 1}, "Drop results below this cosine similarity."),
+    _q(
+        "min_score",
+        {"oneOf": [{"type": "number", "minimum": -1, "maximum": 1}, {"type": "string", "enum": ["auto"]}]},
+        "Drop results below this cosine similarity; auto: below the index's relevance floor "
+        "(the response's floor; no cut where it is null).",
+    ),
     _q(
         "folder",
         {"type": "string"},
@@ -109,13 +114,19 @@ SCHEMAS = {
     },
     "SearchResponse": {
         "type": "object",
-        "required": ["query", "k", "page", "has_more", "results"],
+        "required": ["query", "k", "page", "has_more", "floor", "results"],
         "properties": {
             "query": {"description": "the text query, or {kind: image|similar, …}"},
             "mode": {"type": "string", "enum": list(MODES)},
             "k": {"type": "integer"},
             "page": {"type": "integer"},
             "has_more": {"type": "boolean", "description": "another page exists"},
+            "floor": {
+                "type": ["number", "null"],
+                "description": "relevance floor of the live index for text queries against images: results "
+                "below it score no better than unrelated images do (estimated at each publish); null where "
+                "unknown (other query kinds, an index published before floors)",
+            },
             "results": {"type": "array", "items": _ref("Result")},
         },
     },
