@@ -30,7 +30,7 @@ NEIGHBOURS = 16
 CHUNK = 4096
 # Measured (README, "Near-duplicates"): resized, recompressed and lightly cropped copies of a photo
 # score above this with the shipped model; different pictures below it.
-DEFAULT_THRESHOLD = 0.95
+DEFAULT_THRESHOLD = 0.96
 
 
 @dataclass

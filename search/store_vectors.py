@@ -4,6 +4,7 @@ holding them all): a mixin of :class:`search.store.Store`, like the rest of the 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 from sqlalchemy import select
@@ -26,4 +27,4 @@ class VectorChunks:
         with self.session() as s:
             for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
                 ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
-                yield ids, unpack_vectors([r[1] for r in part], dim)
+                yield ids, unpack_vectors([cast(bytes, r[1]) for r in part], dim)  # not NULL: selected by it

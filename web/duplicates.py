@@ -73,7 +73,8 @@ def api_duplicates():
 @bp.get("/duplicates")
 def page():
     error, status = None, 200
-    threshold, number, groups, has_more = DEFAULT_THRESHOLD, 0, [], False
+    threshold, number, has_more = DEFAULT_THRESHOLD, 0, False
+    groups: list[DuplicateGroup] = []
     try:
         threshold, number, groups, has_more = _page_of_groups(request.args)
     except HttpError as exc:
