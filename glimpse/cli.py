@@ -48,7 +48,11 @@ class LazyGroup(click.Group):
     Also the one place where a GlimpseError from any command becomes its message and exit code.
     """
 
-    lazy = {"train": "training.cli:train", "search": "glimpse.search_command:search"}
+    lazy = {
+        "train": "training.cli:train",
+        "search": "glimpse.search_command:search",
+        "duplicates": "glimpse.duplicates_cli:duplicates",
+    }
 
     def invoke(self, ctx):
         try:

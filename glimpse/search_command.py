@@ -68,7 +68,12 @@ def _fail(message: str) -> None:
     "-k", "k", type=int, default=10, show_default=True, help=f"Results per page (1-{MAX_PAGE_K}, as the API)."
 )
 @click.option("--page", type=int, default=0, help="Page number (from 0); (page + 1) * k may not exceed 1000.")
-@click.option("--min-score", type=float, default=None, help="Drop results scoring below this cosine similarity.")
+@click.option(
+    "--min-score",
+    default=None,
+    metavar="SCORE|auto",
+    help="Drop results scoring below this cosine similarity; auto: below the index's relevance floor.",
+)
 @click.option("--folder", default=None, help="Only images in this folder or below it.")
 @click.option("--date-from", default=None, metavar="YYYY-MM-DD", help="Only images dated on or after this day.")
 @click.option("--date-to", default=None, metavar="YYYY-MM-DD", help="Only images dated on or before this day.")
@@ -87,6 +92,7 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     TEXT may begin with a dash ("-cat"); after -- everything is TEXT.
     """
     from search.engine import Engine, Filters
+    from search.floor import min_score_filter
     from search.images import ImageDecodeError
     from search.query import FileQuery, Paging, TextQuery
     from search.search_args import check_date_range, check_paging, parse_date
@@ -97,7 +103,7 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     check_paging(k, page)
     date_from, date_to = parse_date(date_from, "--date-from"), parse_date(date_to, "--date-to")
     check_date_range(date_from, date_to, ("--date-from", "--date-to"))
-    filters = Filters(folder=folder, date_from=date_from, date_to=date_to, min_score=min_score, order=order)
+    filters = Filters(folder=folder, date_from=date_from, date_to=date_to, order=order, **min_score_filter(min_score))
     try:
         engine = Engine(paths_obj)
         query: TextQuery | FileQuery

@@ -4,10 +4,13 @@ then the ONNX query bundle the server loads without torch."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
+import numpy as np
+
 from indexer.disk import DiskFull, is_disk_full
+from indexer.floor import estimate_floor
 from indexer.options import Counts
 from search.index import IndexDir
 from search.model_spec import ModelSpec
@@ -23,10 +26,17 @@ log = logging.getLogger("glimpse.indexer")
 
 
 def publish(
-    paths: Paths, store: Store, spec: ModelSpec, counts: Counts, encoder_dim: Callable[[], int], force: bool = False
+    paths: Paths,
+    store: Store,
+    spec: ModelSpec,
+    counts: Counts,
+    encoder_dim: Callable[[], int],
+    force: bool = False,
+    encode_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
 ) -> str | None:
     """Publish a new index version when this run changed what the index holds (or ``force``);
-    returns the live version. ``encoder_dim``: the vector size when no stored model row says it."""
+    returns the live version. ``encoder_dim``: the vector size when no stored model row says it;
+    ``encode_texts``: the text tower, for the version's relevance floor (indexer.floor)."""
     index_dir = IndexDir(paths.index)
     live = index_dir.current_version()
     # Moves and touches keep ids and vectors: the live index is still right.
@@ -40,13 +50,20 @@ def publish(
     dim = row.dim if row and row.dim else encoder_dim()
     img_vecs, img_ids = store.image_vectors(dim)
     cap_vecs, cap_ids = store.caption_vectors(dim)
+    floor = estimate_floor(img_vecs, spec.fingerprint(), encode_texts) if encode_texts else None
     try:
         return index_dir.publish(
             img_vecs,
             img_ids,
             cap_vecs,
             cap_ids,
-            {"model": spec.name, "pretrained": spec.pretrained, "fingerprint": spec.fingerprint(), "dim": dim},
+            {
+                "model": spec.name,
+                "pretrained": spec.pretrained,
+                "fingerprint": spec.fingerprint(),
+                "dim": dim,
+                "floor": floor,
+            },
         )
     except (OSError, RuntimeError) as exc:
         if is_disk_full(exc):

@@ -16,8 +16,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from search.caption_search import caption_results
+from search.duplicates import DuplicateGroup, check_threshold, find_duplicates
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
 from search.filtered_search import Ranked, Subset, ranked, subset_of
+from search.floor import count_above, floor_for, is_above, resolve_auto
 from search.hybrid import add_highlights, hybrid_results
 from search.images import Source, load_rgb_bounded
 from search.index import IndexDir, LiveIndex
@@ -94,6 +97,7 @@ class Engine:
         self._encoder_lock = threading.Lock()
         conf = settings()
         self.cache = QueryCache(conf["GLIMPSE_QUERY_CACHE_ENTRIES"], int(conf["GLIMPSE_QUERY_CACHE_MB"] * 2**20))
+        self._duplicates: tuple[tuple[str, float], list[DuplicateGroup]] | None = None
 
     @classmethod
     def open(cls, home: str | None = None, **kw) -> Engine:
@@ -201,29 +205,39 @@ class Engine:
         """
         page = page or Paging()
         k, number = _check_paging(page.k, page.page)
+        floor = floor_for(query, self._live().manifest)
         filters = filters or Filters()
+        # auto mode: a keyword match is a real match whatever its cosine, so min_score=auto keeps it
+        keep_keywords = filters.min_score_auto and isinstance(query, TextQuery) and query.mode == "auto"
+        filters = resolve_auto(filters, None if keep_keywords else floor)
+        above: int | None = None
         end = (number + 1) * k
         want = end + 1 if end < MAX_K else end
         if isinstance(query, TextQuery) and query.mode == "captions":
-            found = self._caption_results(query.text, want, filters)
+            found = caption_results(self, query.text, want, filters)
             for r in found:
                 r.matched = ["caption"]
             shown, has_more = found[number * k : end], len(found) > end
         elif isinstance(query, TextQuery) and query.mode in ("auto", "keywords"):
             found = hybrid_results(self, query, want, filters, DATE_ORDER_POOL if filters.order == "date" else want)
+            if keep_keywords and floor is not None:
+                found = [r for r in found if is_above(r, floor)]
             shown, has_more = found[number * k : end], len(found) > end
+            above = count_above(found, floor, filters.order)
         else:
-            _, shown, has_more = self._vision_page(query, number * k, end, want, filters)
+            _, shown, has_more, ranking = self._vision_page(query, number * k, end, want, filters)
             for r in shown:
                 r.matched = ["image"]
+            if floor is not None and filters.order == "relevance":
+                above = ranking.alive_at_least(floor, end)
         if isinstance(query, TextQuery):
             add_highlights(self.store, shown, query)
-        return Page(shown, has_more=has_more, k=k, page=number)
+        return Page(shown, has_more=has_more, k=k, page=number, floor=floor, above_floor=above)
 
     def _vision_page(
         self, query: Query, start: int, end: int, want: int, filters: Filters
-    ) -> tuple[np.ndarray, list[SearchResult], bool]:
-        """The query's vector, results ``start:end`` by it and whether more follow, from its kept ranking."""
+    ) -> tuple[np.ndarray, list[SearchResult], bool, Ranking]:
+        """The query's vector, results ``start:end`` by it, whether more follow, and its kept ranking."""
         live = self._live()
         key = query_key(query)
         vkey = None if key is None else ("vector", key)
@@ -233,12 +247,12 @@ class Engine:
         results, has_more = ranking.page(
             start, end, want, filters.order, self._refetch(live, vec, filters), self._alive_rows(filters)
         )
-        return vec, results, has_more
+        return vec, results, has_more, ranking
 
     def vision_results(self, query: TextQuery, want: int, filters: Filters) -> tuple[np.ndarray, list[SearchResult]]:
         """The query's vector and its best ``want`` results by vector alone (by relevance), for fusion."""
         vision = TextQuery(query.text, mode="images", allow_files=query.allow_files)
-        vec, results, _ = self._vision_page(vision, 0, want, want, dataclasses.replace(filters, order="relevance"))
+        vec, results, _, _ = self._vision_page(vision, 0, want, want, dataclasses.replace(filters, order="relevance"))
         return vec, results
 
     def _ranking(self, live, key, vec: np.ndarray, want: int, filters: Filters, query: Query) -> Ranking:
@@ -276,40 +290,6 @@ class Engine:
         """The stored vectors of a filter's few rows, read once and kept with its ids."""
         key = ("subset", _folder(filters), filters.date_from, filters.date_to)
         return self.cache.get_or_make(live.version, key, lambda: subset_of(self.store, allowed, live.dim))
-
-    def _caption_results(self, text: str, want: int, filters: Filters) -> list[SearchResult]:
-        """Text against caption vectors; each image once, with its best caption."""
-        live = self._live()
-        if live.captions is None or live.captions.ntotal == 0:
-            return []
-        allowed = self._filter_ids(live, filters)
-        if allowed is not None and len(allowed) == 0:
-            return []
-        vkey = ("vector", query_key(TextQuery(text, mode="captions")))
-        vec = self.cache.get_or_make(live.version, vkey, lambda: self._text_vector(text))
-        self._check_dim(live, vec)
-        fetch = min(live.captions.ntotal, max(want * 4, 50))
-        while True:
-            with stage("faiss"):
-                scores, ids = live.captions.search(vec[None, :].astype(np.float32), fetch)
-            pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
-            caps = self.store.captions_by_ids([i for i, _ in pairs])
-            best: dict[int, tuple[float, str]] = {}
-            for cid, score in pairs:
-                if cid in caps:
-                    image_id, caption = caps[cid]
-                    if image_id not in best:
-                        best[image_id] = (score, caption)
-            results = self._hydrate([(iid, s) for iid, (s, _) in best.items()], filters)
-            for r in results:
-                r.matched_caption = best[r.id][1]
-                r.caption = r.matched_caption
-            if len(results) >= want or fetch >= live.captions.ntotal:
-                break
-            fetch = min(live.captions.ntotal, fetch * 4)
-        if filters.order == "date":
-            results.sort(key=lambda r: r.date or "", reverse=True)
-        return results
 
     def _hydrate(self, pairs: Sequence[tuple[int, float]], filters: Filters) -> list[SearchResult]:
         if filters.min_score is not None:
@@ -372,6 +352,16 @@ class Engine:
     def stats(self, failed_limit: int | None = 50) -> dict:
         """What is indexed, the model, the live index, failures, roots and recent jobs."""
         return stats(self.store, self.index.get(), failed_limit)
+
+    def duplicates(self, threshold: float) -> list[DuplicateGroup]:
+        """Near-duplicate groups in the live index (search.duplicates); the last answer is kept
+        for its version and threshold, so paging through the groups searches the corpus once."""
+        live = self._live()
+        key = (live.version, check_threshold(threshold))
+        cached = self._duplicates
+        if cached is None or cached[0] != key:
+            cached = self._duplicates = (key, find_duplicates(self.store, live.images, live.dim, key[1]))
+        return cached[1]
 
 
 MAX_K = 1000

@@ -94,6 +94,7 @@ class Filters:
     date_from: str | None = None
     date_to: str | None = None
     min_score: float | None = None
+    min_score_auto: bool = False  # min_score=auto: cut at the index's relevance floor (search.floor)
     order: str = "relevance"  # or "date": newest first within the relevant results
 
     def active(self) -> bool:

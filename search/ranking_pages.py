@@ -86,6 +86,13 @@ class Ranking:
             fresh.update(hydrate(missing, self._scores_of(missing)))
         return [fresh[i] for i in shown if i in fresh], has_more
 
+    def alive_at_least(self, floor: float, upto: int) -> int:
+        """How many of the first ``upto`` alive candidates score at least ``floor``: best first, so the
+        position where the ranking crosses it (``upto`` or more when it crosses later)."""
+        with self.lock:
+            ids = self.alive[:upto]
+        return sum(1 for s in self._scores_of(ids) if s >= floor)
+
     def _check(self, want: int, fetch: Fetch, hydrate: Hydrate) -> dict[int, SearchResult]:
         """Check candidates past the frontier until ``want`` are alive or none are left."""
         fresh: dict[int, SearchResult] = {}

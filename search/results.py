@@ -46,6 +46,8 @@ class Page:
     has_more: bool
     k: int
     page: int
+    floor: float | None = None  # the relevance floor (search.floor); None where unknown
+    above_floor: int | None = None  # results ranked above the floor, counted from the first page
 
 
 # What cameras write ("2023:01:05 10:00:00"): parsed without strptime (~10 µs a row), which a date filter

@@ -37,11 +37,12 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
         app.json.sort_keys = False
     app.extensions["glimpse_engine"] = engine
 
-    from web import api, auth, clip_compat, metrics, pages
+    from web import api, auth, clip_compat, duplicates, metrics, pages
 
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(clip_compat.bp)
+    app.register_blueprint(duplicates.bp)
     register_error_handlers(app)
     pages.register_filters(app)
     metrics.init_app(app, engine)  # first: its hooks time and count every request, refused ones too

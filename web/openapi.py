@@ -7,8 +7,10 @@ and every API route is documented.
 
 from __future__ import annotations
 
+from search.duplicates import DEFAULT_THRESHOLD
 from search.engine import MAX_K
 from web import thumbs
+from web.duplicates import GROUPS_PER_PAGE
 from web.params import DEFAULT_K, MAX_PAGE_K, MODES, ORDERS
 
 
@@ -25,7 +27,12 @@ PAGING = [
     ),
 ]
 FILTERS = [
-    _q("min_score", {"type": "number", "minimum": -1, "maximum": 1}, "Drop results below this cosine similarity."),
+    _q(
+        "min_score",
+        {"oneOf": [{"type": "number", "minimum": -1, "maximum": 1}, {"type": "string", "enum": ["auto"]}]},
+        "Drop results below this cosine similarity; auto: below the index's relevance floor "
+        "(the response's floor; no cut where it is null).",
+    ),
     _q(
         "folder",
         {"type": "string"},
@@ -118,14 +125,57 @@ SCHEMAS = {
     },
     "SearchResponse": {
         "type": "object",
-        "required": ["query", "k", "page", "has_more", "results"],
+        "required": ["query", "k", "page", "has_more", "floor", "results"],
         "properties": {
             "query": {"description": "the text query, or {kind: image|similar, …}"},
             "mode": {"type": "string", "enum": list(MODES)},
             "k": {"type": "integer"},
             "page": {"type": "integer"},
             "has_more": {"type": "boolean", "description": "another page exists"},
+            "floor": {
+                "type": ["number", "null"],
+                "description": "relevance floor of the live index for text queries against images: results "
+                "below it score no better than unrelated images do (estimated at each publish); null where "
+                "unknown (other query kinds, an index published before floors)",
+            },
             "results": {"type": "array", "items": _ref("Result")},
+        },
+    },
+    "Duplicates": {
+        "type": "object",
+        "required": ["threshold", "page", "has_more", "groups"],
+        "properties": {
+            "threshold": {"type": "number"},
+            "page": {"type": "integer"},
+            "has_more": {"type": "boolean", "description": "another page of groups exists"},
+            "groups": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["images", "min_score"],
+                    "properties": {
+                        "images": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["id", "path", "size", "width", "height", "date"],
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "path": {"type": "string"},
+                                    "size": NULLABLE_INT,
+                                    "width": NULLABLE_INT,
+                                    "height": NULLABLE_INT,
+                                    "date": NULLABLE_STR,
+                                    "thumb_url": {"type": "string"},
+                                    "file_url": {"type": "string"},
+                                    "page_url": {"type": "string"},
+                                },
+                            },
+                        },
+                        "min_score": {"type": "number", "description": "the weakest link that joined the group"},
+                    },
+                },
+            },
         },
     },
     "KnnQuery": {
@@ -272,6 +322,21 @@ def openapi_document() -> dict:
             "get": {
                 "summary": "Counts, model, index version, failed files, roots, recent jobs",
                 "responses": {"200": _json({"type": "object"})},
+            }
+        },
+        "/api/duplicates": {
+            "get": {
+                "summary": "Near-duplicate groups (read-only: nothing is deleted), most images first, "
+                f"{GROUPS_PER_PAGE} groups a page; each group largest (pixels) then newest first",
+                "parameters": [
+                    _q(
+                        "threshold",
+                        {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": DEFAULT_THRESHOLD},
+                        "Cosine similarity at or above which two images are near-duplicates.",
+                    ),
+                    _q("page", {"type": "integer", "minimum": 0, "default": 0}, "Page of groups, from 0."),
+                ],
+                "responses": {"200": _json(_ref("Duplicates")), **_errors(400, 503)},
             }
         },
         "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},

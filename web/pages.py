@@ -72,7 +72,7 @@ def _like_id(raw: str | None) -> int | None:
 
 
 def _cards_json(page: Page, params: SearchParams, next_url: str | None) -> dict:
-    html = render_template("_cards.html", results=page.results, keep=params.filter_args())
+    html = render_template("_cards.html", page=page, keep=params.filter_args())
     return {
         "html": html,
         "count": len(page.results),

@@ -39,7 +39,7 @@ class SearchParams:
             "folder": f.folder,
             "date_from": f.date_from,
             "date_to": f.date_to,
-            "min_score": f.min_score,
+            "min_score": "auto" if f.min_score_auto else f.min_score,
             "order": f.order if f.order != "relevance" else None,
             "mode": self.mode if self.mode != MODES[0] else None,
             "k": self.k if self.k != DEFAULT_K else None,
@@ -95,18 +95,24 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
     check_paging(k, page)  # the CLI's -k/--page follow the same rule
     min_score = None
     raw = (args.get("min_score") or "").strip()
-    if raw:
+    auto = raw.lower() == "auto"  # cut at the index's relevance floor (search.floor)
+    if raw and not auto:
         try:
             min_score = float(raw)
         except ValueError:
-            raise HttpError(400, "min_score must be a number") from None
+            raise HttpError(400, "min_score must be a number, or auto") from None
         if not -1.0 <= min_score <= 1.0:
             raise HttpError(400, "min_score must be between -1 and 1")
     date_from, date_to = _date(args, "date_from"), _date(args, "date_to")
     check_date_range(date_from, date_to)
     folder = _folder(args)
     filters = Filters(
-        folder=folder, date_from=date_from, date_to=date_to, min_score=min_score, order=_choice(args, "order", ORDERS)
+        folder=folder,
+        date_from=date_from,
+        date_to=date_to,
+        min_score=min_score,
+        min_score_auto=auto,
+        order=_choice(args, "order", ORDERS),
     )
     mode = next(m for m in MODES if m == _choice(args, "mode", MODES))  # the Mode literal, not the client's str
     return SearchParams(k=k, page=page, mode=mode, filters=filters)

@@ -26,5 +26,6 @@ def page_dict(page: Page, **extra) -> dict:
         "k": page.k,
         "page": page.page,
         "has_more": page.has_more,
+        "floor": page.floor,
         "results": [result_dict(r) for r in page.results],
     }

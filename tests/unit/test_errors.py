@@ -92,7 +92,7 @@ def _invoke(monkeypatch, tmp_path, error):
     import indexer.pipeline
     from glimpse.cli import cli
 
-    def run_job(paths, roots, opts):
+    def run_job(paths, roots, opts, **kw):
         raise error
 
     monkeypatch.setattr(indexer.pipeline, "run_job", run_job)

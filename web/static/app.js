@@ -59,8 +59,11 @@
   function render(data, append) {
     if (append) grid.insertAdjacentHTML("beforeend", data.html);
     else grid.innerHTML = data.html;
-    var shown = grid.children.length;
-    statusEl.textContent = shown ? shown + (data.has_more ? "+" : "") + " results" : "";
+    var shown = grid.querySelectorAll(".card").length;
+    // A divider before every card: nothing scored above the index's relevance floor.
+    var none = grid.firstElementChild && grid.firstElementChild.classList.contains("divider");
+    statusEl.textContent = !shown ? "" : none ? "No good matches; showing the closest"
+      : shown + (data.has_more ? "+" : "") + " results";
     if (!shown) showEmpty();
     more.hidden = !data.has_more;
     more.dataset.page = String(data.page + 1);

@@ -1,0 +1,122 @@
+"""The relevance floor of an index version: the score a text query reaches on images it does not match.
+
+Estimated at each publish, for this model and this corpus: the probe texts below (nonsense words,
+abstractions, office jargon: nothing a photo or an icon shows) are encoded with the model's text
+tower and searched exactly against every image vector; the floor is the ``PERCENTILE``th
+percentile of their top-``TOP`` scores. A result under it scores no better than what a query
+about nothing gets from the best-fitting unrelated images. Stored in the version's manifest
+(``floor``), so the server reads it without torch; the probe vectors are cached per model.
+
+Why top-10 and the 99th percentile: a search shows its first results, so what matters is how
+high an unrelated image can rank, not the average unrelated score; 40 probes x 10 scores give
+400 values, and their 99th percentile is the level only a handful of the best accidental
+matches reach (the maximum would let one odd probe move it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from search.paths import cache_dir
+
+log = logging.getLogger("glimpse.indexer")
+
+TOP = 10
+PERCENTILE = 99.0
+PROBES: tuple[str, ...] = (
+    "blorf quendix",
+    "zarnip wobble tesk",
+    "vlim dorrow spunk",
+    "qwertyuiop asdfghjkl",
+    "xylo frumpet grindle",
+    "snerk pallow mivvy",
+    "the",
+    "and also",
+    "however, nevertheless",
+    "a list of prime numbers",
+    "the concept of justice",
+    "irony",
+    "a feeling of nostalgia",
+    "quarterly tax return deadline",
+    "kernel panic stack trace",
+    "the meaning of the subjunctive mood",
+    "amortization schedule",
+    "regulatory compliance audit",
+    "an abstract philosophical argument",
+    "the square root of minus one",
+    "semantic versioning policy",
+    "a terms and conditions clause",
+    "hypothetical counterfactual reasoning",
+    "the passive voice",
+    "yesterday's meeting minutes",
+    "recursion",
+    "an unspecified quantity",
+    "epistemology",
+    "the second law of thermodynamics",
+    "procrastination",
+    "a vague sense of obligation",
+    "lorem ipsum dolor sit amet",
+    "123456789",
+    "%%% ### @@@",
+    "null undefined NaN",
+    "synergy leverage paradigm",
+    "the price of tea in 1843",
+    "a rumour nobody believes",
+    "the difference between affect and effect",
+    "an invoice number",
+)
+
+
+def probe_vectors(fingerprint: str, encode_texts: Callable[[Sequence[str]], np.ndarray]) -> np.ndarray:
+    """The probes' unit text vectors for this model: encoded once, then read from the cache
+    (a publish that only deletes or moves files then needs no model at all)."""
+    key = hashlib.sha256("\n".join((fingerprint, *PROBES)).encode()).hexdigest()[:24]
+    path = os.path.join(cache_dir(), "floor-probes", f"{key}.npy")
+    try:
+        return np.load(path)
+    except (OSError, ValueError):
+        pass
+    vecs = np.asarray(encode_texts(list(PROBES)), np.float32)
+    vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp.npy"
+        np.save(tmp, vecs)
+        os.replace(tmp, path)
+    except OSError as exc:  # a read-only cache only costs the next publish an encode
+        log.debug("probe vectors not cached (%s)", exc)
+    return vecs
+
+
+def relevance_floor(image_vectors: np.ndarray, probes: np.ndarray) -> float | None:
+    """The floor over ``image_vectors`` (unit rows); None for an empty corpus."""
+    import faiss
+
+    n = len(image_vectors)
+    if n == 0 or len(probes) == 0:
+        return None
+    scores, _ = faiss.knn(
+        np.ascontiguousarray(probes, np.float32),
+        np.ascontiguousarray(image_vectors, np.float32),
+        min(TOP, n),
+        faiss.METRIC_INNER_PRODUCT,
+    )
+    return round(float(np.percentile(scores, PERCENTILE)), 4)
+
+
+def estimate_floor(
+    image_vectors: np.ndarray, fingerprint: str, encode_texts: Callable[[Sequence[str]], np.ndarray]
+) -> float | None:
+    """The floor, or None (logged) when the probes cannot be encoded: a publish never fails for it."""
+    if len(image_vectors) == 0:
+        return None
+    try:
+        return relevance_floor(image_vectors, probe_vectors(fingerprint, encode_texts))
+    except Exception as exc:  # noqa: BLE001 - the index is worth publishing without a floor
+        log.warning("no relevance floor for this version (%s: %s)", exc.__class__.__name__, exc)
+        return None

@@ -1,0 +1,58 @@
+"""Serving the relevance floor: the score under which a text query's results are no better than what
+unrelated images get (estimated at publish by indexer.floor, stored in the version's manifest).
+
+Read only from the manifest, so the query path needs no torch for it. A version published before
+floors existed has none: ``floor`` is then None and ``min_score=auto`` cuts nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from search.query import Filters, Query, TextQuery
+from search.results import SearchResult
+from search.search_args import BadSearchValue
+
+
+def floor_for(query: Query, manifest: dict) -> float | None:
+    """The live version's floor where it was estimated for: text queries against image vectors (``images``
+    mode, and ``auto``, whose scores are the same cosines; there a keyword match counts as above it)."""
+    if not (isinstance(query, TextQuery) and query.mode in ("images", "auto")):
+        return None
+    value = manifest.get("floor")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def resolve_auto(filters: Filters, floor: float | None) -> Filters:
+    """``min_score=auto`` becomes the floor (no cut when there is none)."""
+    if not filters.min_score_auto:
+        return filters
+    return dataclasses.replace(filters, min_score=floor, min_score_auto=False)
+
+
+def is_above(result: SearchResult, floor: float) -> bool:
+    """A result above the floor: its cosine reaches it, or its words matched the query (hybrid)."""
+    return (result.score is not None and result.score >= floor) or "keywords" in result.matched
+
+
+def count_above(ranked: Sequence[SearchResult], floor: float | None, order: str) -> int | None:
+    """How many results, from the first, rank above the floor before the first one under it (where the
+    divider goes; None: no floor, or not ordered by relevance)."""
+    if floor is None or order != "relevance":
+        return None
+    return next((i for i, r in enumerate(ranked) if not is_above(r, floor)), len(ranked))
+
+
+def min_score_filter(raw: str | None) -> dict:
+    """A ``--min-score`` value, a number or ``auto``, as Filters fields; InvalidValue otherwise."""
+    text = (raw or "").strip().lower()
+    if text == "auto":
+        return {"min_score": None, "min_score_auto": True}
+    try:
+        return {"min_score": float(text) if text else None, "min_score_auto": False}
+    except ValueError:
+        raise BadSearchValue(f"--min-score must be a number or auto, not {raw!r}") from None

@@ -1,0 +1,94 @@
+"""Near-duplicates over HTTP: ``GET /api/duplicates`` (JSON) and the Duplicates page, paged by group.
+
+Read-only like the finder itself (search.duplicates): the page shows each group so a person can
+decide what to delete; Glimpse deletes nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+
+from search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
+from search.engine import Engine, EngineError, NotIndexedError
+from web import queries
+from web.errors import HttpError
+
+bp = Blueprint("duplicates", __name__)
+
+GROUPS_PER_PAGE = 20
+
+
+def engine() -> Engine:
+    return current_app.extensions["glimpse_engine"]
+
+
+def parse_threshold(args) -> float:
+    raw = (args.get("threshold") or "").strip()
+    if not raw:
+        return DEFAULT_THRESHOLD
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HttpError(400, "threshold must be a number in (0, 1]") from None
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise HttpError(400, "threshold must be a number in (0, 1]")
+    return value
+
+
+def parse_page(args) -> int:
+    raw = (args.get("page") or "").strip() or "0"
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
+        raise HttpError(400, "page must be an integer >= 0")
+    return int(raw)
+
+
+def _page_of_groups(args) -> tuple[float, int, list[DuplicateGroup], bool]:
+    threshold, page = parse_threshold(args), parse_page(args)
+    groups = engine().duplicates(threshold)
+    start = page * GROUPS_PER_PAGE
+    return threshold, page, groups[start : start + GROUPS_PER_PAGE], len(groups) > start + GROUPS_PER_PAGE
+
+
+@bp.get("/api/duplicates")
+def api_duplicates():
+    threshold, page, groups, has_more = _page_of_groups(request.args)
+    return jsonify(
+        {
+            "threshold": threshold,
+            "page": page,
+            "has_more": has_more,
+            "groups": [
+                {
+                    "images": [{**image, **queries.image_urls(image["id"])} for image in g.to_dict()["images"]],
+                    "min_score": g.min_score,
+                }
+                for g in groups
+            ],
+        }
+    )
+
+
+@bp.get("/duplicates")
+def page():
+    error, status = None, 200
+    threshold, number, has_more = DEFAULT_THRESHOLD, 0, False
+    groups: list[DuplicateGroup] = []
+    try:
+        threshold, number, groups, has_more = _page_of_groups(request.args)
+    except HttpError as exc:
+        error, status = exc.message, exc.status
+    except NotIndexedError as exc:
+        error, status = str(exc), 503
+    except EngineError as exc:
+        error, status = str(exc), 400
+    return render_template(
+        "duplicates.html",
+        threshold=threshold,
+        number=number,
+        groups=groups,
+        has_more=has_more,
+        first=number * GROUPS_PER_PAGE + 1,
+        error=error,
+    ), status
