@@ -28,9 +28,11 @@ from search.schema import (
     pack_vector,
     row_id,
     row_ids,
+    unit_f32,
     unpack_vectors,
     utcnow,
 )
+from search.store_vectors import Table, VectorReads
 
 # ---------------------------------------------------------------- indexer writes
 #
@@ -54,6 +56,17 @@ FAILED: Final = 7
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
 Transaction = Session
+
+
+def next_vector_seq(s: Session, model: type[ImageRow] | type[CaptionRow]) -> int:
+    """The ``vector_seq`` of a write that stores vectors: one past the table's highest (an index lookup)."""
+    return int(s.scalar(select(func.max(model.vector_seq))) or 0) + 1
+
+
+def _with_seq(values: dict, seq: int) -> dict:
+    if "vector" not in values:
+        return values
+    return dict(values, vector_seq=None if values["vector"] is None else seq)
 
 
 class IndexerWrites:
@@ -137,13 +150,20 @@ class IndexerWrites:
                 taken_at=src.taken_at,
                 status="indexed",
                 vector=src.vector,
+                vector_seq=next_vector_seq(s, ImageRow) if src.vector is not None else None,
             )
         )
 
     @staticmethod
     def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
         """Insert ``new_rows`` (one executemany: ORM objects cost more than the encoder on a GPU)
-        and set ``(row id, column values)`` on existing rows."""
+        and set ``(row id, column values)`` on existing rows. Rows given a vector get this write's
+        ``vector_seq`` (rows losing theirs get NULL): what the next incremental publish re-adds."""
+        updates = list(updates)
+        if any("vector" in v for v in (*new_rows, *(u for _, u in updates))):
+            seq = next_vector_seq(s, ImageRow)
+            new_rows = [_with_seq(v, seq) for v in new_rows]
+            updates = [(i, _with_seq(v, seq)) for i, v in updates]
         for image_id, values in updates:
             s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**values))
         if new_rows:
@@ -195,11 +215,12 @@ class IndexerWrites:
 
     @staticmethod
     def set_caption_vectors(s: Session, vectors: Iterable[tuple[int, np.ndarray]]) -> None:
+        seq = next_vector_seq(s, CaptionRow)
         for cid, v in vectors:
-            s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v)))
+            s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v), vector_seq=seq))
 
 
-class Store(IndexerWrites):
+class Store(IndexerWrites, VectorReads):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):
@@ -232,8 +253,10 @@ class Store(IndexerWrites):
     @staticmethod
     def _drop_all_vectors(s: Session) -> None:
         """Forget every vector (model change): rows stay, everything re-embeds."""
-        s.execute(update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, status="pending"))
-        s.execute(update(CaptionRow).values(vector=None))
+        s.execute(
+            update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, vector_seq=None, status="pending")
+        )
+        s.execute(update(CaptionRow).values(vector=None, vector_seq=None))
 
     def switch_model(self, name: str, pretrained: str | None, fingerprint: str, dim: int) -> None:
         """Another model makes the vectors from now on: forget every vector and record the model,
@@ -336,25 +359,18 @@ class Store(IndexerWrites):
                     out[cid] = (iid, text)
         return out
 
-    def image_vectors(self, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-        return self._vectors(ImageRow, dim, batch, ImageRow.status == "indexed")
+    def image_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every image vector as unit float32, in memory (tests and benchmarks; publish streams)."""
+        return self._all_vectors("images", dim)
 
-    def caption_vectors(self, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-        return self._vectors(CaptionRow, dim, batch, None)
+    def caption_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._all_vectors("captions", dim)
 
-    def _vectors(self, model, dim: int, batch: int, cond) -> tuple[np.ndarray, np.ndarray]:
-        q = select(model.id, model.vector).where(model.vector.is_not(None)).order_by(model.id)
-        if cond is not None:
-            q = q.where(cond)
-        ids: list[np.ndarray] = []
-        vecs: list[np.ndarray] = []
-        with self.session() as s:
-            for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
-                ids.append(np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part)))
-                vecs.append(unpack_vectors([r[1] for r in part], dim))
-        if not ids:
+    def _all_vectors(self, table: Table, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.iter_vectors(table, dim))
+        if not parts:
             return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(vecs), np.concatenate(ids)
+        return unit_f32(np.concatenate([v for _, v in parts])), np.concatenate([i for i, _ in parts])
 
     def vector_of(self, image_id: int, dim: int) -> np.ndarray | None:
         rid = row_id(image_id)
