@@ -93,7 +93,15 @@ class Indexer:
             self._embed(spec, plan.embed)
         self.writer.sync_captions(manifest, plan.caption_paths, self.links, self.warnings)
         self._embed_captions(spec)
-        publish(self.paths, self.store, spec, self.counts, lambda: self.model.encoder(spec).dim, force_publish)
+        publish(
+            self.paths,
+            self.store,
+            spec,
+            self.counts,
+            lambda: self.model.encoder(spec).dim,
+            force_publish,
+            rebuild=self.opts.rebuild_index,
+        )
         write_query_bundle(self.model.loaded)
         return self.counts
 

@@ -191,3 +191,25 @@ def test_a_publish_failing_half_way_leaves_the_live_version_serving(store, tmp_p
     # The next publish works, incrementally from the untouched live version.
     m2 = publish(store, root)
     assert m2["built"]["images"] == "incremental" and m2["images"] == 3100
+
+
+def test_cli_reindex_updates_the_live_index_and_rebuilds_on_request(glimpse, home, tmp_path, tiny_model, image_factory):
+    from search.paths import Paths
+
+    photos = tmp_path / "photos"
+    files = image_factory(photos, 6, size=(40, 40))
+    glimpse("index", str(photos), "--model", tiny_model)
+    image_factory(photos / "more", 2, size=(40, 40))
+    files[0].unlink()
+    glimpse("reindex")
+    root = Paths.resolve(home).index
+    d = IndexDir(root)
+
+    def manifest() -> dict:
+        return json.loads((root / d.current_version() / "manifest.json").read_text())
+
+    assert manifest()["built"]["images"] == "incremental" and manifest()["images"] == 7
+    glimpse("reindex", "--rebuild-index")
+    assert manifest()["built"]["images"] == "from scratch" and manifest()["images"] == 7
+    hits = json.loads(glimpse("search", "--image", str(files[3]), "-k", "1", "--json").stdout)
+    assert hits[0]["path"] == str(files[3])
