@@ -134,7 +134,10 @@ def empty_index(dim: int, spec: dict) -> faiss.Index:
         hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
         hnsw.hnsw.efSearch = 128
         index = faiss.IndexIVFPQ(hnsw, dim, spec["nlist"], spec["m"], 8, faiss.METRIC_INNER_PRODUCT)
-        index.pq.cp.niter = 10  # the re-rank forgives coarse codes; 25 iterations cost 2.5x the PQ training
+        # The re-rank forgives coarse codes: 10 k-means iterations on 64 points per code (faiss: 25 on
+        # 256) train the 64 sub-quantizers ~10x faster (measured 218 s at 100k vectors before, loaded machine).
+        index.pq.cp.niter = 10
+        index.pq.cp.max_points_per_centroid = 64
         return index
     quantizer = faiss.IndexFlatIP(dim)
     if spec.get("codec") == "SQ8":
