@@ -9,9 +9,14 @@ nlist and nprobe are the ones Glimpse chooses for that size).
 
 Vectors are not uniform on the sphere (IVF has nothing to cluster there and
 recall would say nothing about real data): they are a two-level Gaussian
-mixture, 50 "themes" × 20 "subjects" each, a point lying at cosine ≈ 0.75 to
-its subject, roughly how CLIP neighbourhoods in a photo collection look.
-Queries for recall are fresh draws from the same mixture (not database points).
+mixture, 50 "themes" × 20 "subjects" each (``centres`` subjects in all), a point
+lying at cosine ≈ 0.75 to its subject, roughly how CLIP neighbourhoods in a
+photo collection look. Queries for recall are fresh draws from the same mixture
+(not database points).
+
+Rows are written and published in chunks (float16 vectors straight into SQLite,
+the index streamed back out of it), so a 10M home never holds 10M float32
+vectors: ``python -m bench.synth --n 10000000`` (cached under ``bench-data/``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 class Mixture:
     def __init__(self, seed: int, dim: int = DIM, themes: int = 50, per_theme: int = 20):
+        """``themes * per_theme`` subject centres on the unit sphere."""
         rng = np.random.default_rng([seed, 1])
         theme = _unit(rng.standard_normal((themes, dim)))
         sub = theme.repeat(per_theme, 0) + 0.8 * _unit(rng.standard_normal((themes * per_theme, dim)))
@@ -80,8 +86,47 @@ def _schema_key() -> str:
     return h.hexdigest()[:12]
 
 
-def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None, log=print) -> dict:
+def synth_home(
+    home: Path, n: int, seed: int = 7, files_root: Path | None = None, log=print, centres: int = 1000
+) -> dict:
     """Create (or reuse) a home with ``n`` indexed images. Returns build info."""
+    stamp = synth_rows(home, n, seed, files_root, log, centres)
+    if "index_type" in stamp and (Path(home) / "index" / "current").exists():
+        return stamp
+    t0 = time.perf_counter()
+    version = publish_home(home)
+    t_pub = time.perf_counter() - t0
+    manifest = json.loads((Path(home) / "index" / version / "manifest.json").read_text())
+    log(f"  published {manifest['index_type']} in {t_pub:.1f}s")
+    stamp = dict(stamp, index_type=manifest["index_type"], publish_s=round(t_pub, 1))
+    (Path(home) / STAMP).write_text(json.dumps(stamp, indent=2))
+    return stamp
+
+
+def publish_home(home: Path, rebuild: bool = False) -> str:
+    """Publish exactly as the indexer does: vectors streamed from the store, Glimpse chooses the index."""
+    from indexer.publish import StoreSource
+    from search.index import IndexDir
+    from search.paths import Paths
+    from search.store import Store
+
+    paths = Paths.resolve(home)
+    store = Store(paths.db, upgrade=False)
+    try:
+        return IndexDir(paths.index).publish_sources(
+            StoreSource(store, "images", DIM),
+            StoreSource(store, "captions", DIM),
+            {"model": MODEL.name, "pretrained": MODEL.pretrained, "fingerprint": MODEL.fingerprint(), "dim": DIM},
+            rebuild=rebuild,
+        )
+    finally:
+        store.close()
+
+
+def synth_rows(
+    home: Path, n: int, seed: int = 7, files_root: Path | None = None, log=print, centres: int = 1000
+) -> dict:
+    """Create (or reuse) a home with ``n`` image rows and their float16 vectors (no index)."""
     home = Path(home)
     stamp_path = home / STAMP
     want = {
@@ -89,17 +134,17 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
         "seed": seed,
         "files_root": str(Path(files_root).resolve()) if files_root else None,
         "schema": _schema_key(),
-        "v": 1,
+        "centres": centres,
+        "v": 2,
     }
     if stamp_path.exists():
         stamp = json.loads(stamp_path.read_text())
-        if all(stamp.get(k) == v for k, v in want.items()) and (home / "index" / "current").exists():
+        if all(stamp.get(k) == v for k, v in want.items()):
             return stamp
     import shutil
 
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
-    from search.index import IndexDir
     from search.paths import Paths
     from search.store import Store
 
@@ -119,98 +164,107 @@ def synth_home(home: Path, n: int, seed: int = 7, files_root: Path | None = None
     root_id = store.ensure_root(root_path)
     store.close()
 
-    mix = Mixture(seed)
+    mix = Mixture(seed, per_theme=max(1, centres // 50))
     t0 = time.perf_counter()
-    con = sqlite3.connect(paths.db)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA synchronous=OFF")
-    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-    chunk = 100_000
-    for start in range(0, n, chunk):
-        m = min(chunk, n - start)
-        vecs = mix.draw(m, stream=start // chunk).astype(np.float16)
-        rows = []
-        for j in range(m):
-            i = start + j
-            if entries is not None:
-                path, size, mtime = entries[i]
-            else:
-                path, size, mtime = f"{root_path}/d{i // 1000:04d}/img_{i:07d}.jpg", 2_000_000 + i, 1.7e9 + i
-            rows.append(
-                (i + 1, root_id, path, size, mtime, f"{i:032x}", 4032, 3024, "JPEG", "indexed", vecs[j].tobytes(), now)
-            )
-        con.executemany(
-            "INSERT INTO images (id, root_id, path, size, mtime, content_hash, width, height, format, status, vector,"
-            " indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            rows,
-        )
-        con.commit()
-    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    con.close()
+    insert_rows(paths.db, mix, 0, n, root_id, root_path, entries, log=log)
     t_rows = time.perf_counter() - t0
     log(f"  wrote {n:,} rows in {t_rows:.1f}s")
-
-    # Publish exactly as the indexer does: read the stored vectors back, let Glimpse choose the index.
-    t0 = time.perf_counter()
-    store = Store(paths.db)
-    vecs, ids = store.image_vectors(DIM)
-    cvecs, cids = store.caption_vectors(DIM)
-    t_read = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    version = IndexDir(paths.index).publish(
-        vecs,
-        ids,
-        cvecs,
-        cids,
-        {"model": MODEL.name, "pretrained": MODEL.pretrained, "fingerprint": MODEL.fingerprint(), "dim": DIM},
-    )
-    t_pub = time.perf_counter() - t0
-    store.close()
-    manifest = json.loads((paths.index / version / "manifest.json").read_text())
-    log(f"  published {manifest['index_type']} in {t_pub:.1f}s (read vectors {t_read:.1f}s)")
-    stamp = dict(
-        want,
-        index_type=manifest["index_type"],
-        rows_s=round(t_rows, 1),
-        read_vectors_s=round(t_read, 1),
-        publish_s=round(t_pub, 1),
-    )
+    stamp = dict(want, rows_s=round(t_rows, 1))
     stamp_path.write_text(json.dumps(stamp, indent=2))
     return stamp
 
 
-def recall_at_10(home: Path, seed: int = 7, queries: int = 200) -> dict:
+def insert_rows(
+    db: Path, mix: Mixture, first: int, n: int, root_id: int, root_path: str, entries=None, stream0: int = 0, log=print
+) -> None:
+    """Rows ``first+1 .. first+n`` with float16 mixture vectors, 100k per transaction (never all in RAM)."""
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=OFF")
+    seq = (con.execute("SELECT max(vector_seq) FROM images").fetchone()[0] or 0) + 1
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
+    chunk = 100_000
+    t0 = time.perf_counter()
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        vecs = mix.draw(m, stream=stream0 + start // chunk).astype(np.float16)
+        rows = []
+        for j in range(m):
+            i = first + start + j
+            if entries is not None:
+                path, size, mtime = entries[i]
+            else:
+                path, size, mtime = f"{root_path}/d{i // 1000:04d}/img_{i:07d}.jpg", 2_000_000 + i, 1.7e9 + i
+            meta = (f"{i:032x}", 4032, 3024, "JPEG", "indexed")
+            rows.append((i + 1, root_id, path, size, mtime, *meta, vecs[j].tobytes(), seq, now))
+        con.executemany(
+            "INSERT INTO images (id, root_id, path, size, mtime, content_hash, width, height, format, status, vector,"
+            " vector_seq, indexed_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        con.commit()
+        if n > 1_000_000 and (start // chunk) % 10 == 9:
+            log(f"  {start + m:,} rows ({time.perf_counter() - t0:.0f}s)")
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+
+
+def exact_top(db: Path, q: np.ndarray, k: int = 10) -> np.ndarray:
+    """Exact inner-product top-``k`` ids over every stored vector, streamed in chunks (brute force)."""
+    import faiss
+
+    from search.schema import unit_f32
+    from search.store import Store
+
+    store = Store(db, upgrade=False)
+    heap = faiss.ResultHeap(len(q), k, keep_max=True)
+    try:
+        for ids, v in store.iter_vectors("images", DIM, chunk=100_000):
+            scores = q @ unit_f32(v).T
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            heap.add_result(np.take_along_axis(scores, top, 1), ids[top])
+    finally:
+        store.close()
+    heap.finalize()
+    return heap.I
+
+
+def recall_at_10(home: Path, seed: int = 7, queries: int = 200, centres: int = 1000) -> dict:
     """recall@10 of the published index vs exact inner-product search over the stored vectors."""
     import faiss
     from faiss.contrib.evaluation import knn_intersection_measure
 
     from search.index import IndexDir
     from search.paths import Paths
-    from search.store import Store
 
     paths = Paths.resolve(home)
     live = IndexDir(paths.index).load(use_gpu=False)
-    store = Store(paths.db, upgrade=False)
-    vecs, ids = store.image_vectors(DIM)
-    store.close()
-    q = Mixture(seed).draw(queries, stream=10_000)
-    exact = faiss.IndexFlatIP(DIM)
-    exact.add(vecs)
-    _, pos = exact.search(q, 10)
-    truth = ids[pos]
-    _, got = live.images.search(q, 10)
+    assert live is not None
+    q = Mixture(seed, per_theme=max(1, centres // 50)).draw(queries, stream=10_000)
+    _, got = live.search(q, 10)
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # the per-query figure is single-threaded
     single = []
-    for row in q[:50]:
-        t0 = time.perf_counter()
-        live.images.search(row[None, :], 10)
-        single.append((time.perf_counter() - t0) * 1000)
-    # The same figure with the database's own points as queries (how Glimpse tunes nprobe).
-    dq = vecs[np.random.default_rng(3).choice(len(vecs), size=min(queries, len(vecs)), replace=False)]
-    _, pos2 = exact.search(dq, 10)
-    _, got2 = live.images.search(dq, 10)
+    try:
+        for row in q[:50]:
+            t0 = time.perf_counter()
+            live.search(row[None, :], 10)
+            single.append((time.perf_counter() - t0) * 1000)
+    finally:
+        faiss.omp_set_num_threads(threads)
+    # The same figure with the database's own points as queries (how Glimpse used to tune nprobe).
+    from search.schema import unit_f32
+    from search.store import Store
+
+    store = Store(paths.db, upgrade=False)
+    all_ids, _ = store.vector_ids("images")
+    pick = np.sort(np.random.default_rng(3).choice(all_ids, size=min(queries, len(all_ids)), replace=False))
+    dq = np.concatenate([unit_f32(v) for _, v in store.iter_vectors("images", DIM, pick)])
+    store.close()
+    _, got2 = live.search(dq, 10)
     return {
-        "recall": knn_intersection_measure(got, truth),
-        "recall_db_points": knn_intersection_measure(got2, ids[pos2]),
+        "recall": knn_intersection_measure(got, exact_top(paths.db, q)),
+        "recall_db_points": knn_intersection_measure(got2, exact_top(paths.db, dq)),
         "faiss_ms_p50": float(np.median(single)),
         "index_type": live.manifest.get("index_type"),
     }

@@ -204,6 +204,11 @@ def index(paths_obj, paths, captions, follow_external_links, **kw):
 
 
 @cli.command()
+@click.option(
+    "--rebuild-index",
+    is_flag=True,
+    help="Rebuild the search index from scratch (retrain its clustering) instead of updating the live one.",
+)
 @model_options
 @engine_options
 @click.pass_obj

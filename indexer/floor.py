@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -93,28 +93,32 @@ def probe_vectors(fingerprint: str, encode_texts: Callable[[Sequence[str]], np.n
     return vecs
 
 
-def relevance_floor(image_vectors: np.ndarray, probes: np.ndarray) -> float | None:
-    """The floor over ``image_vectors`` (unit rows); None for an empty corpus."""
+def relevance_floor(image_vectors: Iterable[np.ndarray], probes: np.ndarray) -> float | None:
+    """The floor over the corpus's unit image vectors, given in chunks (a publish never holds them all:
+    each chunk's top scores per probe are merged into the running top ``TOP``); None for an empty corpus."""
     import faiss
 
-    n = len(image_vectors)
-    if n == 0 or len(probes) == 0:
+    if len(probes) == 0:
         return None
-    scores, _ = faiss.knn(
-        np.ascontiguousarray(probes, np.float32),
-        np.ascontiguousarray(image_vectors, np.float32),
-        min(TOP, n),
-        faiss.METRIC_INNER_PRODUCT,
-    )
-    return round(float(np.percentile(scores, PERCENTILE)), 4)
+    queries = np.ascontiguousarray(probes, np.float32)
+    best = np.full((len(queries), 0), -np.inf, np.float32)
+    for chunk in image_vectors:
+        if len(chunk) == 0:
+            continue
+        scores, _ = faiss.knn(
+            queries, np.ascontiguousarray(chunk, np.float32), min(TOP, len(chunk)), faiss.METRIC_INNER_PRODUCT
+        )
+        best = -np.sort(-np.concatenate([best, scores], axis=1), axis=1)[:, :TOP]
+    if best.shape[1] == 0:
+        return None
+    return round(float(np.percentile(best, PERCENTILE)), 4)
 
 
 def estimate_floor(
-    image_vectors: np.ndarray, fingerprint: str, encode_texts: Callable[[Sequence[str]], np.ndarray]
+    image_vectors: Iterable[np.ndarray], fingerprint: str, encode_texts: Callable[[Sequence[str]], np.ndarray]
 ) -> float | None:
-    """The floor, or None (logged) when the probes cannot be encoded: a publish never fails for it."""
-    if len(image_vectors) == 0:
-        return None
+    """The floor (``image_vectors``: unit vectors in chunks), or None (logged) when the probes cannot be
+    encoded: a publish never fails for it."""
     try:
         return relevance_floor(image_vectors, probe_vectors(fingerprint, encode_texts))
     except Exception as exc:  # noqa: BLE001 - the index is worth publishing without a floor

@@ -101,6 +101,7 @@ class Indexer:
             lambda: self.model.encoder(spec).dim,
             force_publish,
             encode_texts=lambda texts: self.model.encoder(spec).encode_texts(texts),
+            rebuild=self.opts.rebuild_index,
         )
         write_query_bundle(self.model.loaded)
         return self.counts

@@ -19,6 +19,8 @@ class Options:
     kind: str = "index"
     # The roots being indexed accept symlinked files leading anywhere; None keeps what each root recorded.
     follow_external_links: bool | None = None
+    # Build the FAISS index from scratch (retrain) instead of updating the live version's.
+    rebuild_index: bool = False
 
 
 @dataclass

@@ -4,7 +4,8 @@ then the ONNX query bundle the server loads without torch."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -16,7 +17,9 @@ from search.index import IndexDir
 from search.model_spec import ModelSpec
 from search.ort_session import runtime_setting
 from search.paths import Paths
+from search.schema import unit_f32
 from search.store import Store
+from search.store_vectors import CHUNK, Table
 
 if TYPE_CHECKING:
     from search.encoder import Encoder as TorchEncoder
@@ -33,30 +36,34 @@ def publish(
     encoder_dim: Callable[[], int],
     force: bool = False,
     encode_texts: Callable[[Sequence[str]], np.ndarray] | None = None,
+    rebuild: bool = False,
 ) -> str | None:
     """Publish a new index version when this run changed what the index holds (or ``force``);
     returns the live version. ``encoder_dim``: the vector size when no stored model row says it;
-    ``encode_texts``: the text tower, for the version's relevance floor (indexer.floor)."""
+    ``encode_texts``: the text tower, for the version's relevance floor (indexer.floor).
+    The vectors stream from the store; the live version is updated incrementally unless ``rebuild``."""
     index_dir = IndexDir(paths.index)
     live = index_dir.current_version()
     # Moves and touches keep ids and vectors: the live index is still right.
-    changed = force or any(
-        (counts.new, counts.changed, counts.deleted, counts.embedded, counts.captions, counts.failed)
+    changed = (
+        force
+        or rebuild
+        or any((counts.new, counts.changed, counts.deleted, counts.embedded, counts.captions, counts.failed))
     )
     if live and not changed:
         log.info("nothing changed; index version %s stays live", live)
         return live
     row = store.get_model()
     dim = row.dim if row and row.dim else encoder_dim()
-    img_vecs, img_ids = store.image_vectors(dim)
-    cap_vecs, cap_ids = store.caption_vectors(dim)
-    floor = estimate_floor(img_vecs, spec.fingerprint(), encode_texts) if encode_texts else None
+    floor = (
+        estimate_floor((unit_f32(v) for _, v in store.iter_vectors("images", dim)), spec.fingerprint(), encode_texts)
+        if encode_texts
+        else None
+    )
     try:
-        return index_dir.publish(
-            img_vecs,
-            img_ids,
-            cap_vecs,
-            cap_ids,
+        return index_dir.publish_sources(
+            StoreSource(store, "images", dim),
+            StoreSource(store, "captions", dim),
             {
                 "model": spec.name,
                 "pretrained": spec.pretrained,
@@ -64,11 +71,31 @@ def publish(
                 "dim": dim,
                 "floor": floor,
             },
+            rebuild=rebuild,
         )
     except (OSError, RuntimeError) as exc:
         if is_disk_full(exc):
             raise DiskFull(paths.index, "publishing the index") from exc
         raise
+
+
+@dataclass
+class StoreSource:
+    """One table's vectors for :meth:`IndexDir.publish_sources`, read from the store in chunks."""
+
+    store: Store
+    table: Table
+    dim: int
+    chunk: int = CHUNK
+
+    def snapshot(self) -> tuple[np.ndarray, int | None]:
+        return self.store.vector_ids(self.table)
+
+    def changed_since(self, mark: int) -> np.ndarray:
+        return self.store.vector_ids_since(self.table, mark)
+
+    def chunks(self, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return self.store.iter_vectors(self.table, self.dim, ids, self.chunk)
 
 
 def write_query_bundle(enc: Encoder | None) -> None:

@@ -29,7 +29,7 @@ def caption_results(engine: Engine, text: str, want: int, filters: Filters) -> l
     fetch = min(live.captions.ntotal, max(want * 4, 50))
     while True:
         with stage("faiss"):
-            scores, ids = live.captions.search(vec[None, :].astype(np.float32), fetch)
+            scores, ids = live.search_captions(vec[None, :].astype(np.float32), fetch)
         pairs = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         caps = engine.store.captions_by_ids([i for i, _ in pairs])
         best: dict[int, tuple[float, str]] = {}

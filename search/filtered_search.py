@@ -39,10 +39,9 @@ class Ranked(NamedTuple):
 
 
 def index_search(live: LoadedIndex, vec: np.ndarray, k: int, params: faiss.SearchParameters | None = None) -> Ranked:
-    """The image index's one FAISS call. At merge this becomes ``live.search(vec[None, :], k, params)``
-    (``LoadedIndex.search``, which re-ranks compressed types)."""
+    """The image index's one FAISS call, through ``LoadedIndex.search`` (which re-ranks compact codes)."""
     with stage("faiss"):
-        scores, ids = live.images.search(np.ascontiguousarray(vec[None, :], np.float32), k, params=params)
+        scores, ids = live.search(np.ascontiguousarray(vec[None, :], np.float32), k, params)
     keep = ids[0] >= 0
     return Ranked(ids[0][keep].astype(np.int64), scores[0][keep], exhausted=False)
 

@@ -104,6 +104,8 @@ class ImageRow(Base):
         Index("ix_images_status_path", "status", "path"),
         Index("ix_images_status_taken_at", "status", "taken_at", "mtime"),
         Index("ix_images_status_mtime", "status", "mtime", "taken_at"),
+        # publish reads the ids with a vector, and those written since its last version, from here alone
+        Index("ix_images_vector_seq", "vector_seq"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
@@ -123,6 +125,9 @@ class ImageRow(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     # Deferred: result rows, counts and plans never load the blob (2 KB each; 1 GB at 1M images).
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
+    # Which write stored ``vector`` (a counter per table; NULL exactly when ``vector`` is): an incremental
+    # publish re-adds the rows written since its version, which catches a re-embed that kept the id.
+    vector_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True
@@ -131,12 +136,16 @@ class ImageRow(Base):
 
 class CaptionRow(Base):
     __tablename__ = "captions"
-    __table_args__ = (UniqueConstraint("image_id", "text", name="uq_captions_image_text"),)
+    __table_args__ = (
+        UniqueConstraint("image_id", "text", name="uq_captions_image_text"),
+        Index("ix_captions_vector_seq", "vector_seq"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
     text: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(16), default="manifest")
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    vector_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)  # as ImageRow.vector_seq
     image: Mapped[ImageRow] = relationship(back_populates="captions")
 
 
@@ -197,9 +206,13 @@ def pack_vector(vec: np.ndarray) -> bytes:
 def unpack_vectors(blobs: Sequence[bytes], dim: int) -> np.ndarray:
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
-    arr = np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim)
-    out = arr.astype(np.float32)
-    # float16 storage perturbs the norm slightly; keep inner product == cosine.
+    return unit_f32(np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim))
+
+
+def unit_f32(vectors: np.ndarray) -> np.ndarray:
+    """Stored float16 vectors as float32 of norm 1 (float16 storage perturbs the norm slightly;
+    keep inner product == cosine)."""
+    out = np.asarray(vectors, dtype=np.float32).copy() if vectors.dtype == np.float32 else vectors.astype(np.float32)
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
     return out
 

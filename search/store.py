@@ -23,16 +23,17 @@ from search.schema import (
     make_engine,
     row_id,
     row_ids,
+    unit_f32,
     unpack_vectors,
     utcnow,
 )
 from search.store_filters import FilterRows
 from search.store_fts import KeywordReads
-from search.store_vectors import VectorChunks
+from search.store_vectors import Table, VectorChunks, VectorReads
 from search.store_writes import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIZE, IndexerWrites, RowState, Transaction  # noqa: F401  (the row-state fields, re-exported for the indexer)
 
 
-class Store(IndexerWrites, KeywordReads, FilterRows, VectorChunks):
+class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):
@@ -65,8 +66,10 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorChunks):
     @staticmethod
     def _drop_all_vectors(s: Session) -> None:
         """Forget every vector (model change): rows stay, everything re-embeds."""
-        s.execute(update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, status="pending"))
-        s.execute(update(CaptionRow).values(vector=None))
+        s.execute(
+            update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, vector_seq=None, status="pending")
+        )
+        s.execute(update(CaptionRow).values(vector=None, vector_seq=None))
 
     def switch_model(self, name: str, pretrained: str | None, fingerprint: str, dim: int) -> None:
         """Another model makes the vectors from now on: forget every vector and record the model,
@@ -172,25 +175,18 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorChunks):
                     out[cid] = (iid, text)
         return out
 
-    def image_vectors(self, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-        return self._vectors(ImageRow, dim, batch, ImageRow.status == "indexed")
+    def image_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every image vector as unit float32, in memory (tests and benchmarks; publish streams)."""
+        return self._all_vectors("images", dim)
 
-    def caption_vectors(self, dim: int, batch: int = 50_000) -> tuple[np.ndarray, np.ndarray]:
-        return self._vectors(CaptionRow, dim, batch, None)
+    def caption_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        return self._all_vectors("captions", dim)
 
-    def _vectors(self, model, dim: int, batch: int, cond) -> tuple[np.ndarray, np.ndarray]:
-        q = select(model.id, model.vector).where(model.vector.is_not(None)).order_by(model.id)
-        if cond is not None:
-            q = q.where(cond)
-        ids: list[np.ndarray] = []
-        vecs: list[np.ndarray] = []
-        with self.session() as s:
-            for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
-                ids.append(np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part)))
-                vecs.append(unpack_vectors([r[1] for r in part], dim))
-        if not ids:
+    def _all_vectors(self, table: Table, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        parts = list(self.iter_vectors(table, dim))
+        if not parts:
             return np.zeros((0, dim), np.float32), np.zeros(0, np.int64)
-        return np.concatenate(vecs), np.concatenate(ids)
+        return unit_f32(np.concatenate([v for _, v in parts])), np.concatenate([i for i, _ in parts])
 
     def vectors_of(self, image_ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
         """Stored vectors by image id, 500 ids a query; ids without a vector are left out."""

@@ -1,19 +1,95 @@
-"""Stored image vectors a chunk at a time (the near-duplicate finder reads every vector without
-holding them all): a mixin of :class:`search.store.Store`, like the rest of the store the only SQL."""
+"""Vector reads: a publish's id sets, what changed since a version and float16 chunks (:class:`VectorReads`);
+unit vectors of indexed images a chunk at a time for the near-duplicate finder (:class:`VectorChunks`).
+
+Mixed into :class:`search.store.Store` (the SQL stays in the store; this file keeps store.py small).
+Vectors come back as the stored float16, a bounded chunk at a time: a publish never holds the corpus.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import cast
+from typing import Literal, cast
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from search.schema import ImageRow, unpack_vectors
+from search.schema import CaptionRow, ImageRow, unpack_vectors
+
+Table = Literal["images", "captions"]
+_MODELS: dict[str, type[ImageRow] | type[CaptionRow]] = {"images": ImageRow, "captions": CaptionRow}
+CHUNK = 50_000  # rows per chunk: 50 MB of float16 at 512-d
+
+
+class VectorReads:
+    """Vector reads for :mod:`search.index_files`; ``vector_seq IS NOT NULL`` exactly when a row has a vector."""
+
+    def session(self) -> Session:  # pragma: no cover - provided by Store
+        raise NotImplementedError
+
+    def vector_ids(self, table: Table) -> tuple[np.ndarray, int]:
+        """``(ids with a vector, sorted; the highest vector_seq)`` from one snapshot, from the index alone."""
+        model = _MODELS[table]
+        with self.session() as s, s.begin():
+            ids = s.scalars(select(model.id).where(model.vector_seq.is_not(None)).order_by(model.id)).all()
+            mark = s.scalar(select(func.max(model.vector_seq))) or 0
+        return np.fromiter(ids, dtype=np.int64, count=len(ids)), int(mark)
+
+    def vector_ids_since(self, table: Table, mark: int) -> np.ndarray:
+        """Ids whose vector was written after ``mark`` (new rows, and re-embeds that kept their id), sorted."""
+        model = _MODELS[table]
+        with self.session() as s:
+            ids = s.scalars(select(model.id).where(model.vector_seq > mark).order_by(model.id)).all()
+        return np.fromiter(ids, dtype=np.int64, count=len(ids))
+
+    def iter_vectors(
+        self, table: Table, dim: int, ids: np.ndarray | None = None, chunk: int = CHUNK
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(ids, float16 vectors)`` chunks in id order: every row with a vector, or those of ``ids``
+        (sorted) that still have one. Each chunk is its own short read over an id range."""
+        model = _MODELS[table]
+        q = select(model.id, model.vector).where(model.vector_seq.is_not(None)).order_by(model.id)
+        if ids is None:
+            last = 0
+            while True:
+                with self.session() as s:
+                    rows = s.execute(q.where(model.id > last).limit(chunk)).all()
+                if not rows:
+                    return
+                yield _unpack(rows, dim)
+                last = rows[-1][0]
+                if len(rows) < chunk:
+                    return
+        ids = np.asarray(ids, dtype=np.int64)
+        for i in range(0, len(ids), chunk):
+            part = ids[i : i + chunk]
+            lo, hi = int(part[0]), int(part[-1])
+            with self.session() as s:
+                if hi - lo < 2 * len(part):  # dense: one range scan, then keep the asked ids
+                    rows = s.execute(q.where(model.id.between(lo, hi))).all()
+                    rows = [r for r, keep in zip(rows, np.isin([r[0] for r in rows], part)) if keep]
+                else:  # scattered (an incremental publish): by primary key
+                    rows = []
+                    for j in range(0, len(part), 500):
+                        rows += s.execute(q.where(model.id.in_(part[j : j + 500].tolist()))).all()
+            if rows:
+                yield _unpack(rows, dim)
+
+    def count_vectors(self, table: Table) -> int:
+        model = _MODELS[table]
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(model).where(model.vector_seq.is_not(None))) or 0)
+
+
+def _unpack(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    vecs = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float16).reshape(len(rows), dim)
+    return ids, vecs
 
 
 class VectorChunks:
+    """Unit float32 vectors of indexed images in chunks (the near-duplicate finder)."""
+
     def session(self) -> Session:  # provided by Store
         raise NotImplementedError
 

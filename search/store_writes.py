@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, cast
 
 import numpy as np
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
@@ -44,6 +44,17 @@ FAILED: Final = 7
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
 Transaction = Session
+
+
+def next_vector_seq(s: Session, model: type[ImageRow] | type[CaptionRow]) -> int:
+    """The ``vector_seq`` of a write that stores vectors: one past the table's highest (an index lookup)."""
+    return int(s.scalar(select(func.max(model.vector_seq))) or 0) + 1
+
+
+def _with_seq(values: dict, seq: int) -> dict:
+    if "vector" not in values:
+        return values
+    return dict(values, vector_seq=None if values["vector"] is None else seq)
 
 
 class IndexerWrites:
@@ -127,6 +138,7 @@ class IndexerWrites:
             taken_at=src.taken_at,
             status="indexed",
             vector=src.vector,
+            vector_seq=next_vector_seq(s, ImageRow) if src.vector is not None else None,
         )
         s.add(row)
         s.flush()
@@ -135,8 +147,13 @@ class IndexerWrites:
     @staticmethod
     def write_images(s: Session, new_rows: Sequence[dict], updates: Iterable[tuple[int, dict]] = ()) -> None:
         """Insert ``new_rows`` (one executemany: ORM objects cost more than the encoder on a GPU)
-        and set ``(row id, column values)`` on existing rows."""
+        and set ``(row id, column values)`` on existing rows. Rows given a vector get this write's
+        ``vector_seq`` (rows losing theirs get NULL): what the next incremental publish re-adds."""
         updates = list(updates)
+        if any("vector" in v for v in (*new_rows, *(u for _, u in updates))):
+            seq = next_vector_seq(s, ImageRow)
+            new_rows = [_with_seq(v, seq) for v in new_rows]
+            updates = [(i, _with_seq(v, seq)) for i, v in updates]
         for image_id, values in updates:
             s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**values))
         if new_rows:
@@ -195,5 +212,6 @@ class IndexerWrites:
 
     @staticmethod
     def set_caption_vectors(s: Session, vectors: Iterable[tuple[int, np.ndarray]]) -> None:
+        seq = next_vector_seq(s, CaptionRow)
         for cid, v in vectors:
-            s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v)))
+            s.execute(update(CaptionRow).where(CaptionRow.id == cid).values(vector=pack_vector(v), vector_seq=seq))

@@ -48,8 +48,9 @@ def test_spec_follows_corpus_size(monkeypatch):
     monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000")
     assert choose_index_spec(0, 512) == {"type": "flat"}
     assert choose_index_spec(100_000, 512) == {"type": "flat"}
-    specs = {n: choose_index_spec(n, 512) for n in (100_001, 400_000, 1_000_000, 10_000_000)}
-    assert all(s["type"] == "ivf" and s["codec"] == "SQ8" for s in specs.values())
+    specs = {n: choose_index_spec(n, 512) for n in (100_001, 400_000, 1_000_000, 1_999_999, 2_000_000, 10_000_000)}
+    assert all(s["type"] == "ivf" and s["codec"] == "SQ8" for n, s in specs.items() if n < 2_000_000)
+    assert specs[2_000_000]["type"] == specs[10_000_000]["type"] == "ivfpq" and specs[10_000_000]["m"] == 64
     nlists = [s["nlist"] for s in specs.values()]
     assert nlists == sorted(nlists) and nlists[0] >= 1024 and specs[1_000_000]["nlist"] == 4096
     # With the threshold set very low, k-means still gets enough points per list.

@@ -242,13 +242,13 @@ def test_previous_interrupted_job_forces_a_publish(home, tmp_path, tiny_model, t
     # Simulate a job killed after committing its batches but before publishing.
     index_dir = IndexDir(paths.index)
     live = index_dir.current_version()
-    real_publish = IndexDir.publish
-    IndexDir.publish = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
+    real_publish = IndexDir.publish_sources
+    IndexDir.publish_sources = lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt("killed"))
     try:
         with pytest.raises(KeyboardInterrupt):
             run_job(paths, None, Options(kind="reindex", workers=0), encoder=tiny_encoder)
     finally:
-        IndexDir.publish = real_publish
+        IndexDir.publish_sources = real_publish
     assert index_dir.current_version() == live
     counts_, version = run_job(paths, None, Options(kind="reindex", workers=0), encoder=tiny_encoder)
     assert counts_.embedded == 0 and version != live

@@ -71,8 +71,8 @@ def make_home(root, n: int, seed: int = 0, vectors: np.ndarray | None = None) ->
         )
     con = sqlite3.connect(paths.db)
     con.executemany(
-        "INSERT INTO images (id, path, size, mtime, taken_at, status, vector, indexed_at) "
-        "VALUES (?, ?, 1, ?, ?, 'indexed', ?, '2026-01-01')",
+        "INSERT INTO images (id, path, size, mtime, taken_at, status, vector, vector_seq, indexed_at) "
+        "VALUES (?, ?, 1, ?, ?, 'indexed', ?, 1, '2026-01-01')",
         [(i, p, m, t, vecs[i - 1].astype(np.float16).tobytes()) for i, p, m, t in rows],
     )
     con.commit()

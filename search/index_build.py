@@ -1,0 +1,306 @@
+"""Building a FAISS index from a stream of vector chunks: choose a type for the corpus size,
+train on a sample, add chunk by chunk, tune nprobe; and the exact re-rank of compact codes.
+
+Nothing here holds the corpus: a build holds the index being built, one chunk, a training
+sample (``sample_size``) and a few hundred probe queries with their exact top-k.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from search.schema import unit_f32
+from search.settings import settings
+
+log = logging.getLogger("search.index")
+
+TARGET_RECALL = 0.97
+# An IVF's coarse quantizer is k-means over a sample of the corpus: the slow
+# part of a build (minutes at a million vectors). A publish reuses the live
+# version's trained quantizer (and, when its type still fits, its whole index:
+# an incremental publish) until the corpus has grown (or shrunk) by this factor
+# since it was trained: lists then hold ~2x their trained share and a query
+# scans ~2x the codes at the same nprobe, while recall stays near the tuned one.
+RETRAIN_FACTOR = 2.0
+# Compact codes (IVF-PQ) return RERANK * k candidates, re-scored exactly against the stored float16
+# vectors: PQ alone orders near neighbours badly. Measured at 1M (bench/publish_scale.py, PQ64, 100
+# queries): recall@10 0.914 with 10x k candidates at any nprobe, 0.98 with 40x (and with 100x) at nprobe 16.
+RERANK = 40
+PROBE_QUERIES = 200
+
+Chunks = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids int64, float16/float32 vectors) in id order
+
+
+def choose_index_spec(n: int, dim: int) -> dict:
+    """Index type from corpus size: exact while small, IVF-SQ8 in the middle, IVF-PQ with exact
+    re-rank above GLIMPSE_PQ_MIN; nlist ~ 4*sqrt(n)."""
+    s = settings()
+    if n <= s["GLIMPSE_FLAT_MAX"]:  # exact search while small: fast enough, and no recall to lose
+        return {"type": "flat"}
+    nlist = int(2 ** round(math.log2(max(256, 4 * math.sqrt(n)))))
+    # k-means wants ~39+ points per centroid (only bites when GLIMPSE_FLAT_MAX is set very low).
+    nlist = min(nlist, 2 ** int(math.log2(max(1, n // 39))))
+    if n >= s["GLIMPSE_PQ_MIN"] and dim % 8 == 0:
+        # 8 dims per byte: 64 B per 512-d vector in RAM (SQ8: 512 B); the float16 vectors for the
+        # re-rank stay on disk, memory-mapped. An HNSW coarse quantizer keeps assigning 10M vectors
+        # to tens of thousands of lists from costing a flat scan of every centroid.
+        return {"type": "ivfpq", "nlist": nlist, "m": dim // 8, "rerank": RERANK}
+    # SQ8 keeps a million 512-d vectors in ~0.5 GB with ~no ranking loss.
+    return {"type": "ivf", "nlist": nlist, "codec": "SQ8"}
+
+
+def is_ivf(spec: dict | None) -> bool:
+    return spec is not None and spec.get("type") in ("ivf", "ivfpq")
+
+
+def can_reuse_training(n: int, dim: int, trained_spec: dict | None) -> bool:
+    """Whether an IVF trained on ``trained_spec['trained_on']`` vectors still fits ``n``."""
+    if not is_ivf(trained_spec) or choose_index_spec(n, dim)["type"] != trained_spec["type"]:  # type: ignore[index]
+        return False
+    trained_on = int(trained_spec.get("trained_on") or 0)  # type: ignore[union-attr]
+    return trained_on > 0 and trained_on / RETRAIN_FACTOR < n < trained_on * RETRAIN_FACTOR
+
+
+def sample_size(spec: dict, n: int) -> int:
+    # faiss warns under 39 points per centroid; 64 as before for SQ8, 40 for the big PQ lists (k-means
+    # cost grows with sample x nlist: 10M vectors -> 16k lists -> 655k points, two-level clustering).
+    per = 40 if spec["type"] == "ivfpq" else 64
+    return min(n, per * spec["nlist"])
+
+
+# ------------------------------------------------------------------ re-rank
+
+
+@dataclass
+class Reranker:
+    """Exact re-scoring of an index's candidates against float16 vectors on disk (memory-mapped)."""
+
+    vectors: np.ndarray  # (rows, dim) float16, row i is the vector of ids[i]
+    ids: np.ndarray  # sorted int64
+    factor: int = RERANK
+
+    def search(
+        self, index: faiss.Index, q: np.ndarray, k: int, params: faiss.SearchParameters | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        kk = max(k, min(index.ntotal, k * self.factor))
+        _, cand = index.search(q, kk, params=params)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        ids = np.full((len(q), k), -1, dtype=np.int64)
+        for r in range(len(q)):
+            c = np.sort(cand[r][cand[r] >= 0])  # sorted: the mmap is read front to back
+            if not len(c):
+                continue
+            exact = unit_f32(self.vectors[np.searchsorted(self.ids, c)]) @ q[r]
+            top = np.argsort(-exact, kind="stable")[:k]
+            scores[r, : len(top)], ids[r, : len(top)] = exact[top], c[top]
+        return scores, ids
+
+
+def search(
+    index: faiss.Index,
+    q: np.ndarray,
+    k: int,
+    params: faiss.SearchParameters | None = None,
+    rerank: Reranker | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if rerank is not None:
+        return rerank.search(index, q, k, params)
+    return index.search(q, k, params=params)
+
+
+# ------------------------------------------------------------------ build
+
+
+@dataclass
+class Built:
+    index: faiss.Index
+    spec: dict
+    trained: faiss.Index | None  # the trained, empty IVF to keep for the next publish (None: flat)
+    ids: np.ndarray  # the ids added, sorted
+
+
+def empty_index(dim: int, spec: dict) -> faiss.Index:
+    if spec["type"] == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if spec["type"] == "ivfpq":
+        hnsw = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        hnsw.hnsw.efSearch = 128
+        index = faiss.IndexIVFPQ(hnsw, dim, spec["nlist"], spec["m"], 8, faiss.METRIC_INNER_PRODUCT)
+        # The re-rank forgives coarse codes: 10 k-means iterations on 64 points per code (faiss: 25 on
+        # 256) train the 64 sub-quantizers ~10x faster (measured 218 s at 100k vectors before, loaded machine).
+        index.pq.cp.niter = 10
+        index.pq.cp.max_points_per_centroid = 64
+        return index
+    quantizer = faiss.IndexFlatIP(dim)
+    if spec.get("codec") == "SQ8":
+        return faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, spec["nlist"], faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
+        )
+    return faiss.IndexIVFFlat(quantizer, dim, spec["nlist"], faiss.METRIC_INNER_PRODUCT)
+
+
+def train(dim: int, spec: dict, sample: np.ndarray) -> faiss.Index:
+    index = empty_index(dim, spec)
+    if spec["type"] == "ivfpq":
+        # Two-level k-means (sqrt(nlist) coarse clusters, then each split): ~nlist/sqrt(nlist) times
+        # less work than flat k-means over all lists; the index then trains only the PQ on residuals.
+        from faiss.contrib.clustering import two_level_clustering
+
+        nc1 = max(1, int(math.sqrt(spec["nlist"])))
+        centroids, _ = two_level_clustering(sample, nc1, spec["nlist"], clustering_niter=10, spherical=True)
+        ivf = faiss.extract_index_ivf(index)
+        ivf.quantizer.add(np.ascontiguousarray(unit_f32(centroids)))
+    index.train(sample)
+    return index
+
+
+class Probe:
+    """Probe queries and their exact top-k over the stream, gathered while the chunks go by."""
+
+    def __init__(self, sample: np.ndarray, k: int = 10, queries: int = PROBE_QUERIES):
+        # Midpoints of two corpus vectors, not corpus vectors: a query that is its own nearest
+        # neighbour lands in its own list at nprobe=1 and flatters the recall.
+        rng = np.random.default_rng(0)
+        q = sample[rng.integers(0, len(sample), queries)] + sample[rng.integers(0, len(sample), queries)]
+        self.q = np.ascontiguousarray(unit_f32(q))
+        self.k = k
+        self.heap = faiss.ResultHeap(len(self.q), k, keep_max=True)
+
+    def see(self, x: np.ndarray, ids: np.ndarray) -> None:
+        scores = self.q @ x.T
+        kk = min(self.k, len(ids))
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        self.heap.add_result(np.take_along_axis(scores, top, 1), ids[top])
+
+    def truth(self) -> np.ndarray:
+        self.heap.finalize()
+        return self.heap.I
+
+
+def tune_nprobe(index: faiss.Index, probe: Probe, rerank: Reranker | None = None) -> int:
+    """Smallest nprobe whose recall@k against exact search reaches TARGET_RECALL."""
+    # Imported here: it loads unittest and multiprocessing, which a server never needs.
+    from faiss.contrib.evaluation import knn_intersection_measure
+
+    ivf = faiss.extract_index_ivf(index)
+    truth = probe.truth()
+    nprobe = 1
+    while True:
+        ivf.nprobe = nprobe
+        _, got = search(index, probe.q, probe.k, rerank=rerank)
+        if knn_intersection_measure(got, truth) >= TARGET_RECALL or nprobe >= ivf.nlist:
+            return min(nprobe, ivf.nlist)
+        nprobe *= 2
+
+
+def build_streamed(
+    chunks: Chunks,
+    n: int,
+    dim: int,
+    spec: dict | None = None,
+    trained: faiss.Index | None = None,
+    sample: Callable[[int], np.ndarray] | None = None,
+    vectors_path: Path | None = None,
+) -> Built:
+    """Build an inner-product index over ``chunks`` (at most ``n`` rows, in id order).
+
+    ``sample(m)`` returns ``m`` random corpus vectors (unit float32) to train on and probe with;
+    ``trained`` (with the ``spec`` it came with) skips k-means. An ``ivfpq`` build also writes the
+    float16 vectors for its re-rank to ``vectors_path`` as it goes.
+    """
+    spec = dict(spec or choose_index_spec(n, dim))
+    t = time.perf_counter()
+    probe = None
+    if spec["type"] == "flat":
+        index, trained_empty = empty_index(dim, spec), None
+    else:
+        assert sample is not None, "an IVF build needs a training sample"
+        if trained is not None:
+            index = faiss.clone_index(trained)
+            index.reset()
+            probe = Probe(sample(min(n, 2 * PROBE_QUERIES)))
+        else:
+            xt = sample(sample_size(spec, n))
+            index = train(dim, spec, xt)
+            spec["trained_on"] = int(n)
+            probe = Probe(xt)
+            del xt
+        trained_empty = faiss.clone_index(index)
+    writer = F16Writer(vectors_path, n, dim) if spec["type"] == "ivfpq" and vectors_path else None
+    added: list[np.ndarray] = []
+    for ids, vecs in chunks:
+        x = unit_f32(vecs)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        index.add_with_ids(x, ids)
+        if probe is not None:
+            probe.see(x, ids)
+        if writer is not None:
+            writer.write(vecs)
+        added.append(ids)
+    all_ids = np.concatenate(added) if added else np.zeros(0, np.int64)
+    if writer is not None:
+        writer.close()
+    if probe is not None and index.ntotal:
+        rerank = Reranker(load_f16(vectors_path), all_ids) if writer is not None else None  # type: ignore[arg-type]
+        spec["nprobe"] = tune_nprobe(index, probe, rerank)
+        faiss.extract_index_ivf(index).nprobe = spec["nprobe"]
+    if is_ivf(spec):
+        log.info(
+            "built %s nlist=%d over %d vectors in %.1fs (%s), nprobe=%s",
+            spec["type"],
+            spec["nlist"],
+            index.ntotal,
+            time.perf_counter() - t,
+            "reused quantizer" if trained is not None else "trained",
+            spec.get("nprobe"),
+        )
+    return Built(index, spec, trained_empty, all_ids)
+
+
+# ------------------------------------------------------------------ float16 vector files
+
+
+class F16Writer:
+    """A ``.npy`` of ``rows`` float16 vectors written chunk by chunk with plain writes (a writable
+    memory map would count every page written in the publish's RSS). Rows not written stay zero."""
+
+    def __init__(self, path: Path, rows: int, dim: int):
+        self.f = open(path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(self.f, dict(header, shape=(rows, dim)))
+        self.end = self.f.tell() + rows * dim * 2
+        self.rows = rows
+
+    def write(self, vecs: np.ndarray) -> None:
+        self.f.write(np.ascontiguousarray(vecs, dtype=np.float16).tobytes())
+        if self.f.tell() > self.end:
+            raise RuntimeError("more vectors than the snapshot counted")
+
+    def close(self) -> None:
+        self.f.truncate(self.end)
+        self.f.close()
+
+
+def load_f16(path: Path) -> np.ndarray:
+    return np.load(path, mmap_mode="r")
+
+
+def read_f16_chunks(path: Path, chunk: int = 50_000) -> Iterator[np.ndarray]:
+    """A float16 ``.npy`` front to back with plain reads (no mapped pages left behind)."""
+    with open(path, "rb") as f:
+        major, _ = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, _, _ = read_header(f)
+        rows, dim = shape
+        for start in range(0, rows, chunk):
+            m = min(chunk, rows - start)
+            yield np.frombuffer(f.read(m * dim * 2), dtype=np.float16).reshape(m, dim)

@@ -1,0 +1,364 @@
+"""The versioned index folder: publish a version (from scratch or from the live one), switch, prune.
+
+Layout under ``<home>/index``: one folder per version (``000001``…) holding, per index
+(``images``, ``captions``): ``NAME.faiss``, ``NAME.ids.npy`` (the ids it holds, sorted),
+``NAME.trained.faiss`` (an IVF's trained, empty index) and, for compact codes, ``NAME.f16.npy``
+(the float16 vectors its candidates are re-ranked against); plus ``manifest.json``, and a
+``current`` file naming the live version. Publishing writes a complete new folder, fsyncs it,
+then replaces ``current`` atomically, so a reader sees either the old or the new index, never a
+half-written one. Published files are never modified: an incremental publish reads the live
+version's files and writes the next version beside them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import faiss
+import numpy as np
+
+from search.index_build import (
+    Built,
+    F16Writer,
+    build_streamed,
+    can_reuse_training,
+    choose_index_spec,
+    is_ivf,
+    read_f16_chunks,
+)
+from search.schema import unit_f32
+
+if TYPE_CHECKING:
+    from search.index import LoadedIndex
+
+log = logging.getLogger("search.index")
+
+KEEP_VERSIONS = 2
+NAMES = ("images", "captions")
+SPEC_KEYS = {"images": "index_type", "captions": "caption_index_type"}
+
+
+class VectorSource(Protocol):
+    """Where a publish reads one index's vectors from (the store, or arrays in memory)."""
+
+    def snapshot(self) -> tuple[np.ndarray, int | None]:
+        """(sorted ids that have a vector, the write mark they are as of; None: no marks)."""
+        ...
+
+    def changed_since(self, mark: int) -> np.ndarray:
+        """Ids whose vector was written after ``mark``."""
+        ...
+
+    def chunks(self, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Vectors of the sorted ``ids`` that still have one: (ids, float16/32) chunks, in id order."""
+        ...
+
+
+@dataclass
+class ArraySource:
+    """Vectors already in memory (tests, benchmarks): no write marks, so always a full build."""
+
+    vectors: np.ndarray
+    ids: np.ndarray
+    chunk: int = 50_000
+
+    def snapshot(self) -> tuple[np.ndarray, int | None]:
+        return np.sort(np.asarray(self.ids, dtype=np.int64)), None
+
+    def changed_since(self, mark: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def chunks(self, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        order = np.argsort(self.ids, kind="stable")
+        pos = order[np.searchsorted(np.asarray(self.ids)[order], ids)]
+        for i in range(0, len(pos), self.chunk):
+            p = pos[i : i + self.chunk]
+            yield np.asarray(self.ids, dtype=np.int64)[p], self.vectors[p]
+
+
+def _sampler(src: VectorSource, ids: np.ndarray):
+    def sample(m: int) -> np.ndarray:
+        pick = np.sort(np.random.default_rng(0).choice(len(ids), size=min(m, len(ids)), replace=False))
+        parts = [unit_f32(v) for _, v in src.chunks(ids[pick])]
+        return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
+
+    return sample
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+class IndexDir:
+    """The versioned index folder of one GLIMPSE_HOME."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+
+    @property
+    def current_file(self) -> Path:
+        return self.root / "current"
+
+    def current_version(self) -> str | None:
+        try:
+            v = self.current_file.read_text().strip()
+        except FileNotFoundError:
+            return None
+        return v if v and (self.root / v / "manifest.json").exists() else None
+
+    def versions(self) -> list[str]:
+        if not self.root.exists():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and p.name.isdigit())
+
+    def _next_version(self) -> str:
+        existing = [int(v) for v in self.versions()]
+        return f"{(max(existing) + 1) if existing else 1:06d}"
+
+    def publish(
+        self,
+        image_vectors: np.ndarray,
+        image_ids: np.ndarray,
+        caption_vectors: np.ndarray,
+        caption_ids: np.ndarray,
+        manifest: dict,
+        spec: dict | None = None,
+    ) -> str:
+        """Publish vectors held in memory (a full build); see :meth:`publish_sources`."""
+        return self.publish_sources(
+            ArraySource(image_vectors, image_ids), ArraySource(caption_vectors, caption_ids), manifest, spec
+        )
+
+    def publish_sources(
+        self,
+        images: VectorSource,
+        captions: VectorSource,
+        manifest: dict,
+        spec: dict | None = None,
+        rebuild: bool = False,
+    ) -> str:
+        """Build, write beside the live version, switch atomically, prune old ones.
+
+        Each index is updated from the live version's when that still fits (same model, same
+        index type, quantizer trained within RETRAIN_FACTOR of the corpus; see ``_plan``) unless
+        ``rebuild``; otherwise streamed from scratch. On any failure (a full disk, an interrupt)
+        nothing half-written is left behind and ``current`` still names the version it named before.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        version = self._next_version()
+        tmp = self.root / f".tmp-{version}-{os.getpid()}"
+        final = self.root / version
+        cur_tmp = self.root / f".current-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir()
+            specs, counts, marks, how = {}, {}, {}, {}
+            for name, src, given in (("images", images, spec), ("captions", captions, None)):
+                built, marks[name], how[name] = self._build_one(name, src, manifest, given, rebuild, tmp)
+                faiss.write_index(built.index, str(tmp / f"{name}.faiss"))
+                np.save(tmp / f"{name}.ids.npy", built.ids)
+                if built.trained is not None:
+                    faiss.write_index(built.trained, str(tmp / f"{name}.trained.faiss"))
+                specs[SPEC_KEYS[name]], counts[name] = built.spec, int(built.index.ntotal)
+            manifest = dict(
+                manifest,
+                version=version,
+                images=counts["images"],
+                captions=counts["captions"],
+                **specs,
+                marks=marks,
+                built=how,
+                created_at=time.time(),
+            )
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            for f in tmp.iterdir():
+                _fsync_file(f)
+            _fsync_dir(tmp)
+            os.rename(tmp, final)
+            cur_tmp.write_text(version + "\n")
+            _fsync_file(cur_tmp)
+            os.replace(cur_tmp, self.current_file)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if self.current_version() != version:  # renamed in but never made live
+                shutil.rmtree(final, ignore_errors=True)
+            cur_tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.root)
+        log.info(
+            "published index version %s: %d images (%s, %s), %d captions (%s)",
+            version,
+            counts["images"],
+            specs["index_type"]["type"],
+            how["images"],
+            counts["captions"],
+            how["captions"],
+        )
+        self.prune()
+        return version
+
+    def _live_manifest(self, manifest: dict) -> tuple[Path, dict] | None:
+        """The live version's folder and manifest when it was built by the same model."""
+        live = self.current_version()
+        if live is None:
+            return None
+        try:
+            old = json.loads((self.root / live / "manifest.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if old.get("dim") != manifest.get("dim") or old.get("fingerprint") != manifest.get("fingerprint"):
+            return None
+        return self.root / live, old
+
+    def _build_one(
+        self, name: str, src: VectorSource, manifest: dict, given: dict | None, rebuild: bool, tmp: Path
+    ) -> tuple[Built, int | None, str]:
+        dim = int(manifest["dim"])
+        ids, mark = src.snapshot()
+        live = None if (given or rebuild) else self._live_manifest(manifest)
+        if live is not None and mark is not None:
+            built = self._incremental(name, src, ids, live[0], live[1], tmp)
+            if built is not None:
+                return built, mark, "incremental"
+        prev_spec, trained = (given, None) if given else self._reusable_training(name, len(ids), live)
+        built = build_streamed(
+            src.chunks(ids), len(ids), dim, prev_spec, trained, _sampler(src, ids), tmp / f"{name}.f16.npy"
+        )
+        return built, mark, "reused quantizer" if trained is not None else "from scratch"
+
+    def _incremental(
+        self, name: str, src: VectorSource, ids: np.ndarray, folder: Path, old: dict, tmp: Path
+    ) -> Built | None:
+        """The live index minus deleted and re-written ids plus the new vectors, or None when a
+        rebuild is due: another index type for this size, a quantizer trained on a corpus more
+        than RETRAIN_FACTOR away, or a version without id list and write mark."""
+        spec = dict(old.get(SPEC_KEYS[name]) or {})
+        old_mark = (old.get("marks") or {}).get(name)
+        dim = int(old["dim"])
+        if old_mark is None or spec.get("type") != choose_index_spec(len(ids), dim)["type"]:
+            return None
+        if is_ivf(spec) and not can_reuse_training(len(ids), dim, spec):
+            return None
+        try:
+            old_ids = np.load(folder / f"{name}.ids.npy")
+            # A plain read (no mmap): the copy is ours to change, the live files stay as they are.
+            index = faiss.read_index(str(folder / f"{name}.faiss"))
+            if is_ivf(spec):
+                shutil.copyfile(folder / f"{name}.trained.faiss", tmp / f"{name}.trained.faiss")
+        except (OSError, RuntimeError, ValueError):
+            return None  # pruned meanwhile, or files of an older layout: build afresh
+        changed = np.intersect1d(src.changed_since(int(old_mark)), old_ids)
+        drop = np.union1d(np.setdiff1d(old_ids, ids), changed)
+        add = np.union1d(np.setdiff1d(ids, old_ids), changed)
+        v = old.get("version")
+        if len(drop):
+            index.remove_ids(faiss.IDSelectorBatch(drop))
+        added_ids, added_vecs = [], []
+        for part_ids, vecs in src.chunks(add):
+            index.add_with_ids(unit_f32(vecs), np.ascontiguousarray(part_ids, dtype=np.int64))
+            added_ids.append(part_ids)
+            if spec["type"] == "ivfpq":
+                added_vecs.append(np.asarray(vecs, dtype=np.float16))
+        kept = np.setdiff1d(old_ids, drop)
+        new_ids = np.union1d(kept, np.concatenate(added_ids)) if added_ids else kept
+        if spec["type"] == "ivfpq":
+            old_f16, new_f16 = folder / f"{name}.f16.npy", tmp / f"{name}.f16.npy"
+            _merge_f16(old_f16, old_ids, drop, added_ids, added_vecs, new_ids, new_f16)
+        if index.ntotal != len(new_ids):
+            raise RuntimeError(f"incremental {name} index holds {index.ntotal} vectors, expected {len(new_ids)}")
+        log.info("%s: removed %d, added %d (%d re-written) to version %s", name, len(drop), len(add), len(changed), v)
+        return Built(index, spec, None, new_ids)  # None: the trained file was copied above
+
+    def _reusable_training(
+        self, name: str, n: int, live: tuple[Path, dict] | None
+    ) -> tuple[dict | None, faiss.Index | None]:
+        """The live version's trained, empty IVF for ``name`` if it still suits ``n`` vectors."""
+        if live is None:
+            return None, None
+        folder, old = live
+        spec = old.get(SPEC_KEYS[name]) or {}
+        if not can_reuse_training(n, int(old["dim"]), spec):
+            return None, None
+        try:
+            trained = faiss.read_index(str(folder / f"{name}.trained.faiss"))
+        except (OSError, RuntimeError):
+            return None, None  # pruned meanwhile, or an older version without one: train afresh
+        return {k: spec[k] for k in ("type", "nlist", "codec", "m", "rerank", "trained_on") if k in spec}, trained
+
+    def prune(self, keep: int = KEEP_VERSIONS) -> None:
+        live = self.current_version()
+        versions = self.versions()
+        for v in versions[:-keep] if keep else versions:
+            if v != live:
+                shutil.rmtree(self.root / v, ignore_errors=True)
+        # Leftovers of a publish killed half-way (only one job runs at a time).
+        for p in self.root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for p in self.root.glob(".current-*"):
+            p.unlink(missing_ok=True)
+
+    def load(self, version: str | None = None, use_gpu: bool | None = None) -> LoadedIndex | None:
+        from search.index import load_version
+
+        version = version or self.current_version()
+        return None if version is None else load_version(self.root / version, use_gpu)
+
+
+def _merge_f16(
+    old_path: Path,
+    old_ids: np.ndarray,
+    drop: np.ndarray,
+    added_ids: list[np.ndarray],
+    added_vecs: list[np.ndarray],
+    new_ids: np.ndarray,
+    out: Path,
+) -> None:
+    """The next version's re-rank vectors: the live file's kept rows and the added ones, in id order,
+    streamed (plain reads and writes of a chunk at a time)."""
+    a_ids = np.concatenate(added_ids) if added_ids else np.zeros(0, np.int64)
+    a_vecs = np.concatenate(added_vecs) if added_vecs else np.zeros((0, 0), np.float16)
+    order = np.argsort(a_ids)
+    a_ids, a_vecs = a_ids[order], a_vecs[order] if len(order) else a_vecs
+    dim = None
+    writer = None
+    start = 0  # position in old_ids of the chunk being read
+    ai = 0  # next added row to write
+    for chunk in read_f16_chunks(old_path):
+        if writer is None:
+            dim = chunk.shape[1]
+            writer = F16Writer(out, len(new_ids), dim)
+        cids = old_ids[start : start + len(chunk)]
+        start += len(chunk)
+        keep = ~np.isin(cids, drop)
+        cids, rows = cids[keep], chunk[: len(keep)][keep]
+        # Interleave the added rows that sort before this chunk's last kept id.
+        cut = np.searchsorted(a_ids, cids[-1]) if len(cids) else ai
+        merged_ids = np.concatenate([cids, a_ids[ai:cut]])
+        merged = np.concatenate([rows, a_vecs[ai:cut]]) if cut > ai else rows
+        ai = max(ai, cut)
+        o = np.argsort(merged_ids, kind="stable")
+        writer.write(merged[o])
+        if start >= len(old_ids):
+            break
+    if writer is None:
+        raise RuntimeError(f"{old_path} is empty")
+    if ai < len(a_ids):
+        writer.write(a_vecs[ai:])
+    writer.close()
