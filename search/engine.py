@@ -220,8 +220,11 @@ class Engine:
             shown, has_more = found[number * k : end], len(found) > end
         elif isinstance(query, TextQuery) and query.mode in ("auto", "keywords"):
             found = hybrid_results(self, query, want, filters, DATE_ORDER_POOL if filters.order == "date" else want)
-            if keep_keywords and floor is not None:
-                found = [r for r in found if is_above(r, floor)]
+            if floor is not None and filters.order == "relevance":
+                # above the floor first (keyword hits, cosines over it), then the weaker ones, each in fused
+                # order: one divider between them means what it says; min_score=auto keeps only the first
+                above_floor = [r for r in found if is_above(r, floor)]
+                found = above_floor if keep_keywords else above_floor + [r for r in found if not is_above(r, floor)]
             shown, has_more = found[number * k : end], len(found) > end
             above = count_above(found, floor, filters.order)
         else:

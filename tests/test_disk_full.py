@@ -96,9 +96,9 @@ def test_disk_full_while_writing_the_database_and_while_publishing(small_home, t
     assert_one_clear_line(glimpse("index", str(tmp_path / "pics"), check=False), "writing the database")
     assert index_leftovers(home) == []
 
-    # 2. Room for the database, not for the new index version: the publish fails.
+    # 2. Room for the database writes (rows, FTS, indexes), not for the new index version: the publish fails.
     filler.unlink()
-    filler = fill(home, leave=250 * 1024)
+    filler = fill(home, leave=450 * 1024)
     assert_one_clear_line(glimpse("reindex", check=False), "publishing the index")
     assert index_leftovers(home) == []
     assert (home / "index" / "current").read_text().strip() == "000001"

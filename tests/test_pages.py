@@ -64,7 +64,7 @@ def wait_thumbs(page) -> None:
     )
 
 
-def test_text_search(page, server, output_dir):
+def test_text_search(page, server, engine, output_dir):
     page.goto(server.url + "/")
     assert page.locator("#welcome").is_visible()
     assert page.evaluate("document.activeElement.id") == "q"
@@ -82,7 +82,15 @@ def test_text_search(page, server, output_dir):
     assert first.locator(".path").inner_text().startswith("/")
     # The tiny random model scores every real query under its relevance floor: the page says so
     # (tests/test_pages_floor_dupes.py sets a floor between results to check the count and the divider).
-    assert page.locator("#status").inner_text().startswith("No good matches for “a sunny beach”; showing the closest")
+    # The tiny random model scores every cosine under its relevance floor, so in auto mode the results above
+    # the floor are exactly the keyword matches; they come first, then one "weaker matches" divider.
+    from search.query import Paging, TextQuery
+
+    hits = engine.search(TextQuery("a sunny beach", mode="auto"), page=Paging(k=24)).results
+    keyword_hits = sum("keywords" in r.matched for r in hits)
+    items = page.eval_on_selector_all("#results > li", "els => els.map(e => e.className)")
+    assert 0 < keyword_hits < 22 and items.index("divider") == keyword_hits and items.count("divider") == 1
+    assert page.locator("#status").inner_text().startswith("22 results for “a sunny beach”")
     wait_thumbs(page)
     # The hostile caption and file name are shown as text, never run.
     assert page.get_by_text(XSS_CAPTION).count() == 1
@@ -107,10 +115,10 @@ def test_infinite_scroll_loads_every_page_once(page, server, output_dir):
     page.wait_for_selector("#more", state="hidden")
     ids = card_ids(page)
     assert len(ids) == len(set(ids)) == 22
-    assert (
-        page.locator("#status").inner_text() == "No good matches; showing the closest"
-    )  # tiny model: all under the floor
-    assert page.locator("#results .divider").count() == 1  # drawn once, not again on later pages
+    assert page.locator("#status").inner_text() == "22 results"
+    # keyword hits (the 13 files named or foldered "beach") above the floor, the rest below: one divider
+    items = page.eval_on_selector_all("#results > li", "els => els.map(e => e.className)")
+    assert items.index("divider") == 13 and items.count("divider") == 1  # drawn once, not again on later pages
     shot(page, output_dir, "03-infinite-scroll")
     assert page.problems == []
 

@@ -44,7 +44,7 @@ def test_divider_at_the_floor_and_no_good_matches(page, engine, floored_server, 
 
     scores = [r.score for r in engine.search(TextQuery("a sunny beach"), page=Paging(k=24)).results]
     live = floored_server((scores[4] + scores[5]) / 2)
-    page.goto(live.url + "/?q=a+sunny+beach")
+    page.goto(live.url + "/?q=a+sunny+beach&mode=images")
     items = page.eval_on_selector_all("#results > li", "els => els.map(e => e.className)")
     assert items[:5] == ["card"] * 5 and items[5] == "divider" and items.count("divider") == 1
     assert page.locator("#results .divider").inner_text().strip().lower() == "weaker matches"
@@ -52,7 +52,7 @@ def test_divider_at_the_floor_and_no_good_matches(page, engine, floored_server, 
     shot(page, output_dir, "floor-divider")
     # nothing above the floor: say so instead of "24+ results"; the closest are still shown
     live = floored_server(0.9999)
-    page.goto(live.url + "/?q=a+sunny+beach")
+    page.goto(live.url + "/?q=a+sunny+beach&mode=images")
     assert page.locator("#status").inner_text().startswith("No good matches")
     assert "showing the closest" in page.locator("#status").inner_text()
     assert page.eval_on_selector_all("#results > li", "els => els[0].className") == "divider"

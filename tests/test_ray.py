@@ -93,7 +93,7 @@ def rows(home: Path) -> dict[str, tuple]:
             if row_id is None:
                 continue
             r = store.get_image(row_id)
-            vec = store.vector_of(r.id, dim) if r.status == "indexed" else None
+            vec = store.vectors_of([r.id], dim).get(r.id) if r.status == "indexed" else None
             out[path] = (r.status, r.content_hash, r.width, r.height, vec, r.error)
         return out
     finally:
@@ -188,7 +188,7 @@ def test_ship_bytes_gives_the_same_vectors(tmp_path, corpus, local_rows, tiny_mo
     assert_same(rows(home), local_rows)
 
 
-def _start(home: Path, pics: Path, tiny_model: str, ray_head: str, hook: str) -> subprocess.Popen:
+def _start(home: Path, pics: Path, tiny_model: str, ray_head: str, hook: str, workers: int = 2) -> subprocess.Popen:
     env = dict(os.environ, GLIMPSE_HOME=str(home), HF_HUB_OFFLINE="1", **{TEST_HOOK_ENV: hook})
     return subprocess.Popen(
         [
@@ -207,7 +207,7 @@ def _start(home: Path, pics: Path, tiny_model: str, ray_head: str, hook: str) ->
             "--batch-size",
             "2",
             "--workers",
-            "2",
+            str(workers),
         ],
         env=env,
         cwd=str(Path(__file__).resolve().parent.parent),
@@ -248,7 +248,8 @@ def test_a_worker_killed_mid_run_is_retried_and_every_file_is_embedded_once(
 
 def test_a_killed_driver_resumes_with_only_the_remaining_files(tmp_path, corpus, local_rows, tiny_model, ray_head):
     home = tmp_path / "home"
-    proc = _start(home, corpus, tiny_model, ray_head, "sleep:1.5")
+    # one worker: its batches end 2 s apart, so the driver is killed with some committed and some not
+    proc = _start(home, corpus, tiny_model, ray_head, "sleep:2", workers=1)
     _wait_for_first_commit(proc, home)
     proc.kill()
     proc.communicate()
