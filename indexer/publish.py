@@ -17,7 +17,6 @@ from search.index import IndexDir
 from search.model_spec import ModelSpec
 from search.ort_session import runtime_setting
 from search.paths import Paths
-from search.schema import unit_f32
 from search.store import Store
 from search.store_vectors import CHUNK, Table
 
@@ -55,23 +54,14 @@ def publish(
         return live
     row = store.get_model()
     dim = row.dim if row and row.dim else encoder_dim()
-    floor = (
-        estimate_floor((unit_f32(v) for _, v in store.iter_vectors("images", dim)), spec.fingerprint(), encode_texts)
-        if encode_texts
-        else None
-    )
+    fingerprint = spec.fingerprint()
     try:
         return index_dir.publish_sources(
             StoreSource(store, "images", dim),
             StoreSource(store, "captions", dim),
-            {
-                "model": spec.name,
-                "pretrained": spec.pretrained,
-                "fingerprint": spec.fingerprint(),
-                "dim": dim,
-                "floor": floor,
-            },
+            {"model": spec.name, "pretrained": spec.pretrained, "fingerprint": fingerprint, "dim": dim, "floor": None},
             rebuild=rebuild,
+            floor=(lambda search: estimate_floor(search, fingerprint, encode_texts)) if encode_texts else None,
         )
     except (OSError, RuntimeError) as exc:
         if is_disk_full(exc):

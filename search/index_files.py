@@ -17,7 +17,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -28,11 +28,14 @@ import numpy as np
 from search.index_build import (
     Built,
     F16Writer,
+    Reranker,
     build_streamed,
     can_reuse_training,
     choose_index_spec,
     is_ivf,
+    load_f16,
     read_f16_chunks,
+    search,
 )
 from search.schema import unit_f32
 
@@ -91,6 +94,19 @@ def _sampler(src: VectorSource, ids: np.ndarray):
         return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
 
     return sample
+
+
+SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _searcher(built: Built, f16: Path) -> SearchFn:
+    """``search(queries, k)`` over a freshly built index, as a server will answer it."""
+    rerank = Reranker(load_f16(f16), built.ids) if built.spec["type"] == "ivfpq" else None
+
+    def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        return search(built.index, queries, min(k, max(1, int(built.index.ntotal))), rerank=rerank)
+
+    return run
 
 
 def _fsync_dir(path: Path) -> None:
@@ -153,8 +169,12 @@ class IndexDir:
         manifest: dict,
         spec: dict | None = None,
         rebuild: bool = False,
+        floor: Callable[[SearchFn], float | None] | None = None,
     ) -> str:
         """Build, write beside the live version, switch atomically, prune old ones.
+
+        ``floor(search)``, given a search of the images index just built (re-ranked where its type
+        stores compact codes), returns the version's relevance floor for the manifest.
 
         Each index is updated from the live version's when that still fits (same model, same
         index type, quantizer trained within RETRAIN_FACTOR of the corpus; see ``_plan``) unless
@@ -177,6 +197,8 @@ class IndexDir:
                 if built.trained is not None:
                     faiss.write_index(built.trained, str(tmp / f"{name}.trained.faiss"))
                 specs[SPEC_KEYS[name]], counts[name] = built.spec, int(built.index.ntotal)
+                if name == "images" and floor is not None:
+                    manifest = dict(manifest, floor=floor(_searcher(built, tmp / f"{name}.f16.npy")))
             manifest = dict(
                 manifest,
                 version=version,

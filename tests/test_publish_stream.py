@@ -20,7 +20,7 @@ from faiss.contrib.evaluation import knn_intersection_measure
 
 from indexer.publish import StoreSource
 from search.index import IndexDir
-from search.schema import pack_vector
+from search.schema import pack_vector, unit_f32
 from search.store import Store
 
 DIM = 64
@@ -153,6 +153,48 @@ def test_compact_codes_reranked_keep_recall(store, tmp_path, monkeypatch):
     # Without the re-rank the codes alone rank worse: the re-rank is doing the work.
     _, codes_only = loaded.images.search(q, 10)
     assert knn_intersection_measure(codes_only, truth) < knn_intersection_measure(loaded.search(q, 10)[1], truth)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_the_floor_searched_in_the_built_index_equals_the_exact_floor(store, tmp_path, monkeypatch, kind):
+    """A publish estimates the relevance floor by searching the index it just built (no second read of
+    every vector): exactly the brute-force floor for an exact index, within a hair for compressed ones,
+    from scratch and incrementally."""
+    from indexer.floor import TOP, floor_of_top, relevance_floor
+
+    monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000" if kind == "flat" else "2000")
+    monkeypatch.setenv("GLIMPSE_PQ_MIN", "5000" if kind == "ivfpq" else "100000000")
+    probes = clustered(40, seed=11)
+    root = tmp_path / "index"
+
+    def publish_with_floor() -> dict:
+        d = IndexDir(root)
+        v = d.publish_sources(
+            StoreSource(store, "images", DIM, 1000),
+            StoreSource(store, "captions", DIM, 1000),
+            MANIFEST,
+            floor=lambda search: floor_of_top(*search(probes, TOP)),
+        )
+        return json.loads((d.root / v / "manifest.json").read_text())
+
+    def exact() -> float:
+        return relevance_floor((unit_f32(v) for _, v in store.iter_vectors("images", DIM, chunk=1000)), probes)
+
+    vecs = clustered(8_000, seed=12)
+    add_rows(store, vecs, 0)
+    first, first_exact = publish_with_floor(), exact()
+    closest = np.argsort(-(vecs @ probes.T).max(axis=1))[:2_000]  # the probes' best matches go
+    delete(store, [int(i) + 1 for i in closest])  # ids start at 1
+    add_rows(store, clustered(500, seed=13), 8_000)
+    second, second_exact = publish_with_floor(), exact()
+    assert second["built"]["images"] == "incremental"
+    assert first_exact - second_exact > 0.02  # the corpus change moved the floor: the incremental one must follow
+    for m, want in ((first, first_exact), (second, second_exact)):
+        assert m["index_type"]["type"] == kind
+        if kind == "flat":
+            assert m["floor"] == want
+        else:
+            assert abs(m["floor"] - want) < 0.005
 
 
 FAILING_PUBLISH = textwrap.dedent("""
