@@ -7,6 +7,12 @@ connected components of that graph (scipy's ``connected_components``). Capping t
 keeps the work and the edge list linear in the corpus even at a threshold so low that everything
 matches: a group larger than the cap is still found whole, through chains of links.
 
+An IVF index is searched with few lists (``GLIMPSE_DUPLICATES_NPROBE``, not the nprobe tuned for
+queries): a near-duplicate lies so close to its original that both fall in the same list or the
+next one, and a pair is found from either side; bench/duplicates.py measures the pairs kept.
+Where the index stores compact codes (IVF-PQ), candidates are scored exactly against the stored
+float16 vectors before the threshold applies, as every search re-ranks them.
+
 Read-only: nothing is deleted; a person decides what to do with each group.
 """
 
@@ -19,15 +25,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from search.errors import InvalidValue
+from search.index_build import Reranker, is_ivf
 from search.results import SearchResult, to_result
+from search.schema import unit_f32
+from search.settings import settings
 
 if TYPE_CHECKING:
-    import faiss
-
+    from search.index import LoadedIndex
     from search.store import Store
 
 NEIGHBOURS = 16
 CHUNK = 4096
+SUB = 512  # queries per FAISS call (bounds the candidates' vectors held at once)
 # Measured (README, "Near-duplicates"): resized, recompressed and lightly cropped copies of a photo
 # score above this with the shipped model; different pictures below it.
 DEFAULT_THRESHOLD = 0.96
@@ -54,28 +63,57 @@ def check_threshold(threshold: float) -> float:
 
 
 def similar_pairs(
-    index: faiss.Index, chunks: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float
+    live: LoadedIndex, chunks: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float, nprobe: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, score)`` arrays: pairs of live ids with a >= threshold neighbour link, a < b.
 
     A stored vector counts only when the index finds the vector itself: a row embedded after the
     live version was published is not in it and is not grouped (searches do not see it either).
+    ``nprobe``: lists an IVF searches (default ``GLIMPSE_DUPLICATES_NPROBE``, at most the tuned one).
     """
-    k = min(NEIGHBOURS + 1, int(index.ntotal))
+    import faiss
+
+    index, rerank = live.images, live.image_rerank
+    n = int(index.ntotal)
+    # Compact codes rank roughly: take more candidates, then keep the exact best.
+    k = min(NEIGHBOURS + 1, n)
+    kk = min(n, 2 * k) if rerank is not None else k
     a_parts, b_parts, s_parts = [], [], []
     if k == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
+    spec = live.manifest.get("index_type") or {}
+    params = None
+    if is_ivf(spec):
+        lists = nprobe or settings()["GLIMPSE_DUPLICATES_NPROBE"]
+        params = faiss.SearchParametersIVF(nprobe=max(1, min(int(lists), int(spec.get("nprobe") or lists))))  # type: ignore[call-arg]
     for ids, vecs in chunks:
-        scores, found = index.search(np.ascontiguousarray(vecs, dtype=np.float32), k)
-        live = (found == ids[:, None]).any(axis=1)
-        keep = (scores >= threshold) & (found >= 0) & (found != ids[:, None]) & live[:, None]
-        rows, cols = np.nonzero(keep)
-        a, b = ids[rows], found[rows, cols]
-        a_parts.append(np.minimum(a, b))
-        b_parts.append(np.maximum(a, b))
-        s_parts.append(scores[rows, cols])
+        for start in range(0, len(ids), SUB):
+            part, q = ids[start : start + SUB], unit_f32(vecs[start : start + SUB])
+            scores, found = index.search(q, kk, params=params)
+            if rerank is not None:
+                scores, found = _exact_best(rerank, q, found, k)
+            live_row = (found == part[:, None]).any(axis=1)
+            keep = (scores >= threshold) & (found >= 0) & (found != part[:, None]) & live_row[:, None]
+            rows, cols = np.nonzero(keep)
+            a, b = part[rows], found[rows, cols]
+            a_parts.append(np.minimum(a, b))
+            b_parts.append(np.maximum(a, b))
+            s_parts.append(scores[rows, cols])
+    if not a_parts:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
     return np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
+
+
+def _exact_best(rerank: Reranker, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each row's candidates by their exact cosine against the stored float16 vectors."""
+    pos = np.minimum(np.searchsorted(rerank.ids, np.maximum(found, 0)), len(rerank.ids) - 1)
+    vecs = unit_f32(np.asarray(rerank.vectors[pos.ravel()])).reshape(*found.shape, -1)
+    exact = np.einsum("nkd,nd->nk", vecs, q)
+    exact[(found < 0) | (rerank.ids[pos] != found)] = -np.inf
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(exact, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
 def components(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> list[tuple[list[int], float]]:
@@ -106,9 +144,11 @@ def _neg(date: str) -> tuple[int, ...]:
     return tuple(-ord(c) for c in date)
 
 
-def find_duplicates(store: Store, index: faiss.Index, dim: int, threshold: float) -> list[DuplicateGroup]:
+def find_duplicates(
+    store: Store, live: LoadedIndex, threshold: float, nprobe: int | None = None
+) -> list[DuplicateGroup]:
     """Groups of near-duplicate indexed images, most images first, then the closest (highest weakest link)."""
-    pairs = similar_pairs(index, store.iter_image_vectors(dim, CHUNK), check_threshold(threshold))
+    pairs = similar_pairs(live, store.iter_image_vectors(live.dim, CHUNK), check_threshold(threshold), nprobe)
     found = components(*pairs)
     rows = store.get_images([i for ids, _ in found for i in ids])
     groups = []

@@ -363,7 +363,7 @@ class Engine:
         key = (live.version, check_threshold(threshold))
         cached = self._duplicates
         if cached is None or cached[0] != key:
-            cached = self._duplicates = (key, find_duplicates(self.store, live.images, live.dim, key[1]))
+            cached = self._duplicates = (key, find_duplicates(self.store, live, key[1]))
         return cached[1]
 
 

@@ -208,6 +208,14 @@ SETTINGS: list[Setting] = [
         "a number of MiB > 0",
     ),
     Setting(
+        "GLIMPSE_DUPLICATES_NPROBE",
+        8,
+        "Inverted lists an IVF index searches per image when finding near-duplicates (at most the nprobe "
+        "tuned for queries): near-duplicates share a list, so few suffice.",
+        _whole(1),
+        "a whole number >= 1",
+    ),
+    Setting(
         "GLIMPSE_FILTER_EXACT_MAX",
         4000,
         "A folder or date filter keeping at most this many images is searched exactly over their stored "
