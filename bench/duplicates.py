@@ -7,10 +7,12 @@ photo, copy vs another photo, and icons of one set vs each other). A threshold b
 finds the copies and groups nothing else.
 
 ``cost``: a synthetic home of N vectors (bench/synth.py: rows, vectors, an index published by Glimpse)
-and the wall time of ``Engine.duplicates`` over it (every vector searched against the live index).
+with 1% of its rows overwritten by near-copies of others (cosine 0.97-0.999), and the wall and CPU time
+of the finder over it (every vector searched against the live index) at each IVF nprobe, with the share
+of planted pairs it grouped and the images it grouped that were not planted.
 
     python -m bench.duplicates threshold --model local-dir:models/glimpse-icons-distil
-    python -m bench.duplicates cost --n 100000 --home /tmp/glimpse-synth-100k
+    python -m bench.duplicates cost --n 100000 --home bench-data/homes/dupes-100k
 """
 
 from __future__ import annotations
@@ -122,33 +124,91 @@ def measure_threshold(model: str, photos: Path, icons: Path, n_icons: int) -> di
     }
 
 
-def measure_cost(n: int, home: Path, threshold: float) -> dict:
-    import faiss
+def plant_copies(home: Path, n: int, copies: int, seed: int = 5) -> None:
+    """Overwrite the last ``copies`` rows' vectors with near-copies of rows 1..``copies`` (cosine
+    0.97-0.999, as a resized or recompressed photo scores), a new ``vector_seq`` each; idempotent."""
+    import sqlite3
 
-    from bench.synth import synth_home
-    from search.engine import Engine
-    from search.paths import Paths
+    con = sqlite3.connect(Path(home) / "glimpse.db")
+    try:
+        src = np.arange(1, copies + 1)
+        originals = [
+            np.frombuffer(
+                con.execute("SELECT vector FROM images WHERE id=?", (int(i),)).fetchone()[0], np.float16
+            ).astype(np.float32)
+            for i in src
+        ]
+        x = np.stack(originals)
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal(x.shape) / np.sqrt(x.shape[1])
+        y = x + rng.uniform(0.04, 0.25, (len(x), 1)) * noise
+        y /= np.linalg.norm(y, axis=1, keepdims=True)
+        seq = (con.execute("SELECT max(vector_seq) FROM images").fetchone()[0] or 0) + 1
+        con.executemany(
+            "UPDATE images SET vector=?, vector_seq=? WHERE id=?",
+            [(v.astype(np.float16).tobytes(), seq, int(n - copies + 1 + j)) for j, v in enumerate(y)],
+        )
+        con.commit()
+    finally:
+        con.close()
 
-    t0 = time.perf_counter()
-    stamp = synth_home(home, n)
-    build_s = time.perf_counter() - t0
-    engine = Engine(Paths.resolve(home))
-    faiss.omp_set_num_threads(__import__("os").cpu_count() or 1)
-    t0 = time.perf_counter()
-    groups = engine.duplicates(threshold)
-    took = time.perf_counter() - t0
+
+def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copies: int) -> dict:
+    """Plant ``copies`` near-copies, publish, then time the finder at each nprobe (0: the nprobe tuned
+    for queries, what the finder used before) and count the planted pairs it grouped."""
+    import json as _json
     import resource
 
-    return {
+    from bench.synth import STAMP, publish_home, synth_rows
+    from search.duplicates import find_duplicates
+    from search.index import IndexDir
+    from search.paths import Paths
+    from search.store import Store
+
+    t0 = time.perf_counter()
+    stamp = synth_rows(home, n)
+    if stamp.get("planted") != copies or not (home / "index" / "current").exists():
+        plant_copies(home, n, copies)
+        publish_home(home, rebuild=True)
+        stamp = dict(stamp, planted=copies)
+        (home / STAMP).write_text(_json.dumps(stamp, indent=2))
+    build_s = time.perf_counter() - t0
+    paths = Paths.resolve(home)
+    live = IndexDir(paths.index).load(use_gpu=False)
+    store = Store(paths.db, upgrade=False)
+    spec = live.manifest["index_type"]
+    out: dict = {
         "n": n,
-        "index_type": stamp["index_type"],
+        "index_type": spec,
         "home_build_s": round(build_s, 1),
         "threshold": threshold,
-        "groups": len(groups),
-        "grouped_images": sum(len(g.images) for g in groups),
-        "duplicates_s": round(took, 1),
-        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
+        "planted_pairs": copies,
+        "runs": [],
     }
+    try:
+        for nprobe in nprobes:
+            t0 = time.perf_counter()
+            cpu0 = time.process_time()
+            groups = find_duplicates(store, live, threshold, nprobe or int(spec.get("nprobe") or 1))
+            took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+            group_of = {r.id: gi for gi, g in enumerate(groups) for r in g.images}
+            found = sum(1 for j in range(copies) if group_of.get(j + 1, -1) == group_of.get(n - copies + 1 + j, -2))
+            planted = set(range(1, copies + 1)) | set(range(n - copies + 1, n + 1))
+            out["runs"].append(
+                {
+                    "nprobe": nprobe or f"tuned ({spec.get('nprobe')})",
+                    "duplicates_s": round(took, 1),
+                    "cpu_s": round(cpu, 1),
+                    "planted_pairs_grouped": round(found / copies, 4),
+                    "groups": len(groups),
+                    "grouped_not_planted": sum(1 for i in group_of if i not in planted),
+                }
+            )
+            print(_json.dumps(out["runs"][-1]), flush=True)
+    finally:
+        store.close()
+    out["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    return out
 
 
 def main() -> None:
@@ -163,11 +223,14 @@ def main() -> None:
     c.add_argument("--n", type=int, default=100_000)
     c.add_argument("--home", type=Path, default=Path("/tmp/glimpse-synth-dupes"))
     c.add_argument("--threshold", type=float, default=0.96)
+    c.add_argument("--nprobe", default="1,2,4,8,0", help="lists searched per image; 0: the nprobe tuned for queries")
+    c.add_argument("--copies", type=int, default=None, help="planted near-copies (default 1%% of --n)")
     args = ap.parse_args()
     if args.cmd == "threshold":
         out = measure_threshold(args.model, args.photos, args.icons, args.n_icons)
     else:
-        out = measure_cost(args.n, args.home, args.threshold)
+        nprobes = [int(x) for x in args.nprobe.split(",")]
+        out = measure_cost(args.n, args.home, args.threshold, nprobes, args.copies or max(1, args.n // 100))
     print(json.dumps(out, indent=2))
 
 

@@ -9,7 +9,9 @@ matches: a group larger than the cap is still found whole, through chains of lin
 
 An IVF index is searched with few lists (``GLIMPSE_DUPLICATES_NPROBE``, not the nprobe tuned for
 queries): a near-duplicate lies so close to its original that both fall in the same list or the
-next one, and a pair is found from either side; bench/duplicates.py measures the pairs kept.
+next one, and a pair is found from either side; bench/duplicates.py measures the pairs kept. An
+exact index over more than ``EXACT_MAX`` images is searched the same way through a transient
+IVF-Flat over its own vectors (all pairs would be quadratic).
 Where the index stores compact codes (IVF-PQ), candidates are scored exactly against the stored
 float16 vectors before the threshold applies, as every search re-ranks them.
 
@@ -18,9 +20,10 @@ Read-only: nothing is deleted; a person decides what to do with each group.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,11 +34,14 @@ from search.schema import unit_f32
 from search.settings import settings
 
 if TYPE_CHECKING:
+    import faiss
+
     from search.index import LoadedIndex
     from search.store import Store
 
 NEIGHBOURS = 16
 CHUNK = 4096
+EXACT_MAX = 20_000  # an exact index larger than this is grouped through a transient IVF
 SUB = 512  # queries per FAISS call (bounds the candidates' vectors held at once)
 # Measured (README, "Near-duplicates"): resized, recompressed and lightly cropped copies of a photo
 # score above this with the shipped model; different pictures below it.
@@ -82,11 +88,13 @@ def similar_pairs(
     if k == 0:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
+    lists = int(nprobe or settings()["GLIMPSE_DUPLICATES_NPROBE"])
     spec = live.manifest.get("index_type") or {}
-    params = None
+    params: faiss.SearchParameters | None = None
     if is_ivf(spec):
-        lists = nprobe or settings()["GLIMPSE_DUPLICATES_NPROBE"]
-        params = faiss.SearchParametersIVF(nprobe=max(1, min(int(lists), int(spec.get("nprobe") or lists))))  # type: ignore[call-arg]
+        params = faiss.SearchParametersIVF(nprobe=max(1, min(lists, int(spec.get("nprobe") or lists))))  # type: ignore[call-arg]
+    elif n > EXACT_MAX:
+        index, params = _transient_ivf(index, lists)
     for ids, vecs in chunks:
         for start in range(0, len(ids), SUB):
             part, q = ids[start : start + SUB], unit_f32(vecs[start : start + SUB])
@@ -104,6 +112,23 @@ def similar_pairs(
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     return np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
+
+
+def _transient_ivf(flat_map: faiss.Index, nprobe: int) -> tuple[faiss.Index, faiss.SearchParametersIVF]:
+    """An IVF-Flat over an exact index's own vectors, for this pass only: every image searched against
+    every other is quadratic (100k images: 5e12 multiply-adds), a few lists per image is not. Vectors
+    are kept exactly, so the scores compared with the threshold are exact cosines."""
+    import faiss
+
+    id_map: Any = faiss.downcast_index(flat_map)  # IndexIDMap2 over IndexFlatIP (search.index_build)
+    x = faiss.downcast_index(id_map.index).reconstruct_n(0, id_map.ntotal)
+    ids = faiss.vector_to_array(id_map.id_map).astype(np.int64)
+    nlist = 2 ** round(math.log2(math.sqrt(len(x))))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    rows = np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False)
+    ivf.train(np.ascontiguousarray(x[np.sort(rows)]))
+    ivf.add_with_ids(x, ids)
+    return ivf, faiss.SearchParametersIVF(nprobe=min(nprobe, nlist))  # type: ignore[call-arg]
 
 
 def _exact_best(rerank: Reranker, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
