@@ -68,6 +68,26 @@ def same_rows(a: list[tuple], b: list[tuple]) -> bool:
     return bool(np.abs(va - vb).max() <= 2e-3)
 
 
+def wait_for_nodes(address: str, want: int, env: dict, timeout: float = 60.0) -> int:
+    """Alive nodes of the cluster at ``address`` once ``want`` are up (or the timeout passes)."""
+    import time
+
+    probe = (
+        "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); "
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    deadline, alive = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            [sys.executable, "-c", probe, address], env=dict(env, RAY_AUTH_MODE="token"), capture_output=True, text=True
+        )
+        alive = int(out.stdout.strip().splitlines()[-1]) if out.returncode == 0 and out.stdout.strip() else 0
+        if alive >= want:
+            break
+        time.sleep(1)
+    return alive
+
+
 def two_nodes(pics: Path, args, local_home: Path) -> str:
     temp = tempfile.mkdtemp(prefix="gr-", dir="/tmp")
     with socket.socket() as s:
@@ -83,14 +103,18 @@ def two_nodes(pics: Path, args, local_home: Path) -> str:
             check=True,
             capture_output=True,
         )
-        subprocess.run([RAY, "start", f"--address={address}", *common], env=env, check=True, capture_output=True)
+        # A joining node must not get RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: `ray start --address` refuses to
+        # join with it ("multi-node clusters are not supported"); --node-ip-address keeps it on loopback.
+        join_env = {k: v for k, v in env.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+        subprocess.run([RAY, "start", f"--address={address}", *common], env=join_env, check=True, capture_output=True)
+        alive = wait_for_nodes(address, 2, env)
         home = DATA / "homes" / "ray-two-nodes"
         r = index(home, pics, args, "--engine", "ray", "--ray-address", address, "--workers", "2")
         nodes = re.search(r"(\d+) node\(s\)", r["log"])
         same = same_rows(rows(home), rows(local_home))
         return (
-            f"two nodes (head + `ray start --address`, 1 CPU each, `--workers 2`): "
-            f"{nodes.group(1) if nodes else '?'} nodes seen, embedding {r['embed_s']:.1f} s, "
+            f"two nodes (head + `ray start --address`, 1 CPU each, `--workers 2`): {alive} alive before the run, "
+            f"{nodes.group(1) if nodes else '?'} seen by the run, embedding {r['embed_s']:.1f} s, "
             f"rows equal to the local run's: {same}"
         )
     finally:

@@ -137,18 +137,30 @@ def synth_rows(
         "centres": centres,
         "v": 2,
     }
-    if stamp_path.exists():
-        stamp = json.loads(stamp_path.read_text())
-        if all(stamp.get(k) == v for k, v in want.items()):
-            return stamp
-    import shutil
-
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True)
     from search.paths import Paths
     from search.store import Store
 
     paths = Paths.resolve(home)
+    mix = Mixture(seed, per_theme=max(1, centres // 50))
+    if stamp_path.exists():
+        stamp = json.loads(stamp_path.read_text())
+        if all(stamp.get(k) == v for k, v in want.items()):
+            if not stamp.get("partial"):
+                return stamp
+            if files_root is None:
+                # A run killed while writing rows: go on after the last committed chunk (each chunk's vectors
+                # come from its own seeded stream, so the result is the same as one straight run).
+                done = int(stamp["rows_done"])
+                log(f"  resuming after {done:,} rows")
+                t0 = time.perf_counter() - float(stamp.get("rows_s") or 0)
+                on_commit = _checkpoint(stamp_path, stamp, t0, done)
+                root_id, root_path = stamp["root_id"], stamp["root_path"]
+                insert_rows(paths.db, mix, done, n - done, root_id, root_path, None, done // ROWS_CHUNK, log, on_commit)
+                return _finish_rows(stamp_path, want, t0, log, n)
+    import shutil
+
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
     store = Store(paths.db)  # Alembic upgrade to head: the real schema
     store.set_model(MODEL.name, MODEL.pretrained, MODEL.fingerprint(), DIM)
     if files_root is not None:
@@ -164,9 +176,25 @@ def synth_rows(
     root_id = store.ensure_root(root_path)
     store.close()
 
-    mix = Mixture(seed, per_theme=max(1, centres // 50))
     t0 = time.perf_counter()
-    insert_rows(paths.db, mix, 0, n, root_id, root_path, entries, log=log)
+    partial = dict(want, partial=True, rows_done=0, root_id=root_id, root_path=root_path)
+    on_commit = _checkpoint(stamp_path, partial, t0)
+    insert_rows(paths.db, mix, 0, n, root_id, root_path, entries, log=log, on_commit=on_commit)
+    return _finish_rows(stamp_path, want, t0, log, n)
+
+
+def _checkpoint(stamp_path: Path, partial: dict, t0: float, first: int = 0):
+    """After each committed chunk: a stamp saying how far the rows got (big homes take an hour)."""
+
+    def done(rows: int) -> None:
+        tmp = stamp_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(partial, rows_done=first + rows, rows_s=round(time.perf_counter() - t0, 1))))
+        tmp.replace(stamp_path)
+
+    return done
+
+
+def _finish_rows(stamp_path: Path, want: dict, t0: float, log, n: int) -> dict:
     t_rows = time.perf_counter() - t0
     log(f"  wrote {n:,} rows in {t_rows:.1f}s")
     stamp = dict(want, rows_s=round(t_rows, 1))
@@ -174,16 +202,29 @@ def synth_rows(
     return stamp
 
 
+ROWS_CHUNK = 100_000
+
+
 def insert_rows(
-    db: Path, mix: Mixture, first: int, n: int, root_id: int, root_path: str, entries=None, stream0: int = 0, log=print
+    db: Path,
+    mix: Mixture,
+    first: int,
+    n: int,
+    root_id: int,
+    root_path: str,
+    entries=None,
+    stream0: int = 0,
+    log=print,
+    on_commit=None,
 ) -> None:
-    """Rows ``first+1 .. first+n`` with float16 mixture vectors, 100k per transaction (never all in RAM)."""
+    """Rows ``first+1 .. first+n`` with float16 mixture vectors, ``ROWS_CHUNK`` per transaction (never all
+    in RAM); ``on_commit(rows)`` after each. ``entries[j]``: the file of row ``first+1+j``."""
     con = sqlite3.connect(db)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=OFF")
     seq = (con.execute("SELECT max(vector_seq) FROM images").fetchone()[0] or 0) + 1
     now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None).isoformat(sep=" ")
-    chunk = 100_000
+    chunk = ROWS_CHUNK
     t0 = time.perf_counter()
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
@@ -192,7 +233,7 @@ def insert_rows(
         for j in range(m):
             i = first + start + j
             if entries is not None:
-                path, size, mtime = entries[i]
+                path, size, mtime = entries[start + j]
             else:
                 path, size, mtime = f"{root_path}/d{i // 1000:04d}/img_{i:07d}.jpg", 2_000_000 + i, 1.7e9 + i
             meta = (f"{i:032x}", 4032, 3024, "JPEG", "indexed")
@@ -203,6 +244,8 @@ def insert_rows(
             rows,
         )
         con.commit()
+        if on_commit is not None:
+            on_commit(start + m)
         if n > 1_000_000 and (start // chunk) % 10 == 9:
             log(f"  {start + m:,} rows ({time.perf_counter() - t0:.0f}s)")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
