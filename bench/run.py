@@ -585,6 +585,19 @@ def section_query(res: Results, args) -> None:
                         r = sess.get(base + "/api/search", params={"q": q, "k": 10, "mode": "auto"}, timeout=60)
                         lat_auto.append((time.perf_counter() - t) * 1000)
                         r.raise_for_status()
+                    # Paging a text query: page 0 is new (text tower + FAISS), pages 1..4 reuse the kept query
+                    # vector and ranking (search.query_cache) and hydrate only their own rows.
+                    first_pages, later_pages = [], []
+                    for q in texts[: args.text_queries]:
+                        for page in range(5):
+                            t = time.perf_counter()
+                            r = sess.get(
+                                base + "/api/search",
+                                params={"q": q + " photo", "k": 10, "page": page, "mode": "images"},
+                                timeout=60,
+                            )
+                            (later_pages if page else first_pages).append((time.perf_counter() - t) * 1000)
+                            r.raise_for_status()
                     lat_i = []
                     for p in query_images:
                         data = p.read_bytes()
@@ -611,6 +624,8 @@ def section_query(res: Results, args) -> None:
             first_s=first,
             text_ms=lat_t,
             text_auto_ms=lat_auto,
+            page0_ms=first_pages,
+            pages1to4_ms=later_pages,
             image_ms=lat_i,
             mem=mem_now,
             peak_pss=w.peak_pss_mib,
@@ -631,6 +646,12 @@ def section_query(res: Results, args) -> None:
         res.add(
             f"[{label}] text query via /api/search, k=10, mode=auto (hybrid, the default; ms p50 / p95)",
             f"{pct(lat_auto, 0.5):.1f} / {pct(lat_auto, 0.95):.1f}",
+        )
+        p0, p14 = pct(first_pages, 0.5), pct(later_pages, 0.5)
+        res.add(
+            f"[{label}] paging a text query (mode=images, k=10): page 1 p50 / pages 2..5 p50 (ms), ratio",
+            f"{p0:.1f} / {p14:.1f}, {p14 / p0:.0%}",
+            "pages 2..5 <= 20% of page 1",
         )
         res.add(
             f"[{label}] image query via POST /api/search/image (ms p50 / p95, {len(lat_i)} phone-size JPEGs)",
