@@ -1,14 +1,15 @@
 """Commit the plan and the embedded batches, counting each in the transaction that commits it.
 
-Rows and vectors are committed one batch per transaction, so a crash loses at most
-one batch and the next run resumes where this one stopped.
+Rows and vectors are committed batch by batch (the batches that arrived while the previous
+commit ran go together in the next: a busy database takes fewer, larger transactions), so a
+crash loses only batches not yet committed and the next run resumes where this one stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 from indexer.captions import MAX_CAPTION_CHARS, cap_caption, sidecar_captions
 from indexer.options import JOB_FIELDS, Counts
@@ -95,12 +96,13 @@ class Writer:
         if plan.moves or plan.copies:
             log.info("reused vectors for %d moved and %d copied files", len(plan.moves), len(plan.copies))
 
-    def write_batch(self, items: list[ToEmbed], batch: EmbeddedBatch) -> None:
-        """One embedded batch: new rows, re-embedded rows and failures, in one transaction."""
-        vec_of = {b.index: v for b, v in zip(batch.ok, batch.vectors)}
+    def write_batches(self, items: list[ToEmbed], batches: Sequence[EmbeddedBatch]) -> None:
+        """Embedded batches (one, or those that arrived while the last commit ran): new rows,
+        re-embedded rows and failures, in one transaction."""
+        vec_of = {b.index: v for batch in batches for b, v in zip(batch.ok, batch.vectors)}
         new_rows, updates = [], []
         with self._commit() as (s, delta):
-            for b in batch.items:
+            for b in (b for batch in batches for b in batch.items):
                 entry, root_id, row_id, h, _ = items[b.index]
                 values = dict(
                     path=entry.path,
