@@ -186,17 +186,25 @@ def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copie
         "runs": [],
     }
     try:
+        import search.duplicates as dup
+
         for nprobe in nprobes:
+            exact_max = dup.EXACT_MAX
+            if nprobe < 0:  # an exact index searched all-pairs, as before the transient IVF
+                dup.EXACT_MAX = n + 1
             t0 = time.perf_counter()
             cpu0 = time.process_time()
-            groups = find_duplicates(store, live, threshold, nprobe or int(spec.get("nprobe") or 1))
+            try:
+                groups = find_duplicates(store, live, threshold, max(1, nprobe or int(spec.get("nprobe") or 1)))
+            finally:
+                dup.EXACT_MAX = exact_max
             took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
             group_of = {r.id: gi for gi, g in enumerate(groups) for r in g.images}
             found = sum(1 for j in range(copies) if group_of.get(j + 1, -1) == group_of.get(n - copies + 1 + j, -2))
             planted = set(range(1, copies + 1)) | set(range(n - copies + 1, n + 1))
             out["runs"].append(
                 {
-                    "nprobe": nprobe or f"tuned ({spec.get('nprobe')})",
+                    "nprobe": "all pairs (exact)" if nprobe < 0 else nprobe or f"tuned ({spec.get('nprobe')})",
                     "duplicates_s": round(took, 1),
                     "cpu_s": round(cpu, 1),
                     "planted_pairs_grouped": round(found / copies, 4),
@@ -223,7 +231,11 @@ def main() -> None:
     c.add_argument("--n", type=int, default=100_000)
     c.add_argument("--home", type=Path, default=Path("/tmp/glimpse-synth-dupes"))
     c.add_argument("--threshold", type=float, default=0.96)
-    c.add_argument("--nprobe", default="1,2,4,8,0", help="lists searched per image; 0: the nprobe tuned for queries")
+    c.add_argument(
+        "--nprobe",
+        default="1,2,4,8,0",
+        help="lists searched per image; 0: the nprobe tuned for queries; -1: all pairs (exact index only)",
+    )
     c.add_argument("--copies", type=int, default=None, help="planted near-copies (default 1%% of --n)")
     args = ap.parse_args()
     if args.cmd == "threshold":
