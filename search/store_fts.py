@@ -16,6 +16,7 @@ Python. The reads (ranking, highlights) are the :class:`KeywordReads` mixin of :
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 
@@ -40,7 +41,12 @@ def fts_text(value: str) -> str:
 
 
 def folder_words(path: str, root: str | None) -> str:
-    parent = os.path.dirname(path)
+    return _folder_words(os.path.dirname(path), root)
+
+
+@functools.lru_cache(maxsize=4096)
+def _folder_words(parent: str, root: str | None) -> str:
+    """Cached: a batch of rows mostly shares a few folders (the indexer writes thousands of rows a second)."""
     if root and (parent + os.sep).startswith(root.rstrip(os.sep) + os.sep):
         rel = os.path.relpath(parent, root)
         folders = [] if rel == "." else rel.split(os.sep)

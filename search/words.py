@@ -21,6 +21,9 @@ def word_spans(text: str) -> list[tuple[int, int]]:
     spans: list[tuple[int, int]] = []
     for m in _CHUNKS.finditer(text):
         chunk, base, start = m.group(), m.start(), 0
+        if chunk.isdigit() or (chunk.isalpha() and (chunk.islower() or (chunk.isascii() and chunk.isupper()))):
+            spans.append((base, base + len(chunk)))  # one kind throughout: no boundary inside (most words)
+            continue
         for i in range(1, len(chunk)):
             prev, cur = _kind(chunk[i - 1]), _kind(chunk[i])
             nxt = _kind(chunk[i + 1]) if i + 1 < len(chunk) else None

@@ -1,0 +1,26 @@
+"""How file and folder names split into keyword-index words (search.words), fast path and slow path alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from search.words import split_words
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("IMG_2041-redCar.jpg", ["img", "2041", "red", "car", "jpg"]),
+        ("HTTPServer logs", ["http", "server", "logs"]),
+        ("photos/2024/trip", ["photos", "2024", "trip"]),
+        ("DSC", ["dsc"]),  # one case throughout: one word
+        ("ABC猫", ["ab", "c猫"]),  # an uncased letter after capitals splits as after a capital run
+        ("straße.JPG", ["straße", "jpg"]),
+        ("ΣΟΦΙΑ_σοφία", ["σοφια", "σοφία"]),
+        ("v2beta", ["v", "2", "beta"]),
+        ("", []),
+        ("__--..", []),
+    ],
+)
+def test_names_split_the_way_people_read_them(text, words):
+    assert split_words(text) == words
