@@ -61,10 +61,9 @@ def similar_pairs(
     live: LoadedIndex, threshold: float, per_list: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, score)`` arrays: pairs of ids in the live index with a >= threshold link, a < b
-    (each vector keeps its ``NEIGHBOURS`` best links). Each vector is compared with the lists it
-    probes, its ``per_list`` (default ``GLIMPSE_DUPLICATES_NPROBE``) nearest centroids and its own
-    list, as an IVF search would scan them, but a list's vectors that probe the same list go in one
-    matrix product."""
+    (each vector keeps its ``NEIGHBOURS`` best links). Each inverted list is compared, by one matrix
+    product, with every list that one of its vectors probes: its ``per_list`` (default
+    ``GLIMPSE_DUPLICATES_NPROBE``) nearest centroids."""
     probes = int(per_list or settings()["GLIMPSE_DUPLICATES_NPROBE"])
     listed = listed_vectors(live)
     a_parts, b_parts, s_parts = [], [], []
@@ -72,45 +71,27 @@ def similar_pairs(
         ids, x = listed.block(lst)
         if not len(ids):
             continue
+        # Every list one of these vectors probes (its nearest centroids, as an IVF search would): a superset
+        # of each vector's own probes, compared in one product.
         probed = listed.probe(x, probes)
-        rows_l, found_l, scores_l = [], [], []
-        for target in np.union1d(probed[probed >= 0], [lst]):
-            rows = np.arange(len(ids)) if target == lst else np.nonzero((probed == target).any(axis=1))[0]
-            t_ids, t_x = listed.block(target)
-            if not len(t_ids):
-                continue
-            for start in range(0, len(rows), SUB):
-                r = rows[start : start + SUB]
-                scores = x[r] @ t_x.T
-                scores[ids[r][:, None] == t_ids[None, :]] = -np.inf  # not a link to itself
-                found = np.broadcast_to(t_ids, scores.shape)
-                if scores.shape[1] > NEIGHBOURS:
-                    top = np.argpartition(-scores, NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
-                    scores, found = np.take_along_axis(scores, top, 1), np.take_along_axis(found, top, 1)
-                hit_r, hit_c = np.nonzero(scores >= threshold)
-                rows_l.append(r[hit_r])
-                found_l.append(found[hit_r, hit_c])
-                scores_l.append(scores[hit_r, hit_c].astype(np.float32))
-        if not rows_l:
-            continue
-        r, b, sc = _best_per_row(np.concatenate(rows_l), np.concatenate(found_l), np.concatenate(scores_l))
-        a = ids[r]
-        a_parts.append(np.minimum(a, b))
-        b_parts.append(np.maximum(a, b))
-        s_parts.append(sc)
+        near_ids, near = listed.blocks(np.union1d(probed[probed >= 0], [lst]))
+        for start in range(0, len(ids), SUB):
+            part = ids[start : start + SUB]
+            scores = x[start : start + SUB] @ near.T
+            scores[part[:, None] == near_ids[None, :]] = -np.inf  # not a link to itself
+            found = np.broadcast_to(near_ids, scores.shape)
+            if scores.shape[1] > NEIGHBOURS:
+                top = np.argpartition(-scores, NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
+                scores, found = np.take_along_axis(scores, top, 1), np.take_along_axis(found, top, 1)
+            rows, cols = np.nonzero(scores >= threshold)
+            a, b = part[rows], found[rows, cols]
+            a_parts.append(np.minimum(a, b))
+            b_parts.append(np.maximum(a, b))
+            s_parts.append(scores[rows, cols].astype(np.float32))
     if not a_parts:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     return np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
-
-
-def _best_per_row(rows: np.ndarray, found: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, ...]:
-    """At most ``NEIGHBOURS`` links per row, the best, over the lists it was compared with."""
-    order = np.lexsort((-scores, rows))
-    rows, found, scores = rows[order], found[order], scores[order]
-    first = np.searchsorted(rows, rows)  # where each row's run starts
-    keep = np.arange(len(rows)) - first < NEIGHBOURS
-    return rows[keep], found[keep], scores[keep]
 
 
 def components(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> list[tuple[list[int], float]]:
