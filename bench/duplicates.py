@@ -186,7 +186,7 @@ def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copie
         "runs": [],
     }
     try:
-        import search.index_lists as dup
+        import search.duplicates as dup
 
         for nprobe in nprobes:
             exact_max = dup.EXACT_MAX

@@ -1,37 +1,48 @@
 """Near-duplicate groups over the live index: images whose vectors are within a cosine threshold.
 
-The live index's own vectors are compared list by list (search.index_lists): each inverted list
-with its ``GLIMPSE_DUPLICATES_NPROBE`` nearest lists, by one matrix product, since a near-duplicate
-lies so close to its original that both fall in the same list or a neighbouring one (an exact index
-is one block while small, else clustered for the pass). Each vector keeps its ``NEIGHBOURS`` best
-links at or above the threshold; the groups are the connected components of those links (scipy's
-``connected_components``). Capping the links keeps the work and the edge list linear in the corpus
-even at a threshold so low that everything matches: a group larger than the cap is still found whole,
-through chains of links. Scores are cosines of the vectors the index holds: exact for exact and
-IVF-PQ indexes (the float16 re-rank vectors), within ~0.002 for IVF-SQ8's 8-bit codes.
-bench/duplicates.py measures the cost and the planted copies found.
+Every stored vector (read from the store a chunk at a time, so memory stays bounded at any
+corpus size and any index type, IVF included) is searched against the live index for its
+``NEIGHBOURS`` nearest; pairs at or above the threshold are edges, and the groups are the
+connected components of that graph (scipy's ``connected_components``). Capping the neighbours
+keeps the work and the edge list linear in the corpus even at a threshold so low that everything
+matches: a group larger than the cap is still found whole, through chains of links.
+
+An IVF index is searched with few lists (``GLIMPSE_DUPLICATES_NPROBE``, not the nprobe tuned for
+queries): a near-duplicate lies so close to its original that both fall in the same list or the
+next one, and a pair is found from either side; bench/duplicates.py measures the pairs kept. An
+exact index over more than ``EXACT_MAX`` images is searched the same way through a transient
+IVF-Flat over its own vectors (all pairs would be quadratic).
+Where the index stores compact codes (IVF-PQ), candidates are scored exactly against the stored
+float16 vectors before the threshold applies, as every search re-ranks them.
 
 Read-only: nothing is deleted; a person decides what to do with each group.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search.errors import InvalidValue
-from search.index_lists import listed_vectors
+from search.index_build import Reranker, is_ivf
 from search.results import SearchResult, to_result
+from search.schema import unit_f32
 from search.settings import settings
 
 if TYPE_CHECKING:
+    import faiss
+
     from search.index import LoadedIndex
     from search.store import Store
 
 NEIGHBOURS = 16
-SUB = 512  # rows of a list per matrix product (bounds the scores held at once)
+CHUNK = 4096
+EXACT_MAX = 20_000  # an exact index larger than this is grouped through a transient IVF
+SUB = 512  # queries per FAISS call (bounds the candidates' vectors held at once)
 # Measured (README, "Near-duplicates"): resized, recompressed and lightly cropped copies of a photo
 # score above this with the shipped model; different pictures below it.
 DEFAULT_THRESHOLD = 0.96
@@ -58,40 +69,76 @@ def check_threshold(threshold: float) -> float:
 
 
 def similar_pairs(
-    live: LoadedIndex, threshold: float, per_list: int | None = None
+    live: LoadedIndex, chunks: Iterable[tuple[np.ndarray, np.ndarray]], threshold: float, nprobe: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(a, b, score)`` arrays: pairs of ids in the live index with a >= threshold link, a < b
-    (each vector keeps its ``NEIGHBOURS`` best links). Each inverted list is compared, by one matrix
-    product, with every list that one of its vectors probes: its ``per_list`` (default
-    ``GLIMPSE_DUPLICATES_NPROBE``) nearest centroids."""
-    probes = int(per_list or settings()["GLIMPSE_DUPLICATES_NPROBE"])
-    listed = listed_vectors(live)
+    """``(a, b, score)`` arrays: pairs of live ids with a >= threshold neighbour link, a < b.
+
+    A stored vector counts only when the index finds the vector itself: a row embedded after the
+    live version was published is not in it and is not grouped (searches do not see it either).
+    ``nprobe``: lists an IVF searches (default ``GLIMPSE_DUPLICATES_NPROBE``, at most the tuned one).
+    """
+    import faiss
+
+    index, rerank = live.images, live.image_rerank
+    n = int(index.ntotal)
+    # Compact codes rank roughly: take more candidates, then keep the exact best.
+    k = min(NEIGHBOURS + 1, n)
+    kk = min(n, 2 * k) if rerank is not None else k
     a_parts, b_parts, s_parts = [], [], []
-    for lst in range(len(listed)):
-        ids, x = listed.block(lst)
-        if not len(ids):
-            continue
-        # Every list one of these vectors probes (its nearest centroids, as an IVF search would): a superset
-        # of each vector's own probes, compared in one product.
-        probed = listed.probe(x, probes)
-        near_ids, near = listed.blocks(np.union1d(probed[probed >= 0], [lst]))
+    if k == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    lists = int(nprobe or settings()["GLIMPSE_DUPLICATES_NPROBE"])
+    spec = live.manifest.get("index_type") or {}
+    params: faiss.SearchParameters | None = None
+    if is_ivf(spec):
+        params = faiss.SearchParametersIVF(nprobe=max(1, min(lists, int(spec.get("nprobe") or lists))))  # type: ignore[call-arg]
+    elif n > EXACT_MAX:
+        index, params = _transient_ivf(index, lists)
+    for ids, vecs in chunks:
         for start in range(0, len(ids), SUB):
-            part = ids[start : start + SUB]
-            scores = x[start : start + SUB] @ near.T
-            scores[part[:, None] == near_ids[None, :]] = -np.inf  # not a link to itself
-            found = np.broadcast_to(near_ids, scores.shape)
-            if scores.shape[1] > NEIGHBOURS:
-                top = np.argpartition(-scores, NEIGHBOURS - 1, axis=1)[:, :NEIGHBOURS]
-                scores, found = np.take_along_axis(scores, top, 1), np.take_along_axis(found, top, 1)
-            rows, cols = np.nonzero(scores >= threshold)
+            part, q = ids[start : start + SUB], unit_f32(vecs[start : start + SUB])
+            scores, found = index.search(q, kk, params=params)
+            if rerank is not None:
+                scores, found = _exact_best(rerank, q, found, k)
+            live_row = (found == part[:, None]).any(axis=1)
+            keep = (scores >= threshold) & (found >= 0) & (found != part[:, None]) & live_row[:, None]
+            rows, cols = np.nonzero(keep)
             a, b = part[rows], found[rows, cols]
             a_parts.append(np.minimum(a, b))
             b_parts.append(np.maximum(a, b))
-            s_parts.append(scores[rows, cols].astype(np.float32))
+            s_parts.append(scores[rows, cols])
     if not a_parts:
         empty = np.zeros(0, np.int64)
         return empty, empty, np.zeros(0, np.float32)
     return np.concatenate(a_parts), np.concatenate(b_parts), np.concatenate(s_parts)
+
+
+def _transient_ivf(flat_map: faiss.Index, nprobe: int) -> tuple[faiss.Index, faiss.SearchParametersIVF]:
+    """An IVF-Flat over an exact index's own vectors, for this pass only: every image searched against
+    every other is quadratic (100k images: 5e12 multiply-adds), a few lists per image is not. Vectors
+    are kept exactly, so the scores compared with the threshold are exact cosines."""
+    import faiss
+
+    id_map: Any = faiss.downcast_index(flat_map)  # IndexIDMap2 over IndexFlatIP (search.index_build)
+    x = faiss.downcast_index(id_map.index).reconstruct_n(0, id_map.ntotal)
+    ids = faiss.vector_to_array(id_map.id_map).astype(np.int64)
+    nlist = 2 ** round(math.log2(math.sqrt(len(x))))
+    ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(x.shape[1]), x.shape[1], nlist, faiss.METRIC_INNER_PRODUCT)
+    rows = np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False)
+    ivf.train(np.ascontiguousarray(x[np.sort(rows)]))
+    ivf.add_with_ids(x, ids)
+    return ivf, faiss.SearchParametersIVF(nprobe=min(nprobe, nlist))  # type: ignore[call-arg]
+
+
+def _exact_best(rerank: Reranker, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each row's candidates by their exact cosine against the stored float16 vectors."""
+    pos = np.minimum(np.searchsorted(rerank.ids, np.maximum(found, 0)), len(rerank.ids) - 1)
+    vecs = unit_f32(np.asarray(rerank.vectors[pos.ravel()])).reshape(*found.shape, -1)
+    exact = np.einsum("nkd,nd->nk", vecs, q)
+    exact[(found < 0) | (rerank.ids[pos] != found)] = -np.inf
+    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(exact, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
 def components(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> list[tuple[list[int], float]]:
@@ -126,7 +173,7 @@ def find_duplicates(
     store: Store, live: LoadedIndex, threshold: float, nprobe: int | None = None
 ) -> list[DuplicateGroup]:
     """Groups of near-duplicate indexed images, most images first, then the closest (highest weakest link)."""
-    pairs = similar_pairs(live, check_threshold(threshold), nprobe)
+    pairs = similar_pairs(live, store.iter_image_vectors(live.dim, CHUNK), check_threshold(threshold), nprobe)
     found = components(*pairs)
     rows = store.get_images([i for ids, _ in found for i in ids])
     groups = []

@@ -210,8 +210,8 @@ SETTINGS: list[Setting] = [
     Setting(
         "GLIMPSE_DUPLICATES_NPROBE",
         8,
-        "Inverted lists each image is compared with when finding near-duplicates (its nearest list "
-        "centroids): near-copies share a list or a neighbouring one, so few suffice.",
+        "Inverted lists an IVF index searches per image when finding near-duplicates (at most the nprobe "
+        "tuned for queries): near-duplicates share a list, so few suffice.",
         _whole(1),
         "a whole number >= 1",
     ),

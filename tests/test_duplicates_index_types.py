@@ -41,7 +41,7 @@ def exact_groups(vecs: np.ndarray) -> set[frozenset[int]]:
 @pytest.mark.parametrize("kind", ["flat", "flat-transient-ivf", "ivf", "ivfpq"])
 def test_groups_through_the_live_index_equal_exact_all_pairs(tmp_path, monkeypatch, kind):
     if kind == "flat-transient-ivf":  # an exact index too big for all pairs: grouped through a transient IVF
-        monkeypatch.setattr("search.index_lists.EXACT_MAX", 1_000)
+        monkeypatch.setattr("search.duplicates.EXACT_MAX", 1_000)
         kind = "flat"
     monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000" if kind == "flat" else "2000")
     monkeypatch.setenv("GLIMPSE_PQ_MIN", "5000" if kind == "ivfpq" else "100000000")
