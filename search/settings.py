@@ -209,7 +209,7 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "GLIMPSE_DUPLICATES_NPROBE",
-        8,
+        4,
         "Inverted lists an IVF index searches per image when finding near-duplicates (at most the nprobe "
         "tuned for queries): near-duplicates share a list, so few suffice.",
         _whole(1),
