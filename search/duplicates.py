@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from search.errors import InvalidValue
-from search.index_build import Reranker, is_ivf
+from search.index_build import is_ivf
 from search.results import SearchResult, to_result
 from search.schema import unit_f32
 from search.settings import settings
@@ -100,7 +100,7 @@ def similar_pairs(
             part, q = ids[start : start + SUB], unit_f32(vecs[start : start + SUB])
             scores, found = index.search(q, kk, params=params)
             if rerank is not None:
-                scores, found = _exact_best(rerank, q, found, k)
+                scores, found = rerank.rescore(q, found, k)
             live_row = (found == part[:, None]).any(axis=1)
             keep = (scores >= threshold) & (found >= 0) & (found != part[:, None]) & live_row[:, None]
             rows, cols = np.nonzero(keep)
@@ -129,16 +129,6 @@ def _transient_ivf(flat_map: faiss.Index, nprobe: int) -> tuple[faiss.Index, fai
     ivf.train(np.ascontiguousarray(x[np.sort(rows)]))
     ivf.add_with_ids(x, ids)
     return ivf, faiss.SearchParametersIVF(nprobe=min(nprobe, nlist))  # type: ignore[call-arg]
-
-
-def _exact_best(rerank: Reranker, q: np.ndarray, found: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The ``k`` best of each row's candidates by their exact cosine against the stored float16 vectors."""
-    pos = np.minimum(np.searchsorted(rerank.ids, np.maximum(found, 0)), len(rerank.ids) - 1)
-    vecs = unit_f32(np.asarray(rerank.vectors[pos.ravel()])).reshape(*found.shape, -1)
-    exact = np.einsum("nkd,nd->nk", vecs, q)
-    exact[(found < 0) | (rerank.ids[pos] != found)] = -np.inf
-    order = np.argsort(-exact, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(exact, order, axis=1), np.take_along_axis(found, order, axis=1)
 
 
 def components(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> list[tuple[list[int], float]]:
