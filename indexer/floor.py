@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -92,28 +92,6 @@ def probe_vectors(fingerprint: str, encode_texts: Callable[[Sequence[str]], np.n
     except OSError as exc:  # a read-only cache only costs the next publish an encode
         log.debug("probe vectors not cached (%s)", exc)
     return vecs
-
-
-def relevance_floor(image_vectors: Iterable[np.ndarray], probes: np.ndarray) -> float | None:
-    """The exact floor over the corpus's unit image vectors, given in chunks (each chunk's top scores per
-    probe are merged into the running top ``TOP``); None for an empty corpus. The reference that
-    :func:`estimate_floor`'s search through the built index is tested against."""
-    import faiss
-
-    if len(probes) == 0:
-        return None
-    queries = np.ascontiguousarray(probes, np.float32)
-    best = np.full((len(queries), 0), -np.inf, np.float32)
-    for chunk in image_vectors:
-        if len(chunk) == 0:
-            continue
-        scores, _ = faiss.knn(
-            queries, np.ascontiguousarray(chunk, np.float32), min(TOP, len(chunk)), faiss.METRIC_INNER_PRODUCT
-        )
-        best = -np.sort(-np.concatenate([best, scores], axis=1), axis=1)[:, :TOP]
-    if best.shape[1] == 0:
-        return None
-    return round(float(np.percentile(best, PERCENTILE)), 4)
 
 
 def floor_of_top(scores: np.ndarray, ids: np.ndarray) -> float | None:

@@ -20,7 +20,7 @@ from faiss.contrib.evaluation import knn_intersection_measure
 
 from indexer.publish import StoreSource
 from search.index import IndexDir
-from search.schema import pack_vector, unit_f32
+from search.schema import pack_vector
 from search.store import Store
 
 DIM = 64
@@ -160,7 +160,7 @@ def test_the_floor_searched_in_the_built_index_equals_the_exact_floor(store, tmp
     """A publish estimates the relevance floor by searching the index it just built (no second read of
     every vector): exactly the brute-force floor for an exact index, within a hair for compressed ones,
     from scratch and incrementally."""
-    from indexer.floor import TOP, floor_of_top, relevance_floor
+    from indexer.floor import TOP, floor_of_top
 
     monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000" if kind == "flat" else "2000")
     monkeypatch.setenv("GLIMPSE_PQ_MIN", "5000" if kind == "ivfpq" else "100000000")
@@ -178,7 +178,7 @@ def test_the_floor_searched_in_the_built_index_equals_the_exact_floor(store, tmp
         return json.loads((d.root / v / "manifest.json").read_text())
 
     def exact() -> float:
-        return relevance_floor((unit_f32(v) for _, v in store.iter_vectors("images", DIM, chunk=1000)), probes)
+        return floor_of_top(*exact_top(store, probes, TOP))  # the probes' top scores by brute force
 
     vecs = clustered(8_000, seed=12)
     add_rows(store, vecs, 0)
