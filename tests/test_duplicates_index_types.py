@@ -11,7 +11,9 @@ import pytest
 from search.duplicates import components, find_duplicates
 from search.index import IndexDir
 from search.store import Store
-from test_publish_stream import DIM, add_rows, clustered, publish, unit
+from test_index_types import DIM, clustered
+from test_index_types import normalise as unit
+from test_publish_stream import add_rows, publish
 
 THRESHOLD = 0.96
 

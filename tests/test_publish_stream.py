@@ -22,20 +22,10 @@ from indexer.publish import StoreSource
 from search.index import IndexDir
 from search.schema import pack_vector
 from search.store import Store
+from test_index_types import DIM, clustered
 
-DIM = 64
 REPO = Path(__file__).resolve().parent.parent
 MANIFEST = {"dim": DIM, "fingerprint": "m1"}
-
-
-def unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def clustered(n: int, seed: int, centres: int = 300) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    c = unit(np.random.default_rng(1234).normal(size=(centres, DIM)))
-    return unit(c[rng.integers(0, centres, n)] + 0.6 * rng.normal(size=(n, DIM)) / np.sqrt(DIM))
 
 
 def add_rows(store: Store, vecs: np.ndarray, start: int) -> None:
