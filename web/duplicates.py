@@ -11,9 +11,9 @@ import math
 from flask import Blueprint, current_app, jsonify, render_template, request
 
 from search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
-from search.engine import Engine, EngineError, NotIndexedError
+from search.engine import Engine, EngineError
 from web import queries
-from web.errors import HttpError
+from web.errors import HttpError, page_error
 
 bp = Blueprint("duplicates", __name__)
 
@@ -77,12 +77,8 @@ def page():
     groups: list[DuplicateGroup] = []
     try:
         threshold, number, groups, has_more = _page_of_groups(request.args)
-    except HttpError as exc:
-        error, status = exc.message, exc.status
-    except NotIndexedError as exc:
-        error, status = str(exc), 503
-    except EngineError as exc:
-        error, status = str(exc), 400
+    except (HttpError, EngineError) as exc:
+        error, status = page_error(exc)
     return render_template(
         "duplicates.html",
         threshold=threshold,

@@ -12,7 +12,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from search.errors import GlimpseError
+from search.errors import EngineError, GlimpseError, NotIndexedError
 from search.images import ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,14 @@ class HttpError(GlimpseError):
         super().__init__(message)
         self.status = self.http_status = status
         self.message = message
+
+
+def page_error(exc: HttpError | EngineError) -> tuple[str, int]:
+    """The message and status a page shows in place for a request it cannot answer: a nothing-indexed
+    server is 503, any other engine error the request's fault (400)."""
+    if isinstance(exc, HttpError):
+        return exc.message, exc.status
+    return str(exc), 503 if isinstance(exc, NotIndexedError) else 400
 
 
 def wants_json() -> bool:

@@ -12,11 +12,11 @@ import os
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from search.engine import Engine, EngineError, NotIndexedError, Page, SearchResult
+from search.engine import Engine, EngineError, Page, SearchResult
 from search.query import ImageQuery, SimilarQuery
 from web import queries, thumbs
 from web.config import max_upload_bytes
-from web.errors import HttpError
+from web.errors import HttpError, page_error
 from web.highlight import highlight
 from web.params import SearchParams, parse_search_params
 from web.uploads import read_upload
@@ -106,12 +106,8 @@ def index():
             if source is None:
                 raise HttpError(404, f"no image with id {like}")
             page = engine().search(SimilarQuery(like), params.filters, params.paging)
-    except HttpError as exc:
-        error, status = exc.message, exc.status
-    except NotIndexedError as exc:
-        error, status = str(exc), 503
-    except EngineError as exc:
-        error, status = str(exc), 400
+    except (HttpError, EngineError) as exc:
+        error, status = page_error(exc)
     keep = params.filter_args()
     more_url = fragment_url = None
     if page is not None and page.has_more:
