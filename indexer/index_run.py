@@ -154,10 +154,8 @@ class Indexer:
                     pending, queued = writer.submit(timed_write, queued), []
                 if pending is not None:
                     pending.result()
-                if queued:
-                    pending = writer.submit(timed_write, queued)
-                    queued = []
-                    pending.result()
+                if queued:  # what arrived during the last commit; the writer thread is idle now
+                    timed_write(queued)
             except BaseException:
                 batches.close()  # the runner stops; batches it still encodes are dropped (the next run embeds them)
                 if pending is not None and not pending.done():
