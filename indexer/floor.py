@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from search.index_files import SearchFn
 from search.paths import cache_dir
 
 log = logging.getLogger("glimpse.indexer")
@@ -98,9 +99,6 @@ def floor_of_top(scores: np.ndarray, ids: np.ndarray) -> float | None:
     """The floor from each probe's top scores as a search answered them (``ids`` -1: no result)."""
     found = np.asarray(scores, np.float32)[np.asarray(ids) >= 0]
     return round(float(np.percentile(found, PERCENTILE)), 4) if len(found) else None
-
-
-SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def estimate_floor(
