@@ -62,7 +62,7 @@ def child_publish(home: Path, rebuild: bool) -> dict:
     }
 
 
-def change_rows(home: Path, n: int, seed: int, centres: int) -> tuple[list, list[int]]:
+def change_rows(home: Path, n: int, seed: int, centres: int, scene: int) -> tuple[list, list[int]]:
     """Delete CHANGE spread rows and add CHANGE new ones; returns what it takes to undo it."""
     db = home / "glimpse.db"
     con = sqlite3.connect(db)
@@ -76,7 +76,7 @@ def change_rows(home: Path, n: int, seed: int, centres: int) -> tuple[list, list
     root_id, root_path = con.execute("SELECT id, path FROM roots").fetchone()
     con.commit()
     con.close()
-    insert_rows(db, Mixture(seed, per_theme=max(1, centres // 50)), n, CHANGE, root_id, root_path, stream0=9_999)
+    insert_rows(db, Mixture.for_home(seed, centres, n, scene), n, CHANGE, root_id, root_path, stream0=9_999)
     return saved, list(range(n + 1, n + CHANGE + 1))
 
 
@@ -99,19 +99,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--centres", type=int, default=4000, help="mixture subjects (clusters) the vectors gather around")
+    ap.add_argument(
+        "--scene", type=int, default=50, help="points per scene, the mixture's finest level (0: two levels only)"
+    )
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--tag", default="", help="suffix for the result file (e.g. the settings tried)")
     args = ap.parse_args()
-    home = DATA / f"home-{args.n}-c{args.centres}"
+    home = DATA / f"home-{args.n}-c{args.centres}" + (f"-s{args.scene}" if args.scene else "")
     res: dict = {
         "n": args.n,
         "centres": args.centres,
+        "scene": args.scene,
         "settings": {k: v for k, v in os.environ.items() if k in ("GLIMPSE_FLAT_MAX", "GLIMPSE_PQ_MIN")},
         "load_before": _load(),
     }
     t0 = time.perf_counter()
-    stamp = synth_rows(home, args.n, args.seed, centres=args.centres)
+    stamp = synth_rows(home, args.n, args.seed, centres=args.centres, scene=args.scene)
     res["rows_s"] = stamp.get("rows_s") if time.perf_counter() - t0 > 1 else f"cached ({stamp.get('rows_s')}s)"
     print(f"rows: {res['rows_s']}; load {res['load_before']}", flush=True)
 
@@ -124,12 +128,12 @@ def main() -> None:
     res["index_files"] = files
     res["db_bytes_per_image"] = round((home / "glimpse.db").stat().st_size / args.n, 1)
 
-    saved, added = change_rows(home, args.n, args.seed, args.centres)
+    saved, added = change_rows(home, args.n, args.seed, args.centres, args.scene)
     try:
         inc = child_publish(home, rebuild=False)
         res["incremental_publish"] = inc
         print(f"incremental publish (+{CHANGE}, -{CHANGE}):", inc, flush=True)
-        rec = recall_at_10(home, args.seed, args.queries, centres=args.centres)
+        rec = recall_at_10(home, args.seed, args.queries, centres=args.centres, n=args.n, scene=args.scene)
         res["after_incremental"] = rec
         print("recall/search after the incremental publish:", rec, flush=True)
     finally:

@@ -16,6 +16,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from search.f16_files import open_f16
 from search.index_build import (  # noqa: F401 - re-exported
     RETRAIN_FACTOR,
     TARGET_RECALL,
@@ -23,7 +24,6 @@ from search.index_build import (  # noqa: F401 - re-exported
     build_streamed,
     can_reuse_training,
     choose_index_spec,
-    load_f16,
     search,
 )
 from search.index_files import KEEP_VERSIONS, ArraySource, IndexDir, VectorSource  # noqa: F401 - re-exported
@@ -111,8 +111,8 @@ def load_version(folder: Path, use_gpu: bool | None = None) -> LoadedIndex:
         if "nprobe" in spec:
             faiss.extract_index_ivf(index).nprobe = spec["nprobe"]
         rerank = None
-        if spec.get("type") == "ivfpq":  # float16 vectors memory-mapped: in the page cache, not the heap
-            rerank = Reranker(load_f16(folder / f"{name}.f16.npy"), np.load(folder / f"{name}.ids.npy"), spec["rerank"])
+        if spec.get("type") == "ivfpq":  # float16 vectors read row by row from disk: in the page cache, not the heap
+            rerank = Reranker(open_f16(folder, name, spec), np.load(folder / f"{name}.ids.npy"), spec["rerank"])
         if use_gpu:
             index = _to_gpu(index)
         found[name] = (index, rerank)

@@ -10,13 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from search.f16_files import F16Rows, F16Writer
 from search.schema import unit_f32
 from search.settings import settings
 
@@ -35,6 +36,7 @@ RETRAIN_FACTOR = 2.0
 # queries): recall@10 0.914 with 10x k candidates at any nprobe, 0.98 with 40x (and with 100x) at nprobe 16.
 RERANK = 40
 PROBE_QUERIES = 200
+PLATEAU = 0.005  # recall gained by two doublings of nprobe below which more lists are not worth it
 NO_ID = np.iinfo(np.int64).max  # sorts after every id
 
 Chunks = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids int64, float16/float32 vectors) in id order
@@ -84,7 +86,7 @@ def sample_size(spec: dict, n: int) -> int:
 class Reranker:
     """Exact re-scoring of an index's candidates against float16 vectors on disk (memory-mapped)."""
 
-    vectors: np.ndarray  # (rows, dim) float16, row i is the vector of ids[i]
+    vectors: F16Rows  # row i is the vector of ids[i]
     ids: np.ndarray  # sorted int64
     factor: int = RERANK
 
@@ -103,7 +105,7 @@ class Reranker:
         c = np.sort(np.where(cand >= 0, cand, NO_ID), axis=1)
         found = c != NO_ID
         pos = np.minimum(np.searchsorted(self.ids, np.where(found, c, 0)), len(self.ids) - 1)
-        vecs = unit_f32(np.asarray(self.vectors[pos.ravel()])).reshape(*c.shape, -1)
+        vecs = unit_f32(self.vectors.take(pos)).reshape(*c.shape, -1)
         exact = np.full(c.shape, -np.inf, np.float32)
         for r, n in enumerate(found.sum(axis=1)):  # each row's found ids are a prefix (the -1s sorted last)
             exact[r, :n] = vecs[r, :n] @ q[r]
@@ -138,6 +140,7 @@ class Built:
     spec: dict
     trained: faiss.Index | None  # the trained, empty IVF to keep for the next publish (None: flat)
     ids: np.ndarray  # the ids added, sorted
+    rerank: Reranker | None = None  # compact codes: the exact re-rank of the index's candidates
 
 
 def empty_index(dim: int, spec: dict) -> faiss.Index:
@@ -163,16 +166,57 @@ def empty_index(dim: int, spec: dict) -> faiss.Index:
 def train(dim: int, spec: dict, sample: np.ndarray) -> faiss.Index:
     index = empty_index(dim, spec)
     if spec["type"] == "ivfpq":
-        # Two-level k-means (sqrt(nlist) coarse clusters, then each split): ~nlist/sqrt(nlist) times
-        # less work than flat k-means over all lists; the index then trains only the PQ on residuals.
-        from faiss.contrib.clustering import two_level_clustering
-
-        nc1 = max(1, int(math.sqrt(spec["nlist"])))
-        centroids, _ = two_level_clustering(sample, nc1, spec["nlist"], clustering_niter=10, spherical=True)
         ivf = faiss.extract_index_ivf(index)
-        ivf.quantizer.add(np.ascontiguousarray(unit_f32(centroids)))
+        ivf.quantizer.add(two_level_centroids(sample, spec["nlist"]))
     index.train(sample)
     return index
+
+
+def two_level_centroids(x: np.ndarray, k: int, niter: int = 10) -> np.ndarray:
+    """``k`` unit centroids by two-level spherical k-means: sqrt(k) coarse clusters, each then split
+    into a share of ``k`` proportional to its size; ~sqrt(k) times less work than flat k-means.
+
+    faiss.contrib.clustering.two_level_clustering does the same but gives a small coarse cluster
+    zero (or more than its points) sub-centroids and then fails or warns; here every non-empty
+    cluster gets between one and its own size, and the shares still sum to ``k``."""
+    nc1 = max(1, int(math.sqrt(k)))
+    km = faiss.Kmeans(x.shape[1], nc1, niter=niter, max_points_per_centroid=2000, spherical=True)
+    km.train(x)
+    _, assign = km.assign(x)
+    sizes = np.bincount(assign, minlength=nc1)
+    share = _shares(sizes, k)
+    order = np.argsort(assign, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    parts: list[np.ndarray] = []
+    for c in np.flatnonzero(share):
+        sub = x[order[bounds[c] : bounds[c + 1]]]
+        if share[c] == len(sub):
+            parts.append(sub)  # as many centroids as points: the points themselves
+            continue
+        km = faiss.Kmeans(x.shape[1], int(share[c]), niter=niter, spherical=True)
+        km.train(sub)
+        parts.append(np.asarray(km.centroids))
+    return np.ascontiguousarray(unit_f32(np.concatenate(parts)))
+
+
+def _shares(sizes: np.ndarray, k: int) -> np.ndarray:
+    """Split ``k`` over clusters of ``sizes`` in proportion, each non-empty one getting 1..size
+    (largest remainders first), summing to ``k`` (``k`` <= total size)."""
+    if k > sizes.sum():
+        raise ValueError(f"{k} centroids from {sizes.sum()} points")
+    exact = sizes * (k / sizes.sum())
+    share = np.minimum(np.maximum(np.floor(exact).astype(np.int64), (sizes > 0).astype(np.int64)), sizes)
+    while share.sum() < k:  # give to the clusters furthest below their exact share that have room
+        room = np.flatnonzero(share < sizes)
+        gap = (exact - share)[room]
+        take = room[np.argsort(-gap, kind="stable")[: k - share.sum()]]
+        share[take] += 1
+    while share.sum() > k:  # take from those furthest above it that keep at least one
+        over = np.flatnonzero(share > 1)
+        gap = (share - exact)[over]
+        take = over[np.argsort(-gap, kind="stable")[: share.sum() - k]]
+        share[take] -= 1
+    return share
 
 
 class Probe:
@@ -199,19 +243,38 @@ class Probe:
 
 
 def tune_nprobe(index: faiss.Index, probe: Probe, rerank: Reranker | None = None) -> int:
-    """Smallest nprobe whose recall@k against exact search reaches TARGET_RECALL."""
+    """Smallest nprobe (a power of two) whose recall@k against exact search reaches TARGET_RECALL.
+
+    Stops early, with a warning, where more lists no longer buy recall (two doublings gaining under
+    PLATEAU: the codes, not the lists, are what limits it; before, such a build went on to scan every
+    list at every query, as the first 10M benchmark's did) or at nlist.
+    """
     # Imported here: it loads unittest and multiprocessing, which a server never needs.
     from faiss.contrib.evaluation import knn_intersection_measure
 
     ivf = faiss.extract_index_ivf(index)
     truth = probe.truth()
+    tried: list[tuple[int, float]] = []
     nprobe = 1
     while True:
         ivf.nprobe = nprobe
         _, got = search(index, probe.q, probe.k, rerank=rerank)
-        if knn_intersection_measure(got, truth) >= TARGET_RECALL or nprobe >= ivf.nlist:
-            return min(nprobe, ivf.nlist)
-        nprobe *= 2
+        tried.append((nprobe, knn_intersection_measure(got, truth)))
+        if tried[-1][1] >= TARGET_RECALL:
+            return nprobe
+        flat = len(tried) >= 3 and tried[-1][1] - tried[-3][1] < PLATEAU
+        if flat or nprobe >= ivf.nlist:
+            best = tried[-3][0] if flat else ivf.nlist
+            log.warning(
+                "recall@%d target %.2f not reached (%s); nprobe=%d (%s)",
+                probe.k,
+                TARGET_RECALL,
+                ", ".join(f"{r:.3f} at {p}" for p, r in tried),
+                best,
+                "more lists gain nothing" if flat else "every list",
+            )
+            return best
+        nprobe = min(nprobe * 2, ivf.nlist)
 
 
 def build_streamed(
@@ -242,10 +305,12 @@ def build_streamed(
             probe = Probe(sample(min(n, 2 * PROBE_QUERIES)))
         else:
             xt = sample(sample_size(spec, n))
+            _phase("sampled %d training vectors", t, len(xt))
             index = train(dim, spec, xt)
             spec["trained_on"] = int(n)
             probe = Probe(xt)
             del xt
+            _phase("trained %s nlist=%d", t, spec["type"], spec["nlist"])
         trained_empty = faiss.clone_index(index)
     writer = F16Writer(vectors_path, n, dim) if spec["type"] == "ivfpq" and vectors_path else None
     added: list[np.ndarray] = []
@@ -259,12 +324,16 @@ def build_streamed(
             writer.write(vecs)
         added.append(ids)
     all_ids = np.concatenate(added) if added else np.zeros(0, np.int64)
+    rerank = None
     if writer is not None:
         writer.close()
+        rerank = Reranker(F16Rows([vectors_path]), all_ids)  # type: ignore[list-item]
+        spec["f16_files"] = [vectors_path.name]  # type: ignore[union-attr]
+    _phase("added %d vectors", t, index.ntotal)
     if probe is not None and index.ntotal:
-        rerank = Reranker(load_f16(vectors_path), all_ids) if writer is not None else None  # type: ignore[arg-type]
         spec["nprobe"] = tune_nprobe(index, probe, rerank)
         faiss.extract_index_ivf(index).nprobe = spec["nprobe"]
+        _phase("tuned nprobe=%d", t, spec["nprobe"])
     if is_ivf(spec):
         log.info(
             "built %s nlist=%d over %d vectors in %.1fs (%s), nprobe=%s",
@@ -275,44 +344,20 @@ def build_streamed(
             "reused quantizer" if trained is not None else "trained",
             spec.get("nprobe"),
         )
-    return Built(index, spec, trained_empty, all_ids)
+    return Built(index, spec, trained_empty, all_ids, rerank)
 
 
-# ------------------------------------------------------------------ float16 vector files
+def _phase(what: str, t0: float, *args) -> None:
+    """A build step's time since ``t0`` and the process's memory then, in the log (a 10M publish
+    runs for most of an hour: this is where its time and memory go)."""
+    log.info(what + " at %.1fs; %s", *args, time.perf_counter() - t0, memory())
 
 
-class F16Writer:
-    """A ``.npy`` of ``rows`` float16 vectors written chunk by chunk with plain writes (a writable
-    memory map would count every page written in the publish's RSS). Rows not written stay zero."""
-
-    def __init__(self, path: Path, rows: int, dim: int):
-        self.f = open(path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)), "fortran_order": False}
-        np.lib.format.write_array_header_1_0(self.f, dict(header, shape=(rows, dim)))
-        self.end = self.f.tell() + rows * dim * 2
-        self.rows = rows
-
-    def write(self, vecs: np.ndarray) -> None:
-        self.f.write(np.ascontiguousarray(vecs, dtype=np.float16).tobytes())
-        if self.f.tell() > self.end:
-            raise RuntimeError("more vectors than the snapshot counted")
-
-    def close(self) -> None:
-        self.f.truncate(self.end)
-        self.f.close()
-
-
-def load_f16(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r")
-
-
-def read_f16_chunks(path: Path, chunk: int = 50_000) -> Iterator[np.ndarray]:
-    """A float16 ``.npy`` front to back with plain reads (no mapped pages left behind)."""
-    with open(path, "rb") as f:
-        major, _ = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, _, _ = read_header(f)
-        rows, dim = shape
-        for start in range(0, rows, chunk):
-            m = min(chunk, rows - start)
-            yield np.frombuffer(f.read(m * dim * 2), dtype=np.float16).reshape(m, dim)
+def memory() -> str:
+    """Resident memory now and at peak, and the anonymous part (the heap, not mapped files)."""
+    try:
+        status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    except OSError:
+        return "memory unknown"
+    mib = {k: int(status[k].split()[0]) // 1024 for k in ("VmRSS", "VmHWM", "RssAnon") if k in status}
+    return ", ".join(f"{k} {v} MiB" for k, v in mib.items())

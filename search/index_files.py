@@ -25,18 +25,17 @@ from typing import TYPE_CHECKING, Protocol
 import faiss
 import numpy as np
 
-from search.index_build import (
-    Built,
+from search.f16_files import (
+    DEAD_SHARE,
+    MAX_SEGMENTS,
+    F16Rows,
     F16Writer,
-    Reranker,
-    build_streamed,
-    can_reuse_training,
-    choose_index_spec,
-    is_ivf,
-    load_f16,
-    read_f16_chunks,
-    search,
+    compact,
+    link_or_copy,
+    open_f16,
+    rows_map_path,
 )
+from search.index_build import Built, Reranker, build_streamed, can_reuse_training, choose_index_spec, is_ivf, search
 from search.schema import unit_f32
 
 if TYPE_CHECKING:
@@ -90,8 +89,14 @@ class ArraySource:
 def _sampler(src: VectorSource, ids: np.ndarray):
     def sample(m: int) -> np.ndarray:
         pick = np.sort(np.random.default_rng(0).choice(len(ids), size=min(m, len(ids)), replace=False))
-        parts = [unit_f32(v) for _, v in src.chunks(ids[pick])]
-        return np.ascontiguousarray(np.concatenate(parts)) if parts else np.zeros((0, 0), np.float32)
+        out: np.ndarray | None = None
+        got = 0
+        for _, v in src.chunks(ids[pick]):  # filled in place: one copy of the sample, not two
+            if out is None:
+                out = np.empty((len(pick), v.shape[1]), np.float32)
+            out[got : got + len(v)] = unit_f32(v)
+            got += len(v)
+        return out[:got] if out is not None else np.zeros((0, 0), np.float32)
 
     return sample
 
@@ -99,12 +104,11 @@ def _sampler(src: VectorSource, ids: np.ndarray):
 SearchFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
-def _searcher(built: Built, f16: Path) -> SearchFn:
+def _searcher(built: Built) -> SearchFn:
     """``search(queries, k)`` over a freshly built index, as a server will answer it."""
-    rerank = Reranker(load_f16(f16), built.ids) if built.spec["type"] == "ivfpq" else None
 
     def run(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return search(built.index, queries, min(k, max(1, int(built.index.ntotal))), rerank=rerank)
+        return search(built.index, queries, min(k, max(1, int(built.index.ntotal))), rerank=built.rerank)
 
     return run
 
@@ -191,14 +195,16 @@ class IndexDir:
             tmp.mkdir()
             specs, counts, marks, how = {}, {}, {}, {}
             for name, src, given in (("images", images, spec), ("captions", captions, None)):
-                built, marks[name], how[name] = self._build_one(name, src, manifest, given, rebuild, tmp)
+                built, marks[name], how[name] = self._build_one(name, src, manifest, given, rebuild, tmp, version)
                 faiss.write_index(built.index, str(tmp / f"{name}.faiss"))
                 np.save(tmp / f"{name}.ids.npy", built.ids)
                 if built.trained is not None:
                     faiss.write_index(built.trained, str(tmp / f"{name}.trained.faiss"))
                 specs[SPEC_KEYS[name]], counts[name] = built.spec, int(built.index.ntotal)
                 if name == "images" and floor is not None:
-                    manifest = dict(manifest, floor=floor(_searcher(built, tmp / f"{name}.f16.npy")))
+                    manifest = dict(manifest, floor=floor(_searcher(built)))
+                if built.rerank is not None:
+                    built.rerank.vectors.close()
             manifest = dict(
                 manifest,
                 version=version,
@@ -250,13 +256,13 @@ class IndexDir:
         return self.root / live, old
 
     def _build_one(
-        self, name: str, src: VectorSource, manifest: dict, given: dict | None, rebuild: bool, tmp: Path
+        self, name: str, src: VectorSource, manifest: dict, given: dict | None, rebuild: bool, tmp: Path, version: str
     ) -> tuple[Built, int | None, str]:
         dim = int(manifest["dim"])
         ids, mark = src.snapshot()
         live = None if (given or rebuild) else self._live_manifest(manifest)
         if live is not None and mark is not None:
-            built = self._incremental(name, src, ids, live[0], live[1], tmp)
+            built = self._incremental(name, src, ids, live[0], live[1], tmp, version)
             if built is not None:
                 return built, mark, "incremental"
         prev_spec, trained = (given, None) if given else self._reusable_training(name, len(ids), live)
@@ -266,7 +272,7 @@ class IndexDir:
         return built, mark, "reused quantizer" if trained is not None else "from scratch"
 
     def _incremental(
-        self, name: str, src: VectorSource, ids: np.ndarray, folder: Path, old: dict, tmp: Path
+        self, name: str, src: VectorSource, ids: np.ndarray, folder: Path, old: dict, tmp: Path, version: str
     ) -> Built | None:
         """The live index minus deleted and re-written ids plus the new vectors, or None when a
         rebuild is due: another index type for this size, a quantizer trained on a corpus more
@@ -282,8 +288,9 @@ class IndexDir:
             old_ids = np.load(folder / f"{name}.ids.npy")
             # A plain read (no mmap): the copy is ours to change, the live files stay as they are.
             index = faiss.read_index(str(folder / f"{name}.faiss"))
+            old_f16 = open_f16(folder, name, spec) if spec["type"] == "ivfpq" else None
             if is_ivf(spec):
-                shutil.copyfile(folder / f"{name}.trained.faiss", tmp / f"{name}.trained.faiss")
+                link_or_copy(folder / f"{name}.trained.faiss", tmp / f"{name}.trained.faiss")
         except (OSError, RuntimeError, ValueError):
             return None  # pruned meanwhile, or files of an older layout: build afresh
         changed = np.intersect1d(src.changed_since(int(old_mark)), old_ids)
@@ -292,21 +299,53 @@ class IndexDir:
         v = old.get("version")
         if len(drop):
             index.remove_ids(faiss.IDSelectorBatch(drop))
-        added_ids, added_vecs = [], []
+        # Compact codes: the added vectors go to a new segment after the live version's ones.
+        segment = tmp / f"{name}.f16.{version}.npy"
+        writer = F16Writer(segment, len(add), dim) if old_f16 is not None and len(add) else None
+        added_ids = []
         for part_ids, vecs in src.chunks(add):
             index.add_with_ids(unit_f32(vecs), np.ascontiguousarray(part_ids, dtype=np.int64))
             added_ids.append(part_ids)
-            if spec["type"] == "ivfpq":
-                added_vecs.append(np.asarray(vecs, dtype=np.float16))
-        kept = np.setdiff1d(old_ids, drop)
-        new_ids = np.union1d(kept, np.concatenate(added_ids)) if added_ids else kept
-        if spec["type"] == "ivfpq":
-            old_f16, new_f16 = folder / f"{name}.f16.npy", tmp / f"{name}.f16.npy"
-            _merge_f16(old_f16, old_ids, drop, added_ids, added_vecs, new_ids, new_f16)
+            if writer is not None:
+                writer.write(vecs)
+        kept = ~np.isin(old_ids, drop)
+        new_ids = np.concatenate([old_ids[kept], *added_ids])
+        order = np.argsort(new_ids, kind="stable")
+        new_ids = new_ids[order]
         if index.ntotal != len(new_ids):
             raise RuntimeError(f"incremental {name} index holds {index.ntotal} vectors, expected {len(new_ids)}")
+        rerank = None
+        if old_f16 is not None:
+            if writer is not None:
+                writer.close()
+            rows = _segment_rows(old_f16, kept, order, len(new_ids) - int(kept.sum()))
+            rerank = Reranker(self._f16_files(name, old_f16, segment, writer, rows, tmp), new_ids, int(spec["rerank"]))
+            old_f16.close()
+            spec["f16_files"] = [p.name for p in rerank.vectors.paths]
         log.info("%s: removed %d, added %d (%d re-written) to version %s", name, len(drop), len(add), len(changed), v)
-        return Built(index, spec, None, new_ids)  # None: the trained file was copied above
+        return Built(index, spec, None, new_ids, rerank)  # None: the trained file was linked above
+
+    @staticmethod
+    def _f16_files(
+        name: str, old: F16Rows, segment: Path, writer: F16Writer | None, rows: np.ndarray, tmp: Path
+    ) -> F16Rows:
+        """The next version's re-rank vectors: the live version's segments (linked, never written)
+        plus the new one, or, once dead rows or segments pile up, all live rows as one segment."""
+        paths = old.paths + ([segment] if writer is not None else [])
+        total = old.total + (writer.rows if writer is not None else 0)
+        merged = F16Rows(paths, rows)
+        if total - len(rows) <= DEAD_SHARE * len(rows) and len(paths) <= MAX_SEGMENTS:
+            for p in old.paths:
+                link_or_copy(p, tmp / p.name)
+            merged.close()
+            np.save(rows_map_path(tmp, name), rows)
+            return F16Rows([tmp / p.name for p in paths], rows)
+        one = tmp / f"{name}.f16.npy"
+        compact(merged, one)
+        merged.close()
+        segment.unlink(missing_ok=True)
+        log.info("%s: re-rank vectors compacted into one segment (%d dead rows dropped)", name, total - len(rows))
+        return F16Rows([one])
 
     def _reusable_training(
         self, name: str, n: int, live: tuple[Path, dict] | None
@@ -343,44 +382,8 @@ class IndexDir:
         return None if version is None else load_version(self.root / version, use_gpu)
 
 
-def _merge_f16(
-    old_path: Path,
-    old_ids: np.ndarray,
-    drop: np.ndarray,
-    added_ids: list[np.ndarray],
-    added_vecs: list[np.ndarray],
-    new_ids: np.ndarray,
-    out: Path,
-) -> None:
-    """The next version's re-rank vectors: the live file's kept rows and the added ones, in id order,
-    streamed (plain reads and writes of a chunk at a time)."""
-    a_ids = np.concatenate(added_ids) if added_ids else np.zeros(0, np.int64)
-    a_vecs = np.concatenate(added_vecs) if added_vecs else np.zeros((0, 0), np.float16)
-    order = np.argsort(a_ids)
-    a_ids, a_vecs = a_ids[order], a_vecs[order] if len(order) else a_vecs
-    dim = None
-    writer = None
-    start = 0  # position in old_ids of the chunk being read
-    ai = 0  # next added row to write
-    for chunk in read_f16_chunks(old_path):
-        if writer is None:
-            dim = chunk.shape[1]
-            writer = F16Writer(out, len(new_ids), dim)
-        cids = old_ids[start : start + len(chunk)]
-        start += len(chunk)
-        keep = ~np.isin(cids, drop)
-        cids, rows = cids[keep], chunk[: len(keep)][keep]
-        # Interleave the added rows that sort before this chunk's last kept id.
-        cut = np.searchsorted(a_ids, cids[-1]) if len(cids) else ai
-        merged_ids = np.concatenate([cids, a_ids[ai:cut]])
-        merged = np.concatenate([rows, a_vecs[ai:cut]]) if cut > ai else rows
-        ai = max(ai, cut)
-        o = np.argsort(merged_ids, kind="stable")
-        writer.write(merged[o])
-        if start >= len(old_ids):
-            break
-    if writer is None:
-        raise RuntimeError(f"{old_path} is empty")
-    if ai < len(a_ids):
-        writer.write(a_vecs[ai:])
-    writer.close()
+def _segment_rows(old: F16Rows, kept: np.ndarray, order: np.ndarray, added: int) -> np.ndarray:
+    """Run rows of the next version's sorted ids: the kept ids' rows in the live run, then the added
+    ids' rows in the new segment (after every live row), put in the order ``order`` sorts the ids."""
+    live = old.rows if old.rows is not None else np.arange(len(kept), dtype=np.int64)
+    return np.concatenate([live[kept], old.total + np.arange(added, dtype=np.int64)])[order]
