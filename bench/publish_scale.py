@@ -133,7 +133,7 @@ def main() -> None:
         inc = child_publish(home, rebuild=False)
         res["incremental_publish"] = inc
         print(f"incremental publish (+{CHANGE}, -{CHANGE}):", inc, flush=True)
-        rec = recall_at_10(home, args.seed, args.queries, centres=args.centres, n=args.n, scene=args.scene)
+        rec = recall_at_10(home, args.queries)
         res["after_incremental"] = rec
         print("recall/search after the incremental publish:", rec, flush=True)
     finally:

@@ -522,8 +522,15 @@ def section_query(res: Results, args) -> None:
         for b in ("dog", "car", "boat", "house", "flower", "bicycle")
         for c in ("snow", "rain", "sun", "night")
     ]
-    for n in args.query_sizes:
-        if n == args.reindex_files:
+    given = [Path(args.query_home)] if args.query_home else []
+    for n in [int(json.loads((h / "bench-stamp.json").read_text())["n"]) for h in given] or args.query_sizes:
+        if given:
+            home = given[0]
+            info = json.loads((home / "bench-stamp.json").read_text())
+            live = home / "index" / (home / "index" / "current").read_text().strip()
+            info["index_type"] = json.loads((live / "manifest.json").read_text())["index_type"]
+            info.setdefault("publish_s", "?")
+        elif n == args.reindex_files:
             home = DATA / "homes" / f"files-{n // 1000}k"
             info = synth_home(home, n, files_root=tiny_tree(DATA / f"tiny{n // 1000}k", n), log=log)
         else:
@@ -705,6 +712,12 @@ def main(argv=None) -> int:
     ap.add_argument("--index-args", default="", help="extra arguments for `glimpse index` (e.g. '--workers 1')")
     ap.add_argument("--index-repeats", type=int, default=None)
     ap.add_argument("--sizes", default=None, help="query sizes, e.g. 10000,100000,1000000")
+    ap.add_argument(
+        "--query-home",
+        default=None,
+        help="query an existing synthetic home (e.g. bench-data/scale/home-10000000-c4000-s50 from bench.publish_scale)"
+        " instead of the --sizes ones",
+    )
     ap.add_argument("--peer-images", type=int, default=None, help="corpus size for the peer comparison (default 1000)")
     ap.add_argument("--peer-rounds", type=int, default=None)
     ap.add_argument("--no-int8", action="store_true", help="skip the int8 image-tower measurement")

@@ -298,9 +298,7 @@ def exact_top(db: Path, q: np.ndarray, k: int = 10) -> np.ndarray:
     return heap.I
 
 
-def recall_at_10(
-    home: Path, seed: int = 7, queries: int = 200, centres: int = 1000, n: int = 0, scene: int = 0
-) -> dict:
+def recall_at_10(home: Path, queries: int = 200) -> dict:
     """recall@10 of the published index vs exact inner-product search over the stored vectors."""
     import faiss
     from faiss.contrib.evaluation import knn_intersection_measure
@@ -311,7 +309,9 @@ def recall_at_10(
     paths = Paths.resolve(home)
     live = IndexDir(paths.index).load(use_gpu=False)
     assert live is not None
-    q = Mixture.for_home(seed, centres, n, scene).draw(queries, stream=10_000)
+    stamp = json.loads((Path(home) / STAMP).read_text())  # the mixture the home was drawn from
+    mix = Mixture.for_home(stamp["seed"], stamp["centres"], stamp["n"], stamp.get("scene", 0))
+    q = mix.draw(queries, stream=10_000)
     _, got = live.search(q, 10)
     threads = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)  # the per-query figure is single-threaded

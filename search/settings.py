@@ -274,7 +274,7 @@ SETTINGS: list[Setting] = [
         "GLIMPSE_PQ_MIN",
         2_000_000,
         "Fewest vectors given a compact IVF-PQ index (64 B per 512-d vector in memory, candidates re-ranked "
-        "exactly against float16 vectors memory-mapped from disk) instead of IVF-SQ8 (512 B per vector).",
+        "exactly against float16 vectors read from disk) instead of IVF-SQ8 (512 B per vector).",
         _whole(0),
         "a whole number >= 0",
     ),
