@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.proc_cpu import ProcCPU  # noqa: E402
 from bench.run import DATA, corpus, run_timed  # noqa: E402
 
 RAY = str(Path(sys.executable).parent / "ray")
@@ -44,13 +45,20 @@ def index(home: Path, pics: Path, args, *extra: str) -> dict:
     shutil.rmtree(home, ignore_errors=True)
     cmd = [sys.executable, "-m", "glimpse.cli", "--home", str(home), "-v", "index", str(pics)]
     cmd += ["--model", args.model, "--pretrained", args.pretrained, *extra]
-    r = run_timed(cmd, env=dict(os.environ, **RAY_ENV), watch=False)
+    with ProcCPU() as cpu:
+        r = run_timed(cmd, env=dict(os.environ, **RAY_ENV), watch=False)
     if r["rc"] != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({r['rc']}):\n{r['stderr'][-3000:]}")
     m = SUMMARY.search(r["stderr"])
     assert m, r["stderr"][-2000:]
     n, embed_s, write_s = int(m.group(1)), float(m.group(2)), float(m.group(3))
-    return {"wall_s": r["wall_s"], "embed_s": embed_s, "rows_per_write_s": n / max(write_s, 1e-9), "log": r["stderr"]}
+    return {
+        "wall_s": r["wall_s"],
+        "embed_s": embed_s,
+        "rows_per_write_s": n / max(write_s, 1e-9),
+        "log": r["stderr"],
+        "cpu": cpu.by_kind(),
+    }
 
 
 def rows(home: Path) -> list[tuple]:
@@ -171,6 +179,21 @@ def main(argv=None) -> int:
         f"ray/local embedding phase: {ratio:.2f}x (target <= 1.15x); rows equal: {same}; "
         f"the driver's writes keep up with {gpus:.1f} GPUs at 3,000 img/s each"
     )
+    print("\nCPU seconds by process, median over the rounds (processes started by the command):")
+    print("| process | local | ray |")
+    print("|---|---|---|")
+    kinds = sorted(
+        {k for v in results.values() for r in v for k in r["cpu"]},
+        key=lambda k: -max(statistics.median(r["cpu"].get(k, (0.0, 0))[0] for r in v) for v in results.values()),
+    )
+    for kind in kinds + ["all"]:
+        cells = []
+        for v in results.values():
+            secs = [
+                sum(c for c, _ in r["cpu"].values()) if kind == "all" else r["cpu"].get(kind, (0.0, 0))[0] for r in v
+            ]
+            cells.append(f"{statistics.median(secs):.1f}")
+        print(f"| {kind} | {' | '.join(cells)} |")
     if args.two_nodes:
         # Two Ray nodes on one machine must both listen on 127.0.0.1; Ray turns 127.0.0.1 into the
         # machine's outward address unless it has none: run the nodes and the driver in a fresh network

@@ -61,6 +61,10 @@ def ray_session(address: str | None) -> Iterator[str]:
         os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     if address is None:
         temp_dir = tempfile.mkdtemp(prefix="glimpse-ray-")
+        # Ray starts its workers at nice 15 so a shared node's other work comes first; this private
+        # cluster exists only for this run, whose local twin decodes and encodes at nice 0, and at 15
+        # any other process (even a nice 19 one) halves what the workers get. A user's own value wins.
+        os.environ.setdefault("RAY_worker_niceness", "0")
     elif _token_available():
         # `ray start` turns token authentication on by default, but a joining driver only sends
         # the token in token mode; RAY_AUTH_MODE set by the user wins.
