@@ -305,12 +305,12 @@ def build_streamed(
             probe = Probe(sample(min(n, 2 * PROBE_QUERIES)))
         else:
             xt = sample(sample_size(spec, n))
-            _phase("sampled %d training vectors", t, len(xt))
+            log_phase("sampled %d training vectors", t, len(xt))
             index = train(dim, spec, xt)
             spec["trained_on"] = int(n)
             probe = Probe(xt)
             del xt
-            _phase("trained %s nlist=%d", t, spec["type"], spec["nlist"])
+            log_phase("trained %s nlist=%d", t, spec["type"], spec["nlist"])
         trained_empty = faiss.clone_index(index)
     writer = F16Writer(vectors_path, n, dim) if spec["type"] == "ivfpq" and vectors_path else None
     added: list[np.ndarray] = []
@@ -329,11 +329,11 @@ def build_streamed(
         writer.close()
         rerank = Reranker(F16Rows([vectors_path]), all_ids)  # type: ignore[list-item]
         spec["f16_files"] = [vectors_path.name]  # type: ignore[union-attr]
-    _phase("added %d vectors", t, index.ntotal)
+    log_phase("added %d vectors", t, index.ntotal)
     if probe is not None and index.ntotal:
         spec["nprobe"] = tune_nprobe(index, probe, rerank)
         faiss.extract_index_ivf(index).nprobe = spec["nprobe"]
-        _phase("tuned nprobe=%d", t, spec["nprobe"])
+        log_phase("tuned nprobe=%d", t, spec["nprobe"])
     if is_ivf(spec):
         log.info(
             "built %s nlist=%d over %d vectors in %.1fs (%s), nprobe=%s",
@@ -347,7 +347,7 @@ def build_streamed(
     return Built(index, spec, trained_empty, all_ids, rerank)
 
 
-def _phase(what: str, t0: float, *args) -> None:
+def log_phase(what: str, t0: float, *args) -> None:
     """A build step's time since ``t0`` and the process's memory then, in the log (a 10M publish
     runs for most of an hour: this is where its time and memory go)."""
     log.info(what + " at %.1fs; %s", *args, time.perf_counter() - t0, memory())

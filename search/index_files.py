@@ -35,7 +35,16 @@ from search.f16_files import (
     open_f16,
     rows_map_path,
 )
-from search.index_build import Built, Reranker, build_streamed, can_reuse_training, choose_index_spec, is_ivf, search
+from search.index_build import (
+    Built,
+    Reranker,
+    build_streamed,
+    can_reuse_training,
+    choose_index_spec,
+    is_ivf,
+    log_phase,
+    search,
+)
 from search.schema import unit_f32
 
 if TYPE_CHECKING:
@@ -259,7 +268,9 @@ class IndexDir:
         self, name: str, src: VectorSource, manifest: dict, given: dict | None, rebuild: bool, tmp: Path, version: str
     ) -> tuple[Built, int | None, str]:
         dim = int(manifest["dim"])
+        t = time.perf_counter()
         ids, mark = src.snapshot()
+        log_phase("%s: %d ids with a vector", t, name, len(ids))
         live = None if (given or rebuild) else self._live_manifest(manifest)
         if live is not None and mark is not None:
             built = self._incremental(name, src, ids, live[0], live[1], tmp, version)
@@ -277,6 +288,7 @@ class IndexDir:
         """The live index minus deleted and re-written ids plus the new vectors, or None when a
         rebuild is due: another index type for this size, a quantizer trained on a corpus more
         than RETRAIN_FACTOR away, or a version without id list and write mark."""
+        t = time.perf_counter()
         spec = dict(old.get(SPEC_KEYS[name]) or {})
         old_mark = (old.get("marks") or {}).get(name)
         dim = int(old["dim"])
@@ -293,6 +305,7 @@ class IndexDir:
                 link_or_copy(folder / f"{name}.trained.faiss", tmp / f"{name}.trained.faiss")
         except (OSError, RuntimeError, ValueError):
             return None  # pruned meanwhile, or files of an older layout: build afresh
+        log_phase("%s: read the live index (%d vectors)", t, name, index.ntotal)
         changed = np.intersect1d(src.changed_since(int(old_mark)), old_ids)
         drop = np.union1d(np.setdiff1d(old_ids, ids), changed)
         add = np.union1d(np.setdiff1d(ids, old_ids), changed)
@@ -308,6 +321,7 @@ class IndexDir:
             added_ids.append(part_ids)
             if writer is not None:
                 writer.write(vecs)
+        log_phase("%s: removed %d, added %d", t, name, len(drop), len(add))
         kept = ~np.isin(old_ids, drop)
         new_ids = np.concatenate([old_ids[kept], *added_ids])
         order = np.argsort(new_ids, kind="stable")

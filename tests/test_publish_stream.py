@@ -249,3 +249,29 @@ def test_cli_reindex_updates_the_live_index_and_rebuilds_on_request(glimpse, hom
     assert manifest()["built"]["images"] == "from scratch" and manifest()["images"] == 7
     hits = json.loads(glimpse("search", "--image", str(files[3]), "-k", "1", "--json").stdout)
     assert hits[0]["path"] == str(files[3])
+
+
+def test_the_publish_reads_ids_from_the_vector_seq_index_never_by_scanning_the_vectors(store):
+    """At 10M rows a scan of ``images`` reads every vector (16 GB): the id snapshot and the changed ids
+    must come from the ``vector_seq`` index (an ``ORDER BY id`` made SQLite scan the table instead)."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    add_rows(store, clustered(300, seed=1), 0)
+    _, mark = store.vector_ids("images")
+    add_rows(store, clustered(10, seed=2), 300)
+    statements: list[str] = []
+    store.engine.dispose()  # new connections, each traced
+    event.listen(store.engine, "connect", lambda con, _: con.set_trace_callback(statements.append))
+    ids, _ = store.vector_ids("images")
+    since = store.vector_ids_since("images", mark)
+    assert np.array_equal(ids, np.arange(1, 311)) and np.array_equal(since, np.arange(301, 311))
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "images" in s]
+    assert len(reads) >= 2
+    plain = sqlite3.connect(store.engine.url.database)
+    try:
+        plans = {s: " | ".join(r[-1] for r in plain.execute("EXPLAIN QUERY PLAN " + s)) for s in reads}
+    finally:
+        plain.close()
+    assert all("SCAN images" not in p and "ix_images_vector_seq" in p for p in plans.values()), plans
