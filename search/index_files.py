@@ -35,6 +35,7 @@ from search.f16_files import (
     open_f16,
     rows_map_path,
 )
+from search.id_arrays import common, merged, minus
 from search.index_build import (
     Built,
     Reranker,
@@ -306,9 +307,9 @@ class IndexDir:
         except (OSError, RuntimeError, ValueError):
             return None  # pruned meanwhile, or files of an older layout: build afresh
         log_phase("%s: read the live index (%d vectors)", t, name, index.ntotal)
-        changed = np.intersect1d(src.changed_since(int(old_mark)), old_ids)
-        drop = np.union1d(np.setdiff1d(old_ids, ids), changed)
-        add = np.union1d(np.setdiff1d(ids, old_ids), changed)
+        changed = common(src.changed_since(int(old_mark)), old_ids)
+        drop = merged(minus(old_ids, ids), changed)
+        add = merged(minus(ids, old_ids), changed)
         v = old.get("version")
         if len(drop):
             index.remove_ids(faiss.IDSelectorBatch(drop))

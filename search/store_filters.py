@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import text
 
+from search.id_arrays import unique_sorted
 from search.results import shown_date
 
 if TYPE_CHECKING:
@@ -107,11 +108,11 @@ class FilterRows:
         with self.engine.connect() as conn:
             if not (date_from or date_to):
                 found = conn.execute(text(f"SELECT id FROM images WHERE {where}"), params).scalars().all()
-                return np.unique(np.fromiter(found, np.int64, len(found)))
+                return unique_sorted(np.fromiter(found, np.int64, len(found)))
             keep: set[int] = set()
             for clause, more in _date_clauses(date_from, date_to):
                 q = text(f"SELECT id, taken_at, mtime FROM images WHERE {where} AND {clause}")
                 for image_id, taken_at, mtime in conn.execute(q, {**params, **more}):
                     if image_id not in keep and in_dates(shown_date(taken_at, mtime)[:10], date_from, date_to):
                         keep.add(image_id)
-        return np.unique(np.fromiter(keep, np.int64, len(keep)))
+        return unique_sorted(np.fromiter(keep, np.int64, len(keep)))
