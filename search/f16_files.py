@@ -89,7 +89,13 @@ class F16Rows:
         out = bytearray(len(run) * self.row_bytes)
         view = memoryview(out)
         n, fds = self.row_bytes, [f.fileno() for f in self.files]
-        for j, (s, r) in enumerate(zip(seg.tolist(), run.tolist())):
+        rows = list(zip(seg.tolist(), run.tolist()))
+        if len(rows) > 1 and hasattr(os, "posix_fadvise"):
+            # Ask for every row first: the kernel reads the ones not cached all at once, so a cold
+            # query waits about one disk read instead of one per candidate (400 in a row: ~110 ms at 10M).
+            for s, r in rows:
+                os.posix_fadvise(fds[s], self.offsets[s] + (r - int(self.starts[s])) * n, n, os.POSIX_FADV_WILLNEED)
+        for j, (s, r) in enumerate(rows):
             got = os.preadv(fds[s], [view[j * n : (j + 1) * n]], self.offsets[s] + (r - int(self.starts[s])) * n)
             if got != n:
                 raise OSError(errno.EIO, f"short read in {self.paths[s]}")
