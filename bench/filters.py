@@ -18,11 +18,13 @@ streamed from the store (a 10M home never holds its vectors in memory).
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import sqlite3
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import faiss
@@ -31,6 +33,8 @@ import numpy as np
 from bench.synth import DIM, STAMP, Mixture, synth_home
 
 FOLDERS = {"0%": "/nowhere", "1%": "/bench/g0/d0000", "10%": "/bench/g0", "100%": "/bench"}
+MTIME0 = 1.7e9  # bench/synth.py: row ``id`` has mtime MTIME0 + id - 1 (one second apart), no EXIF date
+DAY = 86_400
 
 
 def layout(db: Path, n: int) -> None:
@@ -46,22 +50,44 @@ def layout(db: Path, n: int) -> None:
     con.close()
 
 
-def id_range(label: str, n: int) -> tuple[int, int]:
-    """The ids ``[lo, hi]`` under FOLDERS[label] as ``layout`` places them (0%: none)."""
-    share = {"0%": 0, "1%": max(1, n // 100), "10%": max(1, n // 10), "100%": n}[label]
-    return 1, share
+def cases(by: str, n: int) -> dict[str, tuple[dict, Callable[[np.ndarray], np.ndarray]]]:
+    """Per share of the rows: the filter (``Filters`` fields) and which ids it keeps (vectorised)."""
+    if by == "folder":
+        out = {}
+        for label, folder in FOLDERS.items():
+            hi = {"0%": 0, "1%": max(1, n // 100), "10%": max(1, n // 10), "100%": n}[label]
+            out[label] = ({"folder": folder}, lambda ids, hi=hi: (ids >= 1) & (ids <= hi))
+        return out
+    # By date (no rows rewritten: at 10M a folder layout rewrites every row, vectors included): whole days
+    # of mtime from the first full day, as many as the share needs (rounded, at least one).
+    first = int(MTIME0 // DAY) + 1
+    out = {}
+    for label, share in (("0%", 0.0), ("1%", 0.01), ("10%", 0.1), ("100%", 1.0)):
+        if share == 0:
+            days = (first - 9000, first - 8999)  # 1999: before every row
+        elif share == 1:
+            days = (first - 9000, first + n // DAY + 1)
+        else:
+            days = (first, first + max(1, round(share * n / DAY)) - 1)
+        iso = [dt.datetime.fromtimestamp(d * DAY, dt.timezone.utc).date().isoformat() for d in days]
+        out[label] = (
+            {"date_from": iso[0], "date_to": iso[1]},
+            lambda ids, a=days[0], b=days[1]: ((MTIME0 + ids - 1) // DAY >= a) & ((MTIME0 + ids - 1) // DAY <= b),
+        )
+    return out
 
 
-def exact_filtered(store, queries: np.ndarray, n: int, k: int = 10) -> dict[str, np.ndarray]:
+def exact_filtered(store, queries: np.ndarray, keeps: dict[str, Callable], k: int = 10) -> dict[str, np.ndarray]:
     """Exact top-``k`` ids of each query within each filter's ids: one streamed pass over the vectors."""
     from search.schema import unit_f32
 
-    heaps = {label: faiss.ResultHeap(len(queries), k, keep_max=True) for label in FOLDERS}
+    heaps = {label: faiss.ResultHeap(len(queries), k, keep_max=True) for label in keeps}
+    counts = dict.fromkeys(keeps, 0)
     for ids, v in store.iter_vectors("images", DIM, chunk=100_000):
         scores = queries @ unit_f32(v).T
         for label, heap in heaps.items():
-            lo, hi = id_range(label, n)
-            sel = (ids >= lo) & (ids <= hi)
+            sel = keeps[label](ids)
+            counts[label] += int(sel.sum())
             if sel.any():
                 sc, sub = scores[:, sel], ids[sel]
                 kk = min(k, len(sub))
@@ -69,7 +95,7 @@ def exact_filtered(store, queries: np.ndarray, n: int, k: int = 10) -> dict[str,
                 heap.add_result(np.take_along_axis(sc, top, 1), sub[top])
     for heap in heaps.values():
         heap.finalize()
-    return {label: heap.I for label, heap in heaps.items()}
+    return {label: heap.I for label, heap in heaps.items()}, counts
 
 
 def main() -> None:
@@ -77,6 +103,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=100_000)
     ap.add_argument("--home", default=None, help="an existing synthetic home (its rows are laid out in folders)")
     ap.add_argument("--queries", type=int, default=30)
+    ap.add_argument("--by", choices=("folder", "date"), default="folder", help="filter on folders or on dates")
     ap.add_argument("--flat-max", type=int, default=50_000, help="GLIMPSE_FLAT_MAX: below n gives an IVF index")
     args = ap.parse_args()
     if args.home:
@@ -88,7 +115,9 @@ def main() -> None:
         stamp = synth_home(home, args.n)
     n = int(stamp["n"])
     t = time.perf_counter()
-    layout(home / "glimpse.db", n)
+    if args.by == "folder":
+        layout(home / "glimpse.db", n)
+    shares = cases(args.by, n)
     mix = Mixture.for_home(stamp["seed"], stamp["centres"], n, stamp.get("scene", 0))
     print(f"home {home}: {n:,} rows (laid out in {time.perf_counter() - t:.0f}s), load {os.getloadavg()}")
 
@@ -101,7 +130,7 @@ def main() -> None:
     queries = mix.draw(args.queries, stream=20_000)
     store = Store(paths.db, upgrade=False)
     t = time.perf_counter()
-    truth = exact_filtered(store, queries, n)
+    truth, counts = exact_filtered(store, queries, {label: keep for label, (_, keep) in shares.items()})
     store.close()
     print(f"exact filtered top-10 streamed in {time.perf_counter() - t:.0f}s")
     engine = Engine(paths)
@@ -115,8 +144,8 @@ def main() -> None:
 
     base = statistics.median(timed(Filters(), q)[0] for q in queries)
     print(f"unfiltered p50 {base:.2f} ms")
-    for label, folder in FOLDERS.items():
-        f = Filters(folder=folder)
+    for label, (fields, _) in shares.items():
+        f = Filters(**fields)
         cold, _ = timed(f, queries[0])
         times, hits, total, short = [], 0, 0, 0
         for j, q in enumerate(queries[1:], 1):
@@ -128,9 +157,8 @@ def main() -> None:
             short += len(got) < len(want)
         p50 = statistics.median(times)
         recall = hits / total if total else 1.0
-        lo, hi = id_range(label, n)
         print(
-            f"folder {label:>4} ({max(0, hi - lo + 1) if label != '0%' else 0:>8} rows): p50 {p50:7.2f} ms"
+            f"{args.by} {label:>4} ({counts[label]:>8} rows, {fields}): p50 {p50:7.2f} ms"
             f" ({p50 / base:4.2f}x unfiltered), first (filter ids not yet kept) {cold:7.2f} ms,"
             f" recall@10 {recall:.3f}, short pages {short}"
         )

@@ -142,6 +142,9 @@ def main(argv=None) -> int:
     ap.add_argument("--two-nodes", action="store_true")
     ap.add_argument("--two-nodes-only", action="store_true", help=argparse.SUPPRESS)  # inside the namespace
     ap.add_argument("--rounds-only", action="store_true", help="skip the write-capacity table")
+    ap.add_argument(
+        "--ray-args", default="", help="more `glimpse index` arguments for the Ray runs, e.g. '--batch-size 64'"
+    )
     args = ap.parse_args(argv)
     pics = corpus(args.n)
     if args.two_nodes_only:
@@ -153,7 +156,9 @@ def main(argv=None) -> int:
     results: dict[str, list[dict]] = {"local": [], "ray": []}
     for _ in range(args.rounds):
         results["local"].append(index(DATA / "homes" / "ray-ab-local", pics, args))
-        results["ray"].append(index(DATA / "homes" / "ray-ab-ray", pics, args, "--engine", "ray"))
+        results["ray"].append(
+            index(DATA / "homes" / "ray-ab-ray", pics, args, "--engine", "ray", *args.ray_args.split())
+        )
     same = same_rows(rows(DATA / "homes" / "ray-ab-local"), rows(DATA / "homes" / "ray-ab-ray"))
     load_after = os.getloadavg()
     med = {
