@@ -119,7 +119,7 @@ def main() -> None:
         layout(home / "glimpse.db", n)
     shares = cases(args.by, n)
     mix = Mixture.for_home(stamp["seed"], stamp["centres"], n, stamp.get("scene", 0))
-    print(f"home {home}: {n:,} rows (laid out in {time.perf_counter() - t:.0f}s), load {os.getloadavg()}")
+    print(f"home {home}: {n:,} rows (ready in {time.perf_counter() - t:.0f}s), load {os.getloadavg()}")
 
     from search.engine import Engine, Filters
     from search.paths import Paths

@@ -93,9 +93,17 @@ class Reranker:
     def search(
         self, index: faiss.Index, q: np.ndarray, k: int, params: faiss.SearchParameters | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        kk = max(k, min(index.ntotal, k * self.factor))
+        kk = max(k, min(index.ntotal, self.depth(k)))
         _, cand = index.search(q, kk, params=params)
         return self.rescore(q, cand, k)
+
+    def depth(self, k: int) -> int:
+        """Candidates to re-rank for the best ``k``: ``factor`` per result for the first ten, ten per result
+        beyond. A true neighbour's rank among PQ codes trails its true rank by a margin that grows slower
+        than k: on 200k scene vectors (bench/synth.py) 400 candidates gave recall@10 0.974 and 1,000 gave
+        recall@100 0.976 (4,000: 0.9996). The engine's first fetch is 100 results: 1,000 reads, not 4,000,
+        which is what a query costs at 10M when the vectors are not in the page cache."""
+        return max(self.factor * min(k, 10), 10 * k)
 
     def rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The ``k`` best of each row's candidate ids (-1: none) by their exact cosine to ``q``'s row;
