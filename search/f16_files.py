@@ -17,7 +17,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -106,13 +105,39 @@ class F16Rows:
             f.close()
 
 
-def read_f16_chunks(path: Path, chunk: int = 50_000) -> Iterator[np.ndarray]:
-    """A float16 ``.npy`` front to back with plain reads (no mapped pages left behind)."""
-    with open(path, "rb") as f:
-        (rows, dim), _ = _header(f)
-        for start in range(0, rows, chunk):
-            m = min(chunk, rows - start)
-            yield np.frombuffer(f.read(m * dim * 2), dtype=np.float16).reshape(m, dim)
+def prefetch(paths: list[Path], share_of_free: float = 0.5, step: int = 256 << 20) -> int:
+    """Ask the kernel to read ``paths`` into the page cache (not this process's memory), a step at a time,
+    while they fit in ``share_of_free`` of the memory available; returns the bytes asked for.
+
+    A server starts this in the background: at 10M images a query re-ranks 400+ rows read at random from
+    10 GB, ~100 ms from disk and ~4 ms from the page cache. The kernel may drop these pages again under
+    memory pressure; nothing here pins them."""
+    done = 0
+    for path in paths:
+        try:
+            f = open(path, "rb")
+        except OSError:
+            return done  # pruned meanwhile
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            for start in range(0, size, step):
+                if _available() is not None and done + step > share_of_free * _available():  # type: ignore[operator]
+                    return done
+                os.posix_fadvise(f.fileno(), start, min(step, size - start), os.POSIX_FADV_WILLNEED)
+                done += min(step, size - start)
+    return done
+
+
+def _available() -> int | None:
+    """MemAvailable in bytes (Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def link_or_copy(src: Path, dst: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from search.f16_files import open_f16
+from search.f16_files import open_f16, prefetch
 from search.index_build import (  # noqa: F401 - re-exported
     RETRAIN_FACTOR,
     TARGET_RECALL,
@@ -113,6 +113,7 @@ def load_version(folder: Path, use_gpu: bool | None = None) -> LoadedIndex:
         rerank = None
         if spec.get("type") == "ivfpq":  # float16 vectors read row by row from disk: in the page cache, not the heap
             rerank = Reranker(open_f16(folder, name, spec), np.load(folder / f"{name}.ids.npy"), spec["rerank"])
+            threading.Thread(target=prefetch, args=(rerank.vectors.paths,), name="f16-prefetch", daemon=True).start()
         if use_gpu:
             index = _to_gpu(index)
         found[name] = (index, rerank)

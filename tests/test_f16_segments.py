@@ -145,3 +145,18 @@ def test_nprobe_tuning_stops_where_more_lists_gain_nothing_and_says_so(monkeypat
     assert 1 <= built.spec["nprobe"] < 256  # not every list, as the first 10M build did
     assert faiss.extract_index_ivf(built.index).nprobe == built.spec["nprobe"]
     assert "not reached" in caplog.text and "more lists gain nothing" in caplog.text
+
+
+def test_prefetch_asks_for_the_files_while_they_fit(tmp_path):
+    from search.f16_files import prefetch
+
+    paths = []
+    for i in range(2):
+        w = F16Writer(tmp_path / f"s{i}.npy", 1000, DIM)
+        w.write(np.ones((1000, DIM), np.float16))
+        w.close()
+        paths.append(tmp_path / f"s{i}.npy")
+    total = sum(p.stat().st_size for p in paths)
+    assert prefetch(paths, step=4096) == total
+    assert prefetch(paths, share_of_free=0.0) == 0  # nothing fits: nothing asked
+    assert prefetch([tmp_path / "gone.npy"]) == 0
