@@ -19,7 +19,7 @@ import numpy as np
 from search.caption_search import caption_results
 from search.duplicates import DuplicateGroup, check_threshold, find_duplicates
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
-from search.filtered_search import Ranked, Subset, ranked, subset_of
+from search.filtered_search import Allowed, Ranked, Subset, allowed_of, ranked, subset_of
 from search.floor import count_above, floor_for, is_above, resolve_auto
 from search.hybrid import add_highlights, hybrid_results
 from search.images import Source, load_rgb_bounded
@@ -278,15 +278,15 @@ class Engine:
 
         return fetch
 
-    def _filter_ids(self, live, filters: Filters) -> np.ndarray | None:
-        """Sorted ids the folder and date filters keep (None: no such filter), from an indexed query, kept."""
+    def _filter_ids(self, live, filters: Filters) -> Allowed | None:
+        """The ids the folder and date filters keep (None: no such filter), from an indexed query, kept."""
         if not (filters.folder or filters.date_from or filters.date_to):
             return None
         folder = _folder(filters)
         return self.cache.get_or_make(
             live.version,
             ("filter", folder, filters.date_from, filters.date_to),
-            lambda: self.store.filtered_ids(folder, filters.date_from, filters.date_to),
+            lambda: allowed_of(self.store.filtered_ids(folder, filters.date_from, filters.date_to)),
         )
 
     def _subset(self, live, filters: Filters, allowed) -> Subset:

@@ -46,6 +46,38 @@ def index_search(live: LoadedIndex, vec: np.ndarray, k: int, params: faiss.Searc
     return Ranked(ids[0][keep].astype(np.int64), scores[0][keep], exhausted=False)
 
 
+class Allowed:
+    """The ids a filter keeps, as a cache can hold them at any size: a packed bitmap over the id range (1 bit
+    an id: 1.25 MB at 10M), plus the sorted ids while few enough for the exact search to read their vectors.
+    As sorted int64 ids, a filter keeping 10M rows was 80 MB: over the query cache's bound, so it was never
+    kept and each query recomputed it (10 s at 10M)."""
+
+    def __init__(self, ids: np.ndarray, keep_ids: int):
+        ids = np.asarray(ids, dtype=np.int64)
+        self.count = len(ids)
+        self.ids = ids if len(ids) <= keep_ids else None
+        bits = np.zeros(int(ids[-1]) + 1 if len(ids) else 0, dtype=bool)
+        bits[ids] = True
+        self.bits = np.packbits(bits, bitorder="little")
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.bits.nbytes + (self.ids.nbytes if self.ids is not None else 0))
+
+    def selector(self) -> faiss.IDSelector:
+        """A FAISS bitmap selector over the packed bits, tested in O(1) per scanned entry."""
+        selector = faiss.IDSelectorBitmap(len(self.bits), faiss.swig_ptr(self.bits))
+        selector.referenced_bits = self.bits  # type: ignore[attr-defined]  # a raw pointer: keep the array alive
+        return selector
+
+
+def allowed_of(ids: np.ndarray | None) -> Allowed | None:
+    return None if ids is None else Allowed(ids, settings()["GLIMPSE_FILTER_EXACT_MAX"])
+
+
 class Subset(NamedTuple):
     """The stored vectors of a filter's rows (kept with its ids, so later queries on it are one product)."""
 
@@ -57,19 +89,20 @@ class Subset(NamedTuple):
         return int(self.ids.nbytes + self.vectors.nbytes)
 
 
-def subset_of(store: Store, allowed: np.ndarray, dim: int) -> Subset:
-    """Read the vectors of ``allowed`` (ids without one are left out)."""
+def subset_of(store: Store, allowed: Allowed, dim: int) -> Subset:
+    """Read the vectors of ``allowed`` (few: its ids are kept; ids without a vector are left out)."""
+    assert allowed.ids is not None, "the exact search is for filters keeping few rows"
     with stage("exact"):
-        found = store.vectors_of(allowed.tolist(), dim)
+        found = store.vectors_of(allowed.ids.tolist(), dim)
     if not found:
         return Subset(*_empty()[:1], np.zeros((0, dim), np.float32))
     return Subset(np.fromiter(found, np.int64, len(found)), np.stack(list(found.values())))
 
 
 def ranked(
-    live: LoadedIndex, vec: np.ndarray, fetch: int, allowed: np.ndarray | None, subset: Callable[[], Subset]
+    live: LoadedIndex, vec: np.ndarray, fetch: int, allowed: Allowed | None, subset: Callable[[], Subset]
 ) -> Ranked:
-    """The best ``fetch`` images of the index, or only of ``allowed`` (sorted ids) when a filter is set;
+    """The best ``fetch`` images of the index, or only of ``allowed`` when a filter is set;
     ``subset()`` gives the stored vectors of ``allowed`` (asked only for the exact search of a few)."""
     total = live.images.ntotal
     if allowed is None:
@@ -80,12 +113,12 @@ def ranked(
     asked, fetch = fetch, min(fetch, len(allowed))
     ivf = _ivf(live.images)
     if ivf is None:
-        found = index_search(live, vec, fetch, _params(_selector(allowed)))
+        found = index_search(live, vec, fetch, _params(allowed.selector()))
         return found._replace(exhausted=len(found.ids) < asked)
-    if len(allowed) <= settings()["GLIMPSE_FILTER_EXACT_MAX"]:
+    if allowed.ids is not None:  # few (GLIMPSE_FILTER_EXACT_MAX): exact over their stored vectors
         found = _exact(subset(), vec, fetch)
         return found._replace(exhausted=found.exhausted or asked >= len(allowed))
-    selector = _selector(allowed)
+    selector = allowed.selector()
     share = min(1.0, len(allowed) / total)
     nprobe = min(ivf.nlist, math.ceil(ivf.nprobe / share))
     found = index_search(live, vec, fetch, _params(selector, nprobe))
@@ -99,16 +132,6 @@ def _exact(subset: Subset, vec: np.ndarray, fetch: int) -> Ranked:
         scores = subset.vectors @ np.asarray(vec, np.float32)
         order = np.argsort(-scores, kind="stable")[:fetch]
     return Ranked(subset.ids[order], scores[order].astype(np.float32), exhausted=len(order) < fetch)
-
-
-def _selector(allowed: np.ndarray) -> faiss.IDSelector:
-    """A bitmap over the id range (1 bit an id: 125 KB at a million ids), tested in O(1) per scanned entry."""
-    bits = np.zeros(int(allowed[-1]) + 1, dtype=bool)
-    bits[allowed] = True
-    packed = np.packbits(bits, bitorder="little")
-    selector = faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed))
-    selector.referenced_bits = packed  # type: ignore[attr-defined]  # it holds a raw pointer: keep the array alive
-    return selector
 
 
 def _params(selector: faiss.IDSelector, nprobe: int | None = None) -> faiss.SearchParameters:

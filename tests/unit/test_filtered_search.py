@@ -257,3 +257,20 @@ def test_selective_filters_fill_pages_on_an_ivf_index(ivf_home, monkeypatch, exa
         total += min(10, len(truth))
         assert ids_of(engine, q, f, 10, page=1) == [i for i in ids_of(engine, q, f, 20) if i not in got]
     assert hits / total >= 0.95
+
+
+def test_a_filter_keeping_most_rows_is_kept_compactly_and_not_recomputed(exact_home, monkeypatch):
+    """A filter's kept ids are cached as a bitmap: as int64 ids a filter keeping 10M rows (80 MB) exceeded the
+    cache's bound and was recomputed on every query (10 s each at 10M)."""
+    paths, stored, rows = exact_home
+    monkeypatch.setenv("GLIMPSE_QUERY_CACHE_MB", "0.004")  # 4 KB: 1,200 ids as int64 (9.6 KB) would not fit
+    monkeypatch.setenv("GLIMPSE_FILTER_EXACT_MAX", "100")  # more rows than that: only the bitmap is kept
+    engine = Engine(paths)
+    calls: list[tuple] = []
+    real = engine.store.filtered_ids
+    monkeypatch.setattr(engine.store, "filtered_ids", lambda *a: calls.append(a) or real(*a))
+    f = Filters(date_from="2000-01-01")  # every row
+    for seed in range(3):
+        q = unit(np.random.default_rng(200 + seed).standard_normal(DIM))
+        assert ids_of(engine, q, f, 20) == expected(stored, rows, q, f)[:20]
+    assert len(calls) == 1
