@@ -130,12 +130,13 @@ class Engine:
 
     def warm(self) -> None:
         """Load model and index now, and run both towers once, so the first query is as fast as the next."""
-        self._live()
+        live = self._live()
         from PIL import Image
 
         enc = self.encoder
         enc.encode_texts(["warm up"])
         enc.encode_pil([Image.new("RGB", (enc.image_size, enc.image_size), "white")])
+        live.prefetch()
 
     def _live(self):
         live = self.index.get()

@@ -83,6 +83,13 @@ class LoadedIndex:
             return np.zeros((len(queries), 0), np.float32), np.zeros((len(queries), 0), np.int64)
         return search(self.captions, queries, k, params, self.caption_rerank)
 
+    def prefetch(self) -> None:
+        """Start paging the re-rank vectors into the page cache in the background (see f16_files.prefetch).
+        Called once a server is warm, not at load: at start-up the disk is busy loading the model."""
+        paths = [p for r in (self.image_rerank, self.caption_rerank) if r is not None for p in r.vectors.paths]
+        if paths:
+            threading.Thread(target=prefetch, args=(paths,), name="f16-prefetch", daemon=True).start()
+
     def search_params(self, sel: faiss.IDSelector | None = None, captions: bool = False) -> faiss.SearchParameters:
         """Search parameters for this index's type carrying ``sel``: an IVF's must repeat its tuned
         nprobe (a bare ``SearchParametersIVF`` searches one list)."""
@@ -113,7 +120,6 @@ def load_version(folder: Path, use_gpu: bool | None = None) -> LoadedIndex:
         rerank = None
         if spec.get("type") == "ivfpq":  # float16 vectors read row by row from disk: in the page cache, not the heap
             rerank = Reranker(open_f16(folder, name, spec), np.load(folder / f"{name}.ids.npy"), spec["rerank"])
-            threading.Thread(target=prefetch, args=(rerank.vectors.paths,), name="f16-prefetch", daemon=True).start()
         if use_gpu:
             index = _to_gpu(index)
         found[name] = (index, rerank)
@@ -168,7 +174,11 @@ class LiveIndex:
                 if not version or (self._loaded is not None and version == self._loaded.version):
                     return
                 try:
-                    self._loaded = self.index_dir.load(version)
+                    swapped = self._loaded is not None
+                    loaded = self.index_dir.load(version)
+                    if loaded is not None and swapped:  # a server already running: page its vectors in now
+                        loaded.prefetch()
+                    self._loaded = loaded
                     return
                 except Exception:  # pruned or replaced between reading `current` and loading
                     log.warning(
