@@ -88,15 +88,14 @@ class F16Rows:
         out = bytearray(len(run) * self.row_bytes)
         view = memoryview(out)
         n, fds = self.row_bytes, [f.fileno() for f in self.files]
-        rows = list(zip(seg.tolist(), run.tolist()))
+        rows = list(zip(seg.tolist(), (np.asarray(self.offsets)[seg] + (run - self.starts[seg]) * n).tolist()))
         if len(rows) > 1 and hasattr(os, "posix_fadvise"):
             # Ask for every row first, so the kernel can read the ones not cached together rather than one
             # after another: 400 cold rows at 10M took 55 ms instead of 95 on the benchmark machine.
-            for s, r in rows:
-                os.posix_fadvise(fds[s], self.offsets[s] + (r - int(self.starts[s])) * n, n, os.POSIX_FADV_WILLNEED)
-        for j, (s, r) in enumerate(rows):
-            got = os.preadv(fds[s], [view[j * n : (j + 1) * n]], self.offsets[s] + (r - int(self.starts[s])) * n)
-            if got != n:
+            for s, off in rows:
+                os.posix_fadvise(fds[s], off, n, os.POSIX_FADV_WILLNEED)
+        for j, (s, off) in enumerate(rows):
+            if os.preadv(fds[s], [view[j * n : (j + 1) * n]], off) != n:
                 raise OSError(errno.EIO, f"short read in {self.paths[s]}")
         return np.frombuffer(out, dtype=np.float16).reshape(len(run), self.dim)
 
