@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from search.errors import InvalidValue
+from search.id_arrays import unique_inverse
 from search.index_build import is_ivf
 from search.results import SearchResult, to_result
 from search.schema import unit_f32
@@ -138,7 +139,7 @@ def components(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> list[tuple[l
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    nodes, inverse = np.unique(np.concatenate([a, b]), return_inverse=True)
+    nodes, inverse = unique_inverse(np.concatenate([a, b]))
     ia, ib = inverse[: len(a)], inverse[len(a) :]
     graph = coo_matrix((np.ones(len(a), np.int8), (ia, ib)), shape=(len(nodes), len(nodes)))
     count, labels = connected_components(graph, directed=False)

@@ -129,11 +129,18 @@ class Engine:
         return self._encoder
 
     def warm(self) -> None:
-        """Load model and index now, and run both towers once, so the first query is as fast as the next."""
-        live = self._live()
+        """Load model and index now, and run both towers once, so the first query is as fast as the next.
+
+        The model and the index load side by side: both mostly wait on the disk after a reboot (at 10M
+        images the ONNX towers took 4 s from a cold page cache and the index 1.5 s, one after the other)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from PIL import Image
 
-        enc = self.encoder
+        with ThreadPoolExecutor(1, thread_name_prefix="warm-model") as pool:
+            model = pool.submit(lambda: self.encoder)
+            live = self._live()
+            enc = model.result()
         enc.encode_texts(["warm up"])
         enc.encode_pil([Image.new("RGB", (enc.image_size, enc.image_size), "white")])
         live.prefetch()

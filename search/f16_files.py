@@ -104,27 +104,48 @@ class F16Rows:
             f.close()
 
 
-def prefetch(paths: list[Path], share_of_free: float = 0.5, step: int = 256 << 20) -> int:
-    """Ask the kernel to read ``paths`` into the page cache (not this process's memory), a step at a time,
-    while they fit in ``share_of_free`` of the memory available; returns the bytes asked for.
+def prefetch(paths: list[Path], share_of_free: float = 0.5, step: int = 64 << 20) -> int:
+    """Read ``paths`` into the page cache (not this process's memory), a step at a time, while they fit
+    in ``share_of_free`` of the memory available at the start; returns the bytes read.
 
-    A server starts this in the background: at 10M images a query re-ranks 400+ rows read at random from
+    A server runs this in the background: at 10M images a query re-ranks 400+ rows read at random from
     10 GB, ~100 ms from disk and ~4 ms from the page cache. The kernel may drop these pages again under
-    memory pressure; nothing here pins them."""
+    memory pressure; nothing here pins them.
+
+    The file is copied to /dev/null inside the kernel (``sendfile``: no copy through this process).
+    ``posix_fadvise(WILLNEED)`` is not enough: Linux caps each call at the device's read-ahead window
+    (8 MiB here), so asking for 10 GB in 256 MiB steps cached 0.3 GB; ``sendfile`` cached the 9.5 GiB
+    file in 31 s with 3.8 s of system CPU."""
+    free = _available()
+    budget = share_of_free * free if free is not None else float("inf")
     done = 0
-    for path in paths:
-        try:
-            f = open(path, "rb")
-        except OSError:
-            return done  # pruned meanwhile
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            for start in range(0, size, step):
-                if _available() is not None and done + step > share_of_free * _available():  # type: ignore[operator]
-                    return done
-                os.posix_fadvise(f.fileno(), start, min(step, size - start), os.POSIX_FADV_WILLNEED)
-                done += min(step, size - start)
+    with open(os.devnull, "wb") as null:
+        for path in paths:
+            try:
+                f = open(path, "rb")
+            except OSError:
+                return done  # pruned meanwhile
+            with f:
+                size = os.fstat(f.fileno()).st_size
+                while done < budget:
+                    left = size - f.tell()
+                    if left <= 0:
+                        break
+                    n = _to_null(f, null, min(step, left))
+                    if n <= 0:
+                        break
+                    done += n
     return done
+
+
+def _to_null(f, null, count: int) -> int:
+    """Read ``count`` bytes of ``f`` from its position, as cheaply as the platform allows."""
+    try:
+        n = os.sendfile(null.fileno(), f.fileno(), f.tell(), count)
+        f.seek(n, os.SEEK_CUR)
+        return n
+    except (OSError, AttributeError):  # no sendfile from a file to /dev/null here
+        return len(f.read(min(count, 8 << 20)))
 
 
 def _available() -> int | None:

@@ -18,6 +18,19 @@ def unique_sorted(ids: np.ndarray) -> np.ndarray:
     return s[np.concatenate([[True], s[1:] != s[:-1]])]
 
 
+def unique_inverse(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(ids, return_inverse=True)`` without its cost: the distinct values ascending, and
+    for each of ``ids`` its position among them."""
+    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    first = np.ones(len(s), bool)
+    first[1:] = s[1:] != s[:-1]
+    inverse = np.empty(len(s), np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return s[first], inverse
+
+
 def minus(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Ids of sorted, distinct ``a`` that are not in ``b`` (distinct), in order."""
     return a[~np.isin(a, b, assume_unique=True)]

@@ -6,8 +6,10 @@ their public names are re-exported here for the modules that import them from ``
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -88,7 +90,9 @@ class LoadedIndex:
         Called once a server is warm, not at load: at start-up the disk is busy loading the model."""
         paths = [p for r in (self.image_rerank, self.caption_rerank) if r is not None for p in r.vectors.paths]
         if paths:
-            threading.Thread(target=prefetch, args=(paths,), name="f16-prefetch", daemon=True).start()
+            threading.Thread(
+                target=_prefetch_gently, args=(paths, self.version), name="f16-prefetch", daemon=True
+            ).start()
 
     def search_params(self, sel: faiss.IDSelector | None = None, captions: bool = False) -> faiss.SearchParameters:
         """Search parameters for this index's type carrying ``sel``: an IVF's must repeat its tuned
@@ -98,6 +102,20 @@ class LoadedIndex:
         if spec.get("type") in ("ivf", "ivfpq"):
             return faiss.SearchParametersIVF(sel=sel, nprobe=int(spec.get("nprobe") or 1))  # type: ignore[call-arg]
         return faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
+
+
+def _prefetch_gently(paths: list[Path], version: str) -> None:
+    """``prefetch`` at the lowest CPU priority this thread can take (queries come first), logged."""
+    with contextlib.suppress(AttributeError, OSError):  # Linux: nice applies per thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    start = time.monotonic()
+    done = prefetch(paths)
+    log.info(
+        "index %s: %.1f GiB of re-rank vectors in the page cache after %.0f s",
+        version,
+        done / 2**30,
+        time.monotonic() - start,
+    )
 
 
 def load_version(folder: Path, use_gpu: bool | None = None) -> LoadedIndex:

@@ -126,8 +126,7 @@ class FilterRows:
             where += " AND " + clause
         with self.engine.connect() as conn:
             if not (date_from or date_to):
-                found = conn.execute(text(f"SELECT id FROM images WHERE {where}"), params).scalars().all()
-                return unique_sorted(np.fromiter(found, np.int64, len(found)))
+                return unique_sorted(_ids(conn, where, params))
             keep: set[int] = set()
             sure, sure_params = _sure_mtimes(date_from, date_to)
             for clause, more in _date_clauses(date_from, date_to):
@@ -140,12 +139,21 @@ class FilterRows:
             checked = np.fromiter(keep, np.int64, len(keep))
             if not sure:
                 return unique_sorted(checked)
-            cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()
-            try:  # ids only, straight from the cursor: at 10M rows, one Python check each took minutes
-                cur.execute(
-                    f"SELECT id FROM images WHERE {where} AND taken_at IS NULL AND {sure}", {**params, **sure_params}
-                )
-                banded = np.fromiter((r[0] for r in cur), dtype=np.int64)
-            finally:
-                cur.close()
+            # ids only, no Python check each: at 10M rows that took minutes
+            banded = _ids(conn, f"{where} AND taken_at IS NULL AND {sure}", {**params, **sure_params})
         return unique_sorted(np.concatenate([checked, banded]))
+
+
+def _ids(conn: Any, where: str, params: dict) -> np.ndarray:
+    """``SELECT id FROM images WHERE where`` as an int64 array, the list built by SQLite.
+
+    One text of comma-separated ids (``group_concat``) parsed by numpy in C, rather than a Python int
+    per row: at 10M rows the cursor's tuples took 11 s."""
+    cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()
+    try:
+        (joined,) = cur.execute(f"SELECT group_concat(id) FROM images WHERE {where}", params).fetchone()
+    finally:
+        cur.close()
+    if not joined:
+        return np.zeros(0, np.int64)
+    return np.fromstring(joined, dtype=np.int64, sep=",")

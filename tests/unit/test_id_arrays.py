@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search.id_arrays import common, merged, minus, unique_sorted
+from search.id_arrays import common, merged, minus, unique_inverse, unique_sorted
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -18,3 +18,7 @@ def test_id_helpers_equal_numpy_set_functions(seed):
     assert np.array_equal(common(a, b), np.intersect1d(a, b))
     assert np.array_equal(merged(a, b), np.union1d(a, b))
     assert unique_sorted(np.zeros(0, np.int64)).dtype == np.int64
+    uniq, inverse = unique_inverse(raw)
+    want_uniq, want_inverse = np.unique(raw, return_inverse=True)
+    assert np.array_equal(uniq, want_uniq) and np.array_equal(inverse, want_inverse)
+    assert np.array_equal(uniq[inverse], raw)
