@@ -294,7 +294,7 @@ class Engine:
         return self.cache.get_or_make(
             live.version,
             ("filter", folder, filters.date_from, filters.date_to),
-            lambda: allowed_of(self.store.filtered_ids(folder, filters.date_from, filters.date_to)),
+            lambda: allowed_of(self.store.filtered_ids(folder, filters.date_from, filters.date_to), live.dim),
         )
 
     def _subset(self, live, filters: Filters, allowed) -> Subset:

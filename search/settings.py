@@ -217,9 +217,10 @@ SETTINGS: list[Setting] = [
     ),
     Setting(
         "GLIMPSE_FILTER_EXACT_MAX",
-        4000,
+        16000,
         "A folder or date filter keeping at most this many images is searched exactly over their stored "
-        "vectors; a larger one through the IVF index with an ID selector.",
+        "vectors (fewer if those would take over half of GLIMPSE_QUERY_CACHE_MB); a larger one through the "
+        "IVF index with an ID selector.",
         _whole(0),
         "a whole number >= 0",
     ),

@@ -274,3 +274,18 @@ def test_a_filter_keeping_most_rows_is_kept_compactly_and_not_recomputed(exact_h
         q = unit(np.random.default_rng(200 + seed).standard_normal(DIM))
         assert ids_of(engine, q, f, 20) == expected(stored, rows, q, f)[:20]
     assert len(calls) == 1
+
+
+def test_a_filter_is_searched_exactly_only_while_its_vectors_fit_the_cache(monkeypatch):
+    """The exact search keeps the filter's vectors in the query cache; ids whose vectors would take over half
+    of it go through the index instead (otherwise they would be read again from SQLite on every query)."""
+    from search.filtered_search import allowed_of
+
+    ids = np.arange(1, 1001, dtype=np.int64)
+    monkeypatch.setenv("GLIMPSE_FILTER_EXACT_MAX", "16000")
+    monkeypatch.setenv("GLIMPSE_QUERY_CACHE_MB", "64")
+    assert np.array_equal(allowed_of(ids, 512).ids, ids)  # 2 MB of vectors
+    monkeypatch.setenv("GLIMPSE_QUERY_CACHE_MB", "1")  # half of it holds 128 vectors of 512-d
+    kept = allowed_of(ids, 512)
+    assert kept.ids is None and len(kept) == 1000
+    assert allowed_of(None, 512) is None
