@@ -90,9 +90,12 @@ def hybrid_results(engine: Engine, query: TextQuery, want: int, filters: Filters
         results = engine._hydrate([(i, None) for i, _ in keyword if i not in negative], no_score)  # type: ignore[misc]
         cut = pool if filters.order == "date" else want
         return _finish(results[:cut], {r.id: ["keywords"] for r in results}, filters)
-    vec, vision = engine.vision_results(query, size, filters)
     if not keyword:  # auto, and no word of the query is in the keyword index: vision alone
-        return _finish(vision[: pool if filters.order == "date" else want], {r.id: ["image"] for r in vision}, filters)
+        # Only as many as shown: the fusion pool's 100 rows cost 100 random row reads (and at 10M images the
+        # re-rank of 500 candidates), ~90 ms more per query than a vision query at 10M.
+        _, vision = engine.vision_results(query, pool if filters.order == "date" else want, filters)
+        return _finish(vision, {r.id: ["image"] for r in vision}, filters)
+    vec, vision = engine.vision_results(query, size, filters)
     seen = {r.id for r in vision}
     negative = (
         engine.store.keyword_matches(plan.negative, [i for i, _ in keyword] + list(seen)) if plan.negative else set()

@@ -107,6 +107,21 @@ def test_images_mode_is_the_plain_vision_ranking(api):
         assert np.allclose([r["score"] for r in got], [float(vecs[i] @ q) for i in want], atol=1e-4)
 
 
+def test_auto_without_a_keyword_match_is_the_vision_page_and_reads_only_its_rows(api, monkeypatch):
+    """No word of the query in the keyword index: auto gives the images-mode page, and loads only that
+    page's rows (it loaded the whole fusion pool of 100: at 10M, ~100 ms of random row reads a query)."""
+    store = api.engine.store
+    asked: list[int] = []
+    real = store.get_images
+    monkeypatch.setattr(store, "get_images", lambda ids: asked.extend(ids) or real(ids))
+    got = search(api, "xylophone quartet", k=3)
+    assert asked and len(asked) <= 4  # the page, plus one to know whether another follows
+    assert all(r["matched"] == ["image"] for r in got)
+    assert [r["id"] for r in got] == [r["id"] for r in search(api, "xylophone quartet", k=3, mode="images")]
+    pages = search(api, "xylophone quartet", k=3) + search(api, "xylophone quartet", k=3, page=1)
+    assert [r["id"] for r in pages] == [r["id"] for r in search(api, "xylophone quartet", k=6)]
+
+
 def test_negative_terms_demote_keyword_hits(api):
     assert set(names(search(api, "cat", mode="keywords"))) == {"img_0005.png", "img_0006.png"}
     assert names(search(api, "cat - dog", mode="keywords")) == ["img_0005.png"]
