@@ -339,3 +339,29 @@ def recall_at_10(home: Path, queries: int = 200) -> dict:
         "faiss_ms_p50": float(np.median(single)),
         "index_type": live.manifest.get("index_type"),
     }
+
+
+def upgrade_home(home: Path, log=print) -> None:
+    """Bring a cached home's database to the head migration, as Glimpse does for a user's home, and stamp
+    it with the new schema key, so a migration does not throw away homes that took an hour to build (10M)."""
+    from search.paths import Paths
+    from search.store import Store
+
+    stamp_path = Path(home) / STAMP
+    stamp = json.loads(stamp_path.read_text())
+    if stamp.get("schema") == _schema_key():
+        return
+    t0 = time.perf_counter()
+    Store(Paths.resolve(home).db).close()  # upgrades to head
+    stamp["schema"] = _schema_key()
+    stamp_path.write_text(json.dumps(stamp, indent=2))
+    log(f"  {home}: upgraded to the head migration in {time.perf_counter() - t0:.0f}s")
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:2] != ["--upgrade"] or len(sys.argv) < 3:
+        sys.exit("usage: python -m bench.synth --upgrade HOME [HOME ...]   (cached homes to the head migration)")
+    for h in sys.argv[2:]:
+        upgrade_home(Path(h))

@@ -315,7 +315,7 @@ class Engine:
         def hydrate(ids: Sequence[int], scores: Sequence[float]) -> dict[int, SearchResult]:
             """Results for the ids whose rows are still indexed and pass the filters (rows may have been
             deleted or moved since the index was published)."""
-            rows = self.store.get_images(ids)
+            rows = self.store.result_rows(ids)
             captions = self.store.primary_captions(list(rows))
             out = {}
             for image_id, score in zip(ids, scores):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from search.files import shown
 
 if TYPE_CHECKING:  # rows come from the engine; this module needs no SQL
-    from search.schema import ImageRow
+    from search.schema import ImageRow, ResultRow
 
 
 @dataclass
@@ -70,12 +70,12 @@ def shown_date(taken_at: str | None, mtime: float | None) -> str:
     return dt.datetime.fromtimestamp(mtime or 0).replace(microsecond=0).isoformat()
 
 
-def image_date(row: ImageRow) -> str:
+def image_date(row: ImageRow | ResultRow) -> str:
     """The date a result shows (and the date filters compare): :func:`shown_date` of the row."""
     return shown_date(row.taken_at, row.mtime)
 
 
-def to_result(row: ImageRow, score: float | None, caption: str | None) -> SearchResult:
+def to_result(row: ImageRow | ResultRow, score: float | None, caption: str | None) -> SearchResult:
     return SearchResult(
         id=row.id,
         score=float(score) if score is not None else None,

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import overload
+from typing import NamedTuple, overload
 
 import numpy as np
 from sqlalchemy import (
@@ -93,6 +93,24 @@ class Root(Base):
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
+# The columns a search result shows (search.results.to_result), and the status hydration checks.
+RESULT_COLUMNS = ("id", "status", "path", "size", "mtime", "width", "height", "format", "taken_at")
+
+
+class ResultRow(NamedTuple):
+    """An image row's RESULT_COLUMNS (``Store.result_rows``)."""
+
+    id: int
+    status: str
+    path: str
+    size: int
+    mtime: float
+    width: int | None
+    height: int | None
+    format: str | None
+    taken_at: str | None
+
+
 class ImageRow(Base):
     __tablename__ = "images"
     __table_args__ = (
@@ -106,6 +124,9 @@ class ImageRow(Base):
         Index("ix_images_status_mtime", "status", "mtime", "taken_at"),
         # publish reads the ids with a vector, and those written since its last version, from here alone
         Index("ix_images_vector_seq", "vector_seq"),
+        # what a search result shows, for Store.result_rows: every row holds its vector (16 GB of table at 10M
+        # images, more than the page cache keeps beside the index), this index ~1 GB
+        Index("ix_images_result", *RESULT_COLUMNS),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
