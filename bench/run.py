@@ -582,11 +582,13 @@ def section_query(res: Results, args) -> None:
                     # `mode=images` is vision only, what /api/search did before hybrid search existed:
                     # the row stays comparable across versions (bench/ab.py); `auto` is today's default.
                     lat_t = []
+                    before_t = _server_times(sess, base)
                     for q in texts[: args.text_queries]:
                         t = time.perf_counter()
                         r = sess.get(base + "/api/search", params={"q": q, "k": 10, "mode": "images"}, timeout=60)
                         lat_t.append((time.perf_counter() - t) * 1000)
                         r.raise_for_status()
+                    split_t = _server_split(before_t, _server_times(sess, base))
                     lat_auto = []  # other words than above: a repeated text would reuse its kept vector
                     for q in texts[: args.text_queries]:
                         t = time.perf_counter()
@@ -622,13 +624,16 @@ def section_query(res: Results, args) -> None:
                     # Once the server has paged its re-rank vectors into the page cache (it starts that
                     # when warm), as a server that has been up a while: new words, so nothing is reused.
                     lat_steady, cached = [], _wait_cached(_rerank_files(home), timeout=600)
+                    split_steady = None
                     if cached is not None:
+                        before_s = _server_times(sess, base)
                         for q in texts[: args.text_queries]:
                             t = time.perf_counter()
                             params = {"q": q + " in winter", "k": 10, "mode": "images"}
                             r = sess.get(base + "/api/search", params=params, timeout=60)
                             lat_steady.append((time.perf_counter() - t) * 1000)
                             r.raise_for_status()
+                        split_steady = _server_split(before_s, _server_times(sess, base))
                     w.sample()
                     mem_now = w.last
             finally:
@@ -647,6 +652,8 @@ def section_query(res: Results, args) -> None:
             pages1to4_ms=later_pages,
             image_ms=lat_i,
             text_steady_ms=lat_steady,
+            text_split=split_t,
+            text_steady_split=split_steady,
             rerank_cached=cached,
             mem=mem_now,
             peak_pss=w.peak_pss_mib,
@@ -668,6 +675,15 @@ def section_query(res: Results, args) -> None:
             f"[{label}] text query via /api/search, k=10, mode=auto (hybrid, the default; ms p50 / p95)",
             f"{pct(lat_auto, 0.5):.1f} / {pct(lat_auto, 0.95):.1f}",
         )
+        for what, split in (("", split_t), (", re-rank vectors cached", split_steady if lat_steady else None)):
+            if split:
+                res.add(
+                    f"[{label}] text query{what}: where the server's time goes (ms, mean over the same queries)",
+                    f"{split['request']:.1f} = encode {split['encode']:.1f} + {split['beyond']:.1f} beyond the text "
+                    f"tower (search {split['faiss'] + split['exact']:.1f}, hydrate {split['hydrate']:.1f})",
+                    "beyond <= 15 ms" if n >= 10_000_000 else "",
+                    "the server's /metrics, before and after the loop",
+                )
         if lat_steady:
             res.add(
                 f"[{label}] text query, mode=images, k=10, re-rank vectors in the page cache (ms p50 / p95)",
@@ -696,6 +712,38 @@ def section_query(res: Results, args) -> None:
             f"[{label}] bytes per image on disk (DB + FAISS index)",
             f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}",
         )
+
+
+def _server_times(sess, base: str) -> dict[str, tuple[float, float]]:
+    """(sum of seconds, count) per search stage and for GET /api/search, from the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, tuple[float, float]] = {}
+    for fam in text_string_to_metric_families(sess.get(base + "/metrics", timeout=30).text):
+        for sample in fam.samples:
+            if sample.name == "glimpse_search_stage_duration_seconds_sum":
+                key = sample.labels["stage"]
+            elif sample.name == "glimpse_http_request_duration_seconds_sum":
+                if sample.labels.get("route") != "/api/search":
+                    continue
+                key = "request"
+            else:
+                continue
+            count = next(x.value for x in fam.samples if x.name.endswith("_count") and x.labels == sample.labels)
+            out[key] = (sample.value, count)
+    return out
+
+
+def _server_split(before: dict, after: dict) -> dict[str, float] | None:
+    """Mean ms per request between two ``_server_times`` snapshots: the request, each stage, and the
+    request beyond its text encoding (what the issue's "text encoder + 15 ms" is about)."""
+    d = {k: (after[k][0] - before.get(k, (0, 0))[0], after[k][1] - before.get(k, (0, 0))[1]) for k in after}
+    n = d.get("request", (0, 0))[1]
+    if not n:
+        return None
+    out = {k: 1000 * d.get(k, (0.0, 0))[0] / n for k in ("request", "encode", "faiss", "exact", "hydrate")}
+    out["beyond"] = out["request"] - out["encode"]
+    return out
 
 
 def _rerank_files(home: Path) -> list[Path]:
