@@ -131,11 +131,32 @@ def prefetch(paths: list[Path], share_of_free: float = 0.5, step: int = 64 << 20
                     left = size - f.tell()
                     if left <= 0:
                         break
+                    if looks_cached(f.fileno(), f.tell(), min(step, left)):  # a restart, a hot swap: no re-read
+                        f.seek(min(step, left), os.SEEK_CUR)
+                        done += min(step, left)
+                        continue
                     n = _to_null(f, null, min(step, left))
                     if n <= 0:
                         break
                     done += n
     return done
+
+
+def looks_cached(fd: int, start: int, length: int, probes: int = 16) -> bool:
+    """Whether ``probes`` bytes spread over ``[start, start + length)`` are all in the page cache: a read
+    with ``RWF_NOWAIT`` fails rather than wait for the disk. Re-reading 10 GB that are cached already cost
+    the first queries after a restart ~20 ms each on 2 cores. False where the platform cannot tell."""
+    nowait = getattr(os, "RWF_NOWAIT", None)
+    if nowait is None or length <= 0:
+        return False
+    one = bytearray(1)
+    for i in range(probes):
+        try:
+            if os.preadv(fd, [one], start + (length - 1) * i // max(1, probes - 1), nowait) != 1:
+                return False
+        except OSError:  # EAGAIN: on disk; EOPNOTSUPP: a filesystem without it
+            return False
+    return True
 
 
 def _to_null(f, null, count: int) -> int:

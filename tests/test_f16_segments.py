@@ -157,7 +157,7 @@ def _cached_bytes(path) -> int:
 def test_prefetch_puts_the_files_in_the_page_cache_while_they_fit(tmp_path):
     """The bytes land in the page cache, not just a request for them: posix_fadvise(WILLNEED), which
     the server used first, is capped per call by the kernel and left 10 GB at 10M almost uncached."""
-    from search.f16_files import prefetch
+    from search.f16_files import looks_cached, prefetch
 
     paths = []
     for i in range(2):
@@ -173,7 +173,13 @@ def test_prefetch_puts_the_files_in_the_page_cache_while_they_fit(tmp_path):
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
     fincore = shutil.which("fincore") is not None and _cached_bytes(paths[0]) < 4096 * 16
     assert prefetch(paths, share_of_free=0.0) == 0  # nothing fits: nothing read
+    if fincore:
+        with open(paths[0], "rb") as f:
+            assert not looks_cached(f.fileno(), 0, paths[0].stat().st_size)
     assert prefetch(paths) == total
     if fincore:  # util-linux, and a filesystem that dropped the pages when asked (tmpfs keeps them)
         assert all(_cached_bytes(p) >= p.stat().st_size for p in paths)  # whole pages
+        with open(paths[0], "rb") as f:
+            assert looks_cached(f.fileno(), 0, paths[0].stat().st_size) == hasattr(os, "RWF_NOWAIT")
+    assert prefetch(paths) == total  # cached: counted, not read again
     assert prefetch([tmp_path / "gone.npy"]) == 0
