@@ -112,8 +112,8 @@ def test_auto_without_a_keyword_match_is_the_vision_page_and_reads_only_its_rows
     page's rows (it loaded the whole fusion pool of 100: at 10M, ~100 ms of random row reads a query)."""
     store = api.engine.store
     asked: list[int] = []
-    real = store.get_images
-    monkeypatch.setattr(store, "get_images", lambda ids: asked.extend(ids) or real(ids))
+    real = store.result_rows  # what hydrating results reads (search.engine)
+    monkeypatch.setattr(store, "result_rows", lambda ids: asked.extend(ids) or real(ids))
     got = search(api, "xylophone quartet", k=3)
     assert asked and len(asked) <= 4  # the page, plus one to know whether another follows
     assert all(r["matched"] == ["image"] for r in got)
