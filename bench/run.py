@@ -579,27 +579,17 @@ def section_query(res: Results, args) -> None:
                     _get(base + "/api/search?q=warm+up&k=10")
                     first = time.perf_counter() - t0
                     sess = requests.Session()
+                    queries = texts[: args.text_queries]
                     # `mode=images` is vision only, what /api/search did before hybrid search existed:
                     # the row stays comparable across versions (bench/ab.py); `auto` is today's default.
-                    lat_t = []
                     before_t = _server_times(sess, base)
-                    for q in texts[: args.text_queries]:
-                        t = time.perf_counter()
-                        r = sess.get(base + "/api/search", params={"q": q, "k": 10, "mode": "images"}, timeout=60)
-                        lat_t.append((time.perf_counter() - t) * 1000)
-                        r.raise_for_status()
+                    lat_t = _text_ms(sess, base, queries, "", "images")
                     split_t = _server_split(before_t, _server_times(sess, base))
-                    lat_auto = []  # other words than above: a repeated text would reuse its kept vector
-                    for q in texts[: args.text_queries]:
-                        t = time.perf_counter()
-                        params = {"q": q + " at noon", "k": 10, "mode": "auto"}
-                        r = sess.get(base + "/api/search", params=params, timeout=60)
-                        lat_auto.append((time.perf_counter() - t) * 1000)
-                        r.raise_for_status()
+                    lat_auto = _text_ms(sess, base, queries, " at noon", "auto")
                     # Paging a text query: page 0 is new (text tower + FAISS), pages 1..4 reuse the kept query
                     # vector and ranking (search.query_cache) and hydrate only their own rows.
                     first_pages, later_pages = [], []
-                    for q in texts[: args.text_queries]:
+                    for q in queries:
                         for page in range(5):
                             t = time.perf_counter()
                             r = sess.get(
@@ -627,12 +617,7 @@ def section_query(res: Results, args) -> None:
                     split_steady = None
                     if cached is not None:
                         before_s = _server_times(sess, base)
-                        for q in texts[: args.text_queries]:
-                            t = time.perf_counter()
-                            params = {"q": q + " in winter", "k": 10, "mode": "images"}
-                            r = sess.get(base + "/api/search", params=params, timeout=60)
-                            lat_steady.append((time.perf_counter() - t) * 1000)
-                            r.raise_for_status()
+                        lat_steady = _text_ms(sess, base, queries, " in winter", "images")
                         split_steady = _server_split(before_s, _server_times(sess, base))
                     w.sample()
                     mem_now = w.last
@@ -712,6 +697,18 @@ def section_query(res: Results, args) -> None:
             f"[{label}] bytes per image on disk (DB + FAISS index)",
             f"{(db + dir_bytes(home / 'index' / cur)) / n:,.0f}",
         )
+
+
+def _text_ms(sess, base: str, texts: list[str], suffix: str, mode: str) -> list[float]:
+    """ms for each text query through /api/search, k=10. Each loop gives its own ``suffix``: a repeated
+    text would reuse its kept vector and ranking."""
+    out = []
+    for q in texts:
+        t = time.perf_counter()
+        r = sess.get(base + "/api/search", params={"q": q + suffix, "k": 10, "mode": mode}, timeout=60)
+        out.append((time.perf_counter() - t) * 1000)
+        r.raise_for_status()
+    return out
 
 
 def _server_times(sess, base: str) -> dict[str, tuple[float, float]]:
