@@ -82,18 +82,18 @@ def hybrid_results(engine: Engine, query: TextQuery, want: int, filters: Filters
     except ValueError as exc:
         raise EngineError(str(exc)) from exc
     plan = keyword_plan(terms)
+    shown = pool if filters.order == "date" else want  # results returned (date order re-sorts a pool)
     size = max(pool, 2 * want, FUSION_POOL)
     keyword = keyword_ranking(engine.store, plan, size * 4 if filters.active() or filters.min_score else size)
     if query.mode == "keywords":
         negative = engine.store.keyword_matches(plan.negative, [i for i, _ in keyword]) if plan.negative else set()
         no_score = dataclasses.replace(filters, min_score=None)  # bm25 is no cosine: min_score cannot apply
         results = engine._hydrate([(i, None) for i, _ in keyword if i not in negative], no_score)  # type: ignore[misc]
-        cut = pool if filters.order == "date" else want
-        return _finish(results[:cut], {r.id: ["keywords"] for r in results}, filters)
+        return _finish(results[:shown], {r.id: ["keywords"] for r in results}, filters)
     if not keyword:  # auto, and no word of the query is in the keyword index: vision alone
         # Only as many as shown: the fusion pool's 100 rows cost 100 random row reads (and at 10M images the
         # re-rank of 500 candidates), ~90 ms more per query than a vision query at 10M.
-        _, vision = engine.vision_results(query, pool if filters.order == "date" else want, filters)
+        _, vision = engine.vision_results(query, shown, filters)
         return _finish(vision, {r.id: ["image"] for r in vision}, filters)
     vec, vision = engine.vision_results(query, size, filters)
     seen = {r.id for r in vision}
@@ -113,7 +113,7 @@ def hybrid_results(engine: Engine, query: TextQuery, want: int, filters: Filters
     for i, _ in kw_list:
         matched[i].append("keywords")
     results = [by_id[i] for i in ranked]
-    return _finish(results[: pool if filters.order == "date" else want], matched, filters)
+    return _finish(results[:shown], matched, filters)
 
 
 def _finish(results: list[SearchResult], matched: dict[int, list[str]], filters: Filters) -> list[SearchResult]:

@@ -101,8 +101,8 @@ class Reranker:
         """Candidates to re-rank for the best ``k``: ``factor`` per result for the first ten, ten per result
         beyond. A true neighbour's rank among PQ codes trails its true rank by a margin that grows slower
         than k: on 200k scene vectors (bench/synth.py) 400 candidates gave recall@10 0.974 and 1,000 gave
-        recall@100 0.976 (4,000: 0.9996). The engine's first fetch is 100 results: 1,000 reads, not 4,000,
-        which is what a query costs at 10M when the vectors are not in the page cache."""
+        recall@100 0.976 (4,000: 0.9996). The engine's first fetch is 50 results: 500 reads, not 2,000; each
+        is a random disk read at 10M while the vectors are not in the page cache."""
         return max(self.factor * min(k, 10), 10 * k)
 
     def rescore(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
