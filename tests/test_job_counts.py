@@ -5,6 +5,11 @@
 time the job row counts exactly the rows and vectors the database gained, and
 `glimpse stats` shows that the live index (never published by those runs) is
 behind the database.
+
+Each stop is synchronised with the job, not timed: the test takes the database's write lock
+once the job has committed some batches and is still running (``hold_the_job``). A job cannot
+end without writing again (its next batch, at least its job row), so it is still running when
+the signal is sent, however busy the machine; the lock is let go right after the signal.
 """
 
 from __future__ import annotations
@@ -35,6 +40,21 @@ def db_counts(db: Path) -> tuple[int, int] | None:
         return None
 
 
+def hold_the_job(db: Path, proc: subprocess.Popen, after_job: int, vectors: int) -> sqlite3.Connection:
+    """An open write transaction, taken once job > ``after_job`` is running and the database holds at
+    least ``vectors`` vectors. Until it ends, the job's writes wait (busy timeout) and it cannot finish."""
+    con = sqlite3.connect(db, timeout=30, isolation_level=None)
+    while True:
+        assert proc.poll() is None, "the run ended before it committed a few batches"
+        con.execute("BEGIN IMMEDIATE")  # waits for a commit in progress
+        (stored,) = con.execute("SELECT count(vector) FROM images").fetchone()
+        job = con.execute("SELECT id, outcome FROM jobs ORDER BY id DESC LIMIT 1").fetchone()
+        if stored >= vectors and job[0] > after_job and job[1] == "running":
+            return con
+        con.execute("ROLLBACK")
+        time.sleep(0.01)
+
+
 def last_job(db: Path) -> dict:
     con = sqlite3.connect(db)
     con.row_factory = sqlite3.Row
@@ -54,6 +74,7 @@ def test_stopped_jobs_count_what_they_committed(home, tmp_path, glimpse, tiny_mo
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
         rows0, vectors0 = db_counts(db)
+        job0 = last_job(db)["id"]
         with open(tmp_path / f"{sig.name}.log", "w") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "glimpse.cli", "reindex", "--batch-size", "2"],
@@ -64,10 +85,12 @@ def test_stopped_jobs_count_what_they_committed(home, tmp_path, glimpse, tiny_mo
                 start_new_session=True,
             )
         try:
-            while proc.poll() is None and ((db_counts(db) or (0, 0))[1] < vectors0 + 20):
-                time.sleep(0.01)
-            assert proc.poll() is None, "the run ended before it could be stopped"
-            proc.send_signal(sig)
+            held = hold_the_job(db, proc, job0, vectors0 + 20)
+            try:
+                proc.send_signal(sig)
+            finally:
+                held.rollback()
+                held.close()
             rc = proc.wait(timeout=60)
         finally:
             try:
