@@ -7,14 +7,15 @@ Every user-facing error is a search.errors.GlimpseError carrying its exit code;
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 
 import click
 
 from glimpse.engine_options import engine_options
+from glimpse.terminal import json_text
 from search.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlimpseError
+from search.files import ShownLogArgs, shown
 
 log = logging.getLogger("glimpse")
 
@@ -30,15 +31,16 @@ def _setup_logging(verbose: int, command: str | None) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     for noisy in ("alembic", "PIL", "urllib3", "filelock", "huggingface_hub", "faiss.loader"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-    if verbose < 2:
-        # open_clip chats through the root logger itself (logging.info); quieting the root
-        # logger's level would hide our own INFO lines too, so filter its records instead.
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(ShownLogArgs())  # file names, captions and errors in a line: no terminal escapes
+        if verbose < 2:
+            # open_clip chats through the root logger itself (logging.info); quieting the root
+            # logger's level would hide our own INFO lines too, so filter its records instead.
             handler.addFilter(lambda r: r.name != "root" or r.levelno >= logging.WARNING)
 
 
 def _fail(message: str, code: int = EXIT_ERROR) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {shown(message)}", err=True)
     sys.exit(code)
 
 
@@ -146,7 +148,6 @@ def model_options(f):
 def _run_index(paths, roots, kind: str, **kw) -> None:
     from glimpse.engine_options import ENGINE_KEYS, make_runner
     from indexer.pipeline import Options, run_job
-    from search.files import shown
 
     engine = {k: kw.pop(k) for k in ENGINE_KEYS}
     opts = Options(kind=kind, **kw)
@@ -228,7 +229,7 @@ def stats(paths_obj, as_json, all_failed):
     engine = Engine(paths_obj)
     s = engine.stats(failed_limit=None if all_failed else 50)
     if as_json:  # the engine's dict as it is, the same as /api/stats
-        click.echo(json.dumps(s, indent=2, ensure_ascii=False))
+        click.echo(json_text(s))
         return
     model = s["model"] or {"name": "-", "pretrained": None}
     click.echo(f"home:           {paths_obj.home}")
@@ -244,14 +245,14 @@ def stats(paths_obj, as_json, all_failed):
     click.echo(f"captions:       {s['captions']}")
     for root in s["roots"]:
         click.echo(
-            f"root:           {root['path']}"
+            f"root:           {shown(root['path'])}"
             + ("" if root["available"] else "  (unavailable)")
             + ("  (follows external links)" if root["follow_external_links"] else "")
         )
     if s["failed"]:
         click.echo("failed files:")
         for f in s["failed"]:
-            click.echo(f"  {f['path']}: {f['error']}")
+            click.echo(f"  {shown(f['path'])}: {shown(f['error'])}")
     if s["jobs"]:
         click.echo("recent jobs:")
         for j in s["jobs"]:
@@ -260,9 +261,9 @@ def stats(paths_obj, as_json, all_failed):
                 f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}"
             )
             if j["message"]:
-                click.echo(f"      {j['message'].splitlines()[0]}")
+                click.echo(f"      {shown(j['message'].splitlines()[0])}")
             for line in j["warnings"]:
-                click.echo(f"      warning: {line}")
+                click.echo(f"      warning: {shown(line)}")
 
 
 @cli.command()

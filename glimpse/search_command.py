@@ -7,12 +7,13 @@ see :class:`TextMayStartWithDash`.
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
+from glimpse.terminal import json_text
 from search.errors import EXIT_ERROR
+from search.files import shown
 from search.query import MODES
 from search.search_args import MAX_PAGE_K, ORDERS
 
@@ -49,7 +50,7 @@ class TextMayStartWithDash(click.Command):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {shown(message)}", err=True)
     sys.exit(EXIT_ERROR)
 
 
@@ -119,11 +120,11 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     except FileNotFoundError as exc:
         _fail(f"file not found: {exc.filename or exc}")
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+        click.echo(json_text([r.to_dict() for r in results]))
         return
     if not results:
         click.echo("no results", err=True)
     for rank, r in enumerate(results, start=1 + page * k):
-        cap = f"  {r.caption}" if r.caption else ""
+        cap = f"  {shown(r.caption)}" if r.caption else ""
         score = f"{r.score:.3f}" if r.score is not None else "  -  "  # keywords mode: no cosine score
-        click.echo(f"{rank:3d}. {score}  {r.path}{cap}")
+        click.echo(f"{rank:3d}. {score}  {shown(r.path)}{cap}")

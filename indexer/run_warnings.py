@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+from search.files import shown
+
 log = logging.getLogger("glimpse.indexer")
 
 LOG_LIMIT = 20  # warnings logged one by one; the rest only counted
@@ -22,6 +24,7 @@ class RunWarnings:
         self.count = 0
 
     def add(self, line: str) -> None:
+        line = shown(line)  # names a file or holds a caption: kept and shown with nothing a terminal obeys
         self.count += 1
         if self.count <= self.log_limit:
             log.warning("%s", line)

@@ -2,8 +2,11 @@
 
 File names are whatever bytes the file system holds. Python hands undecodable
 bytes over as surrogate escapes (``os.fsdecode``); they round-trip to the file
-system but are not valid UTF-8, so JSON, HTML, headers and terminals get
-:func:`shown` instead.
+system but are not valid UTF-8, and a name (or a caption, or an error naming a
+file) may hold control characters that a terminal obeys: ESC starts a sequence
+that clears the screen or writes the clipboard, BEL ends one. So JSON, HTML,
+headers, terminals and log lines get :func:`shown` instead (log lines through
+:class:`ShownLogArgs`).
 
 :func:`open_verified` is the one check between a database row and the bytes
 sent to a client: the file must still be the regular file that was indexed, at
@@ -14,6 +17,7 @@ edited or swapped file, or a folder on the way replaced by a symlink is refused.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import stat
@@ -31,13 +35,44 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NOCTTY", 0)
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0, DEL and C1 (U+0080-U+009F, which some terminals obey as 8-bit escapes)
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def shown(path: str) -> str:
-    """A file name for people and protocols: valid UTF-8, undecodable bytes as ``\\xNN``."""
-    if path.isascii():
-        return path
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+def _escaped(m: re.Match[str]) -> str:
+    # C1 as \u0085: \x85 already means the undecodable byte 0x85
+    c = ord(m.group())
+    return f"\\x{c:02x}" if c < 0x80 else f"\\u{c:04x}"
+
+
+def shown(text: str) -> str:
+    """Text from disk (a file name, a caption, an error naming a file) for people and protocols:
+    valid UTF-8, undecodable bytes as ``\\xNN``, control characters as ``\\x1b`` (C1 as ``\\u009b``),
+    so nothing shown can drive a terminal. Idempotent: what it returns, it returns unchanged."""
+    if text.isascii() and text.isprintable():
+        return text
+    if not text.isascii():
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROLS.sub(_escaped, text)
+
+
+class ShownLogArgs(logging.Filter):
+    """Log lines show the text they interpolate (file names, captions, errors) through :func:`shown`.
+
+    A handler filter, so every logger's lines are covered; the format string itself is code, kept as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_shown_arg(a) for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: _shown_arg(v) for k, v in record.args.items()}
+        return True
+
+
+def _shown_arg(value: object) -> object:
+    if isinstance(value, (int, float)) or value is None:
+        return value  # %d, %.1f still format it
+    return shown(str(value))
 
 
 def download_name(path: str) -> str:
