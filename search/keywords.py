@@ -1,8 +1,9 @@
 """Keyword queries over the FTS5 index, built so that no client text is ever FTS5 syntax.
 
-A query's text terms are split into words (:func:`search.words.split_words`, which keeps letters and
-digits only); each word becomes a quoted FTS5 string, and the words are OR-ed, so ``NEAR(``, ``*``,
-``^``, ``path:`` or a stray quote in a query are just the words around them. bm25 ranks images with
+A query's text terms are split into words (:func:`search.words.query_words`, which keeps letters and
+digits only, in the forms names and captions are indexed in); each word becomes a quoted FTS5 string,
+and the words are OR-ed, so ``NEAR(``, ``*``, ``^``, ``path:`` or a stray quote in a query are just the
+words around them. bm25 ranks images with
 more (and rarer) matching words first.
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 from search.query import Term
 from search.store_fts import MARK_END, MARK_START
-from search.words import split_words, word_spans
+from search.words import query_words, word_spans
 
 # Words a query contributes to its keyword search: enough for any real query, and a bound on the
 # work a hostile one can ask for.
@@ -22,7 +23,7 @@ MAX_WORDS = 32
 
 def match_expression(text: str) -> str | None:
     """The FTS5 query for a text: its words, each quoted, OR-ed; None when it has none."""
-    words = list(dict.fromkeys(split_words(text)))[:MAX_WORDS]
+    words = query_words(text)[:MAX_WORDS]
     if not words:
         return None
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in words)

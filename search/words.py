@@ -1,8 +1,10 @@
 """Words for the keyword index: file and folder names split the way people read them.
 
 ``"IMG_2041-redCar.jpg"`` → ``img 2041 red car jpg``: separators, camelCase and letter/digit
-boundaries all split. Query text goes through the same splitter, so a query word and an indexed
-word always agree; FTS5's own tokenizer (unicode61) then sees only plain alphanumeric words.
+boundaries all split. Captions are indexed as written (highlights show the caption itself), so
+FTS5's tokenizer (unicode61) keeps each run of letters and digits one word there: ``hunter2``,
+``redcar``. A query asks for both forms (:func:`query_words`), so a word of a name, a folder or
+a caption is found by typing it as it is written.
 """
 
 from __future__ import annotations
@@ -41,3 +43,16 @@ def word_spans(text: str) -> list[tuple[int, int]]:
 def split_words(text: str) -> list[str]:
     """The lower-cased words of ``text`` (file names, folder names, query text)."""
     return [text[a:b].lower() for a, b in word_spans(text)]
+
+
+def query_words(text: str) -> list[str]:
+    """The words a query looks up, lower-cased, without repeats: each word as names are split
+    (``hunter``, ``2``) and, where that split a run of letters and digits, the run whole (``hunter2``),
+    which is how a caption holds it."""
+    out: list[str] = []
+    for m in _CHUNKS.finditer(text):
+        parts = split_words(m.group())
+        out.extend(parts)
+        if len(parts) > 1:
+            out.append(m.group().lower())
+    return list(dict.fromkeys(out))

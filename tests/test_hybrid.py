@@ -17,6 +17,7 @@ CAPTIONS = {
     "img_0003.png": "a zebra crossing the savanna",
     "img_0005.png": "a cat on a sofa",
     "img_0006.png": "a cat and a dog",
+    "img_0007.png": "TOP-SECRET-PASSWORD-hunter2",
 }
 
 
@@ -26,6 +27,7 @@ def hybrid(tmp_path_factory, tiny_model):
     root = base / "photos"
     make_images(root, 14)
     draw_image(500).save(root / "IMG_2041-redCar.png")
+    draw_image(501).save(root / "scan-ticket42.png")
     make_images(root / "Holidays2023", 2, start=600)
     manifest = base / "captions.jsonl"
     manifest.write_text("".join(json.dumps({"path": f"photos/{n}", "caption": c}) + "\n" for n, c in CAPTIONS.items()))
@@ -84,6 +86,16 @@ def test_a_file_name_word_finds_its_image(api):
     top = search(api, "red car")[0]
     assert top["matched_text"] == "IMG_2041-redCar.png"
     assert [top["matched_text"][a:b] for a, b in top["matched_spans"]] == ["red", "Car"]
+
+
+def test_words_with_digits_are_found_in_captions_and_file_names(api):
+    # A caption keeps "hunter2" one word (FTS5's tokenizer), a file name splits it ("ticket 42"): both are found.
+    for q in ("hunter2", "HUNTER2", "password", "top secret"):
+        assert names(search(api, q, mode="keywords"))[:1] == ["img_0007.png"], q
+    top = search(api, "hunter2", mode="keywords")[0]
+    assert [top["matched_text"][a:b] for a, b in top["matched_spans"]] == ["hunter2"]
+    for q in ("ticket42", "scan ticket 42"):
+        assert names(search(api, q, mode="keywords"))[:1] == ["scan-ticket42.png"], q
 
 
 def test_folder_names_are_keywords_relative_to_the_root(api):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from search.words import split_words
+from search.words import query_words, split_words
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,10 @@ from search.words import split_words
 )
 def test_names_split_the_way_people_read_them(text, words):
     assert split_words(text) == words
+
+
+def test_a_query_looks_words_up_split_and_whole():
+    # names are indexed split, captions as FTS5 tokenizes them (a run of letters and digits whole)
+    assert query_words("TOP-SECRET-PASSWORD-hunter2") == ["top", "secret", "password", "hunter", "2", "hunter2"]
+    assert query_words("redCar red") == ["red", "car", "redcar"]
+    assert query_words("IMG_2041") == ["img", "2041"]  # "_" separates for the tokenizer too
