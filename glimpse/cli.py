@@ -13,6 +13,7 @@ import sys
 import click
 
 from glimpse.engine_options import engine_options
+from glimpse.serve_options import HOST, PORT, THREADS
 from glimpse.terminal import json_text
 from search.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlimpseError
 from search.files import ShownLogArgs, shown
@@ -267,9 +268,9 @@ def stats(paths_obj, as_json, all_failed):
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--threads", default=8, show_default=True, type=int, help="Server worker threads.")
+@click.option("--host", default="127.0.0.1", show_default=True, type=HOST, help="IP address or host name to bind.")
+@click.option("--port", default=5000, show_default=True, type=PORT, help="0: any free port.")
+@click.option("--threads", default=8, show_default=True, type=THREADS, help="Server worker threads.")
 @click.pass_obj
 def serve(paths_obj, host, port, threads):
     """Serve the search page and JSON API (waitress)."""

@@ -14,6 +14,9 @@ from search.errors import EXIT_USAGE, InvalidValue
 
 MAX_PAGE_K = 200
 ORDERS = ("relevance", "date")
+# A query is a few words, or a few terms combined ("2:beach + sunset - people"); each term is one text-encoder
+# call, so an unbounded query would be unbounded work. Far above any real one.
+MAX_QUERY_CHARS = 1000
 
 
 class BadSearchValue(InvalidValue):
@@ -21,6 +24,12 @@ class BadSearchValue(InvalidValue):
 
     exit_code = EXIT_USAGE
     http_status = 400
+
+
+def check_query_text(text: str, name: str = "q") -> None:
+    """Refuse a query text longer than ``MAX_QUERY_CHARS``."""
+    if len(text) > MAX_QUERY_CHARS:
+        raise BadSearchValue(f"{name} is too long: at most {MAX_QUERY_CHARS} characters")
 
 
 def check_paging(k: int, page: int) -> None:
@@ -34,10 +43,27 @@ def check_paging(k: int, page: int) -> None:
         raise BadSearchValue(f"page too deep: at most {MAX_K} results can be paged through")
 
 
-def parse_date(raw: str | None, name: str = "date") -> str | None:
-    """``YYYY-MM-DD`` (blank: None); ``name`` is how the caller spells the option in the message."""
-    raw = (raw or "").strip()
-    if not raw:
+def given(raw: str | None, name: str, blank_ok: bool = False) -> str | None:
+    """A value as given, stripped; None when absent. A blank one is refused: ``k=`` or ``--date-to ""`` is a
+    mistake (a truncated link, an empty variable), not a request for the default. Only an HTML form, which
+    sends every field it has, passes ``blank_ok`` (a field left empty means no filter)."""
+    if raw is None:
+        return None
+    raw = str(raw).strip()
+    if raw:
+        return raw
+    if blank_ok:
+        return None
+    raise BadSearchValue(f"{name} is empty: give a value or leave it out")
+
+
+def parse_date(raw: str | None, name: str = "date", blank_ok: bool = False) -> str | None:
+    """``YYYY-MM-DD`` (absent: None); ``name`` is how the caller spells the option in the message.
+
+    Every date from 0001-01-01 to 9999-12-31 is valid (the filter code copes with days the clock cannot
+    reach: search.store_filters)."""
+    raw = given(raw, name, blank_ok)
+    if raw is None:
         return None
     try:
         return dt.date.fromisoformat(raw).isoformat()

@@ -168,6 +168,17 @@ SETTINGS: list[Setting] = [
         "comma-separated origins",
         shown_default="none",
     ),
+    Setting(
+        "GLIMPSE_TRUSTED_PROXIES",
+        0,
+        "How many reverse proxies in front of Glimpse to trust for `X-Forwarded-For` and `X-Forwarded-Proto`: "
+        "the login's rate limit, logs and metrics then see the real client. Set it only when every request "
+        "passes through that many proxies, each appending to the header; see "
+        "[Behind a reverse proxy](#behind-a-reverse-proxy).",
+        _whole(0, 10),
+        "a whole number from 0 to 10",
+        shown_default="0 (the header is not trusted)",
+    ),
     # Decoding, everywhere.
     Setting(
         "GLIMPSE_MAX_IMAGE_PIXELS",

@@ -20,6 +20,7 @@ rows whose shown day is in the range.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -68,21 +69,36 @@ def _date(text_: str | None) -> dt.date | None:
         return None  # not narrowed in SQL; the exact comparison below still applies
 
 
+def _exif_day(day: dt.date) -> str:
+    """``YYYY:MM:DD`` as EXIF writes it; strftime's %Y drops the leading zeros of years before 1000."""
+    return f"{day.year:04d}:{day.month:02d}:{day.day:02d}"
+
+
+def _midnight(day: dt.date, days_after: int = 0) -> float:
+    """The local midnight ``days_after`` days after ``day`` as a timestamp; -inf / +inf past what the
+    platform's clock can express (0001-01-01 and 9999-12-31 are valid dates whose neighbours are not)."""
+    try:
+        return dt.datetime.combine(day + dt.timedelta(days=days_after), dt.time()).timestamp()
+    except (OverflowError, ValueError, OSError):
+        return -math.inf if day.year < 1970 else math.inf
+
+
 def _date_clauses(date_from: str | None, date_to: str | None) -> list[tuple[str, dict]]:
     """Index ranges whose union holds every row whose shown day may lie in the range."""
     start, end = _date(date_from), _date(date_to)
     if (date_from and start is None) or (date_to and end is None):
         return [("1", {})]
-    lo = start.strftime("%Y:%m:%d") if start else ""
+    lo = _exif_day(start) if start else ""
     canonical = "taken_at >= :t_lo" + (" AND taken_at < :t_hi" if end else "")
     other_years = "taken_at >= :y_lo" + (" AND taken_at < :y_hi" if end else "") + " AND taken_at NOT GLOB :canon"
     params: dict[str, Any] = {"t_lo": lo, "y_lo": f"{start.year:04d}" if start else "", "canon": _CANONICAL}
     mtime = "mtime >= :m_lo" + (" AND mtime < :m_hi" if end else "")
-    m_lo = dt.datetime.combine(start, dt.time()).timestamp() - _MARGIN if start else -float("inf")
+    m_lo = _midnight(start) - _MARGIN if start else -math.inf
     if end:
-        params["t_hi"] = end.strftime("%Y:%m:%d") + "\x7f"
-        params["y_hi"] = f"{end.year + 1:04d}"
-        params["m_hi"] = dt.datetime.combine(end + dt.timedelta(days=1), dt.time()).timestamp() + _MARGIN
+        params["t_hi"] = _exif_day(end) + "\x7f"
+        # the year after 9999 is "10000", which sorts before "9999": no year is after the last one
+        params["y_hi"] = f"{end.year + 1:04d}" if end.year < dt.MAXYEAR else "\x7f"
+        params["m_hi"] = _midnight(end, 1) + _MARGIN
     return [
         (canonical, params),
         (other_years, params),
@@ -101,10 +117,10 @@ def _sure_mtimes(date_from: str | None, date_to: str | None) -> tuple[str, dict]
     parts, params = [], {}
     if start:
         parts.append("mtime >= :s_lo")
-        params["s_lo"] = dt.datetime.combine(start, dt.time()).timestamp() + 3600
+        params["s_lo"] = _midnight(start) + 3600
     if end:
         parts.append("mtime < :s_hi")
-        params["s_hi"] = dt.datetime.combine(end + dt.timedelta(days=1), dt.time()).timestamp() - 3600
+        params["s_hi"] = _midnight(end, 1) - 3600
     if start and end and params["s_lo"] >= params["s_hi"]:
         return "", {}
     return "(" + " AND ".join(parts or ["mtime IS NOT NULL"]) + ")", params

@@ -280,7 +280,7 @@ def test_folder_must_be_an_absolute_normalised_path(server, corpus):
 # ------------------------------------------------------------------ siblings: other parameters
 def test_search_parameters_out_of_range_are_400(server):
     """Infinite query weights gave NaN vectors (silently no results); the other values were already 400s."""
-    for q in (f"{HUGE}:beach", f"{'9' * 5000}:beach", f"beach - {HUGE}:sea", "10000000:beach"):
+    for q in (f"{HUGE}:beach", f"{'9' * 900}:beach", f"beach - {HUGE}:sea", "10000000:beach"):
         message = error_of(request(server, "GET", "/api/search?" + urllib.parse.urlencode({"q": q})), 400)
         assert "weight" in message, q
     for query, name in [

@@ -13,7 +13,8 @@ from flask import Blueprint, current_app, jsonify, request, send_file
 from search.engine import Engine, SearchResult
 from search.images import ImageDecodeError
 from search.query import ImageQuery, SimilarQuery
-from web import queries, thumbs
+from search.search_args import check_query_text, given
+from web import auth, queries, thumbs
 from web.errors import HttpError
 from web.openapi import openapi_document
 from web.params import parse_search_params
@@ -41,6 +42,7 @@ def search():
     q = (request.args.get("q") or "").strip()
     if not q:
         raise HttpError(400, "missing query: pass ?q=TEXT")
+    check_query_text(q)
     params = parse_search_params(request.args)
     page = engine().search(params.text_query(q), params.filters, params.paging)
     return jsonify(queries.page_dict(page, query=q, mode=params.mode))
@@ -75,7 +77,7 @@ def image(image_id: int):
 
 @bp.get("/images/<int:image_id>/thumb")
 def thumb(image_id: int):
-    raw = request.args.get("size") or str(thumbs.DEFAULT_SIZE)
+    raw = given(request.args.get("size"), "size") or str(thumbs.DEFAULT_SIZE)
     if raw not in {str(size) for size in thumbs.SIZES}:
         raise HttpError(400, f"size must be one of {', '.join(map(str, thumbs.SIZES))}")
     with engine().open_image(image_id) as opened:  # 404 unless it is still the file that was indexed
@@ -111,8 +113,10 @@ def file(image_id: int):
 
 @bp.get("/health")
 def health():
-    """Cheap liveness: no model call, just whether an index is published."""
-    return jsonify(engine().health())
+    """Cheap liveness: no model call, just whether an index is published. Open to all, so behind a login
+    a request without one learns only that the server is up, not how many photos it holds."""
+    found = engine().health()
+    return jsonify(found if auth.logged_in() else {"status": found["status"]})
 
 
 @bp.get("/stats")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from flask import Flask, request
 from flask.json.provider import DefaultJSONProvider
+from werkzeug.http import parse_range_header
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from search.engine import Engine
 from search.paths import Paths
@@ -66,6 +68,17 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
         if cap is not None and (request.content_length or 0) > cap:
             raise HttpError(413, f"request body too large: the limit is {cap} bytes")
 
+    @app.before_request
+    def _ignore_unusable_range():
+        # RFC 9110 14.2: a server may ignore Range; an invalid one ("junk", "bytes=5-1") it must ignore, and
+        # several ranges are not worth a multipart answer: all of them get the whole file (200), not werkzeug's
+        # 416. A valid single range the file cannot satisfy ("bytes=999999-" on a small file) stays a 416.
+        raw = request.environ.get("HTTP_RANGE")
+        if raw is not None:
+            parsed = parse_range_header(raw)
+            if parsed is None or len(parsed.ranges) != 1:
+                del request.environ["HTTP_RANGE"]
+
     auth.init_app(app, users_path(engine.paths.home, app.config))
 
     @app.after_request
@@ -76,4 +89,7 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
             response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         return response
 
+    hops = int(app.config.get("GLIMPSE_TRUSTED_PROXIES") or 0)
+    if hops:  # the client and scheme the proxies saw, for the login's rate limit, the logs and metrics
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app

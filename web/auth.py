@@ -1,7 +1,10 @@
 """Optional HTTP Basic login: required as soon as the users file names anyone, off otherwise.
 
 Every route but ``/api/health`` is behind it (pages, API, thumbnails, files,
-``/metrics``, the clip-retrieval routes). Decisions, and why:
+``/metrics``, the clip-retrieval routes); health then says only ``{"status": …}``
+to a request without a login, and a browser's CORS preflight (``OPTIONS`` with
+``Access-Control-Request-Method``, which never carries credentials and reads
+nothing) is answered without one. Decisions, and why:
 
 - Passwords are checked with werkzeug's ``check_password_hash`` (constant-time
   compare); an unknown name is checked against a dummy hash of the same kind,
@@ -13,9 +16,15 @@ Every route but ``/api/health`` is behind it (pages, API, thumbnails, files,
 - Failed logins are limited per client address (an IPv6 client by its /64):
   after ``FAILURES_PER_WINDOW`` failures within ``WINDOW_SECONDS`` that address
   gets 429 with ``Retry-After`` for everything, right password included, until
-  the oldest failure is a window old. Requests without credentials (a
-  browser's first request) do not count. Behind a reverse proxy every client
-  shares the proxy's address; ``X-Forwarded-For`` is not trusted.
+  the oldest failure is a window old. Each attempt is counted before its
+  password is checked, under the limiter's lock, and taken back when it was
+  right, so concurrent guesses cannot all slip under the limit. Requests
+  without credentials (a browser's first request) do not count. Behind a
+  reverse proxy every client shares the proxy's address unless
+  GLIMPSE_TRUSTED_PROXIES says how many proxies' ``X-Forwarded-For`` to trust
+  (web.app: werkzeug's ProxyFix).
+- Behind a login every cacheable answer is ``private`` with ``Vary:
+  Authorization`` (:func:`private_behind_login`), so no shared cache keeps a photo.
 - The users file is stat'ed per request and re-read only when it changed, so
   ``glimpse user add`` applies to a running server. A file that exists but
   cannot be read makes the server answer 503 instead of opening up.
@@ -36,7 +45,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Flask, make_response, request
+from flask import Flask, current_app, g, make_response, request
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from web import users as users_file
@@ -120,29 +129,55 @@ class FailureLimiter:
     def retry_after(self, client: str) -> int | None:
         """Seconds until ``client`` may try again, or None when it is not blocked."""
         with self._lock:
+            return self._wait(client)
+
+    def attempt(self, client: str) -> tuple[int | None, float | None]:
+        """Count a login attempt before its password is checked, in one step with the check of the limit:
+        ``(wait, None)`` when ``client`` is blocked, else ``(None, stamp)``; give ``stamp`` back to
+        :meth:`succeeded` when the password was right. Counting after the check let 30 concurrent wrong
+        guesses all pass the limit of 10 while their (slow) scrypt checks ran."""
+        with self._lock:
+            wait = self._wait(client)
+            if wait is not None:
+                return wait, None
+            return None, self._add(client)
+
+    def succeeded(self, client: str, stamp: float) -> None:
+        """Take back the attempt :meth:`attempt` counted: the password was right."""
+        with self._lock:
             times = self._failures.get(client)
-            if times is None:
-                return None
-            now = self.clock()
-            while times and now - times[0] >= self.window:
-                times.popleft()
-            if not times:
-                del self._failures[client]
-                return None
-            if len(times) < self.limit:
-                return None
-            return max(1, math.ceil(self.window - (now - times[0])))
+            if times is not None and stamp in times:
+                times.remove(stamp)
 
     def failed(self, client: str) -> None:
         with self._lock:
-            times = self._failures.get(client)
-            if times is None:
-                times = self._failures[client] = deque(maxlen=self.limit)
-                while len(self._failures) > self.max_clients:
-                    self._failures.popitem(last=False)
-            else:
-                self._failures.move_to_end(client)
-            times.append(self.clock())
+            self._add(client)
+
+    def _wait(self, client: str) -> int | None:  # under the lock
+        times = self._failures.get(client)
+        if times is None:
+            return None
+        now = self.clock()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if not times:
+            del self._failures[client]
+            return None
+        if len(times) < self.limit:
+            return None
+        return max(1, math.ceil(self.window - (now - times[0])))
+
+    def _add(self, client: str) -> float:  # under the lock
+        times = self._failures.get(client)
+        if times is None:
+            times = self._failures[client] = deque(maxlen=self.limit)
+            while len(self._failures) > self.max_clients:
+                self._failures.popitem(last=False)
+        else:
+            self._failures.move_to_end(client)
+        stamp = self.clock()
+        times.append(stamp)
+        return stamp
 
 
 class Guard:
@@ -157,8 +192,12 @@ class Guard:
         self._lock = threading.Lock()
 
     def check(self):
-        if request.endpoint in OPEN_ENDPOINTS:
+        preflight = request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+        if preflight:  # a browser's CORS preflight never carries credentials; it reads no data either
             return None
+        open_endpoint = request.endpoint in OPEN_ENDPOINTS
+        if open_endpoint and request.authorization is None:
+            return None  # the route shows less to whom it does not know (logged_in)
         try:
             users = self.users.get()
         except OSError as exc:
@@ -167,20 +206,27 @@ class Guard:
         if not users.required:
             return None
         client = client_key(request.remote_addr)
-        wait = self.limiter.retry_after(client)
-        if wait is not None:
-            response = make_response(
-                error_response(429, f"too many failed logins from your address; try again in {wait} s")
-            )
-            response.headers["Retry-After"] = str(wait)
-            return response
         auth = request.authorization
         if auth is None or auth.type != "basic" or auth.username is None:
-            return _challenge("login required")
+            wait = self.limiter.retry_after(client)
+            return _too_many(wait) if wait is not None else _challenge("login required")
+        wait, stamp = self.limiter.attempt(client)
+        if stamp is None:
+            return _too_many(wait or 1)
         if self.verify(users, auth.username, auth.password or ""):
+            self.limiter.succeeded(client, stamp)
+            g.glimpse_user = auth.username
             return None
-        self.limiter.failed(client)
         return _challenge("wrong user name or password")
+
+    def logged_in(self) -> bool:
+        """Whether this request may see everything: no login is configured, or it gave a right one."""
+        if "glimpse_user" in g:
+            return True
+        try:
+            return not self.users.get().required
+        except OSError:
+            return False
 
     def verify(self, users: users_file.Users, name: str, password: str) -> bool:
         stored = users.hashes.get(name)
@@ -215,6 +261,12 @@ class Guard:
         return self._dummies[method]
 
 
+def _too_many(wait: int):
+    response = make_response(error_response(429, f"too many failed logins from your address; try again in {wait} s"))
+    response.headers["Retry-After"] = str(wait)
+    return response
+
+
 def _challenge(message: str):
     response = make_response(error_response(401, message))
     response.headers["WWW-Authenticate"] = f'Basic realm="{REALM}", charset="UTF-8"'
@@ -226,4 +278,27 @@ def init_app(app: Flask, users_path: Path) -> Guard:
     guard = Guard(UsersFile(users_path))
     app.extensions["glimpse_auth"] = guard
     app.before_request(guard.check)
+    app.after_request(private_behind_login)
     return guard
+
+
+def logged_in() -> bool:
+    """For open routes (/api/health): whether to show this request what only users may see."""
+    return current_app.extensions["glimpse_auth"].logged_in()
+
+
+def private_behind_login(response):
+    """Behind a login, nothing may sit in a shared cache (a CDN or caching proxy would hand one user's photos
+    to anyone): ``public`` becomes ``private``, and ``Vary: Authorization`` tells every cache the answer
+    depends on who asked. Without a login the routes' own (public) caching stands."""
+    try:
+        required = current_app.extensions["glimpse_auth"].users.get().required
+    except OSError:
+        required = True
+    if required:
+        cc = response.cache_control
+        if cc.public or cc.max_age is not None:
+            cc.public = False
+            cc.private = True
+        response.vary.add("Authorization")
+    return response

@@ -21,6 +21,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 
 from search.engine import MAX_K, Engine, Filters, SearchResult
 from search.query import ImageQuery, Paging, Query, TextQuery, VectorQuery
+from search.search_args import check_query_text
 from web.errors import HttpError
 from web.uploads import check_image_bytes, decode_base64_image, limit
 
@@ -100,6 +101,7 @@ def knn_query(eng: Engine, body: dict) -> Query:
     if body.get("text"):
         if not isinstance(body["text"], str):
             raise HttpError(400, "text must be a string")
+        check_query_text(body["text"], "text")
         return TextQuery(body["text"])  # every term text: never a server path
     if body.get("image"):
         return ImageQuery(decode_base64_image(body["image"]))
@@ -158,6 +160,7 @@ def knn_service():
                 "modality 'text' (caption search) needs a text query here; use modality 'image' "
                 "for image or embedding queries",
             )
+        check_query_text(body["text"], "text")
         query: Query = TextQuery(body["text"], mode="captions")
     else:
         query = knn_query(eng, body)
@@ -202,7 +205,7 @@ def add_cors_headers(response):
     if origin and ("*" in allowed or origin in allowed):
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"  # a login goes too
         response.vary.add("Origin")
     return response
 

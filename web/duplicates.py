@@ -12,6 +12,7 @@ from flask import Blueprint, current_app, jsonify, render_template, request
 
 from search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
 from search.engine import Engine, EngineError
+from search.search_args import given
 from web import queries
 from web.errors import HttpError, page_error
 
@@ -24,9 +25,9 @@ def engine() -> Engine:
     return current_app.extensions["glimpse_engine"]
 
 
-def parse_threshold(args) -> float:
-    raw = (args.get("threshold") or "").strip()
-    if not raw:
+def parse_threshold(args, blank_ok: bool = False) -> float:
+    raw = given(args.get("threshold"), "threshold", blank_ok)
+    if raw is None:
         return DEFAULT_THRESHOLD
     try:
         value = float(raw)
@@ -37,15 +38,16 @@ def parse_threshold(args) -> float:
     return value
 
 
-def parse_page(args) -> int:
-    raw = (args.get("page") or "").strip() or "0"
+def parse_page(args, blank_ok: bool = False) -> int:
+    raw = given(args.get("page"), "page", blank_ok) or "0"
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise HttpError(400, "page must be an integer >= 0")
     return int(raw)
 
 
-def _page_of_groups(args) -> tuple[float, int, list[DuplicateGroup], bool]:
-    threshold, page = parse_threshold(args), parse_page(args)
+def _page_of_groups(args, blank_ok: bool = False) -> tuple[float, int, list[DuplicateGroup], bool]:
+    """A blank parameter is a 400 over the API; the page's form sends its empty fields (``blank_ok``)."""
+    threshold, page = parse_threshold(args, blank_ok), parse_page(args, blank_ok)
     groups = engine().duplicates(threshold)
     start = page * GROUPS_PER_PAGE
     return threshold, page, groups[start : start + GROUPS_PER_PAGE], len(groups) > start + GROUPS_PER_PAGE
@@ -76,7 +78,7 @@ def page():
     threshold, number, has_more = DEFAULT_THRESHOLD, 0, False
     groups: list[DuplicateGroup] = []
     try:
-        threshold, number, groups, has_more = _page_of_groups(request.args)
+        threshold, number, groups, has_more = _page_of_groups(request.args, blank_ok=True)
     except (HttpError, EngineError) as exc:
         error, status = page_error(exc)
     return render_template(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from search.duplicates import DEFAULT_THRESHOLD
 from search.engine import MAX_K
+from search.search_args import MAX_QUERY_CHARS
 from web import thumbs
 from web.duplicates import GROUPS_PER_PAGE
 from web.params import DEFAULT_K, MAX_PAGE_K, MODES, ORDERS
@@ -18,12 +19,13 @@ def _q(name: str, schema: dict, description: str, required: bool = False) -> dic
     return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
 
 
+BLANK = "A parameter given with an empty value (k=) is a 400, not the default: leave it out instead."
 PAGING = [
     _q("k", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_K, "default": DEFAULT_K}, "Results per page."),
     _q(
         "page",
-        {"type": "integer", "minimum": 0, "default": 0},
-        f"Page number from 0; (page + 1) * k may not exceed {MAX_K}.",
+        {"type": "integer", "minimum": 0, "maximum": MAX_K - 1, "default": 0},
+        f"Page number from 0; (page + 1) * k may not exceed {MAX_K} (the paging cap; deeper is a 400).",
     ),
 ]
 FILTERS = [
@@ -35,11 +37,16 @@ FILTERS = [
     ),
     _q(
         "folder",
-        {"type": "string"},
-        "Only images under this folder: an absolute, normalised path on the server (no '..', '~'), "
-        "as listed by /api/stats roots.",
+        {"type": "string", "minLength": 1, "pattern": "^/"},
+        "Only images under this folder (the folder itself or below it; /a/b does not hold /a/bc): an absolute, "
+        "normalised path on the server such as /photos/2024, a trailing '/' allowed; '..', '.', '~', '//' "
+        "and NUL are a 400. As listed by /api/stats roots.",
     ),
-    _q("date_from", {"type": "string", "format": "date"}, "Only images taken (EXIF) or modified on or after this day."),
+    _q(
+        "date_from",
+        {"type": "string", "format": "date"},
+        "Only images taken (EXIF) or modified on or after this day (0001-01-01 to 9999-12-31); after date_to: 400.",
+    ),
     _q("date_to", {"type": "string", "format": "date"}, "Only images taken or modified on or before this day."),
     _q(
         "order",
@@ -58,17 +65,32 @@ def _json(schema: dict, description: str = "OK") -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+ERRORS = {
+    400: "Bad parameter (out of its range, blank, or not of its type), or a malformed request",
+    401: "Login required, or a wrong one (only when a users file names someone)",
+    403: "Host header not allowed (GLIMPSE_ALLOWED_HOSTS)",
+    404: "No such image, or its file is not the one indexed any more",
+    413: "Body (or the image's pixels) over the server's limit",
+    415: "Not a supported image",
+    416: "Range not satisfiable (a valid single range past the file's end; any other Range is ignored)",
+    429: "Too many failed logins from this address (Retry-After says when to try again)",
+    503: "Nothing indexed yet, or the server's users file cannot be read",
+}
+# What any route can answer, whatever it does: the request line and headers (400), a body over the cap
+# (413, also on a GET), the host check, the login and its rate limit, an unreadable users file (503).
+EVERY_ROUTE = (400, 401, 403, 413, 429, 503)
+
+
 def _errors(*codes: int) -> dict:
-    text = {
-        400: "Bad parameter",
-        404: "No such image",
-        413: "Upload too large",
-        415: "Not a supported image",
-        503: "Nothing indexed yet",
-    }
-    return {str(c): _json(_ref("Error"), text[c]) for c in codes}
+    return {str(c): _json(_ref("Error"), ERRORS[c]) for c in sorted({*codes, *EVERY_ROUTE})}
 
 
+# Conditional and range answers of the file and thumbnail routes (ETag, Last-Modified, Range).
+PARTIAL = {
+    "206": {"description": "One byte range (Range: bytes=…); an invalid or multi-range header is ignored (200)"},
+    "304": {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+    "412": {"description": "Precondition failed (If-Match)"},
+}
 NULLABLE_STR = {"type": ["string", "null"]}
 NULLABLE_INT = {"type": ["integer", "null"]}
 
@@ -100,7 +122,11 @@ SCHEMAS = {
                 "type": "object",
                 "required": ["score"],
                 "properties": {
-                    "score": {"type": "number", "description": "cosine similarity"},
+                    "score": {
+                        "type": ["number", "null"],
+                        "description": "cosine similarity; null in mode=keywords, whose ranking (bm25) has no "
+                        "similarity to give (min_score does not apply there)",
+                    },
                     "matched_caption": {**NULLABLE_STR, "description": "mode=captions: the caption that matched"},
                     "matched": {
                         "type": "array",
@@ -225,7 +251,12 @@ def openapi_document() -> dict:
             "get": {
                 "summary": "Search images by text (combined queries like '2:beach + sunset - people' allowed)",
                 "parameters": [
-                    _q("q", {"type": "string"}, "The query text.", required=True),
+                    _q(
+                        "q",
+                        {"type": "string", "minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": "\\S"},
+                        f"The query text, at most {MAX_QUERY_CHARS} characters; blank is a 400.",
+                        required=True,
+                    ),
                     _q(
                         "mode",
                         {"type": "string", "enum": list(MODES), "default": MODES[0]},
@@ -285,8 +316,8 @@ def openapi_document() -> dict:
                 ],
                 "responses": {
                     "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
-                    "304": {"description": "Not modified (If-None-Match)"},
-                    **_errors(400, 404),
+                    **PARTIAL,
+                    **_errors(404, 416),
                 },
             }
         },
@@ -296,32 +327,35 @@ def openapi_document() -> dict:
                 "parameters": [IMAGE_ID],
                 "responses": {
                     "200": {"description": "The image file", "content": {"image/*": {}}},
-                    "304": {"description": "Not modified"},
-                    **_errors(404),
+                    **PARTIAL,
+                    **_errors(404, 416),
                 },
             }
         },
         "/api/health": {
             "get": {
-                "summary": "Liveness; no model call",
+                "summary": "Liveness; no model call. Open without a login; behind one, a request without "
+                "credentials gets only {status}",
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
+                            "required": ["status"],
                             "properties": {
                                 "status": {"type": "string"},
                                 "images_indexed": {"type": "integer"},
                                 "index_version": NULLABLE_STR,
                             },
                         }
-                    )
+                    ),
+                    **_errors(),
                 },
             }
         },
         "/api/stats": {
             "get": {
                 "summary": "Counts, model, index version, failed files, roots, recent jobs",
-                "responses": {"200": _json({"type": "object"})},
+                "responses": {"200": _json({"type": "object"}), **_errors()},
             }
         },
         "/api/duplicates": {
@@ -339,7 +373,9 @@ def openapi_document() -> dict:
                 "responses": {"200": _json(_ref("Duplicates")), **_errors(400, 503)},
             }
         },
-        "/api/openapi.json": {"get": {"summary": "This document", "responses": {"200": _json({"type": "object"})}}},
+        "/api/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": _json({"type": "object"}), **_errors()}}
+        },
         "/knn-service": {
             "post": {
                 "summary": "clip-retrieval compatible k-NN (body parsed as JSON whatever the Content-Type)",
@@ -356,7 +392,7 @@ def openapi_document() -> dict:
         "/indices-list": {
             "get": {
                 "summary": "clip-retrieval: index names",
-                "responses": {"200": _json({"type": "array", "items": {"type": "string"}})},
+                "responses": {"200": _json({"type": "array", "items": {"type": "string"}}), **_errors()},
             }
         },
         "/metadata": {

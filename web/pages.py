@@ -14,6 +14,7 @@ from markupsafe import Markup, escape
 
 from search.engine import Engine, EngineError, Page, SearchResult
 from search.query import ImageQuery, SimilarQuery
+from search.search_args import check_query_text
 from web import queries, thumbs
 from web.config import max_upload_bytes
 from web.errors import HttpError, page_error
@@ -97,9 +98,10 @@ def index():
     params = SearchParams()
     like = None
     try:
-        params = parse_search_params(request.args)
+        params = parse_search_params(request.args, blank_ok=True)
         like = None if q else _like_id(request.args.get("like"))
         if q:
+            check_query_text(q)
             page = engine().search(params.text_query(q), params.filters, params.paging)
         elif like is not None:
             source = engine().image(like)
@@ -135,9 +137,10 @@ def index():
 def fragment_results():
     """Next page of a text or "more like this" search, as card HTML for the page script."""
     q = (request.args.get("q") or "").strip()
-    params = parse_search_params(request.args)
+    params = parse_search_params(request.args, blank_ok=True)
     like = None if q else _like_id(request.args.get("like"))
     if q:
+        check_query_text(q)
         page = engine().search(params.text_query(q), params.filters, params.paging)
     elif like is not None:
         page = engine().search(SimilarQuery(like), params.filters, params.paging)
@@ -152,7 +155,7 @@ def fragment_results():
 def fragment_image():
     """Results for an uploaded (picked, dropped or pasted) image, as card HTML."""
     data = read_upload(request.files)
-    params = parse_search_params(request.form)
+    params = parse_search_params(request.form, blank_ok=True)
     page = engine().search(ImageQuery(data), params.filters, params.paging)
     return jsonify(_cards_json(page, params, None))
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from search.engine import Filters
 from search.query import MODES, Mode, Paging, TextQuery
-from search.search_args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, parse_date
+from search.search_args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, given, parse_date
 from web.errors import HttpError
 
 DEFAULT_K = 24
@@ -47,12 +47,14 @@ class SearchParams:
         return {key: v for key, v in out.items() if v is not None}
 
 
-def _int(args, name: str, default: int, lo: int, hi: int | None = None) -> int:
-    raw = args.get(name)
-    if raw is None or str(raw).strip() == "":
+def _int(args, name: str, default: int, lo: int, hi: int | None, blank_ok: bool) -> int:
+    raw = given(args.get(name), name, blank_ok)
+    if raw is None:
         return default
+    if not (raw.isascii() and raw.lstrip("+-").isdigit()):
+        raise HttpError(400, f"{name} must be an integer")
     try:
-        value = int(str(raw).strip())
+        value = int(raw)
     except ValueError:
         raise HttpError(400, f"{name} must be an integer") from None
     if value < lo or (hi is not None and value > hi):
@@ -60,25 +62,25 @@ def _int(args, name: str, default: int, lo: int, hi: int | None = None) -> int:
     return value
 
 
-def _date(args, name: str) -> str | None:
-    return parse_date(args.get(name), name)  # the CLI's --date-from/--date-to follow the same rule
+def _date(args, name: str, blank_ok: bool) -> str | None:
+    return parse_date(args.get(name), name, blank_ok)  # the CLI's --date-from/--date-to follow the same rule
 
 
-def _choice(args, name: str, choices: tuple[str, ...]) -> str:
-    raw = (args.get(name) or "").strip() or choices[0]
+def _choice(args, name: str, choices: tuple[str, ...], blank_ok: bool) -> str:
+    raw = given(args.get(name), name, blank_ok) or choices[0]
     if raw not in choices:
         raise HttpError(400, f"{name} must be one of: {', '.join(choices)}")
     return raw
 
 
-def _folder(args) -> str | None:
+def _folder(args, blank_ok: bool) -> str | None:
     """An absolute, normalised server path, or None.
 
     The engine resolves ``~`` and relative folders for the CLI user; over HTTP that would let a client
     name other users' homes or climb out of the server's directory, so such values are refused here.
     """
-    raw = (args.get("folder") or "").strip()
-    if not raw:
+    raw = given(args.get("folder"), "folder", blank_ok)
+    if raw is None:
         return None
     path = raw.rstrip("/") or "/"  # "/photos/" means "/photos"
     if "\x00" in raw or "//" in raw or not os.path.isabs(path) or os.path.normpath(path) != path:
@@ -88,13 +90,16 @@ def _folder(args) -> str | None:
     return path
 
 
-def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
-    """k, page, mode and filters from a MultiDict (request.args or request.form)."""
-    k = _int(args, "k", default_k, 1, MAX_PAGE_K)
-    page = _int(args, "page", 0, 0)
+def parse_search_params(args, default_k: int = DEFAULT_K, blank_ok: bool = False) -> SearchParams:
+    """k, page, mode and filters from a MultiDict (request.args or request.form).
+
+    A blank value is a 400 (``k=`` is not "the default k"); the pages pass ``blank_ok``, as their form
+    sends its empty fields."""
+    k = _int(args, "k", default_k, 1, MAX_PAGE_K, blank_ok)
+    page = _int(args, "page", 0, 0, None, blank_ok)
     check_paging(k, page)  # the CLI's -k/--page follow the same rule
     min_score = None
-    raw = (args.get("min_score") or "").strip()
+    raw = given(args.get("min_score"), "min_score", blank_ok) or ""
     auto = raw.lower() == "auto"  # cut at the index's relevance floor (search.floor)
     if raw and not auto:
         try:
@@ -103,16 +108,18 @@ def parse_search_params(args, default_k: int = DEFAULT_K) -> SearchParams:
             raise HttpError(400, "min_score must be a number, or auto") from None
         if not -1.0 <= min_score <= 1.0:
             raise HttpError(400, "min_score must be between -1 and 1")
-    date_from, date_to = _date(args, "date_from"), _date(args, "date_to")
+    date_from, date_to = _date(args, "date_from", blank_ok), _date(args, "date_to", blank_ok)
     check_date_range(date_from, date_to)
-    folder = _folder(args)
+    folder = _folder(args, blank_ok)
     filters = Filters(
         folder=folder,
         date_from=date_from,
         date_to=date_to,
         min_score=min_score,
         min_score_auto=auto,
-        order=_choice(args, "order", ORDERS),
+        order=_choice(args, "order", ORDERS, blank_ok),
     )
-    mode = next(m for m in MODES if m == _choice(args, "mode", MODES))  # the Mode literal, not the client's str
+    mode = next(
+        m for m in MODES if m == _choice(args, "mode", MODES, blank_ok)
+    )  # the Mode literal, not the client's str
     return SearchParams(k=k, page=page, mode=mode, filters=filters)

@@ -8,9 +8,13 @@ pointed at the server by any web page.
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import sys
 from pathlib import Path
+
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 
 from search.engine import Engine, EngineError, NotIndexedError
 from search.paths import Paths
@@ -55,22 +59,51 @@ def exposure_warning(host: str, users_file: Path) -> str | None:
     )
 
 
+class JsonErrorTask(ErrorTask):
+    """waitress's own refusals (413 over the body cap, 400 for a malformed request, 431, 501) as the app's
+    documented ``{"error": …}`` JSON; waitress writes them as text/plain without ever calling the app."""
+
+    def execute(self):
+        error = self.request.error
+        message = f"{error.reason.lower()}: {error.body}"
+        if error.code == 413:
+            message = f"request body too large: {error.body}"
+        body = json.dumps({"error": message}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), ("X-Content-Type-Options", "nosniff")])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
 def make_server(app, host: str = "127.0.0.1", port: int = 5000, threads: int = 8):
     """A waitress server bound now (port 0 picks a free port); call ``.run()`` to serve.
 
     waitress reads a whole body (into a temporary file when large) before the app runs, so the app's body
     cap is waitress's too: a longer Content-Length, or a chunked body growing past it, gets a 413 from
     waitress at once. waitress refuses a body of ``max_request_body_size`` bytes or more, the app one of
-    more than MAX_CONTENT_LENGTH, hence the + 1.
+    more than MAX_CONTENT_LENGTH, hence the + 1. Those refusals are JSON like the app's (JsonErrorTask).
     """
     from waitress import create_server
 
     cap = app.config.get("MAX_CONTENT_LENGTH")
     limits = {"max_request_body_size": cap + 1} if cap is not None else {}
+    if app.config.get("GLIMPSE_TRUSTED_PROXIES"):
+        # The app's ProxyFix (web.app) reads X-Forwarded-*; waitress would strip them first.
+        limits["clear_untrusted_proxy_headers"] = False
+    sockets: dict = {}
     try:
-        return create_server(app, host=host, port=port, threads=threads, ident="Glimpse", **limits)
+        server = create_server(app, map=sockets, host=host, port=port, threads=threads, ident="Glimpse", **limits)
     except OSError as exc:
         raise EngineError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    for listener in {server, *sockets.values()}:  # one per address "localhost" resolves to
+        if hasattr(listener, "channel_class"):
+            listener.channel_class = JsonErrorChannel
+    return server
 
 
 def server_url(server) -> str:

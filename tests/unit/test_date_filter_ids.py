@@ -45,3 +45,19 @@ def test_date_filter_ids_equal_the_shown_day_rule(store, date_from, date_to):
         rows = s.execute(text("SELECT id, taken_at, mtime FROM images")).all()
     want = sorted(i for i, t, m in rows if in_dates(shown_date(t, m)[:10], date_from, date_to))
     assert got.tolist() == want
+
+
+@pytest.mark.parametrize(
+    "date_from,date_to",
+    [("0001-01-01", None), (None, "9999-12-31"), ("0001-01-01", "9999-12-31"), ("0999-01-01", "2023-03-24")],
+)
+def test_boundary_dates_filter_instead_of_failing(store, date_from, date_to):
+    """The first and last valid days have no local midnight before / after them on the clock; a filter
+    starting or ending there keeps every row on its open side (it raised ValueError / OverflowError)."""
+    got = store.filtered_ids(None, date_from, date_to)
+    with store.session() as s:
+        from sqlalchemy import text
+
+        rows = s.execute(text("SELECT id, taken_at, mtime FROM images")).all()
+    want = sorted(i for i, t, m in rows if in_dates(shown_date(t, m)[:10], date_from, date_to))
+    assert got.tolist() == want and len(want) > 0
