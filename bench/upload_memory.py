@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Server memory under hostile uploads: one command, two rows, appended to BENCHMARKS.md.
 
-    python bench/upload_memory.py [--no-write]
+    python bench/upload_memory.py [--no-write] [--only-failed]
 
 Serves the demo corpus (indexed once with the shipped model, cached in
 ``bench-data/upload-home``) with a real ``glimpse serve`` on 127.0.0.1 and its
@@ -12,6 +12,12 @@ count) of one PNG to ``POST /api/search/image``:
     upload pixel limit (GLIMPSE_MAX_UPLOAD_PIXELS, 50 MP), refused from its header;
   * 7,000 x 7,000 RGBA (49 MP, 196 MB decoded): just under it, so decoded, under
     the decode budget (GLIMPSE_DECODE_BUDGET_MB), then trimmed.
+
+  * a 68-byte PNG whose header claims 7,000 x 7,000 RGBA and whose pixels stop at once, sent
+    FAILED_UPLOADS times, 8 at a time: Pillow allocates the 196 MB before the first row fails (400).
+    What matters is what the server keeps afterwards: its resident memory after minus before, the
+    median of FAILED_REPEATS fresh servers (target: at most FAILED_TARGET_MIB kept; before the fix each
+    thread kept 150-200 MB).
 
 A fresh server per row. It records every status, the server's peak resident
 memory (VmHWM from /proc/PID/status) before and after the uploads, and its
@@ -27,6 +33,8 @@ import datetime as dt
 import json
 import os
 import re
+import statistics
+import struct
 import subprocess
 import sys
 import threading
@@ -34,6 +42,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,6 +59,9 @@ MODEL = f"local-dir:{REPO / 'models' / 'glimpse-icons-distil'}"
 UPLOADS = 8
 TARGET_MIB = 1536
 SHAPES = [(13_000, 13_000), (7_000, 7_000)]
+FAILED_UPLOADS = 20
+FAILED_REPEATS = 3
+FAILED_TARGET_MIB = 150
 
 
 def log(msg: str) -> None:
@@ -105,8 +117,8 @@ def post_image(url: str, data: bytes) -> tuple[int, str]:
         return err.code, json.load(err).get("error", "")
 
 
-def one_row(png: Path, small: bytes) -> dict:
-    """A fresh server; one warm-up query by a small image; then UPLOADS concurrent uploads of ``png``."""
+def one_row(data: bytes, small: bytes, count: int = UPLOADS) -> dict:
+    """A fresh server; one warm-up query by a small image; then ``count`` uploads of ``data``, UPLOADS at once."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "glimpse.cli", "--home", str(HOME), "serve", "--port", "0"],
         stdout=subprocess.PIPE,
@@ -130,23 +142,22 @@ def one_row(png: Path, small: bytes) -> dict:
         endpoint = f"{url}/api/search/image?k=10"
         warm = post_image(endpoint, small)
         before = status_kib(proc.pid)
-        data = png.read_bytes()
         note: dict = {}
         with quiet_machine(note, pause=False):  # records load; other people's jobs are left alone
             t0 = time.perf_counter()
             with ThreadPoolExecutor(UPLOADS) as pool:
-                answers = list(pool.map(lambda _: post_image(endpoint, data), range(UPLOADS)))
+                answers = list(pool.map(lambda _: post_image(endpoint, data), range(count)))
             wall = time.perf_counter() - t0
         after = status_kib(proc.pid)
         alive = urllib.request.urlopen(f"{url}/api/health", timeout=30).status
         return {
-            "file": png.name,
             "bytes": len(data),
             "warm": warm[0],
             "answers": answers,
             "wall_s": wall,
             "hwm_before_mib": before["VmHWM"] / 1024,
             "hwm_after_mib": after["VmHWM"] / 1024,
+            "rss_before_mib": before["VmRSS"] / 1024,
             "rss_after_mib": after["VmRSS"] / 1024,
             "health": alive,
             "note": note,
@@ -156,19 +167,60 @@ def one_row(png: Path, small: bytes) -> dict:
         proc.wait(timeout=30)
 
 
+def header_only_png(width: int, height: int) -> bytes:
+    """68 bytes: a PNG header claiming ``width`` x ``height`` RGBA, then pixel data that stops at once."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )
+
+
+def failed_row(small: bytes) -> tuple[str, str, str, str]:
+    """FAILED_UPLOADS failed decodes on each of FAILED_REPEATS fresh servers; the median memory kept."""
+    data = header_only_png(7_000, 7_000)
+    runs = [one_row(data, small, FAILED_UPLOADS) for _ in range(FAILED_REPEATS)]
+    kept = sorted(r["rss_after_mib"] - r["rss_before_mib"] for r in runs)
+    median = statistics.median(kept)
+    statuses = [s for r in runs for s, _ in r["answers"]]
+    counts = ", ".join(f"{statuses.count(s)}x {s}" for s in sorted(set(statuses)))
+    ok = median <= FAILED_TARGET_MIB and all(r["health"] == 200 for r in runs) and set(statuses) == {400}
+    line = (
+        f"{FAILED_UPLOADS} uploads ({UPLOADS} at once) of a {len(data)}-byte PNG claiming 7,000 x 7,000: {counts}; "
+        f"RSS kept afterwards {', '.join(f'{k:+.0f}' for k in kept)} MiB (median {median:+.0f}); "
+        f"{'MET' if ok else 'NOT MET'}"
+    )
+    print(line, flush=True)
+    r = runs[len(runs) // 2]
+    return (
+        f"{FAILED_UPLOADS} uploads ({UPLOADS} at once) of a {len(data)}-byte PNG claiming 7,000 x 7,000 RGBA "
+        f"(fails decoding after Pillow allocates 196 MB): server RSS kept afterwards, median of {FAILED_REPEATS} "
+        f"fresh servers (MiB; each run)",
+        f"{median:+.0f} ({', '.join(f'{k:+.0f}' for k in kept)})",
+        f"<= {FAILED_TARGET_MIB}",
+        f"load {r['note'].get('load_before', '?')}, others {r['note'].get('other_cores', '?')} cores; {counts} "
+        f"({sorted({m for run in runs for _, m in run['answers']})[0]}); peak RSS "
+        f"{r['hwm_before_mib']:.0f} -> {r['hwm_after_mib']:.0f} MiB; /api/health 200 afterwards",
+    )
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-write", action="store_true", help="print the table, leave BENCHMARKS.md alone")
+    ap.add_argument("--only-failed", action="store_true", help="only the failed-decode row")
     a = ap.parse_args(argv)
     started = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
     load_at_start = loadavg()
     ensure_home()
-    pngs = [write_png(DATA / "uploads" / f"{w}x{h}-rgba.png", w, h) for w, h in SHAPES]
+    pngs = [] if a.only_failed else [write_png(DATA / "uploads" / f"{w}x{h}-rgba.png", w, h) for w, h in SHAPES]
     small = write_png(DATA / "uploads" / "64x64-rgba.png", 64, 64).read_bytes()
     rows = []
     for (w, h), png in zip(SHAPES, pngs):
-        r = one_row(png, small)
+        r = one_row(png.read_bytes(), small)
         rise = r["hwm_after_mib"] - r["hwm_before_mib"]
         statuses = [s for s, _ in r["answers"]]
         clear = all(s == 200 or (400 <= s < 500 and msg) for s, msg in r["answers"])
@@ -194,8 +246,9 @@ def main(argv=None) -> int:
                 + f"; /api/health {r['health']} afterwards",
             )
         )
+    rows.append(failed_row(small))
     md = [
-        f"## {started} — `python bench/upload_memory.py`",
+        f"## {started} — `python bench/upload_memory.py{' --only-failed' if a.only_failed else ''}`",
         "",
         f"Machine: {info['cpu']}, {info['cores']} cores, {info['mem_gb']} GB RAM, {info['os']}. Python "
         f"{info['python']}, Pillow {info['pillow']}. Glimpse at {info['git']}. `glimpse serve` with default "

@@ -18,6 +18,7 @@ import io
 import os
 import platform
 import threading
+import traceback
 import warnings
 from collections import deque
 from collections.abc import Iterator
@@ -143,6 +144,10 @@ def _opened(source: Source) -> Iterator[Image.Image]:
         raise
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc) or exc.__class__.__name__
+        # The decoder's finished frames (Pillow's ImageFile.load) hold the decoder, and so the full-size
+        # pixels it was filling: a chained traceback would keep them (196 MB for a 68-byte PNG claiming
+        # 7000 x 7000) until the request's exception is dropped, past the trim that should return them.
+        traceback.clear_frames(exc.__traceback__)
         raise ImageDecodeError(f"cannot decode image: {msg}") from exc
 
 
@@ -266,28 +271,34 @@ def load_rgb_bounded(source: Source, size: int) -> Image.Image:
     JPEGs decode at a reduced DCT scale (the indexer's draft mode, so a file still finds its
     own vector); other formats are decoded whole (Pillow cannot do less) and reduced right
     away. The budget (GLIMPSE_DECODE_BUDGET_MB) bounds the decoded bytes in flight across
-    threads, and memory goes back to the OS after a large decode.
+    threads, and memory goes back to the OS after a large decode, whether it succeeded or not.
     """
-    with _opened(source) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))
-        w, h = img.size
-        factor = max(1, min(w, h) // (REDUCING_GAP * size))
-        weight = w * h * _bytes_per_pixel(img.mode) + (-(-w // factor)) * (-(-h // factor)) * 4
-        out = None
-        with DECODE_BUDGET.hold(weight):
-            try:
-                img.load()
+    weight = 0
+    try:
+        with _opened(source) as img:
+            if img.format == "JPEG":
+                img.draft("RGB", (size, size))
+            w, h = img.size
+            factor = max(1, min(w, h) // (REDUCING_GAP * size))
+            weight = w * h * _bytes_per_pixel(img.mode) + (-(-w // factor)) * (-(-h // factor)) * 4
+            out = None
+            with DECODE_BUDGET.hold(weight):
                 try:
-                    method = _TRANSPOSE.get(img.getexif().get(0x0112, 1))
-                except Exception:  # noqa: BLE001 - a broken EXIF block leaves the image as stored
-                    method = None
-                out = _flat_reduced(img, factor)
-            finally:
-                if out is not img:  # a small RGB image is its own result
-                    img.close()  # the full-size pixels go before the budget is handed back
-    if weight >= TRIM_AFTER_BYTES:
-        release_free_memory()
+                    img.load()
+                    try:
+                        method = _TRANSPOSE.get(img.getexif().get(0x0112, 1))
+                    except Exception:  # noqa: BLE001 - a broken EXIF block leaves the image as stored
+                        method = None
+                    out = _flat_reduced(img, factor)
+                finally:
+                    if out is not img:  # a small RGB image is its own result
+                        img.close()  # the full-size pixels go before the budget is handed back
+    finally:
+        # Pillow allocates the full size before it decodes a row, so a 68-byte PNG claiming 7000 x 7000
+        # fails only after taking 196 MB; freed, but kept by glibc in the thread's arena (each server
+        # thread its own) unless handed back here, on the failure path too.
+        if weight >= TRIM_AFTER_BYTES:
+            release_free_memory()
     return out.transpose(method) if method is not None else out
 
 

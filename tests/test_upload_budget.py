@@ -13,6 +13,7 @@ import json
 import os
 import re
 import resource
+import struct
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -43,6 +45,24 @@ def peak_mib(pid: int) -> float:
     """The process's peak resident memory (VmHWM), MiB."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
+
+
+def resident_mib(pid: int) -> float:
+    """The process's resident memory now (VmRSS), MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A 68-byte PNG whose header claims ``width`` x ``height`` RGBA and whose pixel data stops at once."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )
 
 
 @contextmanager
@@ -157,6 +177,23 @@ def test_uploads_under_the_limit_are_decoded_within_the_budget(corpus, tmp_path)
         refused[0] == 413
         and "the limit for uploads is 9,000,000 pixels (GLIMPSE_MAX_UPLOAD_PIXELS)" in refused[1]["error"]
     )
+
+
+def test_failed_decodes_give_their_memory_back(corpus):
+    """A 68-byte PNG claiming 7,000 x 7,000 (under the upload pixel limit) makes Pillow allocate 196 MB before
+    the first row fails. Each server thread kept that (the failed decoder's frames held the pixels past the
+    trim; then glibc kept the freed block in the thread's arena): 16 such uploads left ~1.5 GB resident. The
+    budget (400 MB) lets two decode at a time, so every one of the 8 threads gets its turn."""
+    fake = header_only_png(7000, 7000)
+    assert len(fake) == 68
+    with serving(corpus.home, GLIMPSE_DECODE_BUDGET_MB="400") as (base, pid):
+        before = resident_mib(pid)
+        answers = concurrently(base, fake, ["api"] * 8 + ["page"] * 4 + ["knn"] * 4)
+        kept = resident_mib(pid) - before
+        assert health(base) == "ok"
+    for status, body in answers:
+        assert status == 400 and "cannot use this image" in body["error"], (status, body)
+    assert kept < 150, f"{kept:.0f} MiB still resident after 16 failed decodes"
 
 
 def test_decode_budget_admits_what_fits_and_runs_an_oversized_decode_alone():
