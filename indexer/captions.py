@@ -94,21 +94,43 @@ class ManifestRow:
     record: dict  # the row as read (JSON object or CSV row), for readers that want more keys
 
 
-def read_manifest(
+@dataclass
+class ManifestCaptions:
+    """A manifest's captions by image, and where each image is first named (for rows naming no image)."""
+
+    file: str
+    captions: dict[str, list[str]]  # absolute image path -> captions, in file order, no repeats
+    lines: dict[str, int]  # absolute image path -> the first line naming it
+
+    def row_of(self, path: str) -> str:
+        """``FILE:LINE`` of the first row naming ``path``: how every bad row is reported."""
+        return f"{self.file}:{self.lines[path]}"
+
+
+def load_manifest(
     manifest: str | os.PathLike, search_dirs: Sequence[str] = (), warn: Callable[[str], None] | None = None
-) -> dict[str, list[str]]:
-    """Absolute image path -> captions (in file order, duplicates removed).
+) -> ManifestCaptions:
+    """The captions of ``manifest``, by absolute image path.
 
     Relative paths resolve against the manifest's folder; when no file is there,
     against each of ``search_dirs`` (the folders being indexed). Each skipped row
     is passed to ``warn`` as one line ``FILE:LINE: skipped: WHY`` (default: logged).
     """
     out: dict[str, list[str]] = defaultdict(list)
+    lines: dict[str, int] = {}
     for row in manifest_rows(manifest, search_dirs, warn):
+        lines.setdefault(row.path, row.line)
         for c in row.captions:
             if c not in out[row.path]:
                 out[row.path].append(c)
-    return dict(out)
+    return ManifestCaptions(str(manifest), dict(out), lines)
+
+
+def read_manifest(
+    manifest: str | os.PathLike, search_dirs: Sequence[str] = (), warn: Callable[[str], None] | None = None
+) -> dict[str, list[str]]:
+    """Absolute image path -> captions (in file order, duplicates removed): :func:`load_manifest`'s."""
+    return load_manifest(manifest, search_dirs, warn).captions
 
 
 def manifest_rows(

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from indexer.captions import read_manifest
+from indexer.captions import load_manifest
 from indexer.model import ModelStage
 from indexer.options import Counts, Options
 from indexer.pixels import check_decode_option
@@ -77,7 +77,7 @@ class Indexer:
         earlier run may have committed batches and died before publishing.
         """
         spec = self.model.resolve()
-        manifest = read_manifest(self.opts.captions, roots, warn=self.warnings.add) if self.opts.captions else {}
+        manifest = load_manifest(self.opts.captions, roots, warn=self.warnings.add) if self.opts.captions else None
         root_ids = {
             os.path.abspath(r): self.store.ensure_root(os.path.abspath(r), self.opts.follow_external_links)
             for r in roots

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Iterator, Sequence
 
-from indexer.captions import MAX_CAPTION_CHARS, cap_caption, sidecar_captions
+from indexer.captions import MAX_CAPTION_CHARS, ManifestCaptions, cap_caption, sidecar_captions
 from indexer.options import JOB_FIELDS, Counts
 from indexer.plan import Plan, ToEmbed
 from indexer.run_warnings import RunWarnings
@@ -134,25 +135,34 @@ class Writer:
             self.store.write_images(s, new_rows, updates)
 
     def sync_captions(
-        self, manifest: dict[str, list[str]], new_paths: Iterable[str], links: LinkPolicy, warnings: RunWarnings
+        self, manifest: ManifestCaptions | None, new_paths: Iterable[str], links: LinkPolicy, warnings: RunWarnings
     ) -> None:
-        """Store manifest + sidecar captions for indexed images (vectors come later)."""
+        """Store manifest + sidecar captions for indexed images (vectors come later). A manifest row naming
+        no indexed image (``../../etc/passwd``, a file that is not there) is a bad row: listed with the others."""
         wanted: dict[str, list[tuple[str, str]]] = {}
         for path in new_paths:
             caps = sidecar_captions(path, links.allows)
             if caps:
                 wanted.setdefault(path, []).extend((_capped(path, c, "sidecar", warnings), "sidecar") for c in caps)
-        for path, caps in manifest.items():
+        for path, caps in (manifest.captions if manifest else {}).items():
             wanted.setdefault(path, []).extend((_capped(path, c, "manifest", warnings), "manifest") for c in caps)
         if wanted:
             missing = self.store.add_captions(wanted)
-            if missing:
-                log.warning("%d caption entries name images that are not indexed (first: %s)", len(missing), missing[0])
+            if manifest is not None:
+                _report_unmatched(manifest, missing, [r.path for r in self.store.roots()], warnings)
 
     def write_caption_vectors(self, ids: list[int], vectors) -> None:
         with self._commit() as (s, delta):
             self.store.set_caption_vectors(s, zip(ids, vectors))
             delta["captions"] += len(ids)
+
+
+def _report_unmatched(manifest: ManifestCaptions, missing: list[str], roots: list[str], warnings: RunWarnings) -> None:
+    """One warning per manifest row (in file order) naming an image that is not indexed."""
+    folders = tuple(r.rstrip(os.sep) + os.sep for r in roots)
+    for path in sorted((p for p in missing if p in manifest.lines), key=manifest.lines.__getitem__):
+        why = "is not an indexed image" if path.startswith(folders) else "lies outside the indexed folders"
+        warnings.add(f"{manifest.row_of(path)}: skipped: {path} {why}")
 
 
 def _capped(path: str, caption: str, source: str, warnings: RunWarnings) -> str:

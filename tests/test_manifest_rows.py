@@ -11,6 +11,7 @@ fails the run with one line.
 from __future__ import annotations
 
 import json
+import os
 
 from search.paths import Paths
 from search.store import Store
@@ -96,3 +97,27 @@ def test_unreadable_manifest_still_fails_the_run_in_one_line(tmp_path, glimpse, 
         assert proc.returncode == 1, proc.stderr
         assert "Traceback" not in proc.stderr
         assert says in proc.stderr.strip().splitlines()[-1]
+
+
+def test_rows_naming_no_indexed_image_are_listed_with_the_bad_rows(tmp_path, home, glimpse, tiny_model):
+    make_images(tmp_path / "pics", 1)
+    manifest = tmp_path / "captions.jsonl"
+    rows = [
+        {"path": "pics/img_0000.png", "caption": "a kept caption"},  # 1
+        {"path": "../../etc/passwd", "caption": "climbs out"},  # 2
+        {"path": "/etc/hostname", "caption": "absolute, outside"},  # 3
+        {"path": "pics/nothing-here.png", "caption": "inside, no such image"},  # 4
+    ]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    proc = glimpse("index", str(tmp_path / "pics"), "--captions", str(manifest), "--model", tiny_model)
+    assert "1 captions embedded" in proc.stdout
+    climbed = os.path.normpath(tmp_path / "../../etc/passwd")
+    expected = [
+        f"{manifest}:2: skipped: {climbed} lies outside the indexed folders",
+        f"{manifest}:3: skipped: /etc/hostname lies outside the indexed folders",
+        f"{manifest}:4: skipped: {tmp_path / 'pics' / 'nothing-here.png'} is not an indexed image",
+    ]
+    assert json.loads(glimpse("stats", "--json").stdout)["jobs"][0]["warnings"] == expected
+    text = glimpse("stats").stdout
+    assert all(f"warning: {line}" in text for line in expected)
+    assert all(line in proc.stderr for line in expected)  # and in the log, one line each
