@@ -15,13 +15,20 @@ from search.duplicates import DEFAULT_THRESHOLD
     type=float,
     default=DEFAULT_THRESHOLD,
     show_default=True,
-    help="Cosine similarity in (0, 1] at or above which two images are near-duplicates "
-    "(the default is measured for the shipped model: README).",
+    help="Candidates: cosine similarity in (0, 1] at or above which two images are checked pixel by pixel "
+    "(the default is measured for the shipped model: README). The pixel check's own limit is "
+    "GLIMPSE_DUPLICATES_MAX_DISTANCE.",
 )
-@click.option("--json", "as_json", is_flag=True, help='Print {"threshold": T, "groups": [...]}.')
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print {"threshold": T, "max_distance": D, "without_print": N, "groups": [...]}.',
+)
 @click.pass_obj
 def duplicates(paths_obj, threshold: float, as_json: bool) -> None:
-    """Groups of near-duplicate images, largest group first; each group largest (pixels) then newest first.
+    """Groups of near-duplicate images, largest group first; each group starts with the image to keep
+    (most pixels, then largest file, then oldest), and every other image in it was verified against that one.
 
     Nothing is deleted: decide yourself what to keep.
     """
@@ -29,21 +36,36 @@ def duplicates(paths_obj, threshold: float, as_json: bool) -> None:
 
     import faiss
 
-    from search.duplicates import check_threshold
+    from search.duplicates import check_threshold, max_distance
     from search.engine import Engine
+    from search.files import shown
 
     threshold = check_threshold(threshold)  # before opening anything; a bad value exits 1 with one line
     engine = Engine(paths_obj)
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # one batch job, not a query: use every core
-    groups = engine.duplicates(threshold)
+    found = engine.duplicates(threshold)
+    groups = found.groups
     if as_json:
-        out = {"threshold": threshold, "groups": [g.to_dict() for g in groups]}
+        out = {
+            "threshold": threshold,
+            "max_distance": max_distance(),
+            "without_print": found.without_print,
+            "groups": [g.to_dict() for g in groups],
+        }
         click.echo(json.dumps(out, indent=2, ensure_ascii=False))
         return
+    if found.without_print:
+        click.echo(
+            f"note: {found.without_print} indexed images have no pixel print yet and were not checked "
+            "(glimpse reindex stores them)",
+            err=True,
+        )
     if not groups:
         click.echo(f"no near-duplicates at threshold {threshold}", err=True)
     for n, group in enumerate(groups, start=1):
-        click.echo(f"group {n}: {len(group.images)} images, weakest link {group.min_score:.3f}")
-        for r in group.images:
+        head = f"group {n}: {len(group.images)} images, lowest cosine {group.min_score:.3f}"
+        click.echo(f"{head}, verified by {group.verified_by}")
+        for r, d in zip(group.images, group.distances):
             dims = f"{r.width}x{r.height}" if r.width else "?"
-            click.echo(f"  {r.path}  {dims}  {r.size or 0} B  {(r.date or '')[:10]}")
+            mark = "keep" if r.id == group.keep else f"d={d:.2f}"
+            click.echo(f"  {mark:>6}  {shown(r.path)}  {dims}  {r.size or 0} B  {(r.date or '')[:10]}")

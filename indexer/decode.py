@@ -15,7 +15,8 @@ from typing import Any
 
 from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash
-from search.images import ImageDecodeError, load_rgb, to_uint8_array
+from search.images import ImageDecodeError, flatten_to_rgb, load_upright, to_uint8_array
+from search.pixel_print import pixel_print
 from search.settings import settings
 
 
@@ -66,8 +67,11 @@ def load_file(
                     return Loaded(i, None, meta, None, digest, jpeg=source)
         elif want_hash:
             digest = file_hash(path)
-        img = load_rgb(source, draft_size=draft_size)
-        return Loaded(i, to_uint8_array(pil_transform(img)), meta, None, digest)
+        img = load_upright(source, draft_size=draft_size)
+        # The duplicate finder's pixel check, from the pixels decoded for the model anyway (hex: meta
+        # crosses to the writer as JSON on the Ray path).
+        meta["pixel_print"] = pixel_print(img).hex()
+        return Loaded(i, to_uint8_array(pil_transform(flatten_to_rgb(img))), meta, None, digest)
     except ImageDecodeError as exc:
         return Loaded(i, None, {}, str(exc), digest)
     except Exception as exc:  # noqa: BLE001 - any bad file must not stop the run

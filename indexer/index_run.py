@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from indexer.captions import load_manifest
 from indexer.model import ModelStage
 from indexer.options import Counts, Options
+from indexer.pixel_prints import backfill_pixel_prints
 from indexer.pixels import check_decode_option
 from indexer.plan import ToEmbed, diff, scan
 from indexer.progress import bar
@@ -107,6 +108,8 @@ class Indexer:
             rebuild=self.opts.rebuild_index,
         )
         write_query_bundle(self.model.loaded)
+        # After publish: search works meanwhile, and a stop here loses nothing but the batch in flight.
+        backfill_pixel_prints(self.store, self.opts.workers)
         return self.counts
 
     def _embed(self, spec: ModelSpec, items: list[ToEmbed]) -> None:

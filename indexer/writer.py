@@ -120,11 +120,12 @@ class Writer:
                     taken_at=b.meta.get("taken_at"),
                 )
                 if b.error:
-                    values.update(status="failed", error=shown(b.error), vector=None)
+                    values.update(status="failed", error=shown(b.error), vector=None, pixel_print=None)
                     delta["failed"] += 1
                     log.warning("failed: %s: %s", entry.path, b.error)
                 else:
                     values.update(status="indexed", error=None, vector=pack_vector(vec_of[b.index]))
+                    values["pixel_print"] = bytes.fromhex(b.meta["pixel_print"]) if "pixel_print" in b.meta else None
                     delta["embedded"] += 1
                 if row_id is None:
                     new_rows.append(values)

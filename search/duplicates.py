@@ -1,21 +1,24 @@
-"""Near-duplicate groups over the live index: images whose vectors are within a cosine threshold.
+"""Near-duplicate groups over the live index: candidates by vector, verified by pixels, no chains.
 
-Every stored vector (read from the store a chunk at a time, so memory stays bounded at any
-corpus size and any index type, IVF included) is searched against the live index for its
-``NEIGHBOURS`` nearest; pairs at or above the threshold are edges, and the groups are the
-connected components of that graph (scipy's ``connected_components``). Capping the neighbours
-keeps the work and the edge list linear in the corpus even at a threshold so low that everything
-matches: a group larger than the cap is still found whole, through chains of links.
+1. **Candidates.** Every stored vector (read from the store a chunk at a time, so memory stays bounded
+   at any corpus size and any index type) is searched against the live index for its ``NEIGHBOURS``
+   nearest; pairs at or above the cosine ``threshold`` are candidates. The default is loose, so crops
+   (which move a small model's vectors a lot) are not lost here. An IVF index is searched with few lists
+   (``GLIMPSE_DUPLICATES_NPROBE``): a near-copy lies in its original's list or the next. An exact index
+   over more than ``EXACT_MAX`` images is searched through a transient IVF-Flat over its own vectors;
+   IVF-PQ candidates are scored exactly against the stored float16 vectors.
+2. **Verification.** Each candidate pair is checked by the images' pixel prints (``search.pixel_print``,
+   stored per image at index time), a signal that does not depend on the model: a different drawing of
+   the same icon set, or a colour variant, is refused there.
+3. **Groups without chains.** Images are taken in keep order (most pixels, then largest file, then
+   oldest), those with transparency first (a copy flattened on white and one flattened on black both
+   match their transparent original, not each other); each not yet grouped becomes a group's
+   representative, and only images verified against *it* (its candidates, and theirs) join. A chain
+   of near images A~B~C where A and C differ is never one group. The ``keep`` suggestion is the group's
+   first image in keep order.
 
-An IVF index is searched with few lists (``GLIMPSE_DUPLICATES_NPROBE``, not the nprobe tuned for
-queries): a near-duplicate lies so close to its original that both fall in the same list or the
-next one, and a pair is found from either side; bench/duplicates.py measures the pairs kept. An
-exact index over more than ``EXACT_MAX`` images is searched the same way through a transient
-IVF-Flat over its own vectors (all pairs would be quadratic).
-Where the index stores compact codes (IVF-PQ), candidates are scored exactly against the stored
-float16 vectors before the threshold applies, as every search re-ranks them.
-
-Read-only: nothing is deleted; a person decides what to do with each group.
+Images without a pixel print (indexed before prints existed; the next index run stores them) are left
+out and counted. Read-only: nothing is deleted; the ``keep`` suggestion is for a person to act on.
 """
 
 from __future__ import annotations
@@ -27,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from search import pixel_print
 from search.errors import InvalidValue
-from search.id_arrays import unique_inverse
 from search.index_build import is_ivf
+from search.pixel_print import SIGNAL
 from search.results import SearchResult, to_result
 from search.schema import unit_f32
 from search.settings import settings
@@ -44,21 +48,45 @@ NEIGHBOURS = 16
 CHUNK = 4096
 EXACT_MAX = 20_000  # an exact index larger than this is grouped through a transient IVF
 SUB = 512  # queries per FAISS call (bounds the candidates' vectors held at once)
-# Measured (README, "Near-duplicates"): resized, recompressed and lightly cropped copies of a photo
-# score above this with the shipped model; different pictures below it.
-DEFAULT_THRESHOLD = 0.96
+# The candidate stage's cosine, measured for the shipped model (README, "Near-duplicates";
+# ``python -m bench.duplicates quality``): loose enough that crops reach verification.
+DEFAULT_THRESHOLD = 0.85
+TWO_HOP_MAX = 64  # candidates of a representative's candidates checked against it directly
 
 
 @dataclass
 class DuplicateGroup:
-    """Images within the threshold of each other (through chains of links), best kept first."""
+    """A representative and the images verified against it, in keep order: ``images[0]`` is the one to keep."""
 
     images: list[SearchResult]
-    min_score: float  # the weakest link that joined the group
+    distances: list[float]  # each image's pixel distance to the representative (0.0 for itself)
+    min_score: float  # the lowest cosine of a member to the representative
+    representative: int  # the image every other one was verified against
+    verified_by: str = SIGNAL
+
+    @property
+    def keep(self) -> int:
+        return self.images[0].id
 
     def to_dict(self) -> dict:
         keys = ("id", "path", "size", "width", "height", "date")
-        return {"images": [{k: getattr(r, k) for k in keys} for r in self.images], "min_score": self.min_score}
+        return {
+            "keep": self.keep,
+            "representative": self.representative,
+            "verified_by": self.verified_by,
+            "min_score": self.min_score,
+            "images": [
+                {**{k: getattr(r, k) for k in keys}, "distance": d} for r, d in zip(self.images, self.distances)
+            ],
+        }
+
+
+@dataclass
+class Duplicates:
+    """The finder's answer: groups, and how many indexed images could not be checked (no pixel print)."""
+
+    groups: list[DuplicateGroup]
+    without_print: int = 0
 
 
 def check_threshold(threshold: float) -> float:
@@ -132,46 +160,84 @@ def _transient_ivf(flat_map: faiss.Index, nprobe: int) -> tuple[faiss.Index, fai
     return ivf, faiss.SearchParametersIVF(nprobe=min(nprobe, nlist))  # type: ignore[call-arg]
 
 
-def components(a: np.ndarray, b: np.ndarray, scores: np.ndarray) -> list[tuple[list[int], float]]:
-    """Connected components of the pair graph: ``(ids, weakest link)`` for each group of 2 or more."""
-    if len(a) == 0:
-        return []
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    nodes, inverse = unique_inverse(np.concatenate([a, b]))
-    ia, ib = inverse[: len(a)], inverse[len(a) :]
-    graph = coo_matrix((np.ones(len(a), np.int8), (ia, ib)), shape=(len(nodes), len(nodes)))
-    count, labels = connected_components(graph, directed=False)
-    weakest = np.full(count, np.inf)
-    np.minimum.at(weakest, labels[ia], scores)
-    members: list[list[int]] = [[] for _ in range(count)]
-    for node, label in zip(nodes.tolist(), labels.tolist()):
-        members[label].append(node)
-    return [(ids, float(weakest[label])) for label, ids in enumerate(members) if len(ids) > 1]
-
-
 def _keep_first(r: SearchResult) -> tuple:
-    """Largest first (pixel count, then bytes), then newest (capture date, else mtime)."""
-    return (-((r.width or 0) * (r.height or 0)), -(r.size or 0), _neg(r.date or ""), r.id)
+    """Keep order: most pixels, then largest file, then oldest (capture date, else mtime), then id."""
+    return (-((r.width or 0) * (r.height or 0)), -(r.size or 0), r.date or "\uffff", r.id)
 
 
-def _neg(date: str) -> tuple[int, ...]:
-    return tuple(-ord(c) for c in date)
+def max_distance() -> float:
+    return float(settings()["GLIMPSE_DUPLICATES_MAX_DISTANCE"])
 
 
 def find_duplicates(
-    store: Store, live: LoadedIndex, threshold: float, nprobe: int | None = None
-) -> list[DuplicateGroup]:
-    """Groups of near-duplicate indexed images, most images first, then the closest (highest weakest link)."""
-    pairs = similar_pairs(live, store.iter_image_vectors(live.dim, CHUNK), check_threshold(threshold), nprobe)
-    found = components(*pairs)
-    rows = store.get_images([i for ids, _ in found for i in ids])
+    store: Store, live: LoadedIndex, threshold: float, nprobe: int | None = None, limit: float | None = None
+) -> Duplicates:
+    """Verified groups of near-duplicates, most images first, then the closest (highest lowest cosine).
+
+    ``threshold``: the candidates' cosine; ``limit``: the largest pixel distance that verifies a pair
+    (default ``GLIMPSE_DUPLICATES_MAX_DISTANCE``)."""
+    limit = max_distance() if limit is None else float(limit)
+    a, b, score = similar_pairs(live, store.iter_image_vectors(live.dim, CHUNK), check_threshold(threshold), nprobe)
+    cosine: dict[tuple[int, int], float] = {}
+    for x, y, c in zip(a.tolist(), b.tolist(), score.tolist()):
+        cosine[(x, y)] = max(c, cosine.get((x, y), -1.0))
+    near: dict[int, set[int]] = {}
+    for x, y in cosine:
+        near.setdefault(x, set()).add(y)
+        near.setdefault(y, set()).add(x)
+    rows = store.get_images(list(near))
+    shown = {i: to_result(r, None, None) for i, r in rows.items() if r.status == "indexed"}
+    blobs = store.pixel_prints(list(shown))
+    prints = {i: j for j, i in enumerate(blobs)}
+    decoded = pixel_print.decode(list(blobs.values())) if blobs else None
+    checked: dict[tuple[int, int], float] = {}
+
+    def verify(rep: int, others: list[int]) -> dict[int, float]:
+        """Pixel distance of each of ``others`` (with a print) to ``rep``, computed once per pair."""
+        todo = [o for o in others if (rep, o) not in checked]
+        if todo and decoded is not None:
+            ia, ib = np.full(len(todo), prints[rep]), np.array([prints[o] for o in todo])
+            for o, d in zip(todo, pixel_print.distances(_take(decoded, ia), _take(decoded, ib)).tolist()):
+                checked[(rep, o)] = checked[(o, rep)] = d
+        return {o: checked[(rep, o)] for o in others}
+
+    grouped: set[int] = set()
     groups = []
-    for ids, weakest in found:
-        images = [to_result(rows[i], None, None) for i in ids if i in rows and rows[i].status == "indexed"]
-        if len(images) > 1:  # a member deleted since the index was published leaves the others
-            images.sort(key=_keep_first)
-            groups.append(DuplicateGroup(images, round(weakest, 4)))
+    alpha = {i for i, j in prints.items() if decoded is not None and decoded.has_alpha[j]}
+    for rep in sorted((i for i in shown if i in prints), key=lambda i: (i not in alpha, _keep_first(shown[i]))):
+        if rep in grouped:
+            continue
+        free = {o for o in near[rep] if o not in grouped and o in prints}
+        hop = {o for m in free for o in near[m] if o not in grouped and o not in free and o != rep and o in prints}
+        candidates = sorted(free) + sorted(hop)[:TWO_HOP_MAX]
+        members = {o: d for o, d in verify(rep, candidates).items() if d <= limit}
+        if not members:
+            continue
+        grouped.add(rep)
+        grouped.update(members)
+        cos = _cosines(store, live.dim, rep, list(members), cosine)
+        members[rep] = 0.0
+        order = sorted(members, key=lambda i: _keep_first(shown[i]))
+        groups.append(
+            DuplicateGroup([shown[i] for i in order], [round(members[i], 4) for i in order], round(min(cos), 4), rep)
+        )
     groups.sort(key=lambda g: (-len(g.images), -g.min_score, g.images[0].id))
-    return groups
+    return Duplicates(groups, store.count_without_print())
+
+
+def _take(p: pixel_print.Prints, rows: np.ndarray) -> pixel_print.Prints:
+    return pixel_print.Prints(p.white[rows], p.black[rows], p.chroma[rows], p.has_alpha[rows])
+
+
+def _cosines(store: Store, dim: int, rep: int, members: list[int], known: dict[tuple[int, int], float]) -> list[float]:
+    """Each member's cosine to the representative: from the candidate search, else from the stored vectors."""
+    out = {m: known.get((min(rep, m), max(rep, m))) for m in members}
+    missing = [m for m, c in out.items() if c is None]
+    if missing:
+        vecs = store.vectors_of([rep, *missing], dim)
+        if rep in vecs:
+            base = unit_f32(vecs[rep][None])[0]
+            for m in missing:
+                if m in vecs:
+                    out[m] = float(unit_f32(vecs[m][None])[0] @ base)
+    return [float(c) for c in out.values() if c is not None]

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from search.caption_search import caption_results
-from search.duplicates import DuplicateGroup, check_threshold, find_duplicates
+from search.duplicates import Duplicates, check_threshold, find_duplicates
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
 from search.filtered_search import Allowed, Ranked, Subset, allowed_of, ranked, subset_of
 from search.floor import count_above, floor_for, is_above, resolve_auto
@@ -97,7 +97,7 @@ class Engine:
         self._encoder_lock = threading.Lock()
         conf = settings()
         self.cache = QueryCache(conf["GLIMPSE_QUERY_CACHE_ENTRIES"], int(conf["GLIMPSE_QUERY_CACHE_MB"] * 2**20))
-        self._duplicates: tuple[tuple[str, float], list[DuplicateGroup]] | None = None
+        self._duplicates: tuple[tuple[str, float], Duplicates] | None = None
 
     @classmethod
     def open(cls, home: str | None = None, **kw) -> Engine:
@@ -364,7 +364,7 @@ class Engine:
         """What is indexed, the model, the live index, failures, roots and recent jobs."""
         return stats(self.store, self.index.get(), failed_limit)
 
-    def duplicates(self, threshold: float) -> list[DuplicateGroup]:
+    def duplicates(self, threshold: float) -> Duplicates:
         """Near-duplicate groups in the live index (search.duplicates); the last answer is kept
         for its version and threshold, so paging through the groups searches the corpus once."""
         live = self._live()

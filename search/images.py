@@ -160,12 +160,16 @@ def load_rgb(source: Source, draft_size: int | None = None) -> Image.Image:
     For the indexer's workers (one decode at a time each) and training; a
     server decodes through ``load_rgb_bounded``.
     """
+    return flatten_to_rgb(load_upright(source, draft_size))
+
+
+def load_upright(source: Source, draft_size: int | None = None) -> Image.Image:
+    """``load_rgb`` before flattening: upright, transparency kept (the indexer fingerprints it first)."""
     with _opened(source) as img:
         if draft_size and img.format == "JPEG":
             img.draft("RGB", (draft_size, draft_size))
         img.load()
-        img = ImageOps.exif_transpose(img)
-        return flatten_to_rgb(img)
+        return ImageOps.exif_transpose(img)
 
 
 def header_size(source: Source) -> tuple[int, int]:

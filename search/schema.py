@@ -29,6 +29,7 @@ from sqlalchemy import (
     create_engine,
     event,
     false,
+    text,
 )
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -127,6 +128,9 @@ class ImageRow(Base):
         # what a search result shows, for Store.result_rows: every row holds its vector (16 GB of table at 10M
         # images, more than the page cache keeps beside the index), this index ~1 GB
         Index("ix_images_result", *RESULT_COLUMNS),
+        # the indexed rows still without a pixel print (empty once the backfill is done): a no-op reindex
+        # finds none without reading the vector-laden table
+        Index("ix_images_no_print", "id", sqlite_where=text("status = 'indexed' AND pixel_print IS NULL")),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
@@ -149,6 +153,9 @@ class ImageRow(Base):
     # Which write stored ``vector`` (a counter per table; NULL exactly when ``vector`` is): an incremental
     # publish re-adds the rows written since its version, which catches a re-embed that kept the id.
     vector_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The near-duplicate finder's check (search.pixel_print, ~1.2 KB), made from the decode that made the
+    # vector; NULL until then (rows from before migration 0008: the next index run fills it in).
+    pixel_print: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True

@@ -227,6 +227,14 @@ SETTINGS: list[Setting] = [
         "a whole number >= 1",
     ),
     Setting(
+        "GLIMPSE_DUPLICATES_MAX_DISTANCE",
+        0.4,
+        "Largest pixel-print distance (search/pixel_print.py: 0 same pixels, ~1 different pictures) at which "
+        "a near-duplicate candidate is verified against its group's representative.",
+        _number(0, inclusive=False),
+        "a number > 0",
+    ),
+    Setting(
         "GLIMPSE_FILTER_EXACT_MAX",
         16000,
         "A folder or date filter keeping at most this many images is searched exactly over their stored "

@@ -31,11 +31,11 @@ from search.schema import (
 )
 from search.store_filters import FilterRows
 from search.store_fts import KeywordReads
-from search.store_vectors import Table, VectorChunks, VectorReads
+from search.store_vectors import PixelPrints, Table, VectorChunks, VectorReads
 from search.store_writes import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIZE, IndexerWrites, RowState, Transaction  # noqa: F401  (the row-state fields, re-exported for the indexer)
 
 
-class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks):
+class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, PixelPrints):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):

@@ -8,12 +8,12 @@ Vectors come back as the stored float16, a bounded chunk at a time: a publish ne
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Literal, cast
 
 import numpy as np
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from search.schema import CaptionRow, ImageRow, unpack_vectors
@@ -122,3 +122,44 @@ class VectorChunks:
             for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
                 ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
                 yield ids, unpack_vectors([cast(bytes, r[1]) for r in part], dim)  # not NULL: selected by it
+
+
+class PixelPrints:
+    """The near-duplicate finder's per-image pixel prints (search.pixel_print): read, and the backfill."""
+
+    def session(self) -> Session:  # provided by Store
+        raise NotImplementedError
+
+    def pixel_prints(self, ids: Iterable[int]) -> dict[int, bytes]:
+        """``{id: print}`` of those ``ids`` that have one."""
+        ids, out = list(ids), {}
+        with self.session() as s:
+            for i in range(0, len(ids), 500):
+                q = select(ImageRow.id, ImageRow.pixel_print).where(
+                    ImageRow.id.in_(ids[i : i + 500]), ImageRow.pixel_print.is_not(None)
+                )
+                out.update((int(r[0]), cast(bytes, r[1])) for r in s.execute(q))
+        return out
+
+    def count_without_print(self) -> int:
+        """Indexed images that have no pixel print yet (indexed before prints existed, or on the GPU path)."""
+        with self.session() as s:
+            q = select(func.count()).where(ImageRow.status == "indexed", ImageRow.pixel_print.is_(None))
+            return int(s.scalar(q) or 0)
+
+    def without_print(self, after_id: int, limit: int) -> list[tuple[int, str, str | None]]:
+        """``(id, path, real_path)`` of indexed images with no pixel print, by id, after ``after_id``."""
+        q = (
+            select(ImageRow.id, ImageRow.path, ImageRow.real_path)
+            .where(ImageRow.status == "indexed", ImageRow.pixel_print.is_(None), ImageRow.id > after_id)
+            .order_by(ImageRow.id)
+            .limit(limit)
+        )
+        with self.session() as s:
+            return [(int(r[0]), r[1], r[2]) for r in s.execute(q)]
+
+    def set_pixel_prints(self, prints: Iterable[tuple[int, bytes]]) -> None:
+        """Store prints, one transaction (a batch of the backfill: an interrupted run keeps those done)."""
+        with self.session() as s, s.begin():
+            for image_id, blob in prints:
+                s.execute(update(ImageRow).where(ImageRow.id == image_id).values(pixel_print=blob))

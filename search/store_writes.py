@@ -138,6 +138,7 @@ class IndexerWrites:
             taken_at=src.taken_at,
             status="indexed",
             vector=src.vector,
+            pixel_print=src.pixel_print,
             vector_seq=next_vector_seq(s, ImageRow) if src.vector is not None else None,
         )
         s.add(row)

@@ -48,7 +48,7 @@ def parse_page(args, blank_ok: bool = False) -> int:
 def _page_of_groups(args, blank_ok: bool = False) -> tuple[float, int, list[DuplicateGroup], bool]:
     """A blank parameter is a 400 over the API; the page's form sends its empty fields (``blank_ok``)."""
     threshold, page = parse_threshold(args, blank_ok), parse_page(args, blank_ok)
-    groups = engine().duplicates(threshold)
+    groups = engine().duplicates(threshold).groups
     start = page * GROUPS_PER_PAGE
     return threshold, page, groups[start : start + GROUPS_PER_PAGE], len(groups) > start + GROUPS_PER_PAGE
 
@@ -62,11 +62,8 @@ def api_duplicates():
             "page": page,
             "has_more": has_more,
             "groups": [
-                {
-                    "images": [{**image, **queries.image_urls(image["id"])} for image in g.to_dict()["images"]],
-                    "min_score": g.min_score,
-                }
-                for g in groups
+                {**group, "images": [{**image, **queries.image_urls(image["id"])} for image in group["images"]]}
+                for group in (g.to_dict() for g in groups)
             ],
         }
     )
