@@ -219,6 +219,11 @@ _SIDECAR_FLAGS = (
 )
 
 
+def sidecar_names(image_name: str) -> tuple[str, str]:
+    """The names a sidecar of ``image_name`` may have, in the order they are tried: ``photo.txt``, ``photo.jpg.txt``."""
+    return os.path.splitext(image_name)[0] + ".txt", image_name + ".txt"
+
+
 def sidecar_captions(image_path: str, may_follow: Callable[[str, str], bool] | None = None) -> list[str]:
     """Captions from ``photo.txt`` (or ``photo.jpg.txt``) beside ``photo.jpg``: one per non-empty line.
 
@@ -226,7 +231,8 @@ def sidecar_captions(image_path: str, may_follow: Callable[[str, str], bool] | N
     indexer's LinkPolicy; None: never); one that is not a regular file (a FIFO, a device) is
     never read. Both are ignored with a warning. At most SIDECAR_MAX_BYTES are read.
     """
-    for candidate in (os.path.splitext(image_path)[0] + ".txt", image_path + ".txt"):
+    folder, name = os.path.split(image_path)
+    for candidate in (os.path.join(folder, n) for n in sidecar_names(name)):
         try:
             if os.path.islink(candidate):
                 target = os.path.realpath(candidate)

@@ -95,7 +95,7 @@ class Indexer:
         if plan.embed:
             self.writer.changed_ids = plan.changed_ids
             self._embed(spec, plan.embed)
-        self.writer.sync_captions(manifest, plan.caption_paths, self.links, self.warnings)
+        self.writer.sync_captions(manifest, plan.sidecars, self.links, self.warnings)
         self._embed_captions(spec)
         publish(
             self.paths,

@@ -39,6 +39,7 @@ class Counts:
     embedded: int = 0
     captions: int = 0
     unavailable_roots: list[str] = field(default_factory=list)
+    captions_removed: int = 0  # sidecar captions that went: the caption index must drop them (not a job field)
 
     def as_job_fields(self) -> dict:
         return {k: getattr(self, k) for k in JOB_FIELDS}

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from indexer.hashing import file_hash
 from indexer.progress import bar
 from indexer.scan import FileEntry, LinkPolicy, walk_images
-from search.store import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIZE, RowState, Store
+from search.store import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIDECAR, SIZE, RowState, Store
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -83,7 +83,9 @@ class Plan:
     gone: dict[str, int] = field(default_factory=dict)  # path -> row id of files no longer there
     embed: list[ToEmbed] = field(default_factory=list)
     changed_ids: set[int] = field(default_factory=set)  # rows whose re-embedding counts as "changed"
-    caption_paths: list[str] = field(default_factory=list)  # new and changed files: look for sidecars
+    # Files whose sidecar captions are (re)read: their sidecar appeared, changed or went (or the file
+    # moved, and a sidecar is beside it now or was before), whether or not the file itself changed.
+    sidecars: list[FileEntry] = field(default_factory=list)
     unchanged: int = 0
 
 
@@ -155,9 +157,13 @@ def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
                 plan.unchanged += 1
             else:
                 plan.refused.append(Refused(entry, root_id, None if state is None else state[ID]))
-        elif state is None:
+            continue
+        if state is None:
             new.append((entry, root_id))
-        elif _same_stat(state, entry):
+            continue
+        if state[SIDECAR] != entry.sidecar:
+            plan.sidecars.append(entry)
+        if _same_stat(state, entry):
             if state[DONE]:
                 plan.unchanged += 1
                 if state[REAL] != entry.real_path:
@@ -184,7 +190,6 @@ def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
         else:
             plan.changed_ids.add(row_id)
             plan.embed.append(ToEmbed(entry, root_id, row_id, h, entry.path in hashes))
-            plan.caption_paths.append(entry.path)
     gone_by_hash: dict[str, list[tuple[str, int]]] = {}
     for p, st in gone.items():
         if st[HASH] and st[DONE]:
@@ -192,15 +197,17 @@ def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
     reusable = store.images_by_hash([h for h in hashes.values() if h]) if new else {}
     for entry, root_id in new:
         h = hashes.get(entry.path)
+        had_sidecar = False  # a moved row keeps its captions: those of a sidecar it no longer has must go
         if h and gone_by_hash.get(h):
             old_path, row_id = gone_by_hash[h].pop()
-            gone.pop(old_path)
+            had_sidecar = gone.pop(old_path)[SIDECAR] is not None
             plan.moves.append(Move(row_id, entry, root_id))
         elif h and h in reusable:
             plan.copies.append(Copy(reusable[h], entry, root_id, h))
         else:
             plan.embed.append(ToEmbed(entry, root_id, None, h, entry.path in hashes))
-        plan.caption_paths.append(entry.path)
+        if entry.sidecar is not None or had_sidecar:
+            plan.sidecars.append(entry)
     plan.gone = {p: s[ID] for p, s in gone.items()}
     return plan
 

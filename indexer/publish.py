@@ -43,11 +43,12 @@ def publish(
     The vectors stream from the store; the live version is updated incrementally unless ``rebuild``."""
     index_dir = IndexDir(paths.index)
     live = index_dir.current_version()
-    # Moves and touches keep ids and vectors: the live index is still right.
+    # Moves and touches keep ids and vectors: the live index is still right; captions that went must go.
     changed = (
         force
         or rebuild
-        or any((counts.new, counts.changed, counts.deleted, counts.embedded, counts.captions, counts.failed))
+        or any((counts.new, counts.changed, counts.deleted, counts.embedded, counts.captions, counts.captions_removed))
+        or counts.failed
     )
     if live and not changed:
         log.info("nothing changed; index version %s stays live", live)

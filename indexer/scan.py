@@ -16,6 +16,10 @@ extension test before any type check, ``DirEntry`` type bits (no syscall) for
 the type, one ``stat`` per image file, tuples rather than dataclasses. A
 canonical location is derived from its folder's (a string join); ``realpath``
 runs only for the root and for entries that are symlinks.
+
+Each image carries the stat of its sidecar caption file (``NAME.txt``), found in
+the folder's listing (a ``stat`` only where one exists): the plan re-reads
+captions when a sidecar appears, changes or goes, whether or not the image did.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import stat
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
+from indexer.captions import sidecar_names
 from search.files import shown
 from search.images import IMAGE_EXTENSIONS
 
@@ -38,6 +43,7 @@ class FileEntry(NamedTuple):
     mtime: float
     real_path: str | None = None  # canonical location, when not ``path`` itself
     error: str | None = None  # why it must not be read: recorded as a failed row
+    sidecar: str | None = None  # its sidecar's stat (:func:`sidecar_stat`); None: it has none
 
 
 class LinkPolicy:
@@ -86,7 +92,7 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
         links = LinkPolicy()
     links.add_area(real_top)
     seen_dirs: set[tuple[int, int]] = set()
-    linked_files: list[os.DirEntry] = []
+    linked_files: list[tuple[os.DirEntry, str | None]] = []
     # (folder as walked, its canonical location, reached through a symlink)
     stack: list[tuple[str, str, bool]] = [(top, real_top, False)]
     while stack:
@@ -109,6 +115,7 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
             log.warning("cannot list folder %s: %s", folder, exc)
             continue
         relocated = real_folder != folder  # canonical names differ from walked ones below here
+        texts = {e.name: e for e in entries if e.name.endswith(".txt")}
         subdirs = []
         for entry in entries:
             name = entry.name
@@ -118,13 +125,19 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
             try:
                 if entry.is_symlink():
                     if is_image and not entry.is_dir():
-                        linked_files.append(entry)  # judged once every followed folder is known
+                        # judged once every followed folder is known
+                        linked_files.append((entry, sidecar_stat(name, texts) if texts else None))
                     elif entry.is_dir():
                         subdirs.append((entry.path, os.path.realpath(entry.path), True))
                 elif is_image and entry.is_file():
                     st = entry.stat()
                     yield FileEntry(
-                        entry.path, st.st_size, st.st_mtime, os.path.join(real_folder, name) if relocated else None
+                        entry.path,
+                        st.st_size,
+                        st.st_mtime,
+                        os.path.join(real_folder, name) if relocated else None,
+                        None,
+                        sidecar_stat(name, texts) if texts else None,
                     )
                 elif entry.is_dir():
                     subdirs.append((entry.path, os.path.join(real_folder, name) if relocated else entry.path, False))
@@ -136,8 +149,23 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
                 else:
                     log.warning("skipping %s: %s", entry.path, exc)
         stack.extend(reversed(subdirs))
-    for entry in linked_files:
-        yield _linked_file(entry, links)
+    for entry, sidecar in linked_files:
+        yield _linked_file(entry, links)._replace(sidecar=sidecar)
+
+
+def sidecar_stat(image_name: str, texts: dict[str, os.DirEntry]) -> str | None:
+    """``"WHICH:SIZE:MTIME_NS"`` of each sidecar candidate of ``image_name`` present among ``texts``
+    (a folder's ``.txt`` entries; a symlink's target is stat'ed, never read), ``;``-joined; None: none."""
+    found = []
+    for which, name in enumerate(sidecar_names(image_name)):
+        entry = texts.get(name)
+        if entry is not None:
+            try:
+                st = entry.stat()
+                found.append(f"{which}:{st.st_size}:{st.st_mtime_ns}")
+            except OSError:  # a dangling link: there, but nothing to read
+                found.append(f"{which}:-")
+    return ";".join(found) or None
 
 
 def _linked_file(entry: os.DirEntry, links: LinkPolicy) -> FileEntry:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 from indexer.captions import MAX_CAPTION_CHARS, ManifestCaptions, cap_caption, sidecar_captions
 from indexer.options import JOB_FIELDS, Counts
 from indexer.plan import Plan, ToEmbed
 from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbeddedBatch
-from indexer.scan import LinkPolicy
+from indexer.scan import FileEntry, LinkPolicy
 from search.files import shown
 from search.schema import pack_vector, utcnow
 from search.store import Store, Transaction
@@ -136,15 +136,18 @@ class Writer:
             self.store.write_images(s, new_rows, updates)
 
     def sync_captions(
-        self, manifest: ManifestCaptions | None, new_paths: Iterable[str], links: LinkPolicy, warnings: RunWarnings
+        self, manifest: ManifestCaptions | None, sidecars: Sequence[FileEntry], links: LinkPolicy, warnings: RunWarnings
     ) -> None:
-        """Store manifest + sidecar captions for indexed images (vectors come later). A manifest row naming
+        """Store sidecar + manifest captions for indexed images (vectors come later). The sidecars of
+        ``sidecars`` are read again, each replacing what its image held from a sidecar. A manifest row naming
         no indexed image (``../../etc/passwd``, a file that is not there) is a bad row: listed with the others."""
+        found: dict[str, tuple[str | None, list[str]]] = {}
+        for entry in sidecars:
+            caps = sidecar_captions(entry.path, links.allows) if entry.sidecar is not None else []
+            found[entry.path] = (entry.sidecar, [_capped(entry.path, c, "sidecar", warnings) for c in caps])
+        if found:
+            self.counts.captions_removed += self.store.set_sidecar_captions(found)
         wanted: dict[str, list[tuple[str, str]]] = {}
-        for path in new_paths:
-            caps = sidecar_captions(path, links.allows)
-            if caps:
-                wanted.setdefault(path, []).extend((_capped(path, c, "sidecar", warnings), "sidecar") for c in caps)
         for path, caps in (manifest.captions if manifest else {}).items():
             wanted.setdefault(path, []).extend((_capped(path, c, "manifest", warnings), "manifest") for c in caps)
         if wanted:

@@ -157,6 +157,9 @@ class ImageRow(Base):
     # vector; NULL until then (rows from before migration 0008: the next index run fills it in).
     pixel_print: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    # The stat of the sidecar caption file its sidecar captions were read from (indexer.scan.sidecar_stat;
+    # NULL: none, or not read since migration 0009): a sidecar that appears, changes or goes is read again.
+    sidecar: Mapped[str | None] = mapped_column(String, nullable=True)
     captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True
     )

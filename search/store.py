@@ -32,7 +32,20 @@ from search.schema import (
 from search.store_filters import FilterRows
 from search.store_fts import KeywordReads
 from search.store_vectors import PixelPrints, Table, VectorChunks, VectorReads
-from search.store_writes import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIZE, IndexerWrites, RowState, Transaction  # noqa: F401  (the row-state fields, re-exported for the indexer)
+from search.store_writes import (  # noqa: F401  (the row-state fields, re-exported for the indexer)
+    DONE,
+    FAILED,
+    HASH,
+    ID,
+    MTIME,
+    REAL,
+    ROOT,
+    SIDECAR,
+    SIZE,
+    IndexerWrites,
+    RowState,
+    Transaction,
+)
 
 
 class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, PixelPrints):

@@ -25,10 +25,10 @@ from search.store_fts import drop_fts, ids_of_paths, sync_fts
 # caller's transaction (``Store.transaction()``), which also commits the job's counts.
 
 # What the diff needs of one stored image row: (id, size, mtime, content hash,
-# done = has a vector or failed for good, root id, canonical location, failed).
+# done = has a vector or failed for good, root id, canonical location, failed, sidecar stat).
 # A plain tuple: the nightly no-op run builds one per file, and 100k dataclasses
 # cost more than the scan.
-RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int]
+RowState = tuple[int, int, float, "str | None", int, "int | None", "str | None", int, "str | None"]
 # Final ints, so a type checker knows the type of ``state[SIZE]``.
 ID: Final = 0
 SIZE: Final = 1
@@ -38,6 +38,7 @@ DONE: Final = 4
 ROOT: Final = 5
 REAL: Final = 6
 FAILED: Final = 7
+SIDECAR: Final = 8
 
 # The keyword index (search.store_fts) follows every write below that changes an image's name, folder,
 # captions or status, in the same transaction.
@@ -82,11 +83,11 @@ class IndexerWrites:
             try:
                 cur.execute(
                     "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
-                    "root_id, real_path, status = 'failed' FROM images"
+                    "root_id, real_path, status = 'failed', sidecar FROM images"
                 )
                 # A BLOB path is a file name that is not UTF-8 (search.schema.FsPath).
                 return {
-                    fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), r[8]) for r in cur
+                    fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), *r[8:]) for r in cur
                 }
             finally:
                 cur.close()
@@ -203,6 +204,44 @@ class IndexerWrites:
             s.flush()
             sync_fts(s, captioned)
         return missing
+
+    def set_sidecar_captions(self, found: dict[str, tuple[str | None, list[str]]]) -> int:
+        """``{image path: (sidecar stat, its captions)}``: each image's sidecar captions become these (other
+        sources' captions stay) and its ``sidecar`` this stat, in one transaction. Returns how many
+        caption rows went (their vectors leave the caption index at the next publish)."""
+        removed = 0
+        with self.session() as s, s.begin():
+            paths = list(found)
+            for i in range(0, len(paths), 500):
+                ids = dict(
+                    s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths[i : i + 500]))).all()
+                )
+                have: dict[int, dict[str, tuple[int, str]]] = {}
+                for image_id, cid, text, source in s.execute(
+                    select(CaptionRow.image_id, CaptionRow.id, CaptionRow.text, CaptionRow.source).where(
+                        CaptionRow.image_id.in_(list(ids.values()))
+                    )
+                ):
+                    have.setdefault(image_id, {})[text] = (cid, source)
+                stale: list[int] = []
+                changed: set[int] = set()
+                for path, image_id in ids.items():
+                    stat, captions = found[path]
+                    old = have.get(image_id, {})
+                    gone = [cid for text, (cid, source) in old.items() if source == "sidecar" and text not in captions]
+                    new = [t for t in dict.fromkeys(captions) if t not in old]
+                    s.add_all(CaptionRow(image_id=image_id, text=t, source="sidecar") for t in new)
+                    stale.extend(gone)
+                    if gone or new:
+                        changed.add(image_id)
+                if ids:
+                    s.execute(update(ImageRow), [{"id": i, "sidecar": found[p][0]} for p, i in ids.items()])
+                if stale:
+                    s.execute(delete(CaptionRow).where(CaptionRow.id.in_(stale)))
+                s.flush()
+                sync_fts(s, changed)
+                removed += len(stale)
+        return removed
 
     def captions_without_vectors(self) -> list[tuple[int, str]]:
         with self.session() as s:

@@ -69,7 +69,7 @@ def test_new_file_is_embedded_and_hashed_by_the_reader(store, root):
     assert [(e.entry.path, e.row_id, e.content_hash, e.hashed) for e in plan.embed] == [
         (str(folder / "a.jpg"), None, None, False)
     ]  # no stored file of that size: not hashed up front
-    assert plan.caption_paths == [str(folder / "a.jpg")]
+    assert plan.sidecars == []  # no sidecar beside it: nothing to read
     assert not (plan.touch or plan.moves or plan.copies or plan.gone or plan.refused)
 
 
@@ -171,4 +171,32 @@ def test_a_row_without_vector_with_same_stat_is_embedded_again(store, root):
     row_id = stored(store, put(folder / "a.jpg", b"aaaa"), root_id, vector=False)
     _, plan = plan_for(store, folder, root_id)
     assert [(e.row_id, e.hashed) for e in plan.embed] == [(row_id, False)]
-    assert not plan.changed_ids and not plan.caption_paths
+    assert not plan.changed_ids and not plan.sidecars
+
+
+def test_a_sidecar_that_appears_changes_or_goes_is_read_again_without_re_embedding(store, root):
+    """The sidecar's own stat is in the change check: the image did not change, its captions did."""
+    folder, root_id = root
+    image = put(folder / "a.jpg", b"aaaa")
+    row_id = stored(store, image, root_id)
+    sidecar = put(folder / "a.txt", b"a caption written after the image was indexed\n")
+    for step in ("appears", "unchanged", "changes", "goes"):
+        if step == "changes":
+            put(sidecar, b"another caption\n", mtime=sidecar.stat().st_mtime + 5)
+        elif step == "goes":
+            sidecar.unlink()
+        _, plan = plan_for(store, folder, root_id)
+        assert not (plan.embed or plan.touch) and plan.unchanged == 1, step
+        assert [e.path for e in plan.sidecars] == ([] if step == "unchanged" else [str(image)]), step
+        if plan.sidecars:
+            store.set_sidecar_captions({str(image): (plan.sidecars[0].sidecar, [])})  # as the writer records it
+    assert plan.sidecars[0].sidecar is None  # gone: nothing to read, the captions it gave are dropped
+    assert store.image_id_for_path(str(image)) == row_id
+
+
+def test_a_new_file_with_a_sidecar_reads_it(store, root):
+    folder, root_id = root
+    put(folder / "a.jpg", b"aaaa")
+    put(folder / "a.jpg.txt", b"the second sidecar name\n")
+    _, plan = plan_for(store, folder, root_id)
+    assert [(e.path, e.sidecar is not None) for e in plan.sidecars] == [(str(folder / "a.jpg"), True)]
