@@ -109,7 +109,8 @@ def knn_query(eng: Engine, body: dict) -> Query:
         return ImageQuery(fetch_image_url(body["image_url"]))
     if body.get("embedding_input") is not None:
         try:
-            vec = np.asarray(body["embedding_input"], dtype=np.float32).reshape(-1)
+            with np.errstate(over="ignore"):  # a number past float32 becomes inf, refused below
+                vec = np.asarray(body["embedding_input"], dtype=np.float32).reshape(-1)
         except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too big for a float
             raise HttpError(400, "embedding_input must be a list of numbers") from None
         if vec.shape[0] != eng.encoder.dim or not np.all(np.isfinite(vec)):
