@@ -5,7 +5,7 @@
 #   scripts/setup.sh --dev    plus what the tests need (Debian chromium, clip-retrieval's client,
 #                             the training extra: transformers and the all-MiniLM-L6-v2 text teacher,
 #                             the ray extra (tests/test_ray.py),
-#                             and requirements-dev.txt's lint and type tools: ruff and mypy)
+#                             and requirements-dev.txt: pytest, playwright, ruff, mypy, deptry, schemathesis)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
