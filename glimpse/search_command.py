@@ -96,11 +96,12 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     from search.floor import min_score_filter
     from search.images import ImageDecodeError
     from search.query import FileQuery, Paging, TextQuery
-    from search.search_args import check_date_range, check_paging, parse_date
+    from search.search_args import check_date_range, check_paging, check_query_text, parse_date
 
     given = [x for x in (text, image, captions) if x]
     if len(given) != 1:
         raise click.UsageError("give exactly one of TEXT, --image FILE or --captions TEXT")
+    check_query_text(text or captions or "", "TEXT" if text else "--captions")
     check_paging(k, page)
     date_from, date_to = parse_date(date_from, "--date-from"), parse_date(date_to, "--date-to")
     check_date_range(date_from, date_to, ("--date-from", "--date-to"))

@@ -92,6 +92,19 @@ def test_cli_search_with_the_first_valid_day_is_no_traceback(corpus):
     assert "Traceback" not in proc.stderr and len(json.loads(proc.stdout)) == 3
 
 
+def test_the_cli_refuses_a_blank_date_and_an_overlong_query_like_the_api(server, corpus):
+    from conftest import glimpse_cmd
+    from search.search_args import MAX_QUERY_CHARS
+
+    blank = glimpse_cmd("search", "beach", "--date-to", "", home=corpus.home, check=False)
+    assert blank.returncode == 2 and "--date-to is empty" in blank.stderr, blank.stderr
+    long = "a" * (MAX_QUERY_CHARS + 1)
+    proc = glimpse_cmd("search", long, home=corpus.home, check=False)
+    assert proc.returncode == 2 and "at most 1000 characters" in proc.stderr, proc.stderr
+    assert "at most 1000 characters" in error_json(call(server, "GET", f"/api/search?q={long}"), 400)
+    assert call(server, "GET", f"/api/search?q={long[:-1]}&k=1")[0] == 200
+
+
 # ------------------------------------------------------------------ blank values are 400s, not defaults
 @pytest.mark.parametrize("name", ["k", "page", "order", "mode", "min_score", "date_from", "date_to", "folder"])
 def test_a_blank_search_parameter_is_refused(server, some_id, name):
