@@ -184,8 +184,8 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
 @click.option(
     "--follow-external-links/--no-follow-external-links",
     default=None,
-    help="Also index symlinked files (and read sidecars) whose target lies outside the indexed folders; "
-    "recorded with each folder and kept by `glimpse reindex` (default: as recorded, else no).",
+    help="Also index symlinked files and folders (and read sidecars) whose target lies outside the indexed "
+    "folders; recorded with each folder and kept by `glimpse reindex` (default: as recorded, else no).",
 )
 @model_options
 @engine_options
@@ -249,6 +249,7 @@ def stats(paths_obj, as_json, all_failed):
             f"root:           {shown(root['path'])}"
             + ("" if root["available"] else "  (unavailable)")
             + ("  (follows external links)" if root["follow_external_links"] else "")
+            + ("  (follows folder links leading outside)" if root["follow_external_folder_links"] else "")
         )
     if s["failed"]:
         click.echo("failed files:")

@@ -84,7 +84,7 @@ class Indexer:
             for r in roots
         }
         states = self.store.file_states()
-        found = scan(self.store, root_ids, {s[ROOT] for s in states.values()})
+        found = scan(self.store, root_ids, {s[ROOT] for s in states.values()}, self.warnings.add)
         self.links = found.links
         self.counts.unavailable_roots.extend(found.unavailable)
         self.counts.scanned = len(found.seen)

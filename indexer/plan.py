@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -111,21 +112,25 @@ def _is_empty_dir(path: str) -> bool:
         return True
 
 
-def scan(store: Store, root_ids: dict[str, int], roots_with_rows: set[int | None]) -> Scan:
-    """Walk each root; mark each root available or not in the store."""
+def scan(
+    store: Store, root_ids: dict[str, int], roots_with_rows: set[int | None], warn: Callable[[str], None] | None = None
+) -> Scan:
+    """Walk each root; mark each root available or not in the store. ``warn``: folder links not followed."""
     seen: dict[str, tuple[FileEntry, int]] = {}
     available: set[int] = set()
     unavailable: list[str] = []
     known = {r.id: r for r in store.roots()}
-    # Symlinked files (and sidecars) may lead into any indexed folder, or anywhere under a root that opted in.
+    # Symlinked files, folders (and sidecars) may lead into any indexed folder, or anywhere under a root that
+    # opted in.
     links = LinkPolicy(
         areas=[os.path.realpath(r.path) for r in known.values()],
         open_roots=[r.path for r in known.values() if r.follow_external_links],
+        open_folder_roots=[r.path for r in known.values() if r.follow_external_folder_links],
     )
     progress = bar(None, "scanning", unit="file")
     for root, root_id in root_ids.items():
         is_dir = os.path.isdir(root)
-        entries = list(walk_images(root, links)) if is_dir else []
+        entries = list(walk_images(root, links, warn)) if is_dir else []
         if not is_dir or (not entries and root_id in roots_with_rows and _is_empty_dir(root)):
             # Missing, or an empty mount point: keep its images, don't call them deleted.
             log.warning("root %s is missing or unmounted: its images are kept and marked unavailable", root)

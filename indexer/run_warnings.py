@@ -40,7 +40,7 @@ class RunWarnings:
         """One line for the end of the run, or None when there was nothing to report."""
         if not self.count:
             return None
-        return f"{self.count} warning(s): rows or captions skipped or cut; `glimpse stats` lists them"
+        return f"{self.count} warning(s): rows, captions or links skipped or cut; `glimpse stats` lists them"
 
     def as_text(self) -> str | None:
         """For ``jobs.warnings``: the kept lines, then how many more there were."""

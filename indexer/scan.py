@@ -3,9 +3,12 @@
 Hidden files and folders (including macOS ``._*`` resource forks) are
 skipped; symlinked folders are followed once, so loops end.
 
-A symlinked FILE is followed only when its target lies in an allowed area (see
-:class:`LinkPolicy`): inside an indexed folder or a symlinked folder the walk
-followed, or anywhere when its root opted in (``--follow-external-links``).
+A symlinked FOLDER is followed only when its target lies inside an indexed
+folder, or anywhere when its root opted in (``--follow-external-links``, or an
+older home's folder-links-only choice); one leading elsewhere is reported (a
+run warning) and not entered. A symlinked FILE is followed only when its target
+lies in an allowed area (see :class:`LinkPolicy`): inside an indexed folder or a
+symlinked folder the walk followed, or anywhere when its root opted in.
 Otherwise, like a dangling link, a FIFO or device named like an image, or an
 entry that cannot be stat'ed, it is yielded with an ``error`` (recorded as a
 failed row) and never read. Each file carries its canonical location
@@ -27,7 +30,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from indexer.captions import sidecar_names
@@ -47,18 +50,21 @@ class FileEntry(NamedTuple):
 
 
 class LinkPolicy:
-    """Where a symlinked file or sidecar may lead.
+    """Where a symlinked file, folder or sidecar may lead.
 
     Allowed areas are canonical folders: the indexed roots' and those of symlinked folders the
     walk followed. A root listed in ``open_roots`` (its user passed --follow-external-links)
-    accepts links to anywhere.
+    accepts links to anywhere; one in ``open_folder_roots`` (an older home's choice), folder links.
     """
 
-    def __init__(self, areas: Iterable[str] = (), open_roots: Iterable[str] = ()):
+    def __init__(
+        self, areas: Iterable[str] = (), open_roots: Iterable[str] = (), open_folder_roots: Iterable[str] = ()
+    ):
         self._areas: set[str] = set()
         for area in areas:
             self.add_area(area)
         self._open = tuple(_prefix(os.path.abspath(r)) for r in open_roots)
+        self._open_folders = tuple(_prefix(os.path.abspath(r)) for r in open_folder_roots)
 
     def add_area(self, real_folder: str) -> None:
         self._areas.add(_prefix(real_folder))
@@ -70,6 +76,10 @@ class LinkPolicy:
             return True
         return (path + os.sep).startswith(self._open) if self._open else False
 
+    def allows_folder(self, path: str, target: str) -> bool:
+        """May the walk enter ``path`` (a symlinked folder), given its canonical ``target``?"""
+        return self.allows(path, target) or (path + os.sep).startswith(self._open_folders)
+
 
 def _prefix(folder: str) -> str:
     return folder.rstrip(os.sep) + os.sep
@@ -79,13 +89,24 @@ def external_link_error(target: str) -> str:
     return f"symlink to a file outside the indexed folders ({shown(target)}); pass --follow-external-links to index it"
 
 
-def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntry]:
+def external_folder_warning(path: str, target: str) -> str:
+    return (
+        f"{shown(path)}: symlink to a folder outside the indexed folders ({shown(target)}), not followed; "
+        "pass --follow-external-links to index it"
+    )
+
+
+def walk_images(
+    root: str, links: LinkPolicy | None = None, warn: Callable[[str], None] | None = None
+) -> Iterator[FileEntry]:
     """Yield every image file under ``root`` (absolute paths).
 
-    ``links`` decides where symlinked files may lead; symlinked folders this walk follows are
-    added to it (so sidecars checked later see them too). Symlinked files are judged at the
-    end, once every followed folder is known, so the order of names does not matter.
+    ``links`` decides where symlinked folders and files may lead; symlinked folders this walk
+    follows are added to it (so sidecars checked later see them too). Symlinked files are judged
+    at the end, once every followed folder is known, so the order of names does not matter. A
+    symlinked folder leading outside is not entered: ``warn`` (default: logged) says so.
     """
+    warn = warn or log.warning
     top = os.path.abspath(root)
     real_top = os.path.realpath(top)
     if links is None:
@@ -128,7 +149,11 @@ def walk_images(root: str, links: LinkPolicy | None = None) -> Iterator[FileEntr
                         # judged once every followed folder is known
                         linked_files.append((entry, sidecar_stat(name, texts) if texts else None))
                     elif entry.is_dir():
-                        subdirs.append((entry.path, os.path.realpath(entry.path), True))
+                        target = os.path.realpath(entry.path)
+                        if links.allows_folder(entry.path, target):
+                            subdirs.append((entry.path, target, True))
+                        else:
+                            warn(external_folder_warning(entry.path, target))
                 elif is_image and entry.is_file():
                     st = entry.stat()
                     yield FileEntry(

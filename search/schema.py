@@ -87,9 +87,13 @@ class Root(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
     available: Mapped[bool] = mapped_column(Boolean, default=True)
-    # Symlinked files and sidecars whose target lies outside every indexed folder are skipped
+    # Symlinked files, folders and sidecars whose target lies outside every indexed folder are skipped
     # unless the user opted in for this root (`glimpse index --follow-external-links`).
     follow_external_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Symlinked folders leading outside are followed (files and sidecars are not): kept by migration 0010 for
+    # roots that held images reached that way when every folder link was followed, so they keep working;
+    # either --[no-]follow-external-links replaces it.
+    follow_external_folder_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     added_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 

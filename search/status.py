@@ -56,6 +56,8 @@ def stats(store: Store, live: LoadedIndex | None, failed_limit: int | None = 50)
                 "path": shown(r.path),
                 "available": r.available,
                 "follow_external_links": r.follow_external_links,
+                # an older home's root that held images under folder links leading outside: those are still followed
+                "follow_external_folder_links": r.follow_external_folder_links,
                 # when the folder was last found mounted: tells an unplugged drive from a deleted folder
                 "last_seen_at": r.last_seen_at.isoformat() if r.last_seen_at else None,
             }

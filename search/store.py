@@ -97,7 +97,8 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
 
     # -------------------------------------------------------------- roots
     def ensure_root(self, path: str, follow_external_links: bool | None = None) -> int:
-        """The root's id (added when new); ``follow_external_links`` None keeps what was recorded."""
+        """The root's id (added when new); ``follow_external_links`` None keeps what was recorded (either
+        value replaces the folder-links-only choice an older home recorded)."""
         with self.session() as s, s.begin():
             row = s.scalars(select(Root).where(Root.path == path)).first()
             if row is None:
@@ -106,6 +107,7 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
                 s.flush()
             elif follow_external_links is not None:
                 row.follow_external_links = follow_external_links
+                row.follow_external_folder_links = False
             return row.id
 
     def roots(self) -> list[Root]:

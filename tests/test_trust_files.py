@@ -68,9 +68,12 @@ class Trap:
         self.home = base / "home"
         self.pics = base / "pics"
         outside = base / "outside"
-        album = base / "elsewhere" / "album"
+        album = self.pics / ".album"  # hidden: the walk reaches it only through the link below
+        away = base / "elsewhere" / "album"
         make_images(self.pics, 3)
         make_images(album, 2, start=50)
+        make_images(away, 2, start=70)
+        (away / "img_0070.txt").write_text(SECRET_CAPTION + "\n")
         outside.mkdir()
         self.secret = outside / "shadow"
         self.secret.write_bytes(SECRET)
@@ -83,7 +86,8 @@ class Trap:
         os.symlink(self.secret, self.pics / "zz.jpg")  # the CRITICAL finding
         os.symlink(self.outside_image, self.pics / "ext.png")  # a real image, but outside
         os.symlink(self.pics / "sub" / "real.png", self.pics / "inside.png")  # inside the root: fine
-        os.symlink(album, self.pics / "linked")  # a symlinked folder: followed
+        os.symlink(album, self.pics / "linked")  # a symlinked folder inside the root: followed
+        os.symlink(away, self.pics / "away")  # one leading outside: not followed
         os.symlink(self.pics / "linked" / "img_0050.png", self.pics / "via.png")  # into the followed folder
         os.symlink(base / "nowhere.png", self.pics / "dangling.png")
         os.symlink(outside / "caption.txt", self.pics / "img_0001.txt")  # sidecar leading to a secret
@@ -181,6 +185,18 @@ def test_links_inside_and_symlinked_folders_are_served_from_where_they_really_li
     finally:
         os.unlink(link)
         os.symlink(real, link)
+
+
+def test_a_folder_link_leading_outside_is_not_followed(trap):
+    away = str(trap.pics / "away")
+    assert not [p for p in trap.ids if p.startswith(away)]  # no row of any kind
+    found = json.loads(trap.glimpse("search", "anything", "-k", "50", "--json").stdout)
+    assert found and not [r for r in found if r["path"].startswith(away)]
+    assert SECRET_CAPTION not in json.dumps(found)
+    assert SECRET_CAPTION not in trap.glimpse("search", "SECRET-CAPTION-51e2", "--mode", "keywords", "--json").stdout
+    said = f"{away}: symlink to a folder outside the indexed folders ({trap.pics.parent / 'elsewhere' / 'album'})"
+    job = json.loads(trap.glimpse("stats", "--json").stdout)["jobs"][-1]  # the first run: `glimpse index`
+    assert [w for w in job["warnings"] if w.startswith(said)] and said in trap.glimpse("stats").stdout
 
 
 def test_non_utf8_and_newline_names_are_indexed_shown_escaped_and_served(trap):
@@ -293,3 +309,55 @@ def test_a_link_pointed_at_an_identical_file_is_followed_there_without_re_embedd
         assert status == 200 and body == data  # served from where the walk last found it, never the secret
     finally:
         live.close()
+
+
+def test_follow_external_links_follows_folder_links_too(tmp_path, glimpse, home, tiny_model):
+    pics, outside = tmp_path / "pics", tmp_path / "outside"
+    make_images(pics, 1)
+    make_images(outside, 2, start=40)
+    (outside / "img_0040.txt").write_text("a caption from outside\n")
+    os.symlink(outside, pics / "away")
+    glimpse("index", str(pics), "--model", tiny_model)
+    assert json.loads(glimpse("stats", "--json").stdout)["images_indexed"] == 1
+    glimpse("index", str(pics), "--follow-external-links")
+    stats = json.loads(glimpse("stats", "--json").stdout)
+    assert (stats["images_indexed"], stats["captions"]) == (3, 1)
+    c = summary(glimpse("reindex").stdout)  # the choice is kept
+    assert (c["new"], c["deleted"], c["embedded"]) == (0, 0, 0)
+    glimpse("index", str(pics), "--no-follow-external-links")
+    stats = json.loads(glimpse("stats", "--json").stdout)
+    assert (stats["images_indexed"], stats["captions"]) == (1, 0)
+
+
+def test_an_older_homes_root_keeps_following_the_folder_links_it_was_indexed_through(
+    tmp_path, glimpse, home, tiny_model
+):
+    """Before folder links had the outside rule, every one was followed: a root that holds images reached
+    through one leading outside keeps following its folder links after the upgrade (migration 0010); a root
+    that holds none gets the rule. Either --[no-]follow-external-links replaces that choice."""
+    import sqlite3
+
+    from search.migrate import downgrade, upgrade_to_head
+
+    pics, plain, outside = tmp_path / "pics", tmp_path / "plain", tmp_path / "outside"
+    make_images(pics, 1)
+    make_images(plain, 1, start=10)
+    make_images(outside, 2, start=40)
+    os.symlink(outside, pics / "away")
+    glimpse("index", str(pics), "--model", tiny_model, "--follow-external-links")  # as every folder link was
+    glimpse("index", str(plain))
+    db = home / "glimpse.db"
+    with sqlite3.connect(db) as con:  # the home as the release before the rule left it
+        con.execute("UPDATE roots SET follow_external_links = 0")
+    downgrade(db, "0009")
+    make_images(tmp_path / "elsewhere", 1, start=60)
+    os.symlink(tmp_path / "elsewhere", plain / "away")  # a folder link made after the upgrade: not followed
+    upgrade_to_head(db)
+    c = summary(glimpse("reindex").stdout)
+    assert (c["new"], c["deleted"]) == (0, 0)
+    roots = {r["path"]: r for r in json.loads(glimpse("stats", "--json").stdout)["roots"]}
+    assert roots[str(pics)]["follow_external_folder_links"] is True
+    assert roots[str(plain)]["follow_external_folder_links"] is False
+    assert "(follows folder links leading outside)" in glimpse("stats").stdout
+    glimpse("index", str(pics), "--no-follow-external-links")
+    assert json.loads(glimpse("stats", "--json").stdout)["images_indexed"] == 2
