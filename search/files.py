@@ -57,7 +57,8 @@ def shown(text: str) -> str:
 
 
 class ShownLogArgs(logging.Filter):
-    """Log lines show the text they interpolate (file names, captions, errors) through :func:`shown`.
+    """Log lines show the text they interpolate (file names, captions, errors) through :func:`shown`, and
+    a traceback line by line (an exception's message may name a file).
 
     A handler filter, so every logger's lines are covered; the format string itself is code, kept as it is."""
 
@@ -66,7 +67,12 @@ class ShownLogArgs(logging.Filter):
             record.args = tuple(_shown_arg(a) for a in record.args)
         elif isinstance(record.args, dict):
             record.args = {k: _shown_arg(v) for k, v in record.args.items()}
+        if record.exc_info and not record.exc_text:  # what Formatter.format would write, shown
+            record.exc_text = "\n".join(map(shown, _TRACEBACKS.formatException(record.exc_info).split("\n")))
         return True
+
+
+_TRACEBACKS = logging.Formatter()
 
 
 def _shown_arg(value: object) -> object:
