@@ -140,8 +140,9 @@ def read_status(sock: socket.socket) -> tuple[int, bytes]:
 def test_content_length_over_the_cap_is_refused_before_the_body_is_read(server, method, path):
     """300 MiB announced, 16 bytes sent: the 413 comes back while the client still owes the body.
 
-    waitress answers it itself (plain text) before the app runs; the app's own JSON 413 for the same
-    cap, under servers that do not refuse first, is test_body_cap_refuses_on_content_length_on_every_route."""
+    waitress answers it itself before the app runs, in the app's JSON (web.server.JsonErrorTask); the app's own
+    413 for the same cap, under servers that do not refuse first, is
+    test_body_cap_refuses_on_content_length_on_every_route."""
     sock = raw_request(
         server,
         (
@@ -152,10 +153,12 @@ def test_content_length_over_the_cap_is_refused_before_the_body_is_read(server, 
         + b"x" * 16,
     )
     try:
-        status, _ = read_status(sock)  # times out (fails) if the server waits for the other 300 MiB
+        status, data = read_status(sock)  # times out (fails) if the server waits for the other 300 MiB
     finally:
         sock.close()
-    assert status == 413
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert status == 413 and b"content-type: application/json" in head.lower(), data[:300]
+    assert json.loads(body)["error"].startswith("request body too large")
 
 
 def test_chunked_body_cannot_exceed_the_cap(engine):
