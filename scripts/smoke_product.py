@@ -289,12 +289,14 @@ def stop_server() -> None:
     proc, SERVER = SERVER, None
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=15)
+    # Ctrl-C, as a user stops it (glimpse serve closes the server and the engine); then harder.
+    for stop in (lambda: proc.send_signal(signal.SIGINT), proc.terminate, proc.kill):
+        stop()
+        try:
+            proc.wait(timeout=20)
+            return
+        except subprocess.TimeoutExpired:
+            print(f"warning: the server (pid {proc.pid}) is still running 20s after a stop signal", flush=True)
 
 
 def start_server(log_path: Path) -> Client:
@@ -308,6 +310,9 @@ def start_server(log_path: Path) -> Client:
         stderr=subprocess.STDOUT,
         env=ENV,
         cwd=WORK,
+        # A command started in the background by a shell ignores SIGINT, and Python then keeps it ignored:
+        # give the server the default, so that stop_server's Ctrl-C reaches it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     base = f"http://127.0.0.1:{port}"
     while True:
@@ -425,6 +430,11 @@ def login_steps(c: Client) -> None:
     c.request("open again", "/")
 
 
+def interrupted(signum, _frame) -> None:
+    print(f"SMOKE FAILED: interrupted by {signal.Signals(signum).name}; stopping the server", flush=True)
+    sys.exit(1)  # unwinds main's finally and the atexit handlers: the server is stopped, the folder removed
+
+
 def main() -> int:
     global WORK, ENV
     WORK = Path(tempfile.mkdtemp(prefix="glimpse-smoke-"))
@@ -433,7 +443,7 @@ def main() -> int:
     if not keep:
         atexit.register(shutil.rmtree, WORK, True)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(1))  # run the atexit handlers: stop the server
+        signal.signal(sig, interrupted)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GLIMPSE_", "RAY_"))}
     env.update(
         GLIMPSE_HOME=str(WORK / "home"), GLIMPSE_CACHE_DIR=str(WORK / "cache"), HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1"
@@ -448,7 +458,9 @@ def main() -> int:
             http_steps(client, image_file)
             login_steps(client)
         finally:
+            t0 = time.monotonic()
             stop_server()
+            ok("server stopped", t0)
         server_log = log_path.read_text("utf-8", "replace")
         if "Traceback" in server_log:
             fail("server log", "a traceback in the server's log", server_log)
