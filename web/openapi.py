@@ -206,9 +206,16 @@ SCHEMAS = {
     },
     "KnnQuery": {
         "type": "object",
-        "description": "clip-retrieval's knn request; exactly one of text, image, image_url, embedding_input.",
+        "description": "clip-retrieval's knn request: one of text, image, image_url, embedding_input (the first "
+        "given, in that order, is the query; none is a 400).",
+        "anyOf": [
+            {"required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
+            {"required": ["image"], "properties": {"image": {"type": "string", "minLength": 1}}},
+            {"required": ["image_url"], "properties": {"image_url": {"type": "string", "minLength": 1}}},
+            {"required": ["embedding_input"], "properties": {"embedding_input": {"type": "array", "minItems": 1}}},
+        ],
         "properties": {
-            "text": NULLABLE_STR,
+            "text": {**NULLABLE_STR, "maxLength": MAX_QUERY_CHARS},
             "image": {**NULLABLE_STR, "description": "base64 image bytes"},
             "image_url": {**NULLABLE_STR, "description": "refused unless GLIMPSE_ALLOW_IMAGE_URL is on"},
             "embedding_input": {"type": ["array", "null"], "items": {"type": "number"}},
