@@ -70,9 +70,10 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
 
     @app.before_request
     def _ignore_unusable_range():
-        # RFC 9110 14.2: a server may ignore Range; an invalid one ("junk", "bytes=5-1") it must ignore, and
-        # several ranges are not worth a multipart answer: all of them get the whole file (200), not werkzeug's
-        # 416. A valid single range the file cannot satisfy ("bytes=999999-" on a small file) stays a 416.
+        # RFC 9110 14.2: a server may ignore Range, an unknown unit it must, and an invalid ranges-specifier
+        # ("junk", "bytes=5-1") it may ignore or reject; several ranges would need a multipart answer. All of
+        # these get the whole file (200) here, not werkzeug's 416. A valid single range the file cannot satisfy
+        # ("bytes=999999-" on a small file) stays a 416 (14.1.1).
         raw = request.environ.get("HTTP_RANGE")
         if raw is not None:
             parsed = parse_range_header(raw)
