@@ -6,12 +6,23 @@ the cosine of each copy to its original beside the highest cosine between differ
 photo, copy vs another photo, and icons of one set vs each other). A threshold between the two groups
 finds the copies and groups nothing else.
 
+``quality``: a collection of your own (default: 3,000 drawings, icons and emoji sampled from five
+corpora, plus the sample photos), with 10% of its images copied once each in one of twelve ways
+(resized, recompressed, format changed, transparency flattened onto white or black, cropped 3-10%,
+rotated, and the combination the issue's trial used), indexed by the real ``glimpse index`` with a
+model, then grouped at each candidate threshold and pixel limit. Ground truth: a planted copy belongs
+with its original, and images that are pixel twins in the collection (16x16 grey thumbnails within
+2/255, re-uploads) belong together. Reported per kind of copy: the share found in its original's
+group; and the distinct images wrongly grouped (in a group holding no true duplicate of theirs) as a
+share of the collection.
+
 ``cost``: a synthetic home of N vectors (bench/synth.py: rows, vectors, an index published by Glimpse)
 with 1% of its rows overwritten by near-copies of others (cosine 0.97-0.999), and the wall and CPU time
 of the finder over it (every vector searched against the live index) at each IVF nprobe, with the share
 of planted pairs it grouped and the images it grouped that were not planted.
 
     python -m bench.duplicates threshold --model local-dir:models/glimpse-icons-distil
+    python -m bench.duplicates quality --out bench-data/dupes-quality
     python -m bench.duplicates cost --n 100000 --home bench-data/homes/dupes-100k
 """
 
@@ -124,6 +135,189 @@ def measure_threshold(model: str, photos: Path, icons: Path, n_icons: int) -> di
     }
 
 
+CORPORA = Path("/work/shared/data/corpora")
+SAMPLE = {"openclipart": 1100, "tabler-icons": 600, "openmoji": 600, "fluent-emoji": 450, "emoji-google": 250}
+
+
+def _flat(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    img = img.convert("RGBA")
+    out = Image.new("RGB", img.size, background)
+    out.paste(img, mask=img.getchannel("A"))
+    return out
+
+
+def _scaled(img: Image.Image, share: float) -> Image.Image:
+    return img.resize((max(1, round(img.width * share)), max(1, round(img.height * share))), Image.LANCZOS)
+
+
+def _rotated(img: Image.Image, degrees: float) -> Image.Image:
+    return _flat(img, (255, 255, 255)).rotate(degrees, resample=Image.BICUBIC, fillcolor=(255, 255, 255))
+
+
+# name -> (make the copy, file suffix, JPEG quality or None)
+KINDS: dict = {
+    "resize 50%": (lambda im: _scaled(im, 0.5), ".png", None),
+    "resize 25%": (lambda im: _scaled(im, 0.25), ".png", None),
+    "jpeg q40 (format change)": (lambda im: _flat(im, (255, 255, 255)), ".jpg", 40),
+    "jpeg q75, resized 70%": (lambda im: _scaled(_flat(im, (255, 255, 255)), 0.7), ".jpg", 75),
+    "flattened on white": (lambda im: _flat(im, (255, 255, 255)), ".png", None),
+    "flattened on black": (lambda im: _flat(im, (0, 0, 0)), ".png", None),
+    "crop 3%": (lambda im: _crop(im, 0.03), ".png", None),
+    "crop 5%": (lambda im: _crop(im, 0.05), ".png", None),
+    "crop 10%": (lambda im: _crop(im, 0.10), ".png", None),
+    "crop 3% + 85% + white + jpeg q75": (lambda im: _scaled(_flat(_crop(im, 0.03), (255, 255, 255)), 0.85), ".jpg", 75),
+    "rotate 2°": (lambda im: _rotated(im, 2), ".png", None),
+    "rotate 4°": (lambda im: _rotated(im, 4), ".png", None),
+}
+
+
+def build_collection(out: Path, seed: int, share: float) -> dict:
+    """Sample the corpora into ``out/images`` under neutral names and plant copies; returns the truth."""
+    import random
+
+    rng = random.Random(seed)
+    files: list[Path] = sorted(PHOTOS.glob("*.png"))
+    for name, n in SAMPLE.items():
+        pool = sorted((CORPORA / name).rglob("*.png"))
+        rng.shuffle(pool)
+        files += pool[:n]
+    folder = out / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for i, src in enumerate(files):
+        name = f"img_{i:05d}.png"
+        (folder / name).write_bytes(src.read_bytes())
+        names.append(name)
+    order = rng.sample(range(len(files)), len(files))
+    copies = []
+    kinds = list(KINDS)
+    for j in range(int(len(files) * share)):
+        kind = kinds[j % len(kinds)]
+        make, suffix, quality = KINDS[kind]
+        while True:  # a copy that shows nothing (black strokes flattened onto black) is no copy: next original
+            i = order.pop()
+            with Image.open(folder / names[i]) as im:
+                im.load()
+                copy = make(im)
+            if float(np.asarray(copy.convert("L"), np.float32).std()) >= 4.0:
+                break
+        name = f"copy_{j:05d}{suffix}"
+        if quality:
+            copy.convert("RGB").save(folder / name, quality=quality)
+        else:
+            copy.save(folder / name)
+        copies.append({"name": name, "original": names[i], "kind": kind})
+    truth = {"images": names, "copies": copies}
+    (out / "truth.json").write_text(json.dumps(truth, indent=1))
+    return truth
+
+
+def _twins(folder: Path, names: list[str]) -> list[set[str]]:
+    """Classes of pixel twins among the collection's own images: 16x16 grey thumbnails within 2/255."""
+    from search.images import flatten_to_rgb
+
+    thumbs = np.stack(
+        [
+            np.asarray(flatten_to_rgb(Image.open(folder / n)).convert("L").resize((16, 16), Image.BOX), np.float32)
+            for n in names
+        ]
+    ).reshape(len(names), -1)
+    parent = list(range(len(names)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for start in range(0, len(names), 32):
+        block = np.abs(thumbs[start : start + 32, None, :] - thumbs[None, :, :]).max(axis=2)
+        for a, b in zip(*np.nonzero(block <= 2.0)):
+            if start + a < b:
+                parent[find(start + a)] = find(int(b))
+    classes: dict[int, set[str]] = {}
+    for i, n in enumerate(names):
+        classes.setdefault(find(i), set()).add(n)
+    return [c for c in classes.values() if len(c) > 1]
+
+
+def measure_quality(out: Path, model: str, thresholds: list[float], limits: list[float], seed: int) -> dict:
+    """Index the collection with ``model`` (once), then score the groups at each setting."""
+    import subprocess
+    import sys
+
+    from search.duplicates import find_duplicates
+    from search.index import IndexDir
+    from search.paths import Paths
+    from search.store import Store
+
+    truth = json.loads((out / "truth.json").read_text()) if (out / "truth.json").exists() else None
+    if truth is None:
+        truth = build_collection(out, seed, 0.10)
+    home = out / "home"
+    if not (home / "index" / "current").exists():
+        t0 = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "glimpse.cli", "index", str(out / "images"), "--model", model],
+            env={**__import__("os").environ, "GLIMPSE_HOME": str(home)},
+            check=True,
+        )
+        print(f"indexed in {time.perf_counter() - t0:.0f} s", flush=True)
+    folder = out / "images"
+    label: dict[str, int] = {}  # name -> true class
+    everything = truth["images"] + [c["name"] for c in truth["copies"]]
+    for k, c in enumerate(_twins(folder, everything)):
+        for n in c:
+            label[n] = k
+    nxt = len(label) + 1_000_000
+    for c in truth["copies"]:
+        if c["original"] not in label:
+            label[c["original"]] = nxt
+            nxt += 1
+        label[c["name"]] = label[c["original"]]
+    paths = Paths.resolve(home)
+    live = IndexDir(paths.index).load(use_gpu=False)
+    store = Store(paths.db, upgrade=False)
+    n_images = len(truth["images"]) + len(truth["copies"])
+    rows = []
+    try:
+        for t in thresholds:
+            for v in limits:
+                t0 = time.perf_counter()
+                found = find_duplicates(store, live, t, limit=v)
+                took = time.perf_counter() - t0
+                group_of = {Path(r.path).name: gi for gi, g in enumerate(found.groups) for r in g.images}
+                members = [[Path(r.path).name for r in g.images] for g in found.groups]
+                wrong = [
+                    n
+                    for n, gi in group_of.items()
+                    if not any(m != n and label.get(m, -1) == label.get(n, -2) for m in members[gi])
+                ]
+                per_kind: dict[str, list[int]] = {}
+                for c in truth["copies"]:
+                    gi = group_of.get(c["name"])
+                    ok = gi is not None and any(
+                        m != c["name"] and label.get(m) == label[c["name"]] for m in members[gi]
+                    )
+                    per_kind.setdefault(c["kind"], []).append(int(ok))
+                row = {
+                    "threshold": t,
+                    "max_distance": v,
+                    "seconds": round(took, 1),
+                    "groups": len(found.groups),
+                    "grouped_images": len(group_of),
+                    "wrongly_grouped": len(wrong),
+                    "wrongly_grouped_%": round(100 * len(wrong) / n_images, 2),
+                    "found_%": {k: round(100 * sum(x) / len(x), 1) for k, x in per_kind.items()},
+                    "wrong_examples": sorted(wrong)[:6],
+                }
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    finally:
+        store.close()
+    return {"model": model, "images": n_images, "copies": len(truth["copies"]), "runs": rows}
+
+
 def plant_copies(home: Path, n: int, copies: int, seed: int = 5) -> None:
     """Overwrite the last ``copies`` rows' vectors with near-copies of rows 1..``copies`` (cosine
     0.97-0.999, as a resized or recompressed photo scores), a new ``vector_seq`` each; idempotent."""
@@ -227,6 +421,12 @@ def main() -> None:
     t.add_argument("--photos", type=Path, default=PHOTOS)
     t.add_argument("--icons", type=Path, default=ICONS)
     t.add_argument("--n-icons", type=int, default=400)
+    q = sub.add_parser("quality")
+    q.add_argument("--out", type=Path, default=Path("bench-data/dupes-quality"))
+    q.add_argument("--model", default="local-dir:models/glimpse-icons-distil")
+    q.add_argument("--thresholds", default="0.80,0.85,0.90,0.96")
+    q.add_argument("--limits", default="0.3,0.4,0.5")
+    q.add_argument("--seed", type=int, default=1)
     c = sub.add_parser("cost")
     c.add_argument("--n", type=int, default=100_000)
     c.add_argument("--home", type=Path, default=Path("/tmp/glimpse-synth-dupes"))
@@ -240,6 +440,14 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "threshold":
         out = measure_threshold(args.model, args.photos, args.icons, args.n_icons)
+    elif args.cmd == "quality":
+        out = measure_quality(
+            args.out,
+            args.model,
+            [float(x) for x in args.thresholds.split(",")],
+            [float(x) for x in args.limits.split(",")],
+            args.seed,
+        )
     else:
         nprobes = [int(x) for x in args.nprobe.split(",")]
         out = measure_cost(args.n, args.home, args.threshold, nprobes, args.copies or max(1, args.n // 100))

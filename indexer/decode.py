@@ -16,7 +16,7 @@ from typing import Any
 from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash
 from search.images import ImageDecodeError, flatten_to_rgb, load_upright, to_uint8_array
-from search.pixel_print import pixel_print
+from search.pixel_print import PRINT_DRAFT, pixel_print
 from search.settings import settings
 
 
@@ -67,7 +67,8 @@ def load_file(
                     return Loaded(i, None, meta, None, digest, jpeg=source)
         elif want_hash:
             digest = file_hash(path)
-        img = load_upright(source, draft_size=draft_size)
+        # JPEG draft decoding stops at the larger of the model's size and what the pixel print needs
+        img = load_upright(source, draft_size=max(draft_size, PRINT_DRAFT))
         # The duplicate finder's pixel check, from the pixels decoded for the model anyway (hex: meta
         # crosses to the writer as JSON on the Ray path).
         meta["pixel_print"] = pixel_print(img).hex()

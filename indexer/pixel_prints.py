@@ -15,7 +15,7 @@ from PIL import Image
 
 from indexer.load import iter_batches
 from indexer.progress import bar
-from search.pixel_print import SIDE
+from search.pixel_print import PRINT_DRAFT
 from search.store import Store
 
 log = logging.getLogger("glimpse.indexer")
@@ -40,7 +40,7 @@ def backfill_pixel_prints(store: Store, workers: int | None = None) -> int:
         while rows := store.without_print(after, ROWS):
             after = rows[-1][0]
             paths = [real or path for _, path, real in rows]
-            for batch in iter_batches(paths, _nothing, 4 * SIDE, BATCH, workers):
+            for batch in iter_batches(paths, _nothing, PRINT_DRAFT, BATCH, workers):
                 prints = [
                     (rows[b.index][0], bytes.fromhex(b.meta["pixel_print"]))
                     for b in batch

@@ -10,12 +10,13 @@
 2. **Verification.** Each candidate pair is checked by the images' pixel prints (``search.pixel_print``,
    stored per image at index time), a signal that does not depend on the model: a different drawing of
    the same icon set, or a colour variant, is refused there.
-3. **Groups without chains.** Images are taken in keep order (most pixels, then largest file, then
-   oldest), those with transparency first (a copy flattened on white and one flattened on black both
-   match their transparent original, not each other); each not yet grouped becomes a group's
-   representative, and only images verified against *it* (its candidates, and theirs) join. A chain
-   of near images A~B~C where A and C differ is never one group. The ``keep`` suggestion is the group's
-   first image in keep order.
+3. **Groups without chains.** Images are taken by how many candidates they verify against, most first
+   (the centre of a set of copies, not a copy at its edge), then transparent ones (a copy flattened on
+   white and one flattened on black both match their transparent original, not each other), then keep
+   order; each not yet grouped becomes a group's representative, and only images verified against *it*
+   (its candidates, and theirs) join. A chain of near images A~B~C where A and C differ is never one
+   group. The ``keep`` suggestion is the group's first image in keep order (most pixels, then largest
+   file, then oldest).
 
 Images without a pixel print (indexed before prints existed; the next index run stores them) are left
 out and counted. Read-only: nothing is deleted; the ``keep`` suggestion is for a person to act on.
@@ -51,6 +52,7 @@ SUB = 512  # queries per FAISS call (bounds the candidates' vectors held at once
 # The candidate stage's cosine, measured for the shipped model (README, "Near-duplicates";
 # ``python -m bench.duplicates quality``): loose enough that crops reach verification.
 DEFAULT_THRESHOLD = 0.85
+VERIFY_CHUNK = 1024  # candidate pairs whose prints are decoded and compared at once
 TWO_HOP_MAX = 64  # candidates of a representative's candidates checked against it directly
 
 
@@ -188,27 +190,35 @@ def find_duplicates(
     rows = store.get_images(list(near))
     shown = {i: to_result(r, None, None) for i, r in rows.items() if r.status == "indexed"}
     blobs = store.pixel_prints(list(shown))
-    prints = {i: j for j, i in enumerate(blobs)}
-    decoded = pixel_print.decode(list(blobs.values())) if blobs else None
     checked: dict[tuple[int, int], float] = {}
 
+    def check(pairs: list[tuple[int, int]]) -> None:
+        """Pixel distances of ``pairs`` (both with a print), a chunk of prints decoded at a time."""
+        for start in range(0, len(pairs), VERIFY_CHUNK):
+            part = pairs[start : start + VERIFY_CHUNK]
+            left = pixel_print.decode([blobs[x] for x, _ in part])
+            right = pixel_print.decode([blobs[y] for _, y in part])
+            for (x, y), d in zip(part, pixel_print.distances(left, right).tolist()):
+                checked[(x, y)] = checked[(y, x)] = d
+
+    check([(x, y) for x, y in cosine if x in blobs and y in blobs])
+
     def verify(rep: int, others: list[int]) -> dict[int, float]:
-        """Pixel distance of each of ``others`` (with a print) to ``rep``, computed once per pair."""
-        todo = [o for o in others if (rep, o) not in checked]
-        if todo and decoded is not None:
-            ia, ib = np.full(len(todo), prints[rep]), np.array([prints[o] for o in todo])
-            for o, d in zip(todo, pixel_print.distances(_take(decoded, ia), _take(decoded, ib)).tolist()):
-                checked[(rep, o)] = checked[(o, rep)] = d
+        """Pixel distance of each of ``others`` to ``rep``, computed once per pair."""
+        check([(rep, o) for o in others if (rep, o) not in checked])
         return {o: checked[(rep, o)] for o in others}
 
     grouped: set[int] = set()
     groups = []
-    alpha = {i for i, j in prints.items() if decoded is not None and decoded.has_alpha[j]}
-    for rep in sorted((i for i in shown if i in prints), key=lambda i: (i not in alpha, _keep_first(shown[i]))):
+    # Representatives: the image verified against the most candidates first (the centre of its copies, not a
+    # copy at the edge such as a rotated one), transparent originals before their flattened copies on ties.
+    degree = {i: sum(checked.get((i, o), np.inf) <= limit for o in near[i]) for i in shown if i in blobs}
+    alpha = {i for i, blob in blobs.items() if pixel_print.has_alpha(blob)}
+    for rep in sorted(degree, key=lambda i: (-degree[i], i not in alpha, _keep_first(shown[i]))):
         if rep in grouped:
             continue
-        free = {o for o in near[rep] if o not in grouped and o in prints}
-        hop = {o for m in free for o in near[m] if o not in grouped and o not in free and o != rep and o in prints}
+        free = {o for o in near[rep] if o not in grouped and o in blobs}
+        hop = {o for m in free for o in near[m] if o not in grouped and o not in free and o != rep and o in blobs}
         candidates = sorted(free) + sorted(hop)[:TWO_HOP_MAX]
         members = {o: d for o, d in verify(rep, candidates).items() if d <= limit}
         if not members:
@@ -223,10 +233,6 @@ def find_duplicates(
         )
     groups.sort(key=lambda g: (-len(g.images), -g.min_score, g.images[0].id))
     return Duplicates(groups, store.count_without_print())
-
-
-def _take(p: pixel_print.Prints, rows: np.ndarray) -> pixel_print.Prints:
-    return pixel_print.Prints(p.white[rows], p.black[rows], p.chroma[rows], p.has_alpha[rows])
 
 
 def _cosines(store: Store, dim: int, rep: int, members: list[int], known: dict[tuple[int, int], float]) -> list[float]:

@@ -1,8 +1,9 @@
 """A pixel print of each image, independent of the embedding model, to verify near-duplicates.
 
-What is stored (about 1.2 KB per image, computed once by the indexer from the image it decoded):
-luminance on a 32x32 grid (the image squashed to a square, transparency composited on white),
-chroma (Cb, Cr) on 8x8, and, for an image with transparency, its alpha on 32x32. Luminance on
+What is stored (computed once by the indexer from the image it decoded; zlib-compressed, a few hundred
+bytes for a drawing, up to ~4.2 KB for a photo): luminance on a 64x64 grid (the image squashed to a
+square, transparency composited on white), chroma (Cb, Cr) on 8x8, and, for an image with transparency,
+its alpha on 64x64. Luminance on
 black follows from the same bytes (``Y_black = Y_white - 255 * (1 - alpha)``, exact through box
 averaging) and chroma is the same on white and on black, so a copy flattened onto either matches.
 
@@ -19,24 +20,28 @@ picture near 1 or more. Resizing, recompression, format changes and small rotati
 
 from __future__ import annotations
 
+import zlib
 from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
 
-VERSION = 1
-SIDE = 32  # luminance and alpha grid
+VERSION = 2
+FINE = 64  # luminance and alpha as stored
+SIDE = 32  # luminance grid the alignment searches on (the stored one averaged 2x2)
 CSIDE = 8  # chroma grid
-GRID = 16  # comparison grid for luminance (CGRID for chroma)
+GRID = 16  # alignment grid for luminance (CGRID for chroma)
+FGRID = 32  # the fine check's grid, at the alignment found
+PRINT_DRAFT = 2 * FINE  # a JPEG decoded in draft mode for a print keeps at least this many pixels a side
 CGRID = 4
 MAX_CROP = 0.125  # each side of a crop may move inward by this share of the image
 STEPS = np.linspace(0.0, MAX_CROP, 6)  # 0, 2.5%, 5%, 7.5%, 10%, 12.5%
-ROUNDS = 2
+ROUNDS = 1
 KEEP = 0.7  # share of the whole picture's contrast a crop must keep
 CONTRAST_FLOOR = 6.0  # grey levels: keeps a flat picture's relative error finite
 CHROMA_SCALE = 12.0  # grey levels of mean chroma difference that count as 1.0
-SIGNAL = "aligned-thumbnail-v1"
-_HEAD = 2  # version byte, flags byte
+SIGNAL = "aligned-thumbnail-v2"
+_HEAD = 3  # version byte, flags byte, the source's short side in pixels (at most 255)
 _HAS_ALPHA = 1
 
 
@@ -55,54 +60,78 @@ def pixel_print(img: Image.Image) -> bytes:
     else:
         flat = img.convert("RGB")
     # A large decode is reduced by whole factors first (cheap), then averaged to the grid.
-    factor = max(1, min(flat.size) // (4 * SIDE))
+    factor = max(1, min(flat.size) // (4 * FINE))
     if factor > 1:
         flat = flat.reduce(factor)
         alpha = alpha.reduce(factor) if alpha is not None else None
     y, cb, cr = flat.convert("YCbCr").split()
     parts = [
-        bytes([VERSION, _HAS_ALPHA if alpha is not None else 0]),
-        y.resize((SIDE, SIDE), Image.BOX).tobytes(),
+        y.resize((FINE, FINE), Image.BOX).tobytes(),
         cb.resize((CSIDE, CSIDE), Image.BOX).tobytes(),
         cr.resize((CSIDE, CSIDE), Image.BOX).tobytes(),
     ]
     if alpha is not None:
-        parts.append(alpha.resize((SIDE, SIDE), Image.BOX).tobytes())
-    return b"".join(parts)
+        parts.append(alpha.resize((FINE, FINE), Image.BOX).tobytes())
+    # Drawings and icons compress to a few hundred bytes; a photo's print stays near its 4.2 KB.
+    head = bytes([VERSION, _HAS_ALPHA if alpha is not None else 0, min(255, min(img.size))])
+    return head + zlib.compress(b"".join(parts), 6)
 
 
 class Prints(NamedTuple):
-    """Decoded fingerprints, one row each: luminance on white and on black, chroma, alpha present."""
+    """Decoded prints, one row each: luminance on white and on black (alignment grid and fine grid),
+    chroma, alpha present."""
 
     white: np.ndarray  # (n, SIDE, SIDE) float32
     black: np.ndarray  # (n, SIDE, SIDE) float32, equal to white where there is no alpha
     chroma: np.ndarray  # (n, 2, CSIDE, CSIDE) float32
     has_alpha: np.ndarray  # (n,) bool
+    fine_white: np.ndarray  # (n, FINE, FINE) float32
+    fine_black: np.ndarray  # (n, FINE, FINE) float32
+    detailed: np.ndarray  # (n,) bool: the source had at least FINE pixels a side (its fine grid holds detail)
 
 
 def decode(blobs: list[bytes]) -> Prints:
-    """Arrays of stored fingerprints (ValueError on a blob of another version or size)."""
-    n, s2, c2 = len(blobs), SIDE * SIDE, CSIDE * CSIDE
-    white = np.empty((n, SIDE, SIDE), np.float32)
-    black = np.empty_like(white)
+    """Arrays of stored prints (ValueError on a blob of another version or size)."""
+    n, f2, c2 = len(blobs), FINE * FINE, CSIDE * CSIDE
+    fine_white = np.empty((n, FINE, FINE), np.float32)
+    fine_black = np.empty_like(fine_white)
     chroma = np.empty((n, 2, CSIDE, CSIDE), np.float32)
     has_alpha = np.zeros(n, bool)
+    detailed = np.zeros(n, bool)
     for i, blob in enumerate(blobs):
         if len(blob) < _HEAD or blob[0] != VERSION:
-            raise ValueError("fingerprint of an unknown version")
-        raw = np.frombuffer(blob, np.uint8, offset=_HEAD).astype(np.float32)
+            raise ValueError("pixel print of an unknown version")
+        try:
+            raw = np.frombuffer(zlib.decompress(blob[_HEAD:]), np.uint8).astype(np.float32)
+        except zlib.error as exc:
+            raise ValueError("pixel print is corrupt") from exc
         alpha = bool(blob[1] & _HAS_ALPHA)
-        if len(raw) != s2 + 2 * c2 + (s2 if alpha else 0):
-            raise ValueError("fingerprint of the wrong size")
-        white[i] = raw[:s2].reshape(SIDE, SIDE)
-        chroma[i] = raw[s2 : s2 + 2 * c2].reshape(2, CSIDE, CSIDE)
+        detailed[i] = blob[2] >= FINE
+        if len(raw) != f2 + 2 * c2 + (f2 if alpha else 0):
+            raise ValueError("pixel print of the wrong size")
+        fine_white[i] = raw[:f2].reshape(FINE, FINE)
+        chroma[i] = raw[f2 : f2 + 2 * c2].reshape(2, CSIDE, CSIDE)
         if alpha:
-            a = raw[s2 + 2 * c2 :].reshape(SIDE, SIDE) / 255.0
-            black[i] = np.maximum(white[i] - 255.0 * (1.0 - a), 0.0)
+            a = raw[f2 + 2 * c2 :].reshape(FINE, FINE) / 255.0
+            fine_black[i] = np.maximum(fine_white[i] - 255.0 * (1.0 - a), 0.0)
             has_alpha[i] = True
         else:
-            black[i] = white[i]
-    return Prints(white, black, chroma, has_alpha)
+            fine_black[i] = fine_white[i]
+
+    def coarse(x: np.ndarray) -> np.ndarray:
+        return 0.25 * (x[:, ::2, ::2] + x[:, 1::2, ::2] + x[:, ::2, 1::2] + x[:, 1::2, 1::2])
+
+    return Prints(coarse(fine_white), coarse(fine_black), chroma, has_alpha, fine_white, fine_black, detailed)
+
+
+def has_alpha(blob: bytes) -> bool:
+    """Whether a stored print is of an image with transparency (read from its header alone)."""
+    return len(blob) >= _HEAD and bool(blob[1] & _HAS_ALPHA)
+
+
+def take(p: Prints, rows: np.ndarray) -> Prints:
+    """The prints of ``rows``."""
+    return Prints(*(x[rows] for x in p))
 
 
 def _area_matrix(lo: np.ndarray, hi: np.ndarray, n_out: int, n_in: int) -> np.ndarray:
@@ -116,67 +145,129 @@ def _area_matrix(lo: np.ndarray, hi: np.ndarray, n_out: int, n_in: int) -> np.nd
     return overlap / (b - a)
 
 
-def _sample(img: np.ndarray, box: np.ndarray, n_out: int) -> np.ndarray:
-    """``img`` (P, ..., S, S) sampled over ``box`` (P, 4: x0, x1, y0, y1) onto (P, ..., n_out, n_out)."""
-    n_in = img.shape[-1]
-    mx = _area_matrix(box[:, 0], box[:, 1], n_out, n_in)
-    my = _area_matrix(box[:, 2], box[:, 3], n_out, n_in)
-    if img.ndim == 4:  # chroma: (P, 2, S, S)
-        mx, my = mx[:, None], my[:, None]
-    return my @ img @ np.swapaxes(mx, -1, -2)
+def _table(n_out: int, n_in: int) -> np.ndarray:
+    """Area matrices for every (start, end) step pair: ``[i, j]`` covers [STEPS[i], 1 - STEPS[j]]."""
+    i, j = np.meshgrid(np.arange(len(STEPS)), np.arange(len(STEPS)), indexing="ij")
+    mats = _area_matrix(STEPS[i.ravel()], 1.0 - STEPS[j.ravel()], n_out, n_in)
+    return mats.reshape(len(STEPS), len(STEPS), n_out, n_in).astype(np.float32)
 
 
-def _luma_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Mean absolute difference over the mean contrast of the two (P, G, G) grids."""
-    diff = np.abs(a - b).mean(axis=(-1, -2))
-    contrast = 0.5 * (
-        np.abs(a - a.mean(axis=(-1, -2), keepdims=True)).mean(axis=(-1, -2))
-        + np.abs(b - b.mean(axis=(-1, -2), keepdims=True)).mean(axis=(-1, -2))
-    )
-    return diff / np.maximum(contrast, CONTRAST_FLOOR)
+_LUMA = _table(GRID, SIDE)
+_FINE = _table(FGRID, FINE)
+_CHROMA = _table(CGRID, CSIDE)
 
 
 def _contrast(x: np.ndarray) -> np.ndarray:
-    return np.abs(x - x.mean(axis=(-1, -2), keepdims=True)).mean(axis=(-1, -2))
+    """Mean absolute deviation of each grid from its mean."""
+    flat = x.reshape(*x.shape[:-2], -1)
+    dev = flat - flat.mean(axis=-1, keepdims=True)
+    np.abs(dev, out=dev)
+    return dev.mean(axis=-1)
 
 
-def _as_crop(big: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Best luminance distance, and its box, taking ``small`` as a crop of ``big`` (both (P, S, S)).
+def _luma_distance(a: np.ndarray, b: np.ndarray, contrast_a: np.ndarray, contrast_b: np.ndarray) -> np.ndarray:
+    """How far apart two grids are, over their mean contrast (so thin line art is not "close" to every
+    other line drawing for being mostly white): the larger of the mean absolute difference and a quarter
+    of the largest difference of a 2x2 block (a small region that differs, such as another glyph in the
+    same frame)."""
+    diff = np.abs(a - b)
+    blocks = diff[..., ::2, ::2] + diff[..., 1::2, ::2] + diff[..., ::2, 1::2] + diff[..., 1::2, 1::2]
+    worst = blocks.reshape(*blocks.shape[:-2], -1).max(axis=-1) / 4.0
+    mean = diff.reshape(*diff.shape[:-2], -1).mean(axis=-1)
+    contrast = np.maximum(0.5 * (contrast_a + contrast_b), CONTRAST_FLOOR)
+    return np.maximum(mean, worst / 4.0) / contrast
 
-    A crop may not throw away most of what the picture shows (a frame cropped off a blank page would
-    otherwise "match" any blank page): a box whose contrast falls below ``KEEP`` of the whole's is
-    not taken."""
+
+def _mean_abs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    diff = np.abs(a - b)
+    return diff.reshape(*diff.shape[:-2], -1).mean(axis=-1)
+
+
+def _as_crop(big: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Best luminance distance taking ``small`` as a crop of ``big`` (both (P, S, S)), and its box as step
+    indices for x and y ((P, 2) each: start, end).
+
+    The search minimises the mean absolute difference: first over every centred crop (each axis's two
+    sides moved alike, all 36 at once: an even crop is a valley one side at a time cannot walk into),
+    then each side in turn over every step, the other three held. A crop may not throw away most of
+    what the picture shows (a frame cropped off a blank page would otherwise "match" any blank page): a
+    box keeping less than ``KEEP`` of the whole's contrast is replaced by the whole picture."""
     p = len(big)
-    target = _sample(small, np.tile(np.array([0.0, 1.0, 0.0, 1.0], np.float32), (p, 1)), GRID)
-    box = np.tile(np.array([0.0, 1.0, 0.0, 1.0], np.float32), (p, 1))
-    whole = _sample(big, box, GRID)
-    floor = KEEP * _contrast(whole)
-    best = _luma_distance(whole, target)
+    rows = np.arange(p)
+    full = _LUMA[0, 0]
+    target = full @ small @ full.T
+    steps = np.arange(len(STEPS))
+    centred = _LUMA[steps, steps]  # (6, G, S)
+    grid = (centred[None, :, None] @ big[:, None, None]) @ np.swapaxes(centred, -1, -2)[None, None]
+    d = _mean_abs(grid.reshape(p, -1, GRID, GRID), target[:, None])  # (P, 36): y step, x step
+    best = d.min(axis=1)
+    sy, sx = np.divmod(d.argmin(axis=1), len(STEPS))
+    by, bx = np.stack([sy, sy], axis=1), np.stack([sx, sx], axis=1)
     for _ in range(ROUNDS):
-        for side in range(4):
-            for step in STEPS:
-                trial = box.copy()
-                trial[:, side] = step if side in (0, 2) else 1.0 - step
-                sampled = _sample(big, trial, GRID)
-                d = _luma_distance(sampled, target)
-                better = (d < best) & (_contrast(sampled) >= floor)
-                best = np.where(better, d, best)
-                box[better] = trial[better]
-    return best, box
+        for axis, box in ((0, bx), (1, by)):
+            for end in (0, 1):
+                if end == 0:
+                    options = _LUMA[steps[None, :], box[:, 1:2]]  # (P, 6, G, S)
+                else:
+                    options = _LUMA[box[:, 0:1], steps[None, :]]
+                if axis == 0:  # x: rows already sampled, try each column range
+                    part = _LUMA[by[:, 0], by[:, 1]] @ big  # (P, G, S)
+                    sampled = part[:, None] @ np.swapaxes(options, -1, -2)
+                else:
+                    part = big @ np.swapaxes(_LUMA[bx[:, 0], bx[:, 1]], -1, -2)  # (P, S, G)
+                    sampled = options @ part[:, None]
+                d = _mean_abs(sampled, target[:, None])
+                pick = d.argmin(axis=1)
+                better = d[rows, pick] < best
+                best = np.where(better, d[rows, pick], best)
+                box[better, end] = pick[better]
+    whole = full @ big @ full.T
+    chosen = _at(_LUMA, big, bx, by)
+    lost = _contrast(chosen) < KEEP * _contrast(whole)
+    bx[lost], by[lost] = 0, 0
+    chosen[lost] = whole[lost]
+    return _luma_distance(chosen, target, _contrast(chosen), _contrast(target)), bx, by
 
 
 def distances(a: Prints, b: Prints) -> np.ndarray:
-    """Distance of each pair ``(a[i], b[i])``: 0 for the same pixels, ~1 or more for different pictures."""
+    """Distance of each pair ``(a[i], b[i])``: 0 for the same pixels, ~1 or more for different pictures.
+
+    The crop is found on the alignment grid; at that crop the pair is compared on the fine grid too
+    (a different glyph on the same card, a thinner stroke of the same circle), and in chroma."""
     p = len(a.white)
-    if p == 0:
-        return np.zeros(0, np.float32)
     best = np.full(p, np.inf, np.float32)
-    full = np.tile(np.array([0.0, 1.0, 0.0, 1.0], np.float32), (p, 1))
-    # Backgrounds: both as stored (on white), or the one with alpha on black against the other.
-    pairings = [(a.white, b.white), (a.black, b.white), (a.white, b.black)]
-    for ya, yb in pairings:
-        for big, small, cbig, csmall in ((ya, yb, a.chroma, b.chroma), (yb, ya, b.chroma, a.chroma)):
-            luma, box = _as_crop(big, small)
-            cdiff = np.abs(_sample(cbig, box, CGRID) - _sample(csmall, full, CGRID)).mean(axis=(1, 2, 3))
-            best = np.minimum(best, np.maximum(luma, cdiff / CHROMA_SCALE))
+    if p == 0:
+        return best
+    # Backgrounds: both as stored (on white); where one has transparency, it on black against the other.
+    for rows, ya, yb, fa, fb in (
+        (np.arange(p), a.white, b.white, a.fine_white, b.fine_white),
+        (np.flatnonzero(a.has_alpha), a.black, b.white, a.fine_black, b.fine_white),
+        (np.flatnonzero(b.has_alpha), a.white, b.black, a.fine_white, b.fine_black),
+    ):
+        if len(rows) == 0:
+            continue
+        ca, cb = a.chroma[rows], b.chroma[rows]
+        for big, small, fbig, fsmall, cbig, csmall in (
+            (ya[rows], yb[rows], fa[rows], fb[rows], ca, cb),
+            (yb[rows], ya[rows], fb[rows], fa[rows], cb, ca),
+        ):
+            luma, bx, by = _as_crop(big, small)
+            fine = _at(_FINE, fbig, bx, by)
+            target = _at(_FINE, fsmall, np.zeros_like(bx), np.zeros_like(by))
+            # an image smaller than the fine grid (a thumbnail-sized copy) has no detail there to compare
+            detail = np.where(
+                a.detailed[rows] & b.detailed[rows],
+                _luma_distance(fine, target, _contrast(fine), _contrast(target)),
+                0.0,
+            )
+            cdiff = np.abs(_at(_CHROMA, cbig, bx, by) - _at(_CHROMA, csmall, 0 * bx, 0 * by)).mean(axis=(1, 2, 3))
+            best[rows] = np.minimum(best[rows], np.maximum(np.maximum(luma, detail), cdiff / CHROMA_SCALE))
     return best
+
+
+def _at(table: np.ndarray, img: np.ndarray, bx: np.ndarray, by: np.ndarray) -> np.ndarray:
+    """``img`` (P, [C,] S, S) sampled over the boxes given as step indices, with ``table``'s matrices."""
+    mx, my = table[bx[:, 0], bx[:, 1]], table[by[:, 0], by[:, 1]]
+    if img.ndim == 4:
+        mx, my = mx[:, None], my[:, None]
+    return my @ img @ np.swapaxes(mx, -1, -2)

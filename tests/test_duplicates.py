@@ -95,47 +95,61 @@ def test_every_kind_of_copy_is_grouped_with_its_original_and_nothing_else(plante
         sorted(["orig_03.png", *(n for n in COPIES if n.startswith("o_"))]),
     ], out
     for g in out["groups"]:
-        assert g["verified_by"] == "aligned-thumbnail-v1" and g["keep"] == g["images"][0]["id"]
+        assert g["verified_by"] == "aligned-thumbnail-v2" and g["keep"] == g["images"][0]["id"]
         assert all(set(image) == KEYS for image in g["images"])
         by_id = {image["id"]: image for image in g["images"]}
         assert by_id[g["representative"]]["distance"] == 0.0
-        assert all(0.0 <= image["distance"] <= 0.4 for image in g["images"])
+        assert all(0.0 <= image["distance"] <= 0.2 for image in g["images"])
         # keep order: most pixels, then the largest file
         files = [root / name for name in names(g)]
         order = [(-Image.open(f).width * Image.open(f).height, -f.stat().st_size) for f in files]
         assert order == sorted(order)
-    # the copies flattened on white and on black were each checked against the transparent original
+    # the copies flattened on white and on black were each checked against a transparent image of the group
     art = next(g for g in out["groups"] if "drawing_03.png" in names(g))
-    assert names(art)[[i["id"] for i in art["images"]].index(art["representative"])] == "drawing_03.png"
+    rep = names(art)[[i["id"] for i in art["images"]].index(art["representative"])]
+    assert rep in {"drawing_03.png", "t_crop8_small.png"}
     text = glimpse_cmd("duplicates", "--threshold", THRESHOLD, home=home).stdout
     assert "group 1: 6 images" in text and "keep  " in text
     assert all(p.exists() for p in root.iterdir())  # read-only: nothing deleted
 
 
 def test_a_chain_of_near_images_is_not_one_group(tmp_path, tiny_model):
-    """A ~ B and B ~ C under the pixel limit, A and C over it: C must not join A's group through B."""
+    """Five images in a line, each within the pixel limit of its neighbours and over it two steps away: the
+    old finder's connected components made them one group through the chain; now every member is within
+    the limit of its group's representative, so no group spans more than one step either side of it."""
     from search import pixel_print
 
     root, home = tmp_path / "chain", tmp_path / "home"
     root.mkdir()
     base = np.array(draw_image(7, (240, 180)), np.float32)
-    steps = {}
-    for name, share, size in (("a.png", 0.0, (260, 195)), ("b.png", 0.5, (240, 180)), ("c.png", 1.0, (240, 180))):
+    names_ = [f"{c}.png" for c in "abcde"]
+    prints = []
+    for name, share in zip(names_, (0.0, 0.25, 0.5, 0.75, 1.0)):
         arr = base.copy()
-        arr[:, : int(240 * share) or 0] = 255 - arr[:, : int(240 * share) or 0]  # invert a growing band
-        img = Image.fromarray(arr.astype(np.uint8)).resize(size)
+        band = int(240 * share)
+        arr[:, :band] = 255 - arr[:, :band]  # invert a growing band
+        img = Image.fromarray(arr.astype(np.uint8))
         img.save(root / name)
-        steps[name] = pixel_print.decode([pixel_print.pixel_print(img)])
-    ab = float(pixel_print.distances(steps["a.png"], steps["b.png"])[0])
-    bc = float(pixel_print.distances(steps["b.png"], steps["c.png"])[0])
-    ac = float(pixel_print.distances(steps["a.png"], steps["c.png"])[0])
-    assert ac > max(ab, bc), (ab, bc, ac)
-    limit = str((ac + max(ab, bc)) / 2)  # A~B and B~C verify, A~C does not
+        prints.append(pixel_print.pixel_print(img))
+    decoded = pixel_print.decode(prints)
+
+    def dist(i: int, j: int) -> float:
+        return float(pixel_print.distances(pixel_print.take(decoded, [i]), pixel_print.take(decoded, [j]))[0])
+
+    near = max(dist(i, i + 1) for i in range(4))
+    far = min(dist(i, j) for i in range(5) for j in range(i + 2, 5))
+    assert far > near, (near, far)
+    limit = (near + far) / 2  # neighbours verify, images two steps apart do not
     glimpse_cmd("index", str(root), "--model", tiny_model, "--workers", "0", home=home)
-    env = {"GLIMPSE_DUPLICATES_MAX_DISTANCE": limit}
+    env = {"GLIMPSE_DUPLICATES_MAX_DISTANCE": str(limit)}
     out = json.loads(glimpse_cmd("duplicates", "--threshold", "0.1", "--json", home=home, env=env).stdout)
-    assert [names(g) for g in out["groups"]] == [["a.png", "b.png"]], out
-    assert out["groups"][0]["images"][1]["distance"] == pytest.approx(ab, abs=1e-3)
+    groups = [names(g) for g in out["groups"]]
+    assert groups and all(len(g) <= 3 for g in groups), groups
+    for g in out["groups"]:
+        assert all(image["distance"] <= limit for image in g["images"])
+        spread = [names_.index(n) for n in names(g)]
+        assert max(spread) - min(spread) <= 2, groups
+    assert not any({"a.png", "e.png"} <= set(g) for g in groups)
 
 
 def test_keep_is_the_oldest_of_equal_copies(tmp_path, tiny_model):
