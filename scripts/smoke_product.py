@@ -8,12 +8,13 @@ dev extras are installed, so that a module the product imports but does not decl
 
 Standard library only (the product install has no pytest). In a temporary GLIMPSE_HOME (and ONNX cache) it
 indexes demo/corpus with its captions and the shipped model models/glimpse-icons-distil, as demo.sh does, then
-runs every CLI verb, then `glimpse serve` on 127.0.0.1 on a free port and requests every page, API route,
-page fragment, thumbnail, file and static asset (and the links found on the pages). A feature that needs an
-extra that is not installed (`--engine ray`, `train --text-teacher`) must answer with one line naming the
-extra. It fails (exit 1, one `SMOKE FAILED` line naming the step) on a CLI verb's unexpected exit code, on
-"Traceback" in any output or in the server's log, and on any 5xx (or any unexpected status). The server it
-started is always stopped, and the temporary folder removed (GLIMPSE_SMOKE_KEEP=1 keeps it, to look into).
+runs every CLI verb (`glimpse train`: the tiny preset for one epoch), then `glimpse serve` on 127.0.0.1 on a
+free port, and requests every page, API route, page fragment, thumbnail, file and static asset (and the links
+found on the pages). A feature that needs an extra that is not installed (`--engine ray`,
+`train --text-teacher`) must answer with one line naming the extra. It fails (exit 1, one `SMOKE FAILED` line
+naming the step) on a CLI verb's unexpected exit code, on "Traceback" in any output or in the server's log,
+and on any 5xx (or any unexpected status). The server it started is always stopped, and the temporary folder
+removed (GLIMPSE_SMOKE_KEEP=1 keeps it, to look into).
 """
 
 from __future__ import annotations
@@ -151,8 +152,17 @@ def cli_steps() -> Path:
         env={**ENV, "GLIMPSE_HOME": str(WORK / "home-ray")},  # a home of its own: this run has a file to embed
     )
     train = ["train", "--captions", str(CORPUS / "captions.jsonl"), "--out", str(WORK / "trained")]
-    train += ["--work", str(WORK / "train-work"), "--text-teacher", "all-MiniLM-L6-v2", "--epochs", "0.01"]
+    train += ["--work", str(WORK / "train" / "teacher-work"), "--text-teacher", "all-MiniLM-L6-v2", "--epochs", "0.01"]
     extra_missing("train --text-teacher (no train extra)", train, "train", "transformers")
+    # train itself needs no extra: one epoch of the tiny preset on the demo's captions (a few seconds).
+    train = ["train", "--captions", str(CORPUS / "captions.jsonl"), "--out", str(WORK / "tiny"), "--work"]
+    train += [
+        str(WORK / "train" / "tiny-work"),
+        *"--config glimpse-icons-tiny --epochs 1 --batch-size 64 --warmup-steps 1".split(),
+    ]
+    glimpse("train (tiny preset, 1 epoch)", *train)
+    if not (WORK / "tiny" / "open_clip_config.json").is_file():
+        fail("train (tiny preset, 1 epoch)", "no model written (open_clip_config.json)")
     return image_file
 
 
