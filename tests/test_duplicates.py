@@ -204,6 +204,7 @@ def client(planted):
 def test_api_pages_the_same_groups(client, planted):
     body = client.get(f"/api/duplicates?threshold={THRESHOLD}").get_json()
     assert body["threshold"] == float(THRESHOLD) and body["page"] == 0 and body["has_more"] is False
+    assert body["max_distance"] == 0.2 and body["without_print"] == 0
     cli = json.loads(glimpse_cmd("duplicates", "--threshold", THRESHOLD, "--json", home=planted[1]).stdout)
     assert [names(g) for g in body["groups"]] == [names(g) for g in cli["groups"]]
     group = body["groups"][0]

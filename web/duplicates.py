@@ -10,7 +10,7 @@ import math
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
-from search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup
+from search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, Duplicates, max_distance
 from search.engine import Engine, EngineError
 from search.search_args import given
 from web import queries
@@ -45,20 +45,23 @@ def parse_page(args, blank_ok: bool = False) -> int:
     return int(raw)
 
 
-def _page_of_groups(args, blank_ok: bool = False) -> tuple[float, int, list[DuplicateGroup], bool]:
+def _page_of_groups(args, blank_ok: bool = False) -> tuple[float, int, Duplicates, list[DuplicateGroup], bool]:
     """A blank parameter is a 400 over the API; the page's form sends its empty fields (``blank_ok``)."""
     threshold, page = parse_threshold(args, blank_ok), parse_page(args, blank_ok)
-    groups = engine().duplicates(threshold).groups
+    found = engine().duplicates(threshold)
     start = page * GROUPS_PER_PAGE
-    return threshold, page, groups[start : start + GROUPS_PER_PAGE], len(groups) > start + GROUPS_PER_PAGE
+    shown = found.groups[start : start + GROUPS_PER_PAGE]
+    return threshold, page, found, shown, len(found.groups) > start + GROUPS_PER_PAGE
 
 
 @bp.get("/api/duplicates")
 def api_duplicates():
-    threshold, page, groups, has_more = _page_of_groups(request.args)
+    threshold, page, found, groups, has_more = _page_of_groups(request.args)
     return jsonify(
         {
             "threshold": threshold,
+            "max_distance": max_distance(),
+            "without_print": found.without_print,
             "page": page,
             "has_more": has_more,
             "groups": [
@@ -74,8 +77,10 @@ def page():
     error, status = None, 200
     threshold, number, has_more = DEFAULT_THRESHOLD, 0, False
     groups: list[DuplicateGroup] = []
+    without_print = 0
     try:
-        threshold, number, groups, has_more = _page_of_groups(request.args, blank_ok=True)
+        threshold, number, found, groups, has_more = _page_of_groups(request.args, blank_ok=True)
+        without_print = found.without_print
     except (HttpError, EngineError) as exc:
         error, status = page_error(exc)
     return render_template(
@@ -84,6 +89,7 @@ def page():
         number=number,
         groups=groups,
         has_more=has_more,
+        without_print=without_print,
         first=number * GROUPS_PER_PAGE + 1,
         error=error,
     ), status

@@ -169,24 +169,46 @@ SCHEMAS = {
     },
     "Duplicates": {
         "type": "object",
-        "required": ["threshold", "page", "has_more", "groups"],
+        "required": ["threshold", "max_distance", "without_print", "page", "has_more", "groups"],
         "properties": {
-            "threshold": {"type": "number"},
+            "threshold": {"type": "number", "description": "the candidates' cosine"},
+            "max_distance": {
+                "type": "number",
+                "description": "the largest pixel-print distance verifying a pair (GLIMPSE_DUPLICATES_MAX_DISTANCE)",
+            },
+            "without_print": {
+                "type": "integer",
+                "description": "indexed images not checked: no pixel print yet (the next index run stores them)",
+            },
             "page": {"type": "integer"},
             "has_more": {"type": "boolean", "description": "another page of groups exists"},
             "groups": {
                 "type": "array",
                 "items": {
                     "type": "object",
-                    "required": ["images", "min_score"],
+                    "description": "images verified against the representative, in keep order",
+                    "required": ["keep", "representative", "verified_by", "images", "min_score"],
                     "properties": {
+                        "keep": {
+                            "type": "integer",
+                            "description": "the image to keep: most pixels, then largest file, then oldest",
+                        },
+                        "representative": {
+                            "type": "integer",
+                            "description": "the image every other one was verified against",
+                        },
+                        "verified_by": {"type": "string", "description": "the pixel signal's name"},
                         "images": {
                             "type": "array",
                             "items": {
                                 "type": "object",
-                                "required": ["id", "path", "size", "width", "height", "date"],
+                                "required": ["id", "path", "size", "width", "height", "date", "distance"],
                                 "properties": {
                                     "id": {"type": "integer"},
+                                    "distance": {
+                                        "type": "number",
+                                        "description": "pixel distance to the representative (0 for itself)",
+                                    },
                                     "path": {"type": "string"},
                                     "size": NULLABLE_INT,
                                     "width": NULLABLE_INT,
@@ -198,7 +220,10 @@ SCHEMAS = {
                                 },
                             },
                         },
-                        "min_score": {"type": "number", "description": "the weakest link that joined the group"},
+                        "min_score": {
+                            "type": "number",
+                            "description": "the lowest cosine of a member to the representative",
+                        },
                     },
                 },
             },
