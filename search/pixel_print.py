@@ -21,7 +21,7 @@ picture near 1 or more. Resizing, recompression, format changes and small rotati
 from __future__ import annotations
 
 import zlib
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import numpy as np
 from PIL import Image
@@ -53,7 +53,7 @@ def pixel_print(img: Image.Image) -> bytes:
     if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         img = img.convert("RGBA")
         a = img.getchannel("A")
-        if a.getextrema()[0] < 255:
+        if cast(tuple[int, int], a.getextrema())[0] < 255:
             alpha = a
         flat = Image.new("RGB", img.size, (255, 255, 255))
         flat.paste(img, mask=a)
@@ -66,12 +66,12 @@ def pixel_print(img: Image.Image) -> bytes:
         alpha = alpha.reduce(factor) if alpha is not None else None
     y, cb, cr = flat.convert("YCbCr").split()
     parts = [
-        y.resize((FINE, FINE), Image.BOX).tobytes(),
-        cb.resize((CSIDE, CSIDE), Image.BOX).tobytes(),
-        cr.resize((CSIDE, CSIDE), Image.BOX).tobytes(),
+        y.resize((FINE, FINE), Image.Resampling.BOX).tobytes(),
+        cb.resize((CSIDE, CSIDE), Image.Resampling.BOX).tobytes(),
+        cr.resize((CSIDE, CSIDE), Image.Resampling.BOX).tobytes(),
     ]
     if alpha is not None:
-        parts.append(alpha.resize((FINE, FINE), Image.BOX).tobytes())
+        parts.append(alpha.resize((FINE, FINE), Image.Resampling.BOX).tobytes())
     # Drawings and icons compress to a few hundred bytes; a photo's print stays near its 4.2 KB.
     head = bytes([VERSION, _HAS_ALPHA if alpha is not None else 0, min(255, min(img.size))])
     return head + zlib.compress(b"".join(parts), 6)

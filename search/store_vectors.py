@@ -132,7 +132,8 @@ class PixelPrints:
 
     def pixel_prints(self, ids: Iterable[int]) -> dict[int, bytes]:
         """``{id: print}`` of those ``ids`` that have one."""
-        ids, out = list(ids), {}
+        ids = list(ids)
+        out: dict[int, bytes] = {}
         with self.session() as s:
             for i in range(0, len(ids), 500):
                 q = select(ImageRow.id, ImageRow.pixel_print).where(
