@@ -342,6 +342,23 @@ def plant_copies(home: Path, n: int, copies: int, seed: int = 5) -> None:
             "UPDATE images SET vector=?, vector_seq=? WHERE id=?",
             [(v.astype(np.float16).tobytes(), seq, int(n - copies + 1 + j)) for j, v in enumerate(y)],
         )
+        # Pixel prints: every row gets one (a smooth random picture), and each copy its original's, so the
+        # verification step runs on every candidate pair as it would on a real collection.
+        from search.pixel_print import pixel_print
+
+        def picture(k: int) -> Image.Image:
+            small = np.random.default_rng(k).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            return Image.fromarray(small).resize((128, 128), Image.BICUBIC)
+
+        prints = {}
+        for lo in range(1, n + 1, 10_000):
+            batch = [(pixel_print(picture(i)), i) for i in range(lo, min(n, lo + 9_999) + 1)]
+            prints.update((i, p) for p, i in batch if i <= copies)
+            con.executemany("UPDATE images SET pixel_print=? WHERE id=?", batch)
+        con.executemany(
+            "UPDATE images SET pixel_print=? WHERE id=?",
+            [(prints[int(i)], int(n - copies + 1 + j)) for j, i in enumerate(src)],
+        )
         con.commit()
     finally:
         con.close()
@@ -361,10 +378,10 @@ def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copie
 
     t0 = time.perf_counter()
     stamp = synth_rows(home, n)
-    if stamp.get("planted") != copies or not (home / "index" / "current").exists():
+    if stamp.get("planted") != copies or stamp.get("prints") != 2 or not (home / "index" / "current").exists():
         plant_copies(home, n, copies)
         publish_home(home, rebuild=True)
-        stamp = dict(stamp, planted=copies)
+        stamp = dict(stamp, planted=copies, prints=2)
         (home / STAMP).write_text(_json.dumps(stamp, indent=2))
     build_s = time.perf_counter() - t0
     paths = Paths.resolve(home)
@@ -389,7 +406,7 @@ def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copie
             t0 = time.perf_counter()
             cpu0 = time.process_time()
             try:
-                groups = find_duplicates(store, live, threshold, max(1, nprobe or int(spec.get("nprobe") or 1)))
+                groups = find_duplicates(store, live, threshold, max(1, nprobe or int(spec.get("nprobe") or 1))).groups
             finally:
                 dup.EXACT_MAX = exact_max
             took, cpu = time.perf_counter() - t0, time.process_time() - cpu0
@@ -430,7 +447,7 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--n", type=int, default=100_000)
     c.add_argument("--home", type=Path, default=Path("/tmp/glimpse-synth-dupes"))
-    c.add_argument("--threshold", type=float, default=0.96)
+    c.add_argument("--threshold", type=float, default=None, help="candidate cosine (default: the finder's)")
     c.add_argument(
         "--nprobe",
         default="1,2,4,8,0",
@@ -450,7 +467,10 @@ def main() -> None:
         )
     else:
         nprobes = [int(x) for x in args.nprobe.split(",")]
-        out = measure_cost(args.n, args.home, args.threshold, nprobes, args.copies or max(1, args.n // 100))
+        from search.duplicates import DEFAULT_THRESHOLD
+
+        threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+        out = measure_cost(args.n, args.home, threshold, nprobes, args.copies or max(1, args.n // 100))
     print(json.dumps(out, indent=2))
 
 
