@@ -13,7 +13,7 @@ from typing import Literal, cast
 
 import numpy as np
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from search.schema import CaptionRow, ImageRow, unpack_vectors
@@ -142,19 +142,21 @@ class PixelPrints:
                 out.update((int(r[0]), cast(bytes, r[1])) for r in s.execute(q))
         return out
 
+    # The partial index holds exactly these rows; SQLite's planner prefers ix_images_status, which would
+    # read every indexed row (the vector-laden table at 10M) to count none on a no-op reindex.
+    _NO_PRINT = "FROM images INDEXED BY ix_images_no_print WHERE status = 'indexed' AND pixel_print IS NULL"
+
     def count_without_print(self) -> int:
         """Indexed images that have no pixel print yet (indexed before prints existed, or on the GPU path)."""
         with self.session() as s:
-            q = select(func.count()).where(ImageRow.status == "indexed", ImageRow.pixel_print.is_(None))
-            return int(s.scalar(q) or 0)
+            return int(s.execute(text(f"SELECT count(*) {self._NO_PRINT}")).scalar() or 0)
 
     def without_print(self, after_id: int, limit: int) -> list[tuple[int, str, str | None]]:
         """``(id, path, real_path)`` of indexed images with no pixel print, by id, after ``after_id``."""
         q = (
-            select(ImageRow.id, ImageRow.path, ImageRow.real_path)
-            .where(ImageRow.status == "indexed", ImageRow.pixel_print.is_(None), ImageRow.id > after_id)
-            .order_by(ImageRow.id)
-            .limit(limit)
+            text(f"SELECT id, path, real_path {self._NO_PRINT} AND id > :after ORDER BY id LIMIT :limit")
+            .bindparams(after=after_id, limit=limit)
+            .columns(ImageRow.id, ImageRow.path, ImageRow.real_path)
         )
         with self.session() as s:
             return [(int(r[0]), r[1], r[2]) for r in s.execute(q)]

@@ -184,6 +184,23 @@ def test_a_home_from_before_pixel_prints_gets_them_on_reindex(planted, tmp_path,
     assert again["without_print"] == 0 and [names(g) for g in again["groups"]] == [names(g) for g in before["groups"]]
 
 
+def test_rows_without_a_print_are_found_through_the_partial_index(planted):
+    """A no-op reindex asks which rows still need a print: through ix_images_no_print (empty once filled),
+    never by reading every indexed row, whose pages hold the vectors."""
+    from search.store import Store
+
+    con = sqlite3.connect(planted[1] / "glimpse.db")
+    try:
+        for sql in (
+            f"SELECT count(*) {Store._NO_PRINT}",
+            f"SELECT id {Store._NO_PRINT} AND id > 0 ORDER BY id LIMIT 5",
+        ):
+            plan = " ".join(str(row[-1]) for row in con.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            assert "ix_images_no_print" in plan, plan
+    finally:
+        con.close()
+
+
 @pytest.mark.parametrize("bad", ["0", "nan"])
 def test_cli_refuses_a_threshold_outside_0_1(planted, bad):
     proc = glimpse_cmd("duplicates", "--threshold", bad, home=planted[1], check=False)
