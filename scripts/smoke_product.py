@@ -14,7 +14,7 @@ found on the pages). A feature that needs an extra that is not installed (`--eng
 `train --text-teacher`) must answer with one line naming the extra. It fails (exit 1, one `SMOKE FAILED` line
 naming the step) on a CLI verb's unexpected exit code, on "Traceback" in any output or in the server's log,
 and on any 5xx (or any unexpected status). The server it started is always stopped, and the temporary folder
-removed (GLIMPSE_SMOKE_KEEP=1 keeps it, to look into).
+removed (SMOKE_KEEP=1 keeps it, to look into).
 """
 
 from __future__ import annotations
@@ -419,7 +419,7 @@ def interrupted(signum, _frame) -> None:
 def main() -> int:
     global WORK, ENV
     WORK = Path(tempfile.mkdtemp(prefix="glimpse-smoke-"))
-    keep = os.environ.get("GLIMPSE_SMOKE_KEEP") == "1"
+    keep = os.environ.get("SMOKE_KEEP") == "1"
     atexit.register(stop_server)
     if not keep:
         atexit.register(shutil.rmtree, WORK, True)

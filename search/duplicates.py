@@ -189,7 +189,9 @@ def find_duplicates(
         near.setdefault(y, set()).add(x)
     rows = store.get_images(list(near))
     shown = {i: to_result(r, None, None) for i, r in rows.items() if r.status == "indexed"}
-    blobs = store.pixel_prints(list(shown))
+    # A print of another version (made by an older Glimpse) counts as none: left out, counted below.
+    stored = store.pixel_prints(list(shown))
+    blobs = {i: blob for i, blob in stored.items() if pixel_print.is_current(blob)}
     checked: dict[tuple[int, int], float] = {}
 
     def check(pairs: list[tuple[int, int]]) -> None:
@@ -217,10 +219,17 @@ def find_duplicates(
     for rep in sorted(degree, key=lambda i: (-degree[i], i not in alpha, _keep_first(shown[i]))):
         if rep in grouped:
             continue
-        free = {o for o in near[rep] if o not in grouped and o in blobs}
-        hop = {o for m in free for o in near[m] if o not in grouped and o not in free and o != rep and o in blobs}
-        candidates = sorted(free) + sorted(hop)[:TWO_HOP_MAX]
-        members = {o: d for o, d in verify(rep, candidates).items() if d <= limit}
+        direct = {o: checked[(rep, o)] for o in near[rep] if o not in grouped and o in blobs}
+        members = {o: d for o, d in direct.items() if d <= limit}
+        # A copy the vector search paired with another copy but not with the representative (a large set of
+        # copies, 16 neighbours each): reached through a verified member's verified pair, checked against rep.
+        hop = {
+            o
+            for m in members
+            for o in near[m]
+            if o not in grouped and o not in direct and o != rep and o in blobs and checked[(m, o)] <= limit
+        }
+        members.update((o, d) for o, d in verify(rep, sorted(hop)[:TWO_HOP_MAX]).items() if d <= limit)
         if not members:
             continue
         grouped.add(rep)
@@ -232,7 +241,7 @@ def find_duplicates(
             DuplicateGroup([shown[i] for i in order], [round(members[i], 4) for i in order], round(min(cos), 4), rep)
         )
     groups.sort(key=lambda g: (-len(g.images), -g.min_score, g.images[0].id))
-    return Duplicates(groups, store.count_without_print())
+    return Duplicates(groups, store.count_without_print() + len(stored) - len(blobs))
 
 
 def _cosines(store: Store, dim: int, rep: int, members: list[int], known: dict[tuple[int, int], float]) -> list[float]:

@@ -124,6 +124,12 @@ def decode(blobs: list[bytes]) -> Prints:
     return Prints(coarse(fine_white), coarse(fine_black), chroma, has_alpha, fine_white, fine_black, detailed)
 
 
+def is_current(blob: bytes) -> bool:
+    """Whether a stored print is of this version (a change of VERSION needs a migration that sets the column
+    to NULL, so that the next index run makes the new prints)."""
+    return len(blob) >= _HEAD and blob[0] == VERSION
+
+
 def has_alpha(blob: bytes) -> bool:
     """Whether a stored print is of an image with transparency (read from its header alone)."""
     return len(blob) >= _HEAD and bool(blob[1] & _HAS_ALPHA)
