@@ -1,7 +1,7 @@
 """A pixel print of each image, independent of the embedding model, to verify near-duplicates.
 
-What is stored (computed once by the indexer from the image it decoded; zlib-compressed, a few hundred
-bytes for a drawing, up to ~4.2 KB for a photo): luminance on a 64x64 grid (the image squashed to a
+What is stored (computed once by the indexer from the image it decoded; zlib-compressed, median 1.4 KB for
+a drawing with its alpha, ~3.1 KB for a photo): luminance on a 64x64 grid (the image squashed to a
 square, transparency composited on white), chroma (Cb, Cr) on 8x8, and, for an image with transparency,
 its alpha on 64x64. Luminance on
 black follows from the same bytes (``Y_black = Y_white - 255 * (1 - alpha)``, exact through box
@@ -72,7 +72,7 @@ def pixel_print(img: Image.Image) -> bytes:
     ]
     if alpha is not None:
         parts.append(alpha.resize((FINE, FINE), Image.Resampling.BOX).tobytes())
-    # Drawings and icons compress to a few hundred bytes; a photo's print stays near its 4.2 KB.
+    # Drawings and icons compress well (median 1.4 KB with alpha); a photo's print stays near 3 KB of its 4.2.
     head = bytes([VERSION, _HAS_ALPHA if alpha is not None else 0, min(255, min(img.size))])
     return head + zlib.compress(b"".join(parts), 6)
 
