@@ -60,3 +60,15 @@ def write_png(
         f.write(_chunk(b"IEND", b""))
     os.replace(tmp, path)
     return path
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A 68-byte PNG whose header claims ``width`` x ``height`` RGBA and whose pixel data stops at once: the
+    decoder allocates the whole image before it finds out (a failed decode's memory, issue 24)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", zlib.compress(b"\0" * 10))
+        + _chunk(b"IEND", b"")
+    )

@@ -24,12 +24,10 @@ import datetime as dt
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.served import glimpse_serving  # noqa: E402
 from bench.sysinfo import loadavg, machine  # noqa: E402
 
 DATA = REPO / "bench-data"
@@ -89,33 +88,8 @@ def ensure_home() -> Path:
 @contextlib.contextmanager
 def serving(home: Path, users_file: Path) -> Iterator[str]:
     """`glimpse serve --port 0` behind the login in ``users_file``; yields its base URL."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLIMPSE_USERS_FILE": str(users_file)}
-    env.pop("GLIMPSE_ALLOWED_HOSTS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glimpse.cli", "--home", str(home), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-        env=env,
-    )
-    lines: list[str] = []
-    try:
-        url = None
-        for line in proc.stdout:  # type: ignore[union-attr]
-            lines.append(line)
-            m = re.search(r"Glimpse is serving on (http://\S+)/", line)
-            if m:
-                url = m.group(1)
-                break
-        if url is None:
-            raise RuntimeError("glimpse serve did not start:\n" + "".join(lines))
-        # Keep reading its log, so a chatty server never blocks on a full pipe.
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()  # type: ignore[arg-type]
+    with glimpse_serving(home, {"GLIMPSE_USERS_FILE": str(users_file)}, drop=("GLIMPSE_ALLOWED_HOSTS",)) as (_, url):
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def run_schemathesis(

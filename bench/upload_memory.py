@@ -31,18 +31,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import re
 import statistics
-import struct
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,7 +45,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.big_png import write_png  # noqa: E402
+from bench.big_png import header_only_png, write_png  # noqa: E402
+from bench.served import glimpse_serving  # noqa: E402
 from bench.sysinfo import loadavg, machine, quiet_machine  # noqa: E402
 
 DATA = REPO / "bench-data"
@@ -119,26 +115,7 @@ def post_image(url: str, data: bytes) -> tuple[int, str]:
 
 def one_row(data: bytes, small: bytes, count: int = UPLOADS) -> dict:
     """A fresh server; one warm-up query by a small image; then ``count`` uploads of ``data``, UPLOADS at once."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glimpse.cli", "--home", str(HOME), "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    lines: list[str] = []
-    try:
-        url = None
-        for line in proc.stdout:
-            lines.append(line)
-            m = re.search(r"Glimpse is serving on (http://\S+)/", line)
-            if m:
-                url = m.group(1)
-                break
-        if url is None:
-            raise RuntimeError("glimpse serve did not start:\n" + "".join(lines))
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    with glimpse_serving(HOME) as (proc, url):
         endpoint = f"{url}/api/search/image?k=10"
         warm = post_image(endpoint, small)
         before = status_kib(proc.pid)
@@ -162,21 +139,6 @@ def one_row(data: bytes, small: bytes, count: int = UPLOADS) -> dict:
             "health": alive,
             "note": note,
         }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def header_only_png(width: int, height: int) -> bytes:
-    """68 bytes: a PNG header claiming ``width`` x ``height`` RGBA, then pixel data that stops at once."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
-    )
 
 
 def failed_row(small: bytes) -> tuple[str, str, str, str]:

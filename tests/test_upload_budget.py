@@ -13,7 +13,6 @@ import json
 import os
 import re
 import resource
-import struct
 import subprocess
 import sys
 import threading
@@ -21,13 +20,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
 
-from bench.big_png import write_png
+from bench.big_png import header_only_png, write_png
 from conftest import OUTPUT, REPO
 from web_support import corpus  # noqa: F401  (the shared indexed corpus)
 
@@ -51,18 +49,6 @@ def resident_mib(pid: int) -> float:
     """The process's resident memory now (VmRSS), MiB."""
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
-
-
-def header_only_png(width: int, height: int) -> bytes:
-    """A 68-byte PNG whose header claims ``width`` x ``height`` RGBA and whose pixel data stops at once."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
-    )
 
 
 @contextmanager
