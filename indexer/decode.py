@@ -68,7 +68,7 @@ def load_file(
         elif want_hash:
             digest = file_hash(path)
         # JPEG draft decoding stops at the larger of the model's size and what the pixel print needs
-        img = load_upright(source, draft_size=max(draft_size, PRINT_DRAFT))
+        img = load_upright(source, draft_size=max(draft_size, PRINT_DRAFT) if draft_size else draft_size)
         # The duplicate finder's pixel check, from the pixels decoded for the model anyway (hex: meta
         # crosses to the writer as JSON on the Ray path).
         meta["pixel_print"] = pixel_print(img).hex()
