@@ -238,7 +238,9 @@ def find_duplicates(
         members[rep] = 0.0
         order = sorted(members, key=lambda i: _keep_first(shown[i]))
         groups.append(
-            DuplicateGroup([shown[i] for i in order], [round(members[i], 4) for i in order], round(min(cos), 4), rep)
+            DuplicateGroup(
+                [shown[i] for i in order], [round(members[i], 4) for i in order], round(min(cos, default=0.0), 4), rep
+            )
         )
     groups.sort(key=lambda g: (-len(g.images), -g.min_score, g.images[0].id))
     return Duplicates(groups, store.count_without_print() + len(stored) - len(blobs))
