@@ -62,10 +62,11 @@ def write_png(
     return path
 
 
-def header_only_png(width: int, height: int) -> bytes:
-    """A 68-byte PNG whose header claims ``width`` x ``height`` RGBA and whose pixel data stops at once: the
-    decoder allocates the whole image before it finds out (a failed decode's memory, issue 24)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+def header_only_png(width: int, height: int, mode: str = "RGBA") -> bytes:
+    """A PNG of a few dozen bytes whose header claims ``width`` x ``height`` (``mode``: RGB or RGBA) and whose
+    pixel data stops at once: a decoder that trusts the header allocates the whole image before it finds out
+    (a decompression bomb; a failed decode's memory, issue 24)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPES[mode][0], 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + _chunk(b"IHDR", header)

@@ -6,15 +6,14 @@ import io
 import json
 import os
 import re
-import struct
 import subprocess
 import sys
 import time
 import urllib.request
-import zlib
 
 import pytest
 
+from bench.big_png import header_only_png
 from conftest import REPO, draw_image
 from web_support import XSS_CAPTION, corpus, engine, image_id  # noqa: F401 - corpus, engine: shared module-scoped fixtures
 
@@ -38,18 +37,8 @@ def png_bytes(seed: int = 1, size=(64, 48)) -> bytes:
 
 
 def bomb_png(width: int = 40_000, height: int = 40_000) -> bytes:
-    """A PNG header claiming 1.6 gigapixels: a few hundred bytes that would need gigabytes to decode."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\x00" * 1024))
-        + chunk(b"IEND", b"")
-    )
+    """A PNG header claiming 1.6 gigapixels: a few dozen bytes that would need gigabytes to decode."""
+    return header_only_png(width, height, "RGB")
 
 
 def error_of(resp, status: int) -> str:
