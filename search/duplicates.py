@@ -198,8 +198,12 @@ def find_duplicates(
         """Pixel distances of ``pairs`` (both with a print), a chunk of prints decoded at a time."""
         for start in range(0, len(pairs), VERIFY_CHUNK):
             part = pairs[start : start + VERIFY_CHUNK]
-            left = pixel_print.decode([blobs[x] for x, _ in part])
-            right = pixel_print.decode([blobs[y] for _, y in part])
+            # each print decoded once per chunk, however many of its pairs the chunk holds
+            ids = sorted({i for pair in part for i in pair})
+            row = {i: r for r, i in enumerate(ids)}
+            decoded = pixel_print.decode([blobs[i] for i in ids])
+            left = pixel_print.take(decoded, np.array([row[x] for x, _ in part]))
+            right = pixel_print.take(decoded, np.array([row[y] for _, y in part]))
             for (x, y), d in zip(part, pixel_print.distances(left, right).tolist()):
                 checked[(x, y)] = checked[(y, x)] = d
 

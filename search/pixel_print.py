@@ -205,7 +205,8 @@ def _as_crop(big: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray
     steps = np.arange(len(STEPS))
     centred = _LUMA[steps, steps]  # (6, G, S)
     grid = (centred[None, :, None] @ big[:, None, None]) @ np.swapaxes(centred, -1, -2)[None, None]
-    d = _mean_abs(grid.reshape(p, -1, GRID, GRID), target[:, None])  # (P, 36): y step, x step
+    grid = grid.reshape(p, -1, GRID, GRID)  # (P, 36, G, G): y step, x step; [:, 0] is the whole picture
+    d = _mean_abs(grid, target[:, None])
     best = d.min(axis=1)
     sy, sx = np.divmod(d.argmin(axis=1), len(STEPS))
     by, bx = np.stack([sy, sy], axis=1), np.stack([sx, sx], axis=1)
@@ -227,7 +228,7 @@ def _as_crop(big: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray
                 better = d[rows, pick] < best
                 best = np.where(better, d[rows, pick], best)
                 box[better, end] = pick[better]
-    whole = full @ big @ full.T
+    whole = grid[:, 0]
     chosen = _at(_LUMA, big, bx, by)
     lost = _contrast(chosen) < KEEP * _contrast(whole)
     bx[lost], by[lost] = 0, 0
