@@ -53,7 +53,7 @@ def main() -> None:
     print("| --- | --- | --- | " + " | ".join("---" for _ in depths) + " |")
     for name in args.codes.split(","):
         index = faiss.index_factory(xb.shape[1], CODES[name].format(nlist=nlist), faiss.METRIC_INNER_PRODUCT)
-        # PQ trained as the product trains it (search/index_build.py)
+        # PQ trained as the product trains it (search/vectors/build.py)
         pq = faiss.downcast_index(faiss.extract_index_ivf(index)).pq
         pq.cp.niter, pq.cp.max_points_per_centroid = 10, 64
         t = time.perf_counter()

@@ -66,9 +66,9 @@ COPIES = {
 
 
 def measure_threshold(model: str, photos: Path, icons: Path, n_icons: int) -> dict:
-    from search.encoder import Encoder
-    from search.images import load_rgb_bounded
-    from search.model_spec import ModelSpec
+    from search.encoders.model_spec import ModelSpec
+    from search.encoders.torch_clip import Encoder
+    from search.media.decode import load_rgb_bounded
 
     enc = Encoder(ModelSpec.parse(model), device="cpu")
 
@@ -214,7 +214,7 @@ def build_collection(out: Path, seed: int, share: float) -> dict:
 
 def _twins(folder: Path, names: list[str]) -> list[set[str]]:
     """Classes of pixel twins among the collection's own images: 16x16 grey thumbnails within 2/255."""
-    from search.images import flatten_to_rgb
+    from search.media.decode import flatten_to_rgb
 
     thumbs = np.stack(
         [
@@ -246,10 +246,10 @@ def measure_quality(out: Path, model: str, thresholds: list[float], limits: list
     import subprocess
     import sys
 
-    from search.duplicates import find_duplicates
-    from search.index import IndexDir
     from search.paths import Paths
-    from search.store import Store
+    from search.store.database import Store
+    from search.vectors.duplicates import find_duplicates
+    from search.vectors.live import IndexDir
 
     truth = json.loads((out / "truth.json").read_text()) if (out / "truth.json").exists() else None
     if truth is None:
@@ -344,7 +344,7 @@ def plant_copies(home: Path, n: int, copies: int, seed: int = 5) -> None:
         )
         # Pixel prints: every row gets one (a smooth random picture), and each copy its original's, so the
         # verification step runs on every candidate pair as it would on a real collection.
-        from search.pixel_print import pixel_print
+        from search.media.pixel_print import pixel_print
 
         def picture(k: int) -> Image.Image:
             small = np.random.default_rng(k).integers(0, 256, (8, 8, 3), dtype=np.uint8)
@@ -371,10 +371,10 @@ def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copie
     import resource
 
     from bench.synth import STAMP, publish_home, synth_rows
-    from search.duplicates import find_duplicates
-    from search.index import IndexDir
     from search.paths import Paths
-    from search.store import Store
+    from search.store.database import Store
+    from search.vectors.duplicates import find_duplicates
+    from search.vectors.live import IndexDir
 
     t0 = time.perf_counter()
     stamp = synth_rows(home, n)
@@ -397,7 +397,7 @@ def measure_cost(n: int, home: Path, threshold: float, nprobes: list[int], copie
         "runs": [],
     }
     try:
-        import search.duplicates as dup
+        import search.vectors.duplicates as dup
 
         for nprobe in nprobes:
             exact_max = dup.EXACT_MAX
@@ -467,7 +467,7 @@ def main() -> None:
         )
     else:
         nprobes = [int(x) for x in args.nprobe.split(",")]
-        from search.duplicates import DEFAULT_THRESHOLD
+        from search.vectors.duplicates import DEFAULT_THRESHOLD
 
         threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
         out = measure_cost(args.n, args.home, threshold, nprobes, args.copies or max(1, args.n // 100))

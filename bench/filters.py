@@ -79,7 +79,7 @@ def cases(by: str, n: int) -> dict[str, tuple[dict, Callable[[np.ndarray], np.nd
 
 def exact_filtered(store, queries: np.ndarray, keeps: dict[str, Callable], k: int = 10) -> dict[str, np.ndarray]:
     """Exact top-``k`` ids of each query within each filter's ids: one streamed pass over the vectors."""
-    from search.schema import unit_f32
+    from search.store.schema import unit_f32
 
     heaps = {label: faiss.ResultHeap(len(queries), k, keep_max=True) for label in keeps}
     counts = dict.fromkeys(keeps, 0)
@@ -123,8 +123,8 @@ def main() -> None:
 
     from search.engine import Engine, Filters
     from search.paths import Paths
-    from search.query import Paging, VectorQuery
-    from search.store import Store
+    from search.query.kinds import Paging, VectorQuery
+    from search.store.database import Store
 
     paths = Paths.resolve(str(home))
     queries = mix.draw(args.queries, stream=20_000)
@@ -141,7 +141,7 @@ def main() -> None:
     live = engine.index.get()
     rerank = [p for r in (live.image_rerank, live.caption_rerank) if r is not None for p in r.vectors.paths]
     if rerank:
-        from search.f16_files import prefetch
+        from search.vectors.f16_files import prefetch
 
         t = time.perf_counter()
         got = prefetch(rerank)

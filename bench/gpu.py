@@ -102,8 +102,8 @@ def section_encoder(t: Table, model: str, corpus: Path, batch: int) -> None:
 
     from indexer.gpu_decode import decode_batch
     from indexer.load import default_workers, iter_batches
-    from search.encoder import Encoder, ModelSpec
-    from search.pil_steps import describe
+    from search.encoders.pil_steps import describe
+    from search.encoders.torch_clip import Encoder, ModelSpec
 
     spec = ModelSpec.parse(model, "none")
     enc = Encoder(spec, device="cuda")  # fp16 autocast by default on CUDA
@@ -232,7 +232,7 @@ def section_faiss(t: Table, sizes: list[int], dim: int = 512) -> None:
     import faiss
     import numpy as np
 
-    from search.index import gpu_available
+    from search.vectors.live import gpu_available
 
     if not gpu_available():
         t.add(

@@ -28,8 +28,8 @@ def main(argv=None) -> int:
     import torch
 
     from indexer.load import iter_batches
-    from search.encoder import Encoder, ModelSpec
-    from search.images import is_image_path
+    from search.encoders.torch_clip import Encoder, ModelSpec
+    from search.media.decode import is_image_path
 
     if not torch.cuda.is_available():
         print("needs a CUDA GPU", file=sys.stderr)

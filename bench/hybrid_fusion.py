@@ -4,7 +4,7 @@ Held out: a sample of dev.jsonl images with two or more captions is copied to a 
 indexed with every caption but the FIRST (the primary one), which becomes the query. A query's
 relevant images are those of its concept (dev.jsonl ``group``). Vision = the shipped model's ranking,
 keywords = the FTS5 ranking (file names, folder names and the other captions), fused by
-search.hybrid.fuse. Prints recall@10 and MRR@100 for each.
+search.query.hybrid.fuse. Prints recall@10 and MRR@100 for each.
 
     python -m bench.hybrid_fusion --n 600 --model local-dir:models/glimpse-icons-distil --work /tmp/hyb/bench
 """
@@ -32,10 +32,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from search.engine import Engine
-    from search.hybrid import fuse, keyword_ranking
-    from search.keywords import keyword_plan
     from search.paths import Paths
-    from search.query import parse_query
+    from search.query.hybrid import fuse, keyword_ranking
+    from search.query.keywords import keyword_plan
+    from search.query.kinds import parse_query
 
     recs = [json.loads(line) for line in open(CORPORA / "dev.jsonl")]
     recs = [r for r in recs if len(r["captions"]) >= 2]

@@ -222,8 +222,8 @@ def write_capacity(rows: int = 8192) -> str:
 
     import numpy as np
 
-    from search.schema import pack_vector, utcnow
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import pack_vector, utcnow
 
     vec = pack_vector(np.random.default_rng(0).standard_normal(512).astype(np.float32))
     lines = ["| rows per commit | rows/s committed | GPUs fed at 3,000 img/s |", "|---|---|---|"]

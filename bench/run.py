@@ -151,7 +151,7 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
     import torch
 
     from indexer.load import default_workers, iter_batches
-    from search.encoder import Encoder, ModelSpec
+    from search.encoders.torch_clip import Encoder, ModelSpec
 
     t0 = time.perf_counter()
     enc = Encoder(ModelSpec.parse(MODEL, PRETRAINED), device="cpu")
@@ -233,8 +233,8 @@ def section_encoder(res: Results, args, corpus_dir: Path) -> None:
         for w in ("dog", "cat", "car", "tree", "child", "boat", "house", "bird")
         for p in ("beach", "park", "city", "lake")
     ]
-    # The server queries through the ONNX bundle (search.query_bundle) when it has one; torch for reference.
-    from search.query_bundle import OnnxQueryEncoder, ensure_bundle
+    # The server queries through the ONNX bundle (search.encoders.onnx_bundle) when it has one; torch for reference.
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, ensure_bundle
 
     t0 = time.perf_counter()
     bundle = ensure_bundle(enc)
@@ -292,9 +292,9 @@ def _ceiling_as_indexed(res: Results, args, x) -> None:
     import threading
 
     from indexer.pipeline import CPU_BATCH, encode_streams
-    from search.model_spec import ModelSpec
-    from search.ort_session import cpu_threads
-    from search.query_bundle import OnnxQueryEncoder, bundle_dir
+    from search.encoders.model_spec import ModelSpec
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, bundle_dir
+    from search.encoders.ort_session import cpu_threads
 
     _ensure_query_bundle()
     streams = encode_streams("cpu")
@@ -436,7 +436,7 @@ def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
     if not (fp32_home / "glimpse.db").exists():
         return
     from search.engine import Engine
-    from search.query import FileQuery, Paging
+    from search.query.kinds import FileQuery, Paging
 
     queries = sorted(corpus_dir.glob("*.jpg"))[:: max(1, n // 50)][:50]
     engines = [Engine.open(str(h)) for h in (fp32_home, home)]
@@ -497,12 +497,12 @@ def _get(url: str, timeout: float = 30.0):
 def _ensure_query_bundle(int8: bool = False) -> None:
     """The model's ONNX bundle (and its int8 tower), which the first `glimpse index` with a model
     builds once; timed runs measure the runs after it."""
-    from search.model_spec import ModelSpec
-    from search.query_bundle import OnnxQueryEncoder, bundle_dir, ensure_bundle
+    from search.encoders.model_spec import ModelSpec
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, bundle_dir, ensure_bundle
 
     folder = bundle_dir(ModelSpec.parse(MODEL, PRETRAINED))
     if not os.path.isfile(os.path.join(folder, "meta.json")):
-        from search.encoder import Encoder
+        from search.encoders.torch_clip import Encoder
 
         ensure_bundle(Encoder(ModelSpec.parse(MODEL, PRETRAINED), device="cpu"))
     if int8:
@@ -587,7 +587,7 @@ def section_query(res: Results, args) -> None:
                     split_t = _server_split(before_t, _server_times(sess, base))
                     lat_auto = _text_ms(sess, base, queries, " at noon", "auto")
                     # Paging a text query: page 0 is new (text tower + FAISS), pages 1..4 reuse the kept query
-                    # vector and ranking (search.query_cache) and hydrate only their own rows.
+                    # vector and ranking (search.query.cache) and hydrate only their own rows.
                     first_pages, later_pages = [], []
                     for q in queries:
                         for page in range(5):

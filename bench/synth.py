@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.model_spec import ModelSpec
+from search.encoders.model_spec import ModelSpec
 
 DIM = 512
 STAMP = "bench-stamp.json"
@@ -130,9 +130,9 @@ def synth_home(
 def publish_home(home: Path, rebuild: bool = False) -> str:
     """Publish exactly as the indexer does: vectors streamed from the store, Glimpse chooses the index."""
     from indexer.publish import StoreSource
-    from search.index import IndexDir
     from search.paths import Paths
-    from search.store import Store
+    from search.store.database import Store
+    from search.vectors.live import IndexDir
 
     paths = Paths.resolve(home)
     store = Store(paths.db, upgrade=False)
@@ -164,7 +164,7 @@ def synth_rows(
     if scene:
         want["scene"] = scene  # only when set: homes cached before scenes existed stay valid
     from search.paths import Paths
-    from search.store import Store
+    from search.store.database import Store
 
     paths = Paths.resolve(home)
     mix = Mixture.for_home(seed, centres, n, scene)
@@ -282,8 +282,8 @@ def exact_top(db: Path, q: np.ndarray, k: int = 10) -> np.ndarray:
     """Exact inner-product top-``k`` ids over every stored vector, streamed in chunks (brute force)."""
     import faiss
 
-    from search.schema import unit_f32
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import unit_f32
 
     store = Store(db, upgrade=False)
     heap = faiss.ResultHeap(len(q), k, keep_max=True)
@@ -303,8 +303,8 @@ def recall_at_10(home: Path, queries: int = 200) -> dict:
     import faiss
     from faiss.contrib.evaluation import knn_intersection_measure
 
-    from search.index import IndexDir
     from search.paths import Paths
+    from search.vectors.live import IndexDir
 
     paths = Paths.resolve(home)
     live = IndexDir(paths.index).load(use_gpu=False)
@@ -324,8 +324,8 @@ def recall_at_10(home: Path, queries: int = 200) -> dict:
     finally:
         faiss.omp_set_num_threads(threads)
     # The same figure with the database's own points as queries (how Glimpse used to tune nprobe).
-    from search.schema import unit_f32
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import unit_f32
 
     store = Store(paths.db, upgrade=False)
     all_ids, _ = store.vector_ids("images")
@@ -345,7 +345,7 @@ def upgrade_home(home: Path, log=print) -> None:
     """Bring a cached home's database to the head migration, as Glimpse does for a user's home, and stamp
     it with the new schema key, so a migration does not throw away homes that took an hour to build (10M)."""
     from search.paths import Paths
-    from search.store import Store
+    from search.store.database import Store
 
     stamp_path = Path(home) / STAMP
     stamp = json.loads(stamp_path.read_text())

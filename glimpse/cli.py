@@ -16,7 +16,7 @@ from glimpse.engine_options import engine_options
 from glimpse.serve_options import HOST, PORT, THREADS
 from glimpse.terminal import json_text
 from search.errors import EXIT_ERROR, EXIT_INTERRUPTED, GlimpseError
-from search.files import ShownLogArgs, shown
+from search.media.files import ShownLogArgs, shown
 
 log = logging.getLogger("glimpse")
 
@@ -360,7 +360,7 @@ def db():
 @click.pass_obj
 def db_upgrade(paths_obj):
     """Upgrade the schema to the newest migration."""
-    from search.migrate import upgrade_to_head
+    from search.store.migrate import upgrade_to_head
 
     paths_obj.ensure()
     upgrade_to_head(paths_obj.db)

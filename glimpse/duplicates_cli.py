@@ -6,7 +6,7 @@ import json
 
 import click
 
-from search.duplicates import DEFAULT_THRESHOLD
+from search.vectors.duplicates import DEFAULT_THRESHOLD
 
 
 @click.command()
@@ -36,9 +36,9 @@ def duplicates(paths_obj, threshold: float, as_json: bool) -> None:
 
     import faiss
 
-    from search.duplicates import check_threshold, max_distance
     from search.engine import Engine
-    from search.files import shown
+    from search.media.files import shown
+    from search.vectors.duplicates import check_threshold, max_distance
 
     threshold = check_threshold(threshold)  # before opening anything; a bad value exits 1 with one line
     engine = Engine(paths_obj)

@@ -1,6 +1,6 @@
 """`glimpse search`: the CLI's side of Engine.search, with the API's filters and limits.
 
-Registered lazily by glimpse.cli.LazyGroup. Values follow search.search_args, the rules the API uses (one
+Registered lazily by glimpse.cli.LazyGroup. Values follow search.query.args, the rules the API uses (one
 limit and one message for k, page and dates on both). TEXT may begin with a dash (``glimpse search -cat``):
 see :class:`TextMayStartWithDash`.
 """
@@ -13,9 +13,9 @@ import click
 
 from glimpse.terminal import json_text
 from search.errors import EXIT_ERROR
-from search.files import shown
-from search.query import MODES
-from search.search_args import MAX_PAGE_K, ORDERS
+from search.media.files import shown
+from search.query.args import MAX_PAGE_K, ORDERS
+from search.query.kinds import MODES
 
 
 class TextMayStartWithDash(click.Command):
@@ -93,10 +93,10 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     TEXT may begin with a dash ("-cat"); after -- everything is TEXT.
     """
     from search.engine import Engine, Filters
-    from search.floor import min_score_filter
-    from search.images import ImageDecodeError
-    from search.query import FileQuery, Paging, TextQuery
-    from search.search_args import check_date_range, check_paging, check_query_text, parse_date
+    from search.media.decode import ImageDecodeError
+    from search.query.args import check_date_range, check_paging, check_query_text, parse_date
+    from search.query.floor import min_score_filter
+    from search.query.kinds import FileQuery, Paging, TextQuery
 
     given = [x for x in (text, image, captions) if x]
     if len(given) != 1:

@@ -1,6 +1,6 @@
 """What the CLI prints of text from disk: nothing a terminal would obey.
 
-Human output goes through :func:`search.files.shown` (control characters escaped). JSON output stays
+Human output goes through :func:`search.media.files.shown` (control characters escaped). JSON output stays
 the exact values: ``json.dumps`` writes C0 controls as ``\\u`` escapes already, and :func:`json_text`
 writes DEL and C1 the same way (left raw by ``ensure_ascii=False``, and C1 is an escape to some terminals).
 """

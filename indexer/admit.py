@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from search.images import ImageDecodeError, probe_file
+from search.media.decode import ImageDecodeError, probe_file
 from search.settings import settings
 
 # Larger than any photo or scan worth searching; GLIMPSE_MAX_FILE_MB raises or lowers it.
@@ -32,7 +32,7 @@ def size_error(size: int) -> str | None:
 
 
 def admit(path: str) -> tuple[dict, int]:
-    """The file's header information (``search.images.probe``) and size, read from its
+    """The file's header information (``search.media.decode.probe``) and size, read from its
     first bytes only; raises ImageDecodeError (FileRefused for the size cap) or OSError."""
     size = os.stat(path).st_size
     refused = size_error(size)

@@ -15,8 +15,8 @@ from typing import Any
 
 from indexer.admit import admit
 from indexer.hashing import bytes_hash, file_hash
-from search.images import ImageDecodeError, flatten_to_rgb, load_upright, to_uint8_array
-from search.pixel_print import PRINT_DRAFT, pixel_print
+from search.media.decode import ImageDecodeError, flatten_to_rgb, load_upright, to_uint8_array
+from search.media.pixel_print import PRINT_DRAFT, pixel_print
 from search.settings import settings
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from search.index_files import SearchFn
 from search.paths import cache_dir
+from search.vectors.versions import SearchFn
 
 log = logging.getLogger("glimpse.indexer")
 

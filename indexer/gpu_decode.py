@@ -3,7 +3,7 @@
 On a GPU the image tower outruns CPU decode workers by an order of magnitude, so
 there the workers only read, hash and probe each JPEG; a batch's bytes travel to
 the main process as one shared-memory tensor, nvJPEG decodes them on the device,
-and open_clip's resize/crop (``search.pil_steps``) is replayed there with
+and open_clip's resize/crop (``search.encoders.pil_steps``) is replayed there with
 antialiased interpolation. Whatever nvJPEG should not take (other formats, CMYK,
 progressive or truncated JPEGs, over the pixel limit) is decoded by PIL in the
 worker as before, and an image nvJPEG refuses after all is retried with PIL.
@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from search.images import MAX_IMAGE_PIXELS
-from search.pil_steps import keep_ratio_size, resized_size
+from search.encoders.pil_steps import keep_ratio_size, resized_size
+from search.media.decode import MAX_IMAGE_PIXELS
 
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear"}
 
@@ -41,7 +41,7 @@ def gpu_jpeg_available(device: str) -> bool:
 
 
 def replayable(steps: Sequence[dict[str, Any]]) -> bool:
-    """Whether ``steps`` (search.pil_steps.describe) can run on tensors here."""
+    """Whether ``steps`` (search.encoders.pil_steps.describe) can run on tensors here."""
     for s in steps:
         if s["op"] in ("resize", "resize_keep_ratio"):
             if s["interpolation"] not in _INTERP:

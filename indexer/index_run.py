@@ -28,12 +28,12 @@ from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbedRequest, EmbedRunner, LocalRunner
 from indexer.scan import LinkPolicy
 from indexer.writer import Writer
-from search.model_spec import ModelSpec
+from search.encoders.model_spec import ModelSpec
 from search.paths import Paths
-from search.store import ROOT, Store
+from search.store.database import ROOT, Store
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
 # Most rows one commit takes when batches queue behind a busy database (bounds what a crash can lose

@@ -19,12 +19,12 @@ from indexer.lock import JobLock
 from indexer.options import Counts, Options
 from indexer.runner import EmbedRunner
 from search.errors import InvalidValue
-from search.files import shown
-from search.index import IndexDir
+from search.media.files import shown
 from search.paths import Paths
+from search.vectors.live import IndexDir
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 from indexer.options import Options
 from indexer.runner import encode_streams
+from search.encoders.model_spec import ModelSpec
+from search.encoders.ort_session import cpu_threads
 from search.errors import GlimpseError
-from search.model_spec import ModelSpec
-from search.ort_session import cpu_threads
-from search.store import Store
+from search.store.database import Store
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -71,7 +71,7 @@ class ModelStage:
 
     def _open(self, spec: ModelSpec) -> Encoder:
         if self._encoder is None:
-            from search.encoders import open_encoder  # only when something needs embedding
+            from search.encoders.protocol import open_encoder  # only when something needs embedding
 
             streams = encode_streams(self.opts.device)
             self._encoder = open_encoder(

@@ -15,8 +15,8 @@ from PIL import Image
 
 from indexer.load import iter_batches
 from indexer.progress import bar
-from search.pixel_print import PRINT_DRAFT
-from search.store import Store
+from search.media.pixel_print import PRINT_DRAFT
+from search.store.database import Store
 
 log = logging.getLogger("glimpse.indexer")
 ROWS = 4096  # rows listed per round (bounded memory at any corpus size)

@@ -14,7 +14,7 @@ from search.errors import InvalidValue
 from search.settings import settings
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -57,7 +57,7 @@ def gpu_decode_steps(enc: Encoder, decode: str | None) -> list | None:
     if decode == "cpu" or (decode == "auto" and not enc.device.startswith("cuda")):
         return None
     from indexer.gpu_decode import gpu_jpeg_available, replayable  # torch
-    from search.pil_steps import UnsupportedStep, describe
+    from search.encoders.pil_steps import UnsupportedStep, describe
 
     why = None
     if not gpu_jpeg_available(enc.device):
@@ -87,8 +87,8 @@ def batch_pixels(batch, enc: Encoder, gpu_steps: list | None):
     import torch
 
     from indexer.gpu_decode import decode_batch
-    from search.encoder import pil_to_uint8
-    from search.images import ImageDecodeError, load_rgb
+    from search.encoders.torch_clip import pil_to_uint8
+    from search.media.decode import ImageDecodeError, load_rgb
 
     on_device: dict[int, torch.Tensor] = {}
     if raw:
@@ -123,7 +123,7 @@ def check_decode_option(decode: str | None, device: str | None) -> None:
     should fail in a second, not after the scan and the model load)."""
     if decode_mode(decode) == "gpu":
         from indexer.gpu_decode import gpu_jpeg_available
-        from search.encoder import pick_device
+        from search.encoders.torch_clip import pick_device
 
         device = pick_device(device)
         if not gpu_jpeg_available(device):

@@ -16,7 +16,7 @@ from typing import NamedTuple
 from indexer.hashing import file_hash
 from indexer.progress import bar
 from indexer.scan import FileEntry, LinkPolicy, walk_images
-from search.store import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIDECAR, SIZE, RowState, Store
+from search.store.database import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIDECAR, SIZE, RowState, Store
 
 log = logging.getLogger("glimpse.indexer")
 

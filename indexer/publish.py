@@ -13,16 +13,16 @@ import numpy as np
 from indexer.disk import DiskFull, is_disk_full
 from indexer.floor import estimate_floor
 from indexer.options import Counts
-from search.index import IndexDir
-from search.model_spec import ModelSpec
-from search.ort_session import runtime_setting
+from search.encoders.model_spec import ModelSpec
+from search.encoders.ort_session import runtime_setting
 from search.paths import Paths
-from search.store import Store
-from search.store_vectors import CHUNK, Table
+from search.store.database import Store
+from search.store.vectors import CHUNK, Table
+from search.vectors.live import IndexDir
 
 if TYPE_CHECKING:
-    from search.encoder import Encoder as TorchEncoder
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
+    from search.encoders.torch_clip import Encoder as TorchEncoder
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -91,10 +91,10 @@ class StoreSource:
 
 def write_query_bundle(enc: Encoder | None) -> None:
     """With the model already loaded in torch, write the ONNX query bundle the server
-    loads without torch (once per model; see search.query_bundle)."""
+    loads without torch (once per model; see search.encoders.onnx_bundle)."""
     if enc is None or enc.device != "cpu" or runtime_setting() == "torch":
         return
-    from search.query_bundle import ensure_bundle
+    from search.encoders.onnx_bundle import ensure_bundle
 
     try:  # built only from a torch encoder; an ONNX one means the bundle exists already
         ensure_bundle(cast("TorchEncoder", enc))

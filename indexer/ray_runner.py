@@ -36,12 +36,12 @@ from indexer.decode import Loaded, load_file
 from indexer.options import Options
 from indexer.ray_cluster import ray_session
 from indexer.runner import CPU_BATCH, EmbeddedBatch, EmbedRequest
+from search.encoders.model_spec import LOCAL_DIR, ModelLoadError, ModelSpec
 from search.errors import GlimpseError
-from search.images import ImageDecodeError
-from search.model_spec import LOCAL_DIR, ModelLoadError, ModelSpec
+from search.media.decode import ImageDecodeError
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -105,10 +105,10 @@ def _model_folder(payload: dict, fingerprint: str) -> str:
 def open_shipped(payload: dict, fingerprint: str, device: str, quantize: str | None, threads: int) -> Encoder:
     """A worker's encoder from the driver's payload (``model_payload``)."""
     if "onnx" in payload:
-        from search.query_bundle import OnnxQueryEncoder
+        from search.encoders.onnx_bundle import OnnxQueryEncoder
 
         return OnnxQueryEncoder(_model_folder(payload, fingerprint), threads=threads, quantize=quantize, eager=False)
-    from search.encoders import open_encoder
+    from search.encoders.protocol import open_encoder
 
     if "dir" in payload:
         spec = ModelSpec(f"{LOCAL_DIR}{_model_folder(payload, fingerprint)}", None)

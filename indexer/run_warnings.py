@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from search.files import shown
+from search.media.files import shown
 
 log = logging.getLogger("glimpse.indexer")
 

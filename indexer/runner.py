@@ -22,11 +22,11 @@ import numpy as np
 from indexer.decode import Loaded
 from indexer.options import Options
 from indexer.pixels import batch_pixels, gpu_decode_steps, raw_batch_workers
-from search.ort_session import cpu_threads, runtime_setting
+from search.encoders.ort_session import cpu_threads, runtime_setting
 from search.settings import settings
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder as Encoder
+    from search.encoders.protocol import ImageTextEncoder as Encoder
 
 log = logging.getLogger("glimpse.indexer")
 

@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from indexer.captions import sidecar_names
-from search.files import shown
-from search.images import IMAGE_EXTENSIONS
+from search.media.decode import IMAGE_EXTENSIONS
+from search.media.files import shown
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from indexer.plan import Plan, ToEmbed
 from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbeddedBatch
 from indexer.scan import FileEntry, LinkPolicy
-from search.files import shown
-from search.schema import pack_vector, utcnow
-from search.store import Store, Transaction
+from search.media.files import shown
+from search.store.database import Store, Transaction
+from search.store.schema import pack_vector, utcnow
 
 log = logging.getLogger("glimpse.indexer")
 

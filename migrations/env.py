@@ -1,4 +1,4 @@
-"""Alembic environment: models from search.schema, SQLite in batch mode."""
+"""Alembic environment: models from search.store.schema, SQLite in batch mode."""
 
 from logging.config import fileConfig
 
@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 
 from search.paths import Paths
-from search.schema import Base, is_fts_table
+from search.store.schema import Base, is_fts_table
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

@@ -1,7 +1,7 @@
 """Query semantics, shared by the CLI and the web app: one entry, :meth:`Engine.search`.
 
 Text→image, image→image, "more like this", text→caption, raw vectors and weighted
-combinations (search.query says what a query is), with filters, ordering and paging.
+combinations (search.query.kinds says what a query is), with filters, ordering and paging.
 Returns plain :class:`SearchResult` objects in a :class:`Page`; callers never see FAISS or SQL.
 """
 
@@ -16,18 +16,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from search.caption_search import caption_results
-from search.duplicates import Duplicates, check_threshold, find_duplicates
+from search.encoders.model_spec import ModelSpec
 from search.errors import EngineError, ImageUnavailable, NotIndexedError
-from search.filtered_search import Allowed, Ranked, Subset, allowed_of, ranked, subset_of
-from search.floor import count_above, floor_for, is_above, resolve_auto
-from search.hybrid import add_highlights, hybrid_results
-from search.images import Source, load_rgb_bounded
-from search.index import IndexDir, LiveIndex
-from search.model_spec import ModelSpec
-from search.opened import OpenedImage, open_row
+from search.media.decode import Source, load_rgb_bounded
+from search.media.opened import OpenedImage, open_row
 from search.paths import Paths
-from search.query import (
+from search.query.cache import QueryCache, query_key
+from search.query.captions import caption_results
+from search.query.floor import count_above, floor_for, is_above, resolve_auto
+from search.query.hybrid import add_highlights, hybrid_results
+from search.query.kinds import (
     FileQuery,
     Filters,
     ImageQuery,
@@ -38,17 +36,19 @@ from search.query import (
     VectorQuery,
     parse_query,
 )
-from search.query_cache import QueryCache, query_key
-from search.ranking_pages import DATE_ORDER_POOL, Ranking, first_fetch
-from search.results import Page, SearchResult, to_result
+from search.query.paging import DATE_ORDER_POOL, Ranking, first_fetch
+from search.query.results import Page, SearchResult, to_result
 from search.settings import settings
 from search.stages import stage
 from search.status import health, job_dict, stats
-from search.store import Store
-from search.store_filters import in_dates, under
+from search.store.database import Store
+from search.store.filters import in_dates, under
+from search.vectors.duplicates import Duplicates, check_threshold, find_duplicates
+from search.vectors.filtered import Allowed, Ranked, Subset, allowed_of, ranked, subset_of
+from search.vectors.live import IndexDir, LiveIndex
 
 if TYPE_CHECKING:
-    from search.encoders import ImageTextEncoder
+    from search.encoders.protocol import ImageTextEncoder
 
 log = logging.getLogger(__name__)
 
@@ -118,12 +118,12 @@ class Engine:
         """The model the vectors were made with; loaded once, kept for every query.
 
         On CPU that is the ONNX Runtime query bundle (no torch in the process; see
-        ``search.query_bundle``), else open_clip in torch.
+        ``search.encoders.onnx_bundle``), else open_clip in torch.
         """
         if self._encoder is None:
             with self._encoder_lock:
                 if self._encoder is None:
-                    from search.encoders import open_encoder
+                    from search.encoders.protocol import open_encoder
 
                     self._encoder = open_encoder(self.model_spec(), "query", device=self._device)
         return self._encoder
@@ -209,7 +209,7 @@ class Engine:
 
         One result past the page is checked so ``has_more`` is exact (immich's ``limit(size + 1)``);
         never past MAX_K results, the deepest a client may page. The query's vector, its filter's ids and
-        its ranking are kept (search.query_cache), so the next page costs at most one FAISS step.
+        its ranking are kept (search.query.cache), so the next page costs at most one FAISS step.
         """
         page = page or Paging()
         k, number = _check_paging(page.k, page.page)
@@ -350,7 +350,7 @@ class Engine:
     def open_image(self, image_id: int) -> OpenedImage:
         """The file of an indexed image, by id only (never a path from a client), opened for reading.
 
-        The one place that decides whether a file may be served (search.opened.open_row): its row
+        The one place that decides whether a file may be served (search.media.opened.open_row): its row
         is indexed and the file is, right now, the regular file that was indexed. Raises
         ImageUnavailable with a message for the user otherwise.
         """
@@ -365,7 +365,7 @@ class Engine:
         return stats(self.store, self.index.get(), failed_limit)
 
     def duplicates(self, threshold: float) -> Duplicates:
-        """Near-duplicate groups in the live index (search.duplicates); the last answer is kept
+        """Near-duplicate groups in the live index (search.vectors.duplicates); the last answer is kept
         for its version and threshold, so paging through the groups searches the corpus once."""
         live = self._live()
         key = (live.version, check_threshold(threshold))

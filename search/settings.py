@@ -229,7 +229,7 @@ SETTINGS: list[Setting] = [
     Setting(
         "GLIMPSE_DUPLICATES_MAX_DISTANCE",
         0.2,
-        "Largest pixel-print distance (search/pixel_print.py: 0 same pixels, ~1 different pictures) at which "
+        "Largest pixel-print distance (search/media/pixel_print.py: 0 same pixels, ~1 different pictures) at which "
         "a near-duplicate candidate is verified against its group's representative.",
         _number(0, inclusive=False),
         "a number > 0",

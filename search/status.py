@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from search.files import shown
+from search.media.files import shown
 
 if TYPE_CHECKING:
-    from search.index import LoadedIndex
-    from search.schema import JobRow
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import JobRow
+    from search.vectors.live import LoadedIndex
 
 JOB_FIELDS = (
     "id",

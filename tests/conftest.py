@@ -51,7 +51,7 @@ def tiny_model(tiny_model_dir) -> str:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model):
-    from search.encoder import Encoder, ModelSpec
+    from search.encoders.torch_clip import Encoder, ModelSpec
 
     return Encoder(ModelSpec.parse(tiny_model), device="cpu")
 

@@ -109,7 +109,7 @@ def test_combined_query(client):
 
 def test_query_naming_a_server_file_is_text_not_an_image(client, engine, corpus):
     """Over HTTP a query is never read from the server's disk (the CLI may do that, the web must not)."""
-    from search.query import Paging, TextQuery, VectorQuery
+    from search.query.kinds import Paging, TextQuery, VectorQuery
 
     path = str(corpus.files["beach_04.png"])
     got = client.get("/api/search", query_string={"q": path, "k": 3, "mode": "images"}).get_json()["results"]

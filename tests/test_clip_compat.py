@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import draw_image
-from search.query import FileQuery, Paging, TextQuery, VectorQuery
+from search.query.kinds import FileQuery, Paging, TextQuery, VectorQuery
 from web_support import corpus, engine, image_id, server  # noqa: F401 - corpus, engine, server: shared module-scoped fixtures
 
 

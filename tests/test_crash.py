@@ -65,7 +65,7 @@ def live_ids(index_root: Path) -> tuple[str, set[int]]:
     """Load the live index the way a server does; return its version and ids."""
     import faiss
 
-    from search.index import IndexDir
+    from search.vectors.live import IndexDir
 
     loaded = IndexDir(index_root).load(use_gpu=False)
     assert loaded is not None
@@ -214,7 +214,7 @@ def test_reindex_killed_at_random_points_loses_nothing(home, tmp_path, tiny_mode
 
 PUBLISH_LOOP = textwrap.dedent("""
     import sys, numpy as np
-    from search.index import IndexDir
+    from search.vectors.live import IndexDir
     vecs = np.load(sys.argv[2])
     ids = np.arange(len(vecs), dtype=np.int64)
     d, i = IndexDir(sys.argv[1]), 0
@@ -227,7 +227,7 @@ PUBLISH_LOOP = textwrap.dedent("""
 
 
 def test_publish_killed_at_random_points_keeps_a_loadable_index(tmp_path):
-    from search.index import IndexDir
+    from search.vectors.live import IndexDir
 
     rng = np.random.default_rng(7)
     vecs = rng.normal(size=(60_000, 64)).astype(np.float32)

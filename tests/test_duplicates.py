@@ -117,7 +117,7 @@ def test_a_chain_of_near_images_is_not_one_group(tmp_path, tiny_model):
     """Five images in a line, each within the pixel limit of its neighbours and over it two steps away: the
     old finder's connected components made them one group through the chain; now every member is within
     the limit of its group's representative, so no group spans more than one step either side of it."""
-    from search import pixel_print
+    from search.media import pixel_print
 
     root, home = tmp_path / "chain", tmp_path / "home"
     root.mkdir()
@@ -192,7 +192,7 @@ def test_a_home_from_before_pixel_prints_gets_them_on_reindex(planted, tmp_path,
 def test_rows_without_a_print_are_found_through_the_partial_index(planted):
     """A no-op reindex asks which rows still need a print: through ix_images_no_print (empty once filled),
     never by reading every indexed row, whose pages hold the vectors."""
-    from search.store import Store
+    from search.store.database import Store
 
     con = sqlite3.connect(planted[1] / "glimpse.db")
     try:

@@ -8,9 +8,9 @@ import faiss
 import numpy as np
 import pytest
 
-from search.duplicates import CHUNK, similar_pairs
-from search.index import IndexDir
-from search.store import Store
+from search.store.database import Store
+from search.vectors.duplicates import CHUNK, similar_pairs
+from search.vectors.live import IndexDir
 from test_index_types import DIM, clustered
 from test_index_types import normalise as unit
 from test_publish_stream import add_rows, publish
@@ -43,7 +43,7 @@ def exact_pairs(vecs: np.ndarray) -> set[tuple[int, int]]:
 @pytest.mark.parametrize("kind", ["flat", "flat-transient-ivf", "ivf", "ivfpq"])
 def test_pairs_through_the_live_index_equal_exact_all_pairs(tmp_path, monkeypatch, kind):
     if kind == "flat-transient-ivf":  # an exact index too big for all pairs: grouped through a transient IVF
-        monkeypatch.setattr("search.duplicates.EXACT_MAX", 1_000)
+        monkeypatch.setattr("search.vectors.duplicates.EXACT_MAX", 1_000)
         kind = "flat"
     monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000" if kind == "flat" else "2000")
     monkeypatch.setenv("GLIMPSE_PQ_MIN", "5000" if kind == "ivfpq" else "100000000")

@@ -12,12 +12,12 @@ from PIL import Image
 
 from conftest import draw_image, make_images, search_json
 from indexer.pipeline import ModelMismatch, Options, run_job
-from search.encoder import Encoder
+from search.encoders.torch_clip import Encoder
 from search.engine import Engine, Filters
 from search.paths import Paths
-from search.query import FileQuery, Paging, SimilarQuery, TextQuery
-from search.schema import ImageRow, unpack_vectors
-from search.store import Store
+from search.query.kinds import FileQuery, Paging, SimilarQuery, TextQuery
+from search.store.database import Store
+from search.store.schema import ImageRow, unpack_vectors
 
 
 def index(home, roots, model, **kw):
@@ -121,7 +121,7 @@ class CountingEncoder(Encoder):
 
 def test_second_run_embeds_nothing(corpus, home, tiny_model):
     folder, _ = corpus
-    from search.model_spec import ModelSpec
+    from search.encoders.model_spec import ModelSpec
 
     enc = CountingEncoder(ModelSpec.parse(tiny_model), device="cpu")
     CountingEncoder.calls = 0
@@ -139,7 +139,7 @@ def test_rename_and_move_reuse_vector(corpus, home, tiny_model):
     (folder / "sub").mkdir()
     moved = folder / "sub" / "renamed.png"
     os.rename(paths[0], moved)
-    from search.model_spec import ModelSpec
+    from search.encoders.model_spec import ModelSpec
 
     enc = CountingEncoder(ModelSpec.parse(tiny_model), device="cpu")
     CountingEncoder.calls = 0
@@ -206,7 +206,7 @@ def test_bad_files_are_recorded_and_the_run_completes(tmp_path, home, tiny_model
 
 
 def test_transparent_images_get_a_white_background(tiny_encoder):
-    from search.images import load_rgb
+    from search.media.decode import load_rgb
 
     rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
     assert load_rgb(_save(rgba, "PNG")).getpixel((5, 5)) == (255, 255, 255)
@@ -219,7 +219,7 @@ def test_transparent_images_get_a_white_background(tiny_encoder):
 
 
 def test_exif_orientation_is_applied():
-    from search.images import load_rgb
+    from search.media.decode import load_rgb
 
     img = Image.new("RGB", (40, 20), (255, 0, 0))
     exif = Image.Exif()
@@ -323,8 +323,8 @@ def test_cli_errors_and_exit_codes(tmp_path, glimpse, tiny_model):
 
 
 def test_model_load_error_explains_offline_use(tmp_path):
-    from search.encoder import ModelLoadError
-    from search.model_spec import ModelSpec
+    from search.encoders.model_spec import ModelSpec
+    from search.encoders.torch_clip import ModelLoadError
 
     spec = ModelSpec.parse("ViT-B-32")  # the default zoo model and tag
     assert spec.pretrained and spec.fingerprint() == f"ViT-B-32/{spec.pretrained}"

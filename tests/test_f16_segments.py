@@ -13,11 +13,11 @@ import faiss
 import numpy as np
 import pytest
 
-import search.index_files as index_files
-from search.f16_files import F16Rows, F16Writer, rows_map_path
-from search.index import IndexDir
-from search.index_build import _shares, build_streamed, two_level_centroids
-from search.store import Store
+import search.vectors.versions as index_files
+from search.store.database import Store
+from search.vectors.build import _shares, build_streamed, two_level_centroids
+from search.vectors.f16_files import F16Rows, F16Writer, rows_map_path
+from search.vectors.live import IndexDir
 from test_index_types import DIM, clustered, normalise
 from test_publish_stream import add_rows, delete, publish, reembed
 
@@ -100,7 +100,7 @@ def test_dead_rows_are_compacted_into_one_segment(store, tmp_path, pq, monkeypat
 
     monkeypatch.setattr(index_files, "DEAD_SHARE", 0.1)
     add_rows(store, clustered(50, seed=6), 8_000)
-    with caplog.at_level(logging.INFO, logger="search.index"):
+    with caplog.at_level(logging.INFO, logger="search.vectors.live"):
         m3 = publish(store, root)
     v3 = root / m3["version"]
     assert m3["built"]["images"] == "incremental" and m3["index_type"]["f16_files"] == ["images.f16.npy"]
@@ -139,10 +139,10 @@ def test_two_level_clustering_survives_a_tiny_coarse_cluster():
 
 
 def test_nprobe_tuning_stops_where_more_lists_gain_nothing_and_says_so(monkeypatch, caplog):
-    monkeypatch.setattr("search.index_build.TARGET_RECALL", 1.01)  # unreachable: recall levels off below it
+    monkeypatch.setattr("search.vectors.build.TARGET_RECALL", 1.01)  # unreachable: recall levels off below it
     x = clustered(20_000, seed=7)
     spec = {"type": "ivf", "nlist": 256, "codec": "SQ8"}
-    with caplog.at_level(logging.WARNING, logger="search.index"):
+    with caplog.at_level(logging.WARNING, logger="search.vectors.live"):
         built = build_streamed([(np.arange(len(x)), x)], len(x), DIM, spec, sample=lambda m: x[:m])
     assert 1 <= built.spec["nprobe"] < 256  # not every list, as the first 10M build did
     assert faiss.extract_index_ivf(built.index).nprobe == built.spec["nprobe"]
@@ -157,7 +157,7 @@ def _cached_bytes(path) -> int:
 def test_prefetch_puts_the_files_in_the_page_cache_while_they_fit(tmp_path):
     """The bytes land in the page cache, not just a request for them: posix_fadvise(WILLNEED), which
     the server used first, is capped per call by the kernel and left 10 GB at 10M almost uncached."""
-    from search.f16_files import looks_cached, prefetch
+    from search.vectors.f16_files import looks_cached, prefetch
 
     paths = []
     for i in range(2):

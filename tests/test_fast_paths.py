@@ -34,7 +34,7 @@ def encoder224(tmp_path_factory):
     import open_clip
     from safetensors.torch import save_file
 
-    from search.encoder import Encoder, ModelSpec
+    from search.encoders.torch_clip import Encoder, ModelSpec
 
     folder = tmp_path_factory.mktemp("models") / "fast224"
     folder.mkdir()
@@ -108,7 +108,7 @@ def test_workers_do_not_change_results(encoder224, photos):
 
 def test_encode_pil_matches_indexer_path(encoder224, photos):
     """Query-by-image (engine) and the indexer agree, so a file finds its own vector."""
-    from search.images import load_rgb
+    from search.media.decode import load_rgb
 
     imgs = [load_rgb(p, draft_size=encoder224.image_size) for p in photos]
     via_pil = encoder224.encode_pil(imgs)
@@ -119,7 +119,7 @@ def test_encode_pil_matches_indexer_path(encoder224, photos):
 def test_onnx_image_tower_matches_torch(encoder224, photos, tmp_path, monkeypatch):
     """The ONNX Runtime image tower (CPU default) is exported from the same weights and agrees with torch."""
     pytest.importorskip("onnxruntime")
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
     monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
     onnx = Encoder(encoder224.spec, device="cpu", runtime="onnx")
@@ -135,7 +135,7 @@ def test_onnx_image_tower_matches_torch(encoder224, photos, tmp_path, monkeypatc
 
 
 def test_unknown_runtime_is_refused(encoder224):
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
     with pytest.raises(ValueError, match="runtime"):
         Encoder(encoder224.spec, device="cpu", runtime="tensorrt")
@@ -144,7 +144,7 @@ def test_unknown_runtime_is_refused(encoder224):
 def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos, tmp_path, monkeypatch):
     """auto on CPU: ONNX Runtime starts with the first real batch (indexing); queries stay in torch."""
     pytest.importorskip("onnxruntime")
-    from search.encoder import ORT_MIN_BATCH, Encoder
+    from search.encoders.torch_clip import ORT_MIN_BATCH, Encoder
 
     monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("GLIMPSE_RUNTIME", raising=False)
@@ -163,8 +163,8 @@ def test_auto_runtime_batches_in_onnx_single_images_in_torch(encoder224, photos,
 def test_concurrent_encode_streams_store_the_same_vectors_per_file(tiny_model, tmp_path, monkeypatch):
     """Several encoder calls in flight (one per core) must not mix up which vector belongs to which file."""
     from conftest import glimpse_cmd, make_images
-    from search.schema import ImageRow, unpack_vectors
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import ImageRow, unpack_vectors
 
     make_images(tmp_path / "pics", 45, size=(64, 48))
     stored = {}
@@ -197,7 +197,7 @@ def test_decode_workers_follow_the_encoder_weight(encoder224, tmp_path, monkeypa
     """A heavy image tower leaves decoding a small share of the CPU: few workers, so they do not
     contend with it; a light one is decode-bound: a worker per core (up to 8)."""
     from indexer.load import cpu_decode_workers
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
     assert cpu_decode_workers(5.9, 2) == 1  # ViT-B-32 on 2 cores
     assert cpu_decode_workers(5.9, 16) == 2

@@ -86,7 +86,7 @@ def test_big_and_fake_files_fail_before_they_are_read(tmp_path, home, glimpse, t
 def test_header_read_stops_at_its_limit(tmp_path):
     """A JPEG header over megabytes of zeros: Pillow would skip them one byte at a time (4 GB: many
     minutes); the header read gives up at its limit (16 MiB by default, 1 MiB here to keep the test quick)."""
-    from search.images import ImageDecodeError, probe_file
+    from search.media.decode import ImageDecodeError, probe_file
 
     junk = tmp_path / "junk.jpg"
     _sparse(junk, JPEG_HEADER, 3 << 20)

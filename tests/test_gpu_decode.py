@@ -30,7 +30,7 @@ def _jpeg_bytes(img: Image.Image, **kw) -> bytes:
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_exif_orientation_matches_pil(orientation):
     from indexer.gpu_decode import orient
-    from search.images import load_rgb, probe
+    from search.media.decode import load_rgb, probe
 
     img = draw_image(3, (64, 40))
     exif = img.getexif()
@@ -53,8 +53,8 @@ def test_tensor_preprocessing_matches_pil(mode):
     from open_clip.transform import image_transform
 
     from indexer.gpu_decode import preprocess, replayable
-    from search.encoder import _split_transform
-    from search.pil_steps import apply, describe
+    from search.encoders.pil_steps import apply, describe
+    from search.encoders.torch_clip import _split_transform
 
     steps = describe(_split_transform(image_transform(224, is_train=False, resize_mode=mode))[0])
     assert replayable(steps)
@@ -92,7 +92,7 @@ def _raw_path_vectors(enc, paths, workers):
     from indexer.gpu_decode import replayable
     from indexer.load import iter_batches
     from indexer.pixels import batch_pixels
-    from search.pil_steps import describe
+    from search.encoders.pil_steps import describe
 
     steps = describe(enc.pil_transform)
     assert replayable(steps)
@@ -150,7 +150,7 @@ def test_decode_choice(encoder224):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp_path):
     from conftest import glimpse_cmd, make_images
-    from search.store import Store
+    from search.store.database import Store
 
     make_images(tmp_path / "pics", 3)
     home = tmp_path / "home"
@@ -170,8 +170,8 @@ def test_decode_gpu_without_a_gpu_fails_fast_and_records_nothing(tiny_model, tmp
 def test_gpu_index_decode_modes_agree(tiny_model, tmp_path):
     """On a GPU: `glimpse index` with nvJPEG stores the vectors PIL decoding stores."""
     from conftest import glimpse_cmd
-    from search.schema import ImageRow, unpack_vectors
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import ImageRow, unpack_vectors
 
     pics = tmp_path / "pics"
     pics.mkdir()

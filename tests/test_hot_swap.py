@@ -120,7 +120,7 @@ def _through_http(engine):
 
 
 def _through_engine(engine):
-    from search.query import Paging, TextQuery
+    from search.query.kinds import Paging, TextQuery
 
     def ask(q: str) -> list[int]:
         return [r.id for r in engine.search(TextQuery(q), page=Paging(k=100)).results]
@@ -175,7 +175,7 @@ def test_a_load_racing_a_prune_retries_at_once(tmp_path):
     """`current` read, then the version folder vanishes before it is loaded: the next version is tried at once."""
     import numpy as np
 
-    from search.index import IndexDir, LiveIndex
+    from search.vectors.live import IndexDir, LiveIndex
 
     vecs = np.eye(4, dtype=np.float32)
     d = IndexDir(tmp_path / "index")

@@ -94,7 +94,7 @@ def test_cli_search_with_the_first_valid_day_is_no_traceback(corpus):
 
 def test_the_cli_refuses_a_blank_date_and_an_overlong_query_like_the_api(server, corpus):
     from conftest import glimpse_cmd
-    from search.search_args import MAX_QUERY_CHARS
+    from search.query.args import MAX_QUERY_CHARS
 
     blank = glimpse_cmd("search", "beach", "--date-to", "", home=corpus.home, check=False)
     assert blank.returncode == 2 and "--date-to is empty" in blank.stderr, blank.stderr

@@ -106,7 +106,7 @@ def test_folder_names_are_keywords_relative_to_the_root(api):
 
 
 def test_images_mode_is_the_plain_vision_ranking(api):
-    from search.query import TextQuery
+    from search.query.kinds import TextQuery
 
     engine = api.engine
     rows = engine.store.get_images(range(1, 100))
@@ -177,7 +177,7 @@ def test_a_bad_mode_names_the_allowed_ones(hybrid, api):
 
 
 def test_the_migration_fills_the_keyword_index_from_existing_rows(hybrid, tmp_path):
-    from search.migrate import downgrade
+    from search.store.migrate import downgrade
 
     home, _ = hybrid
     old = tmp_path / "old-home"

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from faiss.contrib.evaluation import knn_intersection_measure
 
-from search.index import IndexDir, build_index, choose_index_spec
+from search.vectors.live import IndexDir, build_index, choose_index_spec
 
 DIM = 64
 

@@ -147,7 +147,7 @@ def test_killed_decode_worker_stops_the_run_with_a_clear_error(tmp_path):
     import multiprocessing
 
     from indexer.load import DecodeWorkerDied, iter_batches
-    from search import pil_steps
+    from search.encoders import pil_steps
 
     paths = [str(p) for p in make_images(tmp_path / "pics", 40, size=(64, 64))]
     steps = [

@@ -14,7 +14,7 @@ import json
 import os
 
 from search.paths import Paths
-from search.store import Store
+from search.store.database import Store
 from tests.conftest import make_images, search_json
 
 LONG = "a very long caption " * 50_000  # 1 MB

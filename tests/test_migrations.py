@@ -8,9 +8,9 @@ import sys
 
 from alembic import command
 
-from search.migrate import alembic_config, downgrade, upgrade_to_head
-from search.schema import Base
-from search.store import Store
+from search.store.database import Store
+from search.store.migrate import alembic_config, downgrade, upgrade_to_head
+from search.store.schema import Base
 
 TABLES = {"roots", "images", "captions", "embedding_model", "jobs"}
 

@@ -84,7 +84,7 @@ def test_text_search(page, server, engine, output_dir):
     # (tests/test_pages_floor_dupes.py sets a floor between results to check the count and the divider).
     # The tiny random model scores every cosine under its relevance floor, so in auto mode the results above
     # the floor are exactly the keyword matches; they come first, then one "weaker matches" divider.
-    from search.query import Paging, TextQuery
+    from search.query.kinds import Paging, TextQuery
 
     hits = engine.search(TextQuery("a sunny beach", mode="auto"), page=Paging(k=24)).results
     keyword_hits = sum("keywords" in r.matched for r in hits)

@@ -40,7 +40,7 @@ def floored_server(corpus, engine, tmp_path):
 
 
 def test_divider_at_the_floor_and_no_good_matches(page, engine, floored_server, output_dir: Path):
-    from search.query import Paging, TextQuery
+    from search.query.kinds import Paging, TextQuery
 
     scores = [r.score for r in engine.search(TextQuery("a sunny beach"), page=Paging(k=24)).results]
     live = floored_server((scores[4] + scores[5]) / 2)

@@ -19,10 +19,10 @@ import pytest
 from faiss.contrib.evaluation import knn_intersection_measure
 
 from indexer.publish import StoreSource
-from search.f16_files import F16Rows
-from search.index import IndexDir
-from search.schema import pack_vector
-from search.store import Store
+from search.store.database import Store
+from search.store.schema import pack_vector
+from search.vectors.f16_files import F16Rows
+from search.vectors.live import IndexDir
 from test_index_types import DIM, clustered
 
 REPO = Path(__file__).resolve().parent.parent
@@ -194,8 +194,8 @@ def test_the_floor_searched_in_the_built_index_equals_the_exact_floor(store, tmp
 FAILING_PUBLISH = textwrap.dedent("""
     import resource, signal, sys
     from indexer.publish import StoreSource
-    from search.index import IndexDir
-    from search.store import Store
+    from search.vectors.live import IndexDir
+    from search.store.database import Store
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-big write fails with EFBIG instead of killing us
     resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
     store = Store(sys.argv[2])

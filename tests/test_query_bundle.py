@@ -25,7 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_tokenizer_matches_open_clip_on_demo_captions_and_odd_text(tmp_path):
     import open_clip
 
-    from search import clip_tokenizer as ct
+    from search.encoders import tokenizer as ct
 
     tok = open_clip.get_tokenizer("ViT-B-32")
     ours = ct.ClipTokenizer(str(tmp_path / "t.json"), **ct.convert(tok, str(tmp_path / "t.json")))
@@ -49,8 +49,8 @@ def test_tokenizer_matches_open_clip_on_demo_captions_and_odd_text(tmp_path):
 def test_replayed_preprocessing_is_pixel_identical(mode):
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from search import pil_steps
-    from search.encoder import _split_transform
+    from search.encoders import pil_steps
+    from search.encoders.torch_clip import _split_transform
 
     pre = image_transform_v2(
         PreprocessCfg(size=64, resize_mode=mode, fill_color=255 if mode == "longest" else 0), is_train=False
@@ -64,7 +64,7 @@ def test_replayed_preprocessing_is_pixel_identical(mode):
 
 
 def test_bundle_vectors_match_torch(tiny_encoder):
-    from search.query_bundle import OnnxQueryEncoder, ensure_bundle
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, ensure_bundle
 
     q = OnnxQueryEncoder(ensure_bundle(tiny_encoder))
     texts = ["a red circle", "blue", "", "naïve café"]
@@ -76,7 +76,7 @@ def test_bundle_vectors_match_torch(tiny_encoder):
 
 
 def test_unfinished_bundle_is_ignored_and_rebuilt(tiny_encoder, tmp_path, monkeypatch):
-    from search import query_bundle
+    from search.encoders import onnx_bundle as query_bundle
 
     monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
     folder = query_bundle.bundle_dir(tiny_encoder.spec)
@@ -151,7 +151,8 @@ def test_cli_search_runs_without_torch(tiny_model, home, tmp_path, glimpse):
 
 
 def test_model_without_bundle_support_is_refused_once_and_remembered(tiny_encoder, tmp_path, monkeypatch):
-    from search import clip_tokenizer, query_bundle
+    from search.encoders import onnx_bundle as query_bundle
+    from search.encoders import tokenizer as clip_tokenizer
 
     monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
     calls = []

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import glimpse_cmd, make_images
 from indexer.ray_runner import TEST_HOOK_ENV
-from search.store import Store
+from search.store.database import Store
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason='Ray is not installed (pip install -e ".[ray]")'

@@ -231,8 +231,8 @@ def test_stats_text_shows_recent_jobs(glimpse, tmp_path, tiny_model):
 def test_previous_interrupted_job_forces_a_publish(home, tmp_path, tiny_model, tiny_encoder):
     """Batches committed by a job that died before publishing get published by the next run, even a no-op one."""
     from indexer.pipeline import Options, run_job
-    from search.index import IndexDir
     from search.paths import Paths
+    from search.vectors.live import IndexDir
 
     paths = Paths.resolve(home)
     photos = tmp_path / "photos"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from sqlalchemy import event
 
-from search.results import to_result
-from search.schema import pack_vector
-from search.store import Store
+from search.query.results import to_result
+from search.store.database import Store
+from search.store.schema import pack_vector
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import os
 
 from conftest import make_images, search_json
 from search.paths import Paths
-from search.store import Store
+from search.store.database import Store
 
 
 def captions(home, path) -> list[str]:

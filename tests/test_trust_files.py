@@ -42,8 +42,8 @@ def summary(out: str) -> dict[str, int]:
 
 def db_ids(home: Path) -> dict[str, int]:
     """Every row's path -> id (through the store, so non-UTF-8 names come back as os.fsdecode gives them)."""
-    from search.schema import ImageRow
-    from search.store import Store
+    from search.store.database import Store
+    from search.store.schema import ImageRow
 
     store = Store(home / "glimpse.db")
     try:
@@ -337,7 +337,7 @@ def test_an_older_homes_root_keeps_following_the_folder_links_it_was_indexed_thr
     that holds none gets the rule. Either --[no-]follow-external-links replaces that choice."""
     import sqlite3
 
-    from search.migrate import downgrade, upgrade_to_head
+    from search.store.migrate import downgrade, upgrade_to_head
 
     pics, plain, outside = tmp_path / "pics", tmp_path / "plain", tmp_path / "outside"
     make_images(pics, 1)

@@ -185,7 +185,7 @@ def test_failed_decodes_give_their_memory_back(corpus):
 def test_decode_budget_admits_what_fits_and_runs_an_oversized_decode_alone():
     """The weighted semaphore itself: what is held never exceeds the budget, first come first served,
     and a decode larger than the whole budget waits until it runs alone."""
-    from search.images import DecodeBudget
+    from search.media.decode import DecodeBudget
 
     budget, lock = DecodeBudget(100), threading.Lock()
     holding: dict[int, int] = {}

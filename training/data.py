@@ -1,7 +1,7 @@
 """Caption manifests, a concept-level train/validation split and a pixel cache.
 
 Decoding PNGs dominates a small model's step time on CPU, so every image is
-decoded once (through ``search.images.load_rgb``, which puts transparency on
+decoded once (through ``search.media.decode.load_rgb``, which puts transparency on
 white) at the training resolution and kept as uint8 in a .npy cache.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from indexer.captions import CAPTION_KEYS, PATH_KEYS, manifest_rows
-from search.images import load_rgb
+from search.media.decode import load_rgb
 
 
 @dataclass

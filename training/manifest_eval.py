@@ -16,7 +16,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
-from search.images import load_rgb
+from search.media.decode import load_rgb
 
 from .data import read_manifest
 

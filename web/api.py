@@ -11,9 +11,9 @@ import mimetypes
 from flask import Blueprint, current_app, jsonify, request, send_file
 
 from search.engine import Engine, SearchResult
-from search.images import ImageDecodeError
-from search.query import ImageQuery, SimilarQuery
-from search.search_args import check_query_text, given
+from search.media.decode import ImageDecodeError
+from search.query.args import check_query_text, given
+from search.query.kinds import ImageQuery, SimilarQuery
 from web import auth, queries, thumbs
 from web.errors import HttpError
 from web.openapi import openapi_document

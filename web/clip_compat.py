@@ -20,8 +20,8 @@ import numpy as np
 from flask import Blueprint, current_app, jsonify, request, url_for
 
 from search.engine import MAX_K, Engine, Filters, SearchResult
-from search.query import ImageQuery, Paging, Query, TextQuery, VectorQuery
-from search.search_args import check_query_text
+from search.query.args import check_query_text
+from search.query.kinds import ImageQuery, Paging, Query, TextQuery, VectorQuery
 from web.errors import HttpError
 from web.uploads import check_image_bytes, decode_base64_image, limit
 

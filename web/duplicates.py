@@ -1,6 +1,6 @@
 """Near-duplicates over HTTP: ``GET /api/duplicates`` (JSON) and the Duplicates page, paged by group.
 
-Read-only like the finder itself (search.duplicates): the page shows each group so a person can
+Read-only like the finder itself (search.vectors.duplicates): the page shows each group so a person can
 decide what to delete; Glimpse deletes nothing.
 """
 
@@ -10,9 +10,9 @@ import math
 
 from flask import Blueprint, current_app, jsonify, render_template, request
 
-from search.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, Duplicates, max_distance
 from search.engine import Engine, EngineError
-from search.search_args import given
+from search.query.args import given
+from search.vectors.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, Duplicates, max_distance
 from web import queries
 from web.errors import HttpError, page_error
 

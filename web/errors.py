@@ -13,7 +13,7 @@ from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
 from search.errors import EngineError, GlimpseError, NotIndexedError
-from search.images import ImageDecodeError
+from search.media.decode import ImageDecodeError
 
 log = logging.getLogger(__name__)
 

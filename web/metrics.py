@@ -46,7 +46,7 @@ UPLOAD_ENDPOINTS = {
 
 
 def _timestamp(iso: str | None) -> float | None:
-    """Job times are naive UTC ISO strings (search.schema.utcnow)."""
+    """Job times are naive UTC ISO strings (search.store.schema.utcnow)."""
     if not iso:
         return None
     return dt.datetime.fromisoformat(iso).replace(tzinfo=dt.timezone.utc).timestamp()

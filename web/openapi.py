@@ -7,9 +7,9 @@ and every API route is documented.
 
 from __future__ import annotations
 
-from search.duplicates import DEFAULT_THRESHOLD
 from search.engine import MAX_K
-from search.search_args import MAX_QUERY_CHARS
+from search.query.args import MAX_QUERY_CHARS
+from search.vectors.duplicates import DEFAULT_THRESHOLD
 from web import thumbs
 from web.duplicates import GROUPS_PER_PAGE
 from web.params import DEFAULT_K, MAX_PAGE_K, MODES, ORDERS

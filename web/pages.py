@@ -13,8 +13,8 @@ from flask import Blueprint, Flask, current_app, jsonify, render_template, reque
 from markupsafe import Markup, escape
 
 from search.engine import Engine, EngineError, Page, SearchResult
-from search.query import ImageQuery, SimilarQuery
-from search.search_args import check_query_text
+from search.query.args import check_query_text
+from search.query.kinds import ImageQuery, SimilarQuery
 from web import queries, thumbs
 from web.config import max_upload_bytes
 from web.errors import HttpError, page_error

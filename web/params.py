@@ -10,8 +10,8 @@ import os
 from dataclasses import dataclass, field
 
 from search.engine import Filters
-from search.query import MODES, Mode, Paging, TextQuery
-from search.search_args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, given, parse_date
+from search.query.args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, given, parse_date
+from search.query.kinds import MODES, Mode, Paging, TextQuery
 from web.errors import HttpError
 
 DEFAULT_K = 24
@@ -100,7 +100,7 @@ def parse_search_params(args, default_k: int = DEFAULT_K, blank_ok: bool = False
     check_paging(k, page)  # the CLI's -k/--page follow the same rule
     min_score = None
     raw = given(args.get("min_score"), "min_score", blank_ok) or ""
-    auto = raw.lower() == "auto"  # cut at the index's relevance floor (search.floor)
+    auto = raw.lower() == "auto"  # cut at the index's relevance floor (search.query.floor)
     if raw and not auto:
         try:
             min_score = float(raw)

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from search.engine import OpenedImage
-from search.images import load_rgb_bounded
+from search.media.decode import load_rgb_bounded
 
 SIZES = (160, 320, 640)
 DEFAULT_SIZE = 320

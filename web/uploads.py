@@ -5,7 +5,7 @@ start like a supported image never reach Pillow (415), oversized bodies are
 cut off while reading (413), and an image with more pixels than
 GLIMPSE_MAX_UPLOAD_PIXELS is refused from its header (413): a 600 KB PNG can
 claim 13,000 x 13,000 pixels, 676 MB once decoded. What is accepted is decoded
-under the engine's memory budget (``search.images.load_rgb_bounded``).
+under the engine's memory budget (``search.media.decode.load_rgb_bounded``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import binascii
 
 from flask import current_app
 
-from search.images import MAX_IMAGE_PIXELS, SUPPORTED_FORMATS, ImageTooLarge, header_size, sniff
+from search.media.decode import MAX_IMAGE_PIXELS, SUPPORTED_FORMATS, ImageTooLarge, header_size, sniff
 from web.config import max_upload_bytes
 from web.errors import HttpError
 

@@ -12,8 +12,8 @@ from alembic import op
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from search.schema import FTS_TABLE
-from search.store_fts import sync_fts
+from search.store.schema import FTS_TABLE
+from search.store.fts import sync_fts
 
 
 revision: str = "0004"

@@ -7,9 +7,9 @@ import datetime as dt
 
 import pytest
 
-from search.results import shown_date
-from search.store import Store
-from search.store_filters import in_dates
+from search.query.results import shown_date
+from search.store.database import Store
+from search.store.filters import in_dates
 
 
 @pytest.fixture(scope="module")

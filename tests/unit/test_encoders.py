@@ -1,4 +1,4 @@
-"""search.encoders: the encoder Protocol both kinds satisfy, and the one factory's choices."""
+"""search.encoders.protocol: the encoder Protocol both kinds satisfy, and the one factory's choices."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from search.encoders import ImageTextEncoder, open_encoder
-from search.model_spec import ModelSpec
+from search.encoders.model_spec import ModelSpec
+from search.encoders.protocol import ImageTextEncoder, open_encoder
 
 
 @pytest.fixture(scope="module")
 def onnx_encoder(tiny_encoder):
-    from search.query_bundle import OnnxQueryEncoder, ensure_bundle
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, ensure_bundle
 
     return OnnxQueryEncoder(ensure_bundle(tiny_encoder))
 
@@ -45,7 +45,7 @@ def test_unknown_purpose_is_refused(tiny_model):
 
 
 def test_torch_runtime_setting_gives_the_torch_encoder(tiny_model, onnx_encoder, monkeypatch):
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
     monkeypatch.setenv("GLIMPSE_RUNTIME", "torch")
     for purpose in ("query", "index"):
@@ -54,7 +54,7 @@ def test_torch_runtime_setting_gives_the_torch_encoder(tiny_model, onnx_encoder,
 
 
 def test_query_encoder_without_a_bundle_builds_it(tiny_model, tmp_path, monkeypatch):
-    from search.query_bundle import OnnxQueryEncoder, open_bundle
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, open_bundle
 
     monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
     spec = ModelSpec.parse(tiny_model)
@@ -66,8 +66,8 @@ def test_query_encoder_without_a_bundle_builds_it(tiny_model, tmp_path, monkeypa
 # Opens the encoder in a fresh process and reports what it got and whether torch was imported.
 PROBE = """
 import json, sys
-from search.encoders import ImageTextEncoder, open_encoder
-from search.model_spec import ModelSpec
+from search.encoders.protocol import ImageTextEncoder, open_encoder
+from search.encoders.model_spec import ModelSpec
 enc = open_encoder(ModelSpec.parse(sys.argv[1]), sys.argv[2], device=sys.argv[3] or None, quantize=sys.argv[4] or None)
 vec = enc.encode_texts(["a red circle"])
 print(json.dumps({"kind": type(enc).__name__, "backend": enc.backend, "protocol": isinstance(enc, ImageTextEncoder),

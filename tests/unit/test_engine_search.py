@@ -13,8 +13,8 @@ from conftest import make_images
 from indexer.pipeline import Options, run_job
 from search.engine import Engine, Filters
 from search.paths import Paths
-from search.query import Paging, SimilarQuery, TextQuery, VectorQuery
-from search.store import Store
+from search.query.kinds import Paging, SimilarQuery, TextQuery, VectorQuery
+from search.store.database import Store
 
 N = 30
 

@@ -10,10 +10,10 @@ from indexer.disk import DiskFull
 from indexer.load import DecodeWorkerDied
 from indexer.lock import LockHeld
 from indexer.pipeline import ModelMismatch
+from search.encoders.model_spec import ModelLoadError
 from search.engine import EngineError, ImageUnavailable, NotIndexedError
 from search.errors import GlimpseError, InvalidValue
-from search.images import ImageDecodeError, ImageTooLarge
-from search.model_spec import ModelLoadError
+from search.media.decode import ImageDecodeError, ImageTooLarge
 from search.settings import SettingError
 from web.errors import HttpError, register_error_handlers
 from web.users import UsersError

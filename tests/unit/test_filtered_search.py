@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 
 from search.engine import Engine, Filters
-from search.index import IndexDir
 from search.paths import Paths
-from search.query import Paging, VectorQuery
-from search.results import shown_date
+from search.query.kinds import Paging, VectorQuery
+from search.query.results import shown_date
 from search.stages import reset_observer, set_observer
-from search.store import Store
+from search.store.database import Store
+from search.vectors.live import IndexDir
 
 DIM = 32
 
@@ -279,7 +279,7 @@ def test_a_filter_keeping_most_rows_is_kept_compactly_and_not_recomputed(exact_h
 def test_a_filter_is_searched_exactly_only_while_its_vectors_fit_the_cache(monkeypatch):
     """The exact search keeps the filter's vectors in the query cache; ids whose vectors would take over half
     of it go through the index instead (otherwise they would be read again from SQLite on every query)."""
-    from search.filtered_search import allowed_of
+    from search.vectors.filtered import allowed_of
 
     ids = np.arange(1, 1001, dtype=np.int64)
     monkeypatch.setenv("GLIMPSE_FILTER_EXACT_MAX", "16000")

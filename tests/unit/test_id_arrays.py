@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from search.id_arrays import common, merged, minus, unique_inverse, unique_sorted
+from search.vectors.id_arrays import common, merged, minus, unique_inverse, unique_sorted
 
 
 @pytest.mark.parametrize("seed", range(20))

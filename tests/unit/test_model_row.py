@@ -8,7 +8,7 @@ import pytest
 from indexer.job import run_job
 from indexer.options import Options
 from search.paths import Paths
-from search.store import Store
+from search.store.database import Store
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def model_writes(monkeypatch):
 def test_the_model_row_is_written_once_per_run(
     tmp_path, tiny_encoder, tiny_model, image_factory, model_writes, monkeypatch
 ):
-    from search.encoder import Encoder, ModelSpec
+    from search.encoders.torch_clip import Encoder, ModelSpec
     from tiny_model import write_tiny_model
 
     monkeypatch.setenv("GLIMPSE_RUNTIME", "torch")  # no ONNX query bundle export: not what this tests

@@ -9,8 +9,8 @@ import pytest
 
 from indexer.hashing import file_hash
 from indexer.plan import Plan, Scan, diff, scan
-from search.schema import utcnow
-from search.store import Store
+from search.store.database import Store
+from search.store.schema import utcnow
 
 VECTOR = b"\x00\x3c" * 4  # any stored vector: the diff only asks whether there is one
 

@@ -1,4 +1,4 @@
-"""search.query.parse_query: weights, negatives, and the filesystem only when the CLI allows files."""
+"""search.query.kinds.parse_query: weights, negatives, and the filesystem only when the CLI allows files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from search.query import Term, parse_query
+from search.query.kinds import Term, parse_query
 
 
 def terms(query: str, **kw) -> list[tuple[str, float, bool]]:
@@ -84,7 +84,7 @@ def test_without_allow_files_the_filesystem_is_never_asked(monkeypatch):
 
 
 def test_a_text_query_has_one_of_four_modes():
-    from search.query import TextQuery
+    from search.query.kinds import TextQuery
 
     assert TextQuery("x", mode="captions").mode == "captions"
     with pytest.raises(ValueError, match="mode must be"):

@@ -13,7 +13,7 @@ from indexer.job import run_job
 from indexer.options import Options
 from indexer.runner import EmbeddedBatch, EmbedRequest
 from search.paths import Paths
-from search.store import Store
+from search.store.database import Store
 
 
 class FakeRunner:

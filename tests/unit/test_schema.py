@@ -1,4 +1,4 @@
-"""search.schema: file names the file system holds round-trip unchanged, vectors come back unit-length,
+"""search.store.schema: file names the file system holds round-trip unchanged, vectors come back unit-length,
 and ids no row can have are dropped before they reach SQLite."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import os
 import numpy as np
 from sqlalchemy import select
 
-from search.schema import ImageRow, pack_vector, row_id, row_ids, unpack_vectors
-from search.store import Store
+from search.store.database import Store
+from search.store.schema import ImageRow, pack_vector, row_id, row_ids, unpack_vectors
 
 
 def test_non_utf8_file_names_round_trip(tmp_path):

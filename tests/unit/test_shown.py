@@ -1,4 +1,4 @@
-"""search.files.shown: text from disk as people and terminals see it, and log lines through ShownLogArgs."""
+"""search.media.files.shown: text from disk as people and terminals see it, and log lines through ShownLogArgs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from search.files import ShownLogArgs, shown
+from search.media.files import ShownLogArgs, shown
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,10 @@
-"""How file and folder names split into keyword-index words (search.words), fast path and slow path alike."""
+"""How file and folder names split into keyword-index words (search.store.words), fast path and slow path alike."""
 
 from __future__ import annotations
 
 import pytest
 
-from search.words import query_words, split_words
+from search.store.words import query_words, split_words
 
 
 @pytest.mark.parametrize(

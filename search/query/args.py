@@ -61,7 +61,7 @@ def parse_date(raw: str | None, name: str = "date", blank_ok: bool = False) -> s
     """``YYYY-MM-DD`` (absent: None); ``name`` is how the caller spells the option in the message.
 
     Every date from 0001-01-01 to 9999-12-31 is valid (the filter code copes with days the clock cannot
-    reach: search.store_filters)."""
+    reach: search.store.filters)."""
     raw = given(raw, name, blank_ok)
     if raw is None:
         return None

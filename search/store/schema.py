@@ -1,7 +1,7 @@
 """The database schema as SQLAlchemy 2.x mapped classes, and how vectors are stored in it.
 
 Alembic owns the schema (``migrations/``; ``tests/test_migrations.py`` fails when these classes and the
-migrations drift apart). Every statement over these tables lives in :mod:`search.store`.
+migrations drift apart). Every statement over these tables lives in :mod:`search.store.database`.
 Vectors live beside their rows as float16 blobs so an index rebuild never re-embeds an image.
 """
 
@@ -98,7 +98,7 @@ class Root(Base):
     last_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
 
 
-# The columns a search result shows (search.results.to_result), and the status hydration checks.
+# The columns a search result shows (search.query.results.to_result), and the status hydration checks.
 RESULT_COLUMNS = ("id", "status", "path", "size", "mtime", "width", "height", "format", "taken_at")
 
 
@@ -123,7 +123,7 @@ class ImageRow(Base):
         Index("ix_images_root_id", "root_id"),
         # counts by status must not read every row's vector blob (1 GB at 1M images)
         Index("ix_images_status", "status"),
-        # search filters read index ranges only (search.store_filters): the rows of a folder, of a date range
+        # search filters read index ranges only (search.store.filters): the rows of a folder, of a date range
         Index("ix_images_status_path", "status", "path"),
         Index("ix_images_status_taken_at", "status", "taken_at", "mtime"),
         Index("ix_images_status_mtime", "status", "mtime", "taken_at"),
@@ -157,7 +157,7 @@ class ImageRow(Base):
     # Which write stored ``vector`` (a counter per table; NULL exactly when ``vector`` is): an incremental
     # publish re-adds the rows written since its version, which catches a re-embed that kept the id.
     vector_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    # The near-duplicate finder's check (search.pixel_print, ~1.2 KB), made from the decode that made the
+    # The near-duplicate finder's check (search.media.pixel_print, ~1.2 KB), made from the decode that made the
     # vector; NULL until then (rows from before migration 0008: the next index run fills it in).
     pixel_print: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True, deferred=True)
     indexed_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
@@ -220,7 +220,7 @@ class JobRow(Base):
     warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
-# The keyword index (search.store_fts): an FTS5 virtual table, created by migration 0004 and kept out of
+# The keyword index (search.store.fts): an FTS5 virtual table, created by migration 0004 and kept out of
 # this metadata (SQLAlchemy cannot describe virtual tables). FTS5 adds shadow tables named after it;
 # migrations/env.py keeps exactly these out of the drift check.
 FTS_TABLE = "images_fts"

@@ -8,10 +8,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from search.files import shown
+from search.media.files import shown
 
 if TYPE_CHECKING:  # rows come from the engine; this module needs no SQL
-    from search.schema import ImageRow, ResultRow
+    from search.store.schema import ImageRow, ResultRow
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Page:
     has_more: bool
     k: int
     page: int
-    floor: float | None = None  # the relevance floor (search.floor); None where unknown
+    floor: float | None = None  # the relevance floor (search.query.floor); None where unknown
     above_floor: int | None = None  # results ranked above the floor, counted from the first page
 
 

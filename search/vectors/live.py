@@ -1,7 +1,7 @@
 """The index a server queries: load a published version, search it, hot-swap to a newer one.
 
-Building lives in :mod:`search.index_build`, the versioned folder in :mod:`search.index_files`;
-their public names are re-exported here for the modules that import them from ``search.index``.
+Building lives in :mod:`search.vectors.build`, the versioned folder in :mod:`search.vectors.versions`;
+their public names are re-exported here for the modules that import them from ``search.vectors.live``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from search.f16_files import open_f16, prefetch
-from search.index_build import (  # noqa: F401 - re-exported
+from search.settings import settings
+from search.vectors.build import (  # noqa: F401 - re-exported
     RETRAIN_FACTOR,
     TARGET_RECALL,
     Reranker,
@@ -28,8 +28,8 @@ from search.index_build import (  # noqa: F401 - re-exported
     choose_index_spec,
     search,
 )
-from search.index_files import KEEP_VERSIONS, ArraySource, IndexDir, VectorSource  # noqa: F401 - re-exported
-from search.settings import settings
+from search.vectors.f16_files import open_f16, prefetch
+from search.vectors.versions import KEEP_VERSIONS, ArraySource, IndexDir, VectorSource  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

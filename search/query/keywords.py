@@ -1,6 +1,6 @@
 """Keyword queries over the FTS5 index, built so that no client text is ever FTS5 syntax.
 
-A query's text terms are split into words (:func:`search.words.query_words`, which keeps letters and
+A query's text terms are split into words (:func:`search.store.words.query_words`, which keeps letters and
 digits only, in the forms names and captions are indexed in); each word becomes a quoted FTS5 string,
 and the words are OR-ed, so ``NEAR(``, ``*``, ``^``, ``path:`` or a stray quote in a query are just the
 words around them. bm25 ranks images with
@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from search.query import Term
-from search.store_fts import MARK_END, MARK_START
-from search.words import query_words, word_spans
+from search.query.kinds import Term
+from search.store.fts import MARK_END, MARK_START
+from search.store.words import query_words, word_spans
 
 # Words a query contributes to its keyword search: enough for any real query, and a bound on the
 # work a hostile one can ask for.

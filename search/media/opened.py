@@ -1,5 +1,5 @@
 """An indexed image's file, opened for serving: the row must be indexed and the file still the one
-that was indexed (search.files.open_verified); otherwise :class:`ImageUnavailable` says why."""
+that was indexed (search.media.files.open_verified); otherwise :class:`ImageUnavailable` says why."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from search.errors import ImageUnavailable
-from search.files import NotTheIndexedFile, download_name, open_verified, shown
-from search.schema import ImageRow
+from search.media.files import NotTheIndexedFile, download_name, open_verified, shown
+from search.store.schema import ImageRow
 
 log = logging.getLogger("search.engine")
 

@@ -7,7 +7,7 @@
    (``GLIMPSE_DUPLICATES_NPROBE``): a near-copy lies in its original's list or the next. An exact index
    over more than ``EXACT_MAX`` images is searched through a transient IVF-Flat over its own vectors;
    IVF-PQ candidates are scored exactly against the stored float16 vectors.
-2. **Verification.** Each candidate pair is checked by the images' pixel prints (``search.pixel_print``,
+2. **Verification.** Each candidate pair is checked by the images' pixel prints (``search.media.pixel_print``,
    stored per image at index time), a signal that does not depend on the model: a different drawing of
    the same icon set, or a colour variant, is refused there.
 3. **Groups without chains.** Images are taken by how many candidates they verify against, most first
@@ -31,19 +31,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from search import pixel_print
 from search.errors import InvalidValue
-from search.index_build import is_ivf
-from search.pixel_print import SIGNAL
-from search.results import SearchResult, to_result
-from search.schema import unit_f32
+from search.media import pixel_print
+from search.media.pixel_print import SIGNAL
+from search.query.results import SearchResult, to_result
 from search.settings import settings
+from search.store.schema import unit_f32
+from search.vectors.build import is_ivf
 
 if TYPE_CHECKING:
     import faiss
 
-    from search.index import LoadedIndex
-    from search.store import Store
+    from search.store.database import Store
+    from search.vectors.live import LoadedIndex
 
 NEIGHBOURS = 16
 CHUNK = 4096
@@ -151,7 +151,7 @@ def _transient_ivf(flat_map: faiss.Index, nprobe: int) -> tuple[faiss.Index, fai
     are kept exactly, so the scores compared with the threshold are exact cosines."""
     import faiss
 
-    id_map: Any = faiss.downcast_index(flat_map)  # IndexIDMap2 over IndexFlatIP (search.index_build)
+    id_map: Any = faiss.downcast_index(flat_map)  # IndexIDMap2 over IndexFlatIP (search.vectors.build)
     x = faiss.downcast_index(id_map.index).reconstruct_n(0, id_map.ntotal)
     ids = faiss.vector_to_array(id_map.id_map).astype(np.int64)
     nlist = 2 ** round(math.log2(math.sqrt(len(x))))

@@ -25,18 +25,8 @@ from typing import TYPE_CHECKING, Protocol
 import faiss
 import numpy as np
 
-from search.f16_files import (
-    DEAD_SHARE,
-    MAX_SEGMENTS,
-    F16Rows,
-    F16Writer,
-    compact,
-    link_or_copy,
-    open_f16,
-    rows_map_path,
-)
-from search.id_arrays import common, merged, minus
-from search.index_build import (
+from search.store.schema import unit_f32
+from search.vectors.build import (
     Built,
     Reranker,
     build_streamed,
@@ -46,12 +36,22 @@ from search.index_build import (
     log_phase,
     search,
 )
-from search.schema import unit_f32
+from search.vectors.f16_files import (
+    DEAD_SHARE,
+    MAX_SEGMENTS,
+    F16Rows,
+    F16Writer,
+    compact,
+    link_or_copy,
+    open_f16,
+    rows_map_path,
+)
+from search.vectors.id_arrays import common, merged, minus
 
 if TYPE_CHECKING:
-    from search.index import LoadedIndex
+    from search.vectors.live import LoadedIndex
 
-log = logging.getLogger("search.index")
+log = logging.getLogger("search.vectors.live")
 
 KEEP_VERSIONS = 2
 NAMES = ("images", "captions")
@@ -391,7 +391,7 @@ class IndexDir:
             p.unlink(missing_ok=True)
 
     def load(self, version: str | None = None, use_gpu: bool | None = None) -> LoadedIndex | None:
-        from search.index import load_version
+        from search.vectors.live import load_version
 
         version = version or self.current_version()
         return None if version is None else load_version(self.root / version, use_gpu)

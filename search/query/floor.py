@@ -11,9 +11,9 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from search.query import Filters, Query, TextQuery
-from search.results import SearchResult
-from search.search_args import BadSearchValue
+from search.query.args import BadSearchValue
+from search.query.kinds import Filters, Query, TextQuery
+from search.query.results import SearchResult
 
 
 def floor_for(query: Query, manifest: dict) -> float | None:

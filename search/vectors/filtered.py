@@ -29,8 +29,8 @@ from search.settings import settings
 from search.stages import stage
 
 if TYPE_CHECKING:
-    from search.index import LoadedIndex
-    from search.store import Store
+    from search.store.database import Store
+    from search.vectors.live import LoadedIndex
 
 
 class Ranked(NamedTuple):

@@ -1,7 +1,7 @@
 """Vector reads: a publish's id sets, what changed since a version and float16 chunks (:class:`VectorReads`);
 unit vectors of indexed images a chunk at a time for the near-duplicate finder (:class:`VectorChunks`).
 
-Mixed into :class:`search.store.Store` (the SQL stays in the store; this file keeps store.py small).
+Mixed into :class:`search.store.database.Store` (the SQL stays in the store; this file keeps store.py small).
 Vectors come back as the stored float16, a bounded chunk at a time: a publish never holds the corpus.
 """
 
@@ -16,7 +16,7 @@ from sqlalchemy import Engine as SAEngine
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from search.schema import CaptionRow, ImageRow, unpack_vectors
+from search.store.schema import CaptionRow, ImageRow, unpack_vectors
 
 Table = Literal["images", "captions"]
 _MODELS: dict[str, type[ImageRow] | type[CaptionRow]] = {"images": ImageRow, "captions": CaptionRow}
@@ -24,7 +24,7 @@ CHUNK = 50_000  # rows per chunk: 50 MB of float16 at 512-d
 
 
 class VectorReads:
-    """Vector reads for :mod:`search.index_files`; ``vector_seq IS NOT NULL`` exactly when a row has a vector."""
+    """Vector reads for :mod:`search.vectors.versions`; ``vector_seq IS NOT NULL`` exactly when a row has a vector."""
 
     engine: SAEngine  # provided by Store
 
@@ -125,7 +125,7 @@ class VectorChunks:
 
 
 class PixelPrints:
-    """The near-duplicate finder's per-image pixel prints (search.pixel_print): read, and the backfill."""
+    """The near-duplicate finder's per-image pixel prints (search.media.pixel_print): read, and the backfill."""
 
     def session(self) -> Session:  # provided by Store
         raise NotImplementedError

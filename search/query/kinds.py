@@ -38,7 +38,7 @@ class TextQuery:
     """Text against the images (terms may be combined), or, in ``captions`` mode, against caption vectors.
 
     ``images``: the vision ranking; ``keywords``: the keyword index (file names, folders, captions);
-    ``auto``: both fused when the keyword index matches, else vision (search.hybrid). The dataclass
+    ``auto``: both fused when the keyword index matches, else vision (search.query.hybrid). The dataclass
     default stays ``images`` (clip-retrieval's /knn-service semantics); the CLI and the API default to auto.
 
     Captions mode takes the text whole, as one caption-like sentence (no term parsing), and returns each
@@ -94,7 +94,7 @@ class Filters:
     date_from: str | None = None
     date_to: str | None = None
     min_score: float | None = None
-    min_score_auto: bool = False  # min_score=auto: cut at the index's relevance floor (search.floor)
+    min_score_auto: bool = False  # min_score=auto: cut at the index's relevance floor (search.query.floor)
     order: str = "relevance"  # or "date": newest first within the relevant results
 
     def active(self) -> bool:

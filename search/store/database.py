@@ -1,6 +1,6 @@
 """Every SQL statement over the metadata database, through SQLAlchemy 2.x on SQLite.
 
-The schema (mapped classes, vector blobs) is :mod:`search.schema`; Alembic owns it (``migrations/``) and
+The schema (mapped classes, vector blobs) is :mod:`search.store.schema`; Alembic owns it (``migrations/``) and
 :class:`Store` upgrades to head on open and never calls ``create_all``.
 """
 
@@ -14,7 +14,9 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from search.schema import (
+from search.store.filters import FilterRows
+from search.store.fts import KeywordReads
+from search.store.schema import (
     RESULT_COLUMNS,
     CaptionRow,
     ImageRow,
@@ -29,10 +31,8 @@ from search.schema import (
     unpack_vectors,
     utcnow,
 )
-from search.store_filters import FilterRows
-from search.store_fts import KeywordReads
-from search.store_vectors import PixelPrints, Table, VectorChunks, VectorReads
-from search.store_writes import (  # noqa: F401  (the row-state fields, re-exported for the indexer)
+from search.store.vectors import PixelPrints, Table, VectorChunks, VectorReads
+from search.store.writes import (  # noqa: F401  (the row-state fields, re-exported for the indexer)
     DONE,
     FAILED,
     HASH,
@@ -55,7 +55,7 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         self.db_path = Path(db_path)
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
         if upgrade:
-            from search.migrate import upgrade_to_head
+            from search.store.migrate import upgrade_to_head
 
             upgrade_to_head(self.db_path)
         self.engine = make_engine(self.db_path)

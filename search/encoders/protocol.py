@@ -1,7 +1,7 @@
 """What every encoder provides, and the one place that chooses which encoder to load.
 
-Two kinds implement :class:`ImageTextEncoder`: ``search.encoder.Encoder`` (open_clip in
-torch, any device) and ``search.query_bundle.OnnxQueryEncoder`` (both towers in ONNX
+Two kinds implement :class:`ImageTextEncoder`: ``search.encoders.torch_clip.Encoder`` (open_clip in
+torch, any device) and ``search.encoders.onnx_bundle.OnnxQueryEncoder`` (both towers in ONNX
 Runtime on CPU, no torch import). :func:`open_encoder` picks one. This module imports
 neither torch nor the torch encoder at import time: a server querying through the
 bundle, and ``glimpse index`` on CPU, must stay torch-free (tests/test_index_without_torch.py).
@@ -18,8 +18,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
-from search.model_spec import ModelSpec
-from search.ort_session import quantize_setting, runtime_setting
+from search.encoders.model_spec import ModelSpec
+from search.encoders.ort_session import quantize_setting, runtime_setting
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def open_encoder(
 def _query_encoder(
     spec: ModelSpec, device: str | None, quantize: str | None, ort_threads: int | None
 ) -> ImageTextEncoder:
-    from search.query_bundle import OnnxQueryEncoder, ensure_bundle, open_bundle
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, ensure_bundle, open_bundle
 
     runtime = runtime_setting()
     onnx_ok = runtime in ("auto", "onnx") and device in (None, "auto", "cpu") and quantize_setting(quantize) is None
@@ -108,7 +108,7 @@ def _query_encoder(
         if q is not None:
             log.info("query model %s: ONNX Runtime bundle %s (no torch)", spec.describe(), q.folder)
             return q
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
     enc = Encoder(spec, device=device, quantize=quantize, ort_threads=ort_threads)
     if onnx_ok and enc.device == "cpu":
@@ -128,7 +128,7 @@ def _index_encoder(
 ) -> ImageTextEncoder:
     runtime, quantize = runtime_setting(), quantize_setting(quantize)
     if runtime in ("auto", "onnx") and quantize in (None, "int8") and _runs_on_cpu(device):
-        from search.query_bundle import open_bundle
+        from search.encoders.onnx_bundle import open_bundle
 
         enc = open_bundle(spec, threads=ort_threads, quantize=quantize, eager=False)
         if enc is not None:
@@ -140,7 +140,7 @@ def _index_encoder(
                 enc.dim,
             )
             return enc
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
     return Encoder(spec, device=device, quantize=quantize, ort_threads=ort_threads)
 

@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from search.query import Filters, TextQuery
-from search.query_cache import query_key
-from search.results import SearchResult
+from search.query.cache import query_key
+from search.query.kinds import Filters, TextQuery
+from search.query.results import SearchResult
 from search.stages import stage
 
 if TYPE_CHECKING:

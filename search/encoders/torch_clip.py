@@ -13,7 +13,7 @@ model fingerprint under ``$GLIMPSE_CACHE_DIR`` (default ``~/.cache/glimpse``),
 and checked against torch on a probe batch before use; any failure falls back
 to torch with a warning. ``GLIMPSE_RUNTIME=torch|onnx|auto`` (or ``runtime=``)
 overrides the choice. Text runs in torch here; a server queries through
-``search.query_bundle`` instead (both towers in ONNX Runtime, no torch import).
+``search.encoders.onnx_bundle`` instead (both towers in ONNX Runtime, no torch import).
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from search.errors import InvalidValue
-from search.images import to_uint8_array
-from search.model_spec import LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec
-from search.ort_session import (
+from search.encoders.model_spec import LOCAL_DIR, RANDOM_INIT, ModelLoadError, ModelSpec
+from search.encoders.ort_session import (
     cpu_session,
     ensure_int8,
     probe_pixels,
@@ -39,6 +37,8 @@ from search.ort_session import (
     runtime_setting,
     unit_rows,
 )
+from search.errors import InvalidValue
+from search.media.decode import to_uint8_array
 from search.paths import cache_dir
 
 log = logging.getLogger(__name__)

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from search.filtered_search import Ranked
-from search.results import SearchResult
+from search.query.results import SearchResult
+from search.vectors.filtered import Ranked
 
 GROWTH = 4
 # "order by date" re-sorts this many of the most relevant results, newest first.

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from search.query import FileQuery, ImageQuery, Query, SimilarQuery, TextQuery, VectorQuery
+from search.query.kinds import FileQuery, ImageQuery, Query, SimilarQuery, TextQuery, VectorQuery
 
 T = TypeVar("T")
 

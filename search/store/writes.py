@@ -1,6 +1,6 @@
 """The indexer's SQL: what the diff reads of every row and the writes of an index run.
 
-Part of the store (:class:`search.store.Store` mixes :class:`IndexerWrites` in); like it, the only
+Part of the store (:class:`search.store.database.Store` mixes :class:`IndexerWrites` in); like it, the only
 place these tables are written.
 """
 
@@ -16,8 +16,8 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
-from search.schema import CaptionRow, ImageRow, fs_str, pack_vector
-from search.store_fts import drop_fts, ids_of_paths, sync_fts
+from search.store.fts import drop_fts, ids_of_paths, sync_fts
+from search.store.schema import CaptionRow, ImageRow, fs_str, pack_vector
 
 # ---------------------------------------------------------------- indexer writes
 #
@@ -40,7 +40,7 @@ REAL: Final = 6
 FAILED: Final = 7
 SIDECAR: Final = 8
 
-# The keyword index (search.store_fts) follows every write below that changes an image's name, folder,
+# The keyword index (search.store.fts) follows every write below that changes an image's name, folder,
 # captions or status, in the same transaction.
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
@@ -85,7 +85,7 @@ class IndexerWrites:
                     "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
                     "root_id, real_path, status = 'failed', sidecar FROM images"
                 )
-                # A BLOB path is a file name that is not UTF-8 (search.schema.FsPath).
+                # A BLOB path is a file name that is not UTF-8 (search.store.schema.FsPath).
                 return {
                     fs_str(r[0]): r[1:] if r[7].__class__ is not bytes else (*r[1:7], fs_str(r[7]), *r[8:]) for r in cur
                 }

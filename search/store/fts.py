@@ -2,7 +2,7 @@
 
 ``images_fts`` (created by migration 0004) has one row per indexed image, ``rowid`` = the image id:
 
-- ``name``: the file name split into words (:func:`search.words.split_words`: ``IMG_2041-redCar.jpg``
+- ``name``: the file name split into words (:func:`search.store.words.split_words`: ``IMG_2041-redCar.jpg``
   → ``img 2041 red car jpg``);
 - ``folders``: the words of the folders between the image's root and the file (the root's own path
   is left out: ``/home/ann/photos`` says nothing about a picture); an image outside its root (or
@@ -10,7 +10,7 @@
 - ``captions``: its captions, one a line.
 
 Its rows are written from Python, in the transaction of the indexer write that changes them
-(``search.store_writes`` calls :func:`sync_fts` / :func:`drop_fts`), because the name splitting is
+(``search.store.writes`` calls :func:`sync_fts` / :func:`drop_fts`), because the name splitting is
 Python. The reads (ranking, highlights) are the :class:`KeywordReads` mixin of :class:`Store`.
 """
 
@@ -23,8 +23,8 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from search.schema import FTS_TABLE, CaptionRow, ImageRow, Root, row_ids
-from search.words import split_words
+from search.store.schema import FTS_TABLE, CaptionRow, ImageRow, Root, row_ids
+from search.store.words import split_words
 
 # highlight() markers: control characters that never reach the table (fts_text removes them), so a
 # caption cannot fake a highlight.
@@ -103,7 +103,7 @@ def ids_of_paths(s: Session, paths: Sequence[str]) -> list[int]:
 
 class KeywordReads:
     """Reads of the keyword index; mixed into :class:`Store`. ``match`` is an FTS5 query that
-    :mod:`search.keywords` built from quoted words, never a client's text."""
+    :mod:`search.query.keywords` built from quoted words, never a client's text."""
 
     def session(self) -> Session:  # pragma: no cover - provided by Store
         raise NotImplementedError

@@ -4,7 +4,7 @@ The query path of a server should not import torch (seconds of start-up and
 hundreds of MB resident) just to resize an uploaded photo. ``describe`` turns
 open_clip's torchvision ``Compose`` prefix into a list of steps once, at export
 time; ``apply`` replays them with Pillow alone. The export checks that both give
-identical pixels before the steps are used (see ``search.query_bundle``).
+identical pixels before the steps are used (see ``search.encoders.onnx_bundle``).
 """
 
 from __future__ import annotations

@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from search import clip_tokenizer, pil_steps
-from search.images import to_uint8_array
-from search.model_spec import ModelSpec
-from search.ort_session import cpu_session, ensure_int8, probe_pixels, run_session, unit_rows
+from search.encoders import pil_steps
+from search.encoders import tokenizer as clip_tokenizer
+from search.encoders.model_spec import ModelSpec
+from search.encoders.ort_session import cpu_session, ensure_int8, probe_pixels, run_session, unit_rows
+from search.media.decode import to_uint8_array
 from search.paths import cache_dir
 
 if TYPE_CHECKING:  # the torch encoder: only the bundle's builder needs it
-    from search.encoder import Encoder
+    from search.encoders.torch_clip import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,10 @@ def bundle_dir(spec: ModelSpec) -> str:
 
 
 class OnnxQueryEncoder:
-    """Text and image towers in ONNX Runtime: ``search.encoder.Encoder`` without torch.
+    """Text and image towers in ONNX Runtime: ``search.encoders.torch_clip.Encoder`` without torch.
 
     A server queries through it; ``glimpse index`` on CPU embeds through it too
-    (``search.encoders.open_encoder``), so a reindex never imports torch. Sessions open
+    (``search.encoders.protocol.open_encoder``), so a reindex never imports torch. Sessions open
     on first use unless ``eager`` (a server wants them ready before its first query).
     """
 
@@ -203,7 +204,7 @@ def ensure_bundle(enc: Encoder) -> str:
 def _build(enc: Encoder, tmp: str) -> None:
     import torch
 
-    from search.encoder import OnnxImageTower
+    from search.encoders.torch_clip import OnnxImageTower
 
     steps = pil_steps.describe(enc.pil_transform)
     tok_meta = clip_tokenizer.convert(enc.tokenizer, os.path.join(tmp, "tokenizer.json"))
@@ -254,7 +255,7 @@ def _build(enc: Encoder, tmp: str) -> None:
 def _torch_encode_pil(enc, images) -> np.ndarray:
     import torch
 
-    from search.encoder import pil_to_uint8
+    from search.encoders.torch_clip import pil_to_uint8
 
     batch = torch.stack([pil_to_uint8(enc.pil_transform(im)) for im in images])
     with torch.inference_mode():
@@ -262,7 +263,7 @@ def _torch_encode_pil(enc, images) -> np.ndarray:
 
 
 def _export_text_tower(enc, path: str) -> None:
-    from search.encoder import export_onnx
+    from search.encoders.torch_clip import export_onnx
 
     log.info("exporting the text tower of %s to ONNX (once; cached)", enc.spec.describe())
     export_onnx(enc.model, "encode_text", enc.tokenizer(["a photo of a cat", "a dog"]), path, "tokens")

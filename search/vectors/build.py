@@ -17,11 +17,11 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from search.f16_files import F16Rows, F16Writer
-from search.schema import unit_f32
 from search.settings import settings
+from search.store.schema import unit_f32
+from search.vectors.f16_files import F16Rows, F16Writer
 
-log = logging.getLogger("search.index")
+log = logging.getLogger("search.vectors.live")
 
 TARGET_RECALL = 0.97
 # An IVF's coarse quantizer is k-means over a sample of the corpus: the slow

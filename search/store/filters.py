@@ -1,16 +1,16 @@
 """The SQL behind search filters: which indexed images lie under a folder and within a date range.
 
-Part of the store (:class:`search.store.Store` mixes :class:`FilterRows` in). Every clause is an index
+Part of the store (:class:`search.store.database.Store` mixes :class:`FilterRows` in). Every clause is an index
 range (migration 0004: ``(status, path)``, ``(status, taken_at, mtime)``, ``(status, mtime, taken_at)``),
 so the cost follows the number of matching rows, not the collection.
 
 The folder rule is the one results always had: the path is the folder itself or lies below
 ``folder + "/"``. A prefix is a range (``'/a/b/' <= path < '/a/b0'``, ``'0'`` being the character after
 ``'/'``): no LIKE, so ``%`` and ``_`` in names need no escaping and ``/a/bc`` is not under ``/a/b``.
-Paths that are not UTF-8 are stored as BLOBs (``search.schema.FsPath``), which sort apart from TEXT, so
+Paths that are not UTF-8 are stored as BLOBs (``search.store.schema.FsPath``), which sort apart from TEXT, so
 the range is asked once as text and once as bytes.
 
-The date a filter compares is the date a result shows (``search.results.shown_date``: a valid EXIF time,
+The date a filter compares is the date a result shows (``search.query.results.shown_date``: a valid EXIF time,
 else the mtime's local day). SQL cannot parse EXIF times the way Python does, so it selects a superset
 (canonical EXIF times in the range, EXIF times of another shape in the years of the range or starting
 with whitespace, and mtimes within the range widened by two days for time zones) and Python keeps the
@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from sqlalchemy import text
 
-from search.id_arrays import unique_sorted
-from search.results import shown_date
+from search.query.results import shown_date
+from search.vectors.id_arrays import unique_sorted
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine as SAEngine

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from search.errors import EngineError
-from search.keywords import KeywordPlan, explain, keyword_plan
-from search.query import Filters, TextQuery, parse_query
-from search.results import SearchResult
+from search.query.keywords import KeywordPlan, explain, keyword_plan
+from search.query.kinds import Filters, TextQuery, parse_query
+from search.query.results import SearchResult
 
 if TYPE_CHECKING:
     from search.engine import Engine
-    from search.store import Store
+    from search.store.database import Store
 
 RRF_K = 60
 # The fusion every hybrid query uses (bench/hybrid_fusion.py measured the others).

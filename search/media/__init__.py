@@ -1,0 +1,1 @@
+"""Media: decoding images under a memory budget, serving verified files, pixel prints."""

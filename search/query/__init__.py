@@ -1,0 +1,1 @@
+"""Queries: kinds, parsing, retrievers, fusion, paging, caches, the floor and results."""

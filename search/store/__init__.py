@@ -1,0 +1,1 @@
+"""Storage: the schema, migrations and every SQL statement (SQLAlchemy)."""

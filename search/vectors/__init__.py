@@ -1,0 +1,1 @@
+"""Vectors: FAISS index versions on disk, the live index, filtered search, near-duplicates."""
