@@ -20,6 +20,9 @@ from PIL import Image, ImageDraw
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Reading text (OCR, on by default) costs about a second per image on 2 cores: tests that index images
+# for anything else leave it off; tests/test_ocr*.py turn it on (--ocr).
+os.environ.setdefault("GLIMPSE_OCR", "off")
 # ONNX exports of test models go to a throwaway cache, not the user's ~/.cache (subprocesses inherit it);
 # made only when none is set, and removed at the end of the session (pytest_unconfigure), failed or not.
 _OWN_CACHE: str | None = None

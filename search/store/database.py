@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from search.store.filters import FilterRows
 from search.store.fts import KeywordReads
+from search.store.ocr import OcrText
 from search.store.schema import (
     RESULT_COLUMNS,
     CaptionRow,
@@ -48,7 +49,7 @@ from search.store.writes import (  # noqa: F401  (the row-state fields, re-expor
 )
 
 
-class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, PixelPrints):
+class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, PixelPrints, OcrText):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):

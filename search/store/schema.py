@@ -218,6 +218,37 @@ class JobRow(Base):
     message: Mapped[str | None] = mapped_column(Text, nullable=True)
     # What the run skipped without failing (bad caption-manifest rows, …): one line each.
     warnings: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The OCR stage (indexer/ocr.py): images read, of which not read (failed or timed out), seconds spent.
+    ocr_read: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    ocr_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    ocr_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class OcrImageRow(Base):
+    """The text read in one indexed image (``indexer/ocr.py``); no row: not read yet.
+
+    ``engine`` names the reader and its version (an upgrade reads again); ``content_hash`` the bytes
+    read (a changed file is read again). ``text``: the lines at or above the confidence cut, one a
+    line: what the keyword index ``ocr_fts`` holds. ``lines``: JSON ``[[text, confidence, [x0, y0, ..
+    x3, y3]], ...]``, every line the reader kept, its box's corners normalised to the upright image
+    (0..1). ``error``: why it could not be read (a failure or a timeout; read again with ``--reocr``).
+    """
+
+    __tablename__ = "ocr_images"
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(64))
+    content_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    read_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    lines: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+# The image-text keyword index (search.store.ocr): FTS5 over ocr_images.text (external content, kept in
+# step by triggers; migration 0011). unicode61 without stemming: codes stay whole, and a prefix query
+# ("kx447"*) finds "KX4471B" (BENCHMARKS.md compares it with the trigram tokenizer).
+OCR_FTS_TABLE = "ocr_fts"
+OCR_FTS_TOKENIZER = "unicode61 remove_diacritics 2"
 
 
 # The keyword index (search.store.fts): an FTS5 virtual table, created by migration 0004 and kept out of
@@ -228,7 +259,7 @@ FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_content", "_docsize", "_config")
 
 
 def is_fts_table(name: str) -> bool:
-    return name == FTS_TABLE or name in {FTS_TABLE + s for s in FTS_SHADOW_SUFFIXES}
+    return any(name == t or name in {t + s for s in FTS_SHADOW_SUFFIXES} for t in (FTS_TABLE, OCR_FTS_TABLE))
 
 
 # ---------------------------------------------------------------- vectors

@@ -1,0 +1,143 @@
+"""Issue 26: the stored text of images and its reads (search/store/ocr.py), on a real SQLite database.
+
+Rows are written as the OCR stage writes them (``Store.set_ocr_results``); nothing here runs the reader
+(tests/test_ocr_index.py does, through the real CLI).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import update
+
+from search.store.database import Store
+from search.store.ocr import MARK_END, MARK_START, OcrResult, TextLine, text_match
+from search.store.schema import ImageRow
+
+ENGINE = "rapidocr test"
+BOX = (0.1, 0.2, 0.5, 0.2, 0.5, 0.3, 0.1, 0.3)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "glimpse.db")
+    with s.session() as session, session.begin():
+        for i in range(1, 6):
+            session.add(
+                ImageRow(id=i, path=f"/p/{i}.png", size=10, mtime=float(i), content_hash=f"h{i}", status="indexed")
+            )
+    yield s
+    s.close()
+
+
+def lines(*texts: str, conf: float = 0.99) -> list[TextLine]:
+    return [TextLine(t, conf, BOX) for t in texts]
+
+
+def found(store: Store, *words: str) -> list[int]:
+    match = text_match(words)
+    assert match is not None
+    return [i for i, _ in store.text_ranking(match, 10)]
+
+
+def test_word_prefix_and_absent_word(store):
+    store.set_ocr_results(
+        ENGINE,
+        [
+            OcrResult(1, "h1", lines("Invoice KX4471B", "total 42.00")),
+            OcrResult(2, "h2", lines("Harbour ferry timetable")),
+            OcrResult(3, "h3", ()),  # read, no text
+        ],
+        min_confidence=0.8,
+    )
+    assert found(store, "invoice") == [1]
+    assert found(store, "KX447") == [1]  # a code's prefix
+    assert found(store, "timet") == [2]  # a long word's prefix
+    assert found(store, "ferry", "harbour") == [2]
+    assert found(store, "zebra") == []
+    assert found(store, "tot") == []  # a short word matches whole only
+    assert found(store, "kx4471b", "ferry") == []  # every word must match
+
+
+def test_low_confidence_noise_is_kept_but_not_searchable(store):
+    store.set_ocr_results(ENGINE, [OcrResult(1, "h1", lines("sunset", conf=0.62) + lines("beach"))], 0.8)
+    assert found(store, "sunset") == []
+    assert found(store, "beach") == [1]
+    got = store.text_of([1, 2])
+    assert set(got) == {1}
+    assert [(ln.text, round(ln.confidence, 2), ln.box) for ln in got[1].lines] == [
+        ("sunset", 0.62, BOX),
+        ("beach", 0.99, BOX),
+    ]
+    assert got[1].engine == ENGINE
+
+
+def test_highlights_mark_the_matched_words(store):
+    store.set_ocr_results(ENGINE, [OcrResult(4, "h4", lines("Gate B12 closed"))], 0.8)
+    match = text_match(["b12"])
+    assert match is not None
+    assert store.text_highlights(match, [4, 5]) == {4: f"Gate {MARK_START}B12{MARK_END} closed"}
+
+
+def test_pending_follows_engine_bytes_and_reocr(store):
+    assert store.count_ocr_pending(ENGINE) == 5
+    newest_first = [r[0] for r in store.ocr_pending(ENGINE, 10)]
+    assert newest_first == [5, 4, 3, 2, 1]
+    assert [r[0] for r in store.ocr_pending(ENGINE, 2, after=(4.0, 4))] == [3, 2]
+    store.set_ocr_results(ENGINE, [OcrResult(i, f"h{i}", lines(f"word{i}")) for i in range(1, 6)], 0.8)
+    assert store.count_ocr_pending(ENGINE) == 0
+    assert store.count_ocr_pending("rapidocr newer") == 5  # an engine upgrade reads everything again
+    with store.session() as s, s.begin():  # the file changed: the indexer stored its new hash
+        s.execute(update(ImageRow).where(ImageRow.id == 2).values(content_hash="h2-new"))
+    assert [r[0] for r in store.ocr_pending(ENGINE, 10)] == [2]
+    from search.store.schema import utcnow
+
+    assert store.count_ocr_pending(ENGINE, reread_before=utcnow()) == 5  # --reocr
+
+
+def test_reread_replaces_the_text_and_its_keyword_row(store):
+    store.set_ocr_results(ENGINE, [OcrResult(1, "h1", lines("old menu"))], 0.8)
+    store.set_ocr_results(ENGINE, [OcrResult(1, "h1b", lines("new menu"))], 0.8)
+    assert found(store, "old") == []
+    assert found(store, "new") == [1]
+    assert found(store, "menu") == [1]
+
+
+def test_failure_is_recorded_and_counted(store):
+    store.set_ocr_results(
+        ENGINE, [OcrResult(1, "h1", error="no text read within the 60s limit"), OcrResult(2, "h2", lines("Stop"))], 0.8
+    )
+    assert store.text_of([1])[1].error == "no text read within the 60s limit"
+    assert store.ocr_counts(ENGINE) == {"read": 2, "with_text": 1, "failed": 1, "pending": 3}
+
+
+def test_deleting_an_image_drops_its_text_and_keyword_row(store, tmp_path):
+    store.set_ocr_results(ENGINE, [OcrResult(3, "h3", lines("parking permit"))], 0.8)
+    with store.session() as s, s.begin():
+        s.delete(s.get_one(ImageRow, 3))
+    assert found(store, "parking") == []
+    assert store.text_of([3]) == {}
+    with sqlite3.connect(tmp_path / "glimpse.db") as con:  # the FTS index holds nothing stale
+        assert con.execute("INSERT INTO ocr_fts(ocr_fts) VALUES ('integrity-check')") is not None
+
+
+def test_a_failed_image_is_not_a_text_hit(store):
+    store.set_ocr_results(ENGINE, [OcrResult(5, "h5", lines("exit only"))], 0.8)
+    with store.session() as s, s.begin():
+        s.execute(update(ImageRow).where(ImageRow.id == 5).values(status="failed"))
+    assert found(store, "exit") == []
+
+
+def test_results_for_images_deleted_meanwhile_are_dropped(store):
+    with store.session() as s, s.begin():
+        s.delete(s.get_one(ImageRow, 1))
+    store.set_ocr_results(ENGINE, [OcrResult(1, "h1", lines("ghost")), OcrResult(2, "h2", lines("real"))], 0.8)
+    assert found(store, "ghost") == []
+    assert found(store, "real") == [2]
+
+
+def test_match_quotes_everything():
+    assert text_match(['a"b']) == '"a""b"'
+    assert text_match(["KX447", "cat", "invoice"]) == '"KX447"* AND "cat" AND "invoice"*'
+    assert text_match(["", " "]) is None
