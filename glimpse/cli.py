@@ -146,6 +146,24 @@ def model_options(f):
     return f
 
 
+def ocr_options(f):
+    """Text inside images (indexer/ocr.py), read after the index is published."""
+    f = click.option(
+        "--ocr-budget",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="MINUTES",
+        help="Stop reading text after this many minutes, newest images first; the next run carries on.",
+    )(f)
+    f = click.option("--reocr", is_flag=True, help="Read the text of every image again (not only new or changed).")(f)
+    f = click.option(
+        "--ocr/--no-ocr",
+        default=None,
+        help="Read the text inside images so that a word in them finds them (default: GLIMPSE_OCR, on).",
+    )(f)
+    return f
+
+
 def _run_index(paths, roots, kind: str, **kw) -> None:
     from glimpse.engine_options import ENGINE_KEYS, make_runner
     from indexer.pipeline import Options, run_job
@@ -189,6 +207,7 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
 )
 @model_options
 @engine_options
+@ocr_options
 @click.pass_obj
 def index(paths_obj, paths, captions, follow_external_links, **kw):
     """Index image folders (and captions). Only new or changed files are embedded."""
@@ -213,6 +232,7 @@ def index(paths_obj, paths, captions, follow_external_links, **kw):
 )
 @model_options
 @engine_options
+@ocr_options
 @click.pass_obj
 def reindex(paths_obj, **kw):
     """Incremental update of every known folder (the nightly job)."""
@@ -244,6 +264,12 @@ def stats(paths_obj, as_json, all_failed):
         )
     click.echo(f"images failed:  {s['images_failed']}")
     click.echo(f"captions:       {s['captions']}")
+    ocr = s["ocr"]
+    click.echo(
+        f"text (OCR):     {ocr['read']} read, {ocr['with_text']} with text, {ocr['failed']} not readable, "
+        f"{ocr['pending']} pending; {ocr['engine'] or 'RapidOCR not installed'}"
+        + ("" if ocr["on"] else " (GLIMPSE_OCR=off)")
+    )
     for root in s["roots"]:
         click.echo(
             f"root:           {shown(root['path'])}"
@@ -262,6 +288,11 @@ def stats(paths_obj, as_json, all_failed):
                 f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
                 f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}"
             )
+            if j["ocr_read"]:
+                click.echo(
+                    f"      text read in {j['ocr_read']} images ({j['ocr_failed']} not readable) "
+                    f"in {j['ocr_seconds'] or 0:.0f}s"
+                )
             if j["message"]:
                 click.echo(f"      {shown(j['message'].splitlines()[0])}")
             for line in j["warnings"]:
@@ -286,10 +317,10 @@ def user():
 
 
 def _users_file(paths_obj):
-    from web.config import from_env
+    from search.settings import settings
     from web.users import users_path
 
-    return users_path(paths_obj.home, from_env())
+    return users_path(paths_obj.home, settings())
 
 
 @user.command("add")

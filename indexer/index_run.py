@@ -1,5 +1,5 @@
 """One index run, stage by stage: model → scan → diff (plan) → apply → embed → captions →
-publish → query bundle. Each stage lives in its own module; this file only wires them.
+publish → query bundle → pixel prints → text (OCR). Each stage lives in its own module; this file only wires them.
 
 Rows and vectors are committed one batch per transaction, so a crash loses at
 most one batch and the next run resumes where this one stopped. The FAISS
@@ -17,7 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from indexer.captions import load_manifest
+from indexer.disk import disk_full_cause
 from indexer.model import ModelStage
+from indexer.ocr import read_texts
 from indexer.options import Counts, Options
 from indexer.pixel_prints import backfill_pixel_prints
 from indexer.pixels import check_decode_option
@@ -30,6 +32,7 @@ from indexer.scan import LinkPolicy
 from indexer.writer import Writer
 from search.encoders.model_spec import ModelSpec
 from search.paths import Paths
+from search.settings import settings
 from search.store.database import ROOT, Store
 
 if TYPE_CHECKING:
@@ -110,7 +113,26 @@ class Indexer:
         write_query_bundle(self.model.loaded)
         # After publish: search works meanwhile, and a stop here loses nothing but the batch in flight.
         backfill_pixel_prints(self.store, self.opts.workers)
+        self._read_texts()
         return self.counts
+
+    def _read_texts(self) -> None:
+        """The OCR stage (indexer/ocr.py), last: a failure in it is a warning, the run and its index stand."""
+        on = self.opts.ocr if self.opts.ocr is not None else settings()["GLIMPSE_OCR"]
+        if not on:
+            return
+        try:
+            read_texts(
+                self.store,
+                reocr=self.opts.reocr,
+                budget_minutes=self.opts.ocr_budget,
+                warn=self.warnings.add,
+                job_id=self.job_id,
+            )
+        except Exception as exc:  # a stage after publish: reported, the next run retries
+            if disk_full_cause(exc) is not None:
+                raise
+            self.warnings.add(f"text reading stopped: {exc.__class__.__name__}: {exc}")
 
     def _embed(self, spec: ModelSpec, items: list[ToEmbed]) -> None:
         """Embed (the runner) -> write (a writer thread), overlapped: the writer commits batch N

@@ -21,6 +21,11 @@ class Options:
     follow_external_links: bool | None = None
     # Build the FAISS index from scratch (retrain) instead of updating the live version's.
     rebuild_index: bool = False
+    # Read the text inside images after publish (None: GLIMPSE_OCR); read every image again; stop
+    # reading after this many minutes (newest images first; the next run carries on).
+    ocr: bool | None = None
+    reocr: bool = False
+    ocr_budget: float | None = None
 
 
 @dataclass

@@ -344,6 +344,23 @@ SETTINGS: list[Setting] = [
         _number(0, inclusive=True),
         "a number of seconds >= 0",
     ),
+    # Text inside images (OCR).
+    Setting(
+        "GLIMPSE_OCR",
+        True,
+        "Read the text inside images after each `glimpse index`/`reindex` (RapidOCR), so that a word in a "
+        "screenshot, sign or label finds it; `--ocr`/`--no-ocr` override it for one run.",
+        _flag,
+        FLAG,
+    ),
+    Setting(
+        "GLIMPSE_OCR_TIMEOUT",
+        60.0,
+        "Seconds the text reader may spend on one image; past it the image is left unread (a warning in "
+        "the job record, not a failed image).",
+        _number(0, inclusive=False),
+        "a number of seconds > 0",
+    ),
 ]
 
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from search.media.files import shown
+from search.settings import settings
+from search.store.ocr import engine_id
 
 if TYPE_CHECKING:
     from search.store.database import Store
@@ -26,6 +28,9 @@ JOB_FIELDS = (
     "captions",
     "index_version",
     "message",
+    "ocr_read",
+    "ocr_failed",
+    "ocr_seconds",
 )
 
 
@@ -64,7 +69,15 @@ def stats(store: Store, live: LoadedIndex | None, failed_limit: int | None = 50)
             for r in store.roots()
         ],
         "jobs": [job_dict(j) for j in store.recent_jobs(10)],
+        "ocr": ocr_stats(store),
     }
+
+
+def ocr_stats(store: Store) -> dict:
+    """Text inside images: images read (``failed``: of those, not readable), with text, still pending for
+    the installed reader, and that reader (None: RapidOCR not installed); ``on``: GLIMPSE_OCR."""
+    engine = engine_id()
+    return {"on": settings()["GLIMPSE_OCR"], "engine": engine, **store.ocr_counts(engine)}
 
 
 def job_dict(job: JobRow) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from search.errors import EXIT_USAGE, InvalidValue
+from search.query.kinds import MAX_K
 
 MAX_PAGE_K = 200
 ORDERS = ("relevance", "date")
@@ -32,11 +33,11 @@ def check_query_text(text: str, name: str = "q") -> None:
         raise BadSearchValue(f"{name} is too long: at most {MAX_QUERY_CHARS} characters")
 
 
-def check_paging(k: int, page: int) -> None:
-    from search.engine import MAX_K  # here, so the CLI's option table does not load the engine
-
-    if not 1 <= k <= MAX_PAGE_K:
-        raise BadSearchValue(f"k must be between 1 and {MAX_PAGE_K}")
+def check_paging(k: int, page: int, max_k: int = MAX_PAGE_K) -> None:
+    """The paging rule, for a client (``max_k``: at most MAX_PAGE_K per page) and for the engine itself
+    (``max_k=MAX_K``: a library caller or the clip-retrieval routes may ask for one deep page)."""
+    if not 1 <= k <= max_k:
+        raise BadSearchValue(f"k must be between 1 and {max_k}")
     if page < 0:
         raise BadSearchValue("page must be >= 0")
     if (page + 1) * k > MAX_K:

@@ -109,8 +109,11 @@ class KeywordReads:
         raise NotImplementedError
 
     def keyword_ranking(self, match: str, limit: int) -> list[tuple[int, float]]:
-        """Best first: ``(image id, bm25 score)``, higher is better (FTS5's bm25() is negated)."""
-        q = text(f"SELECT rowid, -bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :m ORDER BY rank LIMIT :n")
+        """Best first: ``(image id, bm25 score)``, higher is better (FTS5's bm25() is negated); equal scores
+        by id, so a longer list continues a shorter one exactly."""
+        q = text(
+            f"SELECT rowid, -bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :m ORDER BY rank, rowid LIMIT :n"
+        )
         with self.session() as s:
             return [(int(i), float(score)) for i, score in s.execute(q, {"m": match, "n": int(limit)})]
 
@@ -124,6 +127,19 @@ class KeywordReads:
         with self.session() as s:
             for i in range(0, len(found), _CHUNK):
                 out.update(int(r[0]) for r in s.execute(q, {"m": match, "ids": found[i : i + _CHUNK]}))
+        return out
+
+    def keyword_scores(self, match: str, ids: Sequence[int]) -> dict[int, float]:
+        """``{id: bm25 score}`` of those of ``ids`` that match (bm25 uses the whole table's statistics, so a
+        row scores the same here as in :meth:`keyword_ranking`)."""
+        q = text(
+            f"SELECT rowid, -bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :m AND rowid IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
+        found = row_ids(ids)
+        out: dict[int, float] = {}
+        with self.session() as s:
+            for i in range(0, len(found), _CHUNK):
+                out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": found[i : i + _CHUNK]}))
         return out
 
     def keyword_highlights(self, match: str, ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:

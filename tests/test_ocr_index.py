@@ -1,0 +1,221 @@
+"""Issue 26: the OCR stage through the real CLI and the real reader (RapidOCR on a few small images).
+
+A word in an image is found through the store's text read; a code's prefix too; an absent word is not;
+text at 180° and text upright only by its EXIF orientation are read; a changed image is read again; a
+kill -9 mid-reading loses only the batch in flight and the next run carries on; an image that cannot be
+read, or passes the time limit, is a warning in the job record and the run ends ok.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from search.store.database import Store
+from search.store.ocr import text_match
+from tests.conftest import REPO, glimpse_cmd
+
+pytest.importorskip("rapidocr")
+
+
+def text_image(text: str, size=(360, 120), font_size: int = 36) -> Image.Image:
+    img = Image.new("RGB", size, "white")
+    font = ImageFont.load_default(size=font_size)
+    ImageDraw.Draw(img).text((16, (size[1] - font_size) // 2), text, fill="black", font=font)
+    return img
+
+
+def found(db: Path, *words: str) -> list[int]:
+    store = Store(db)
+    try:
+        match = text_match(words)
+        assert match is not None
+        return [i for i, _ in store.text_ranking(match, 10)]
+    finally:
+        store.close()
+
+
+def ids_by_name(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as con:
+        return {os.path.basename(p): i for i, p in con.execute("SELECT id, path FROM images")}
+
+
+def ocr_rows(db: Path) -> dict[int, tuple]:
+    with sqlite3.connect(db) as con:
+        return {r[0]: r[1:] for r in con.execute("SELECT image_id, text, error, read_at FROM ocr_images")}
+
+
+@pytest.fixture(scope="module")
+def indexed(tmp_path_factory, tiny_model):
+    """One home indexed with OCR on: plain, 180°, EXIF-rotated, code, and no-text images."""
+    root = tmp_path_factory.mktemp("ocr")
+    pics, home = root / "pics", root / "home"
+    pics.mkdir()
+    text_image("Invoice KX4471B").save(pics / "a.png")
+    text_image("Harbour ferry").rotate(180).save(pics / "upside.png")
+    sideways = text_image("Bakery open").rotate(90, expand=True)  # stored sideways, shown upright by EXIF
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise to show
+    sideways.save(pics / "sideways.jpg", quality=95, exif=exif)
+    Image.new("RGB", (160, 120), (110, 150, 90)).save(pics / "plain.png")
+    run = glimpse_cmd("index", str(pics), "--model", tiny_model, "--ocr", home=home)
+    return home, pics, run
+
+
+def test_words_prefixes_and_absent_words(indexed):
+    home, _, run = indexed
+    db = home / "glimpse.db"
+    ids = ids_by_name(db)
+    assert found(db, "invoice") == [ids["a.png"]]
+    assert found(db, "KX447") == [ids["a.png"]]  # a code's prefix
+    assert found(db, "zebra") == []
+    assert found(db, "invoice", "ferry") == []
+    rows = ocr_rows(db)
+    assert set(rows) == set(ids.values())  # every image read, the one without text too
+    assert rows[ids["plain.png"]][0] is None
+
+
+def test_rotated_text_is_read(indexed):
+    home, _, _ = indexed
+    db = home / "glimpse.db"
+    ids = ids_by_name(db)
+    assert found(db, "ferry") == [ids["upside.png"]]  # 180°: the angle classifier
+    assert found(db, "bakery") == [ids["sideways.jpg"]]  # upright by its EXIF orientation
+
+
+def test_boxes_are_normalised_to_the_upright_image(indexed):
+    home, _, _ = indexed
+    store = Store(home / "glimpse.db")
+    try:
+        ids = ids_by_name(home / "glimpse.db")
+        got = store.text_of([ids["a.png"], ids["upside.png"]])
+    finally:
+        store.close()
+    (line,) = got[ids["a.png"]].lines
+    assert line.text == "Invoice KX4471B" and line.confidence > 0.9
+    xs, ys = line.box[0::2], line.box[1::2]
+    assert max(xs) <= 1 and min(ys) >= 0.1 and max(ys) <= 0.9 and min(xs) < 0.2  # left side, middle band
+    (upside,) = got[ids["upside.png"]].lines
+    assert min(upside.box[0::2]) > 0.2  # rotated: the text sits on the right now
+
+
+def test_stats_show_text_counts(indexed):
+    home, _, _ = indexed
+    stats = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)
+    ocr = stats["ocr"]
+    assert (ocr["read"], ocr["with_text"], ocr["pending"], ocr["failed"]) == (4, 3, 0, 0)
+    assert ocr["engine"].startswith("rapidocr ")
+    assert stats["jobs"][0]["ocr_read"] == 4
+
+
+def test_a_changed_image_is_read_again_and_only_it(indexed, tiny_model):
+    home, pics, _ = indexed
+    db = home / "glimpse.db"
+    before = ocr_rows(db)
+    text_image("Closed Mondays").save(pics / "a.png")
+    glimpse_cmd("reindex", "--ocr", home=home)
+    after = ocr_rows(db)
+    ids = ids_by_name(db)
+    assert found(db, "mondays") == [ids["a.png"]]
+    assert found(db, "invoice") == []
+    assert {i for i in after if after[i][2] != before[i][2]} == {ids["a.png"]}  # read_at moved for it alone
+    assert json.loads(glimpse_cmd("stats", "--json", home=home).stdout)["jobs"][0]["ocr_read"] == 1
+
+
+def test_no_ocr_reads_nothing(tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    text_image("Silent").save(pics / "s.png")
+    glimpse_cmd("index", str(pics), "--model", tiny_model, "--no-ocr", home=tmp_path / "h")
+    assert ocr_rows(tmp_path / "h" / "glimpse.db") == {}
+    stats = json.loads(glimpse_cmd("stats", "--json", home=tmp_path / "h").stdout)
+    assert stats["ocr"]["pending"] == 1
+
+
+def test_failed_and_timed_out_images_are_warnings_and_the_run_completes(tmp_path, tiny_model):
+    pics, home = tmp_path / "pics", tmp_path / "h"
+    pics.mkdir()
+    text_image("Platform 9").save(pics / "good.png")
+    text_image("Broken").save(pics / "bad.png")
+    glimpse_cmd("index", str(pics), "--model", tiny_model, "--no-ocr", home=home)
+    # Garbage of the same size and time: the scan sees no change, the reader cannot decode it.
+    bad = pics / "bad.png"
+    st = bad.stat()
+    bad.write_bytes(b"\0" * st.st_size)
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+    glimpse_cmd("reindex", "--ocr", home=home)
+    stats = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)
+    job = stats["jobs"][0]
+    assert job["outcome"] == "ok" and job["failed"] == 0
+    assert (job["ocr_read"], job["ocr_failed"]) == (2, 1)
+    assert any("text not read" in w and "bad.png" in w for w in job["warnings"])
+    assert (stats["ocr"]["read"], stats["ocr"]["failed"], stats["images_failed"]) == (2, 1, 0)
+    db = home / "glimpse.db"
+    assert found(db, "platform") == [ids_by_name(db)["good.png"]]
+    # A limit nothing can meet: every image times out, the run still ends ok.
+    glimpse_cmd("reindex", "--ocr", "--reocr", home=home, env={"GLIMPSE_OCR_TIMEOUT": "0.001"})
+    job = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)["jobs"][0]
+    assert job["outcome"] == "ok" and (job["ocr_read"], job["ocr_failed"]) == (2, 2)
+    assert any("within the 0.001s limit" in w for w in job["warnings"])
+
+
+def test_kill_9_mid_reading_then_resume(tmp_path, tiny_model):
+    from indexer.ocr import BATCH
+
+    pics, home = tmp_path / "pics", tmp_path / "h"
+    pics.mkdir()
+    n = 3 * BATCH
+    for i in range(n):
+        text_image(f"Lot {i:03d} ZQ{i:03d}", size=(240, 120), font_size=28).save(pics / f"t{i:03d}.png")
+    glimpse_cmd("index", str(pics), "--model", tiny_model, "--no-ocr", home=home)
+    db = home / "glimpse.db"
+    env = dict(os.environ, GLIMPSE_HOME=str(home))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glimpse.cli", "reindex", "--ocr"],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the workers die with it (PR_SET_PDEATHSIG), as under a real kill
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and len(_read(db)) < BATCH:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    first = _read(db)
+    assert 0 < len(first) < n and len(first) % BATCH == 0  # whole batches only
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.execute("INSERT INTO ocr_fts(ocr_fts) VALUES ('integrity-check')")
+    glimpse_cmd("reindex", "--ocr", home=home)
+    final = _read(db)
+    assert len(final) == n
+    assert {i: final[i] for i in first} == first  # nothing committed was read again
+    ids = ids_by_name(db)
+    assert found(db, "ZQ007") == [ids["t007.png"]]
+    jobs = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)["jobs"]
+    assert [j["outcome"] for j in jobs[:2]] == ["ok", "interrupted"]
+    assert jobs[0]["ocr_read"] == n - len(first)
+
+
+def _read(db: Path) -> dict[int, str]:
+    try:
+        with sqlite3.connect(db, timeout=5) as con:
+            return {i: t for i, t in con.execute("SELECT image_id, read_at FROM ocr_images")}
+    except sqlite3.OperationalError:
+        return {}
