@@ -4,7 +4,7 @@ Held out: a sample of dev.jsonl images with two or more captions is copied to a 
 indexed with every caption but the FIRST (the primary one), which becomes the query. A query's
 relevant images are those of its concept (dev.jsonl ``group``). Vision = the shipped model's ranking,
 keywords = the FTS5 ranking (file names, folder names and the other captions), fused by
-search.query.hybrid.fuse. Prints recall@10 and MRR@100 for each.
+``fuse`` below (the product's blend is search.query.fusion). Prints recall@10 and MRR@100 for each.
 
     python -m bench.hybrid_fusion --n 600 --model local-dir:models/glimpse-icons-distil --work /tmp/hyb/bench
 """
@@ -20,6 +20,36 @@ from collections import defaultdict
 from pathlib import Path
 
 CORPORA = Path("/work/shared/data/corpora")
+RRF_K = 60
+
+
+def fuse(vision, keyword, method: str, alpha: float = 0.5) -> list[int]:
+    """Ids best first. ``rrf``: sum of 1/(RRF_K + rank) over the lists holding the id. ``blend``: alpha *
+    cosine min-max scaled over the vision list + (1 - alpha) * bm25 / the best bm25 (absent: 0)."""
+    fused: dict[int, float] = defaultdict(float)
+    if method == "rrf":
+        for ranking in (vision, keyword):
+            for rank, (i, _) in enumerate(ranking, start=1):
+                fused[i] += 1.0 / (RRF_K + rank)
+    else:
+        if vision:
+            lo, hi = min(s for _, s in vision), max(s for _, s in vision)
+            for i, s in vision:
+                fused[i] += alpha * ((s - lo) / (hi - lo) if hi > lo else 1.0)
+        best = max((s for _, s in keyword), default=0.0)
+        for i, s in keyword:
+            fused[i] += (1.0 - alpha) * (s / best if best > 0 else 1.0)
+    order = {i: n for n, i in enumerate([i for i, _ in vision] + [i for i, _ in keyword])}
+    return sorted(fused, key=lambda i: (-fused[i], order[i]))
+
+
+def keyword_ranking(store, plan, limit: int) -> list[tuple[int, float]]:
+    """Weighted sum of each positive term's bm25, best first."""
+    scores: dict[int, float] = defaultdict(float)
+    for match, weight in plan.positive:
+        for image_id, score in store.keyword_ranking(match, limit):
+            scores[image_id] += weight * score
+    return sorted(scores.items(), key=lambda p: -p[1])[:limit]
 
 
 def main() -> None:
@@ -33,9 +63,8 @@ def main() -> None:
 
     from search.engine import Engine
     from search.paths import Paths
-    from search.query.hybrid import fuse, keyword_ranking
     from search.query.keywords import keyword_plan
-    from search.query.kinds import parse_query
+    from search.query.kinds import TextQuery, parse_query
 
     recs = [json.loads(line) for line in open(CORPORA / "dev.jsonl")]
     recs = [r for r in recs if len(r["captions"]) >= 2]
@@ -49,7 +78,7 @@ def main() -> None:
     engine = Engine(Paths.resolve(str(work / "home")))
     store = engine.store
     group_of = {store.image_id_for_path(str(images / r["path"])): r["group"] for r in sample}
-    live = engine._live()
+    live = engine.live()
     methods = ["vision", "keywords", "rrf", "blend 0.3", "blend 0.5", "blend 0.7"]
     recall: dict[str, list[float]] = defaultdict(list)
     mrr: dict[str, list[float]] = defaultdict(list)
@@ -58,7 +87,7 @@ def main() -> None:
     for r in sample:
         text = r["captions"][0]
         relevant = {i for i, g in group_of.items() if g == r["group"]}
-        vec = engine._combined_vector(text, False)
+        vec = engine.query_vector(TextQuery(text))
         scores, ids = live.images.search(vec[None, :], 100)
         vision = [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
         keyword = keyword_ranking(store, keyword_plan(parse_query(text)), 100)

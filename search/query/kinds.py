@@ -22,6 +22,9 @@ _WEIGHT = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*:\s*(.+)$", re.S)
 # Weights are relative, so nothing needs more; a bigger one overflows the float32 sum of the terms.
 MAX_WEIGHT = 1e6
 
+# The deepest any search goes (a page's end, counted from the first result): the engine never ranks more.
+MAX_K = 1000
+
 Mode = Literal["auto", "images", "captions", "keywords"]
 MODES: tuple[Mode, ...] = ("auto", "images", "captions", "keywords")
 

@@ -20,8 +20,6 @@ from search.query.results import SearchResult
 from search.vectors.filtered import Ranked
 
 GROWTH = 4
-# "order by date" re-sorts this many of the most relevant results, newest first.
-DATE_ORDER_POOL = 200
 
 # ids -> the alive ones' results (rows not alive are left out)
 Hydrate = Callable[[Sequence[int], Sequence[float]], dict[int, SearchResult]]
@@ -47,13 +45,13 @@ class Ranking:
         self.asked = asked
         self._set(found)
         self.alive: list[int] = []
-        self.by_date: list[int] | None = None
+        self.alive_scores: list[float] = []
         self.checked = 0
         self.lock = threading.Lock()
 
     @property
     def nbytes(self) -> int:
-        return int(self.ids.nbytes + self.scores.nbytes) + 64 * (len(self.alive) + 8)
+        return int(self.ids.nbytes + self.scores.nbytes) + 72 * (len(self.alive) + 8)
 
     def _set(self, found: Ranked) -> None:
         ids, scores = found.ids, found.scores
@@ -68,38 +66,21 @@ class Ranking:
         self.ids, self.scores = ids[keep], scores[keep]
         self.exhausted = found.exhausted or cut
 
-    def page(self, start: int, end: int, want: int, order: str, fetch: Fetch, hydrate: Hydrate):
-        """Results ``start:end`` of the alive candidates, and whether any follows (``want``: how many to
-        have checked, ``end + 1`` below the deepest page)."""
+    def alive_upto(self, want: int, fetch: Fetch, hydrate: Hydrate) -> tuple[list[int], list[float], float | None]:
+        """The alive candidates, best first, checked until ``want`` are alive or none are left; and the
+        score no candidate not returned exceeds (None: there is none)."""
         with self.lock:
-            fresh = self._check(DATE_ORDER_POOL if order == "date" else want, fetch, hydrate)
-            order_ids = self.alive
-            if order == "date":
-                if self.by_date is None:
-                    pool = self.alive[:DATE_ORDER_POOL]
-                    missing = [i for i in pool if i not in fresh]
-                    fresh.update(hydrate(missing, self._scores_of(missing)))
-                    self.by_date = sorted(
-                        (i for i in pool if i in fresh), key=lambda i: fresh[i].date or "", reverse=True
-                    )
-                order_ids = self.by_date
-            shown = order_ids[start:end]
-            has_more = len(order_ids) > end
-        missing = [i for i in shown if i not in fresh]
-        if missing:
-            fresh.update(hydrate(missing, self._scores_of(missing)))
-        return [fresh[i] for i in shown if i in fresh], has_more
+            self._check(want, fetch, hydrate)
+            if self.checked < len(self.ids):  # the best unchecked candidate
+                cut: float | None = float(self.scores[self.checked])
+            elif self.exhausted:
+                cut = None
+            else:  # what a larger search would add scores no more than the last candidate
+                cut = float(self.scores[-1]) if len(self.ids) else float("inf")
+            return list(self.alive), list(self.alive_scores), cut
 
-    def alive_at_least(self, floor: float, upto: int) -> int:
-        """How many of the first ``upto`` alive candidates score at least ``floor``: best first, so the
-        position where the ranking crosses it (``upto`` or more when it crosses later)."""
-        with self.lock:
-            ids = self.alive[:upto]
-        return sum(1 for s in self._scores_of(ids) if s >= floor)
-
-    def _check(self, want: int, fetch: Fetch, hydrate: Hydrate) -> dict[int, SearchResult]:
+    def _check(self, want: int, fetch: Fetch, hydrate: Hydrate) -> None:
         """Check candidates past the frontier until ``want`` are alive or none are left."""
-        fresh: dict[int, SearchResult] = {}
         while len(self.alive) < want:
             if self.checked >= len(self.ids):
                 if self.exhausted:
@@ -111,12 +92,10 @@ class Ranking:
                 continue
             batch = slice(self.checked, self.checked + want - len(self.alive))
             ids = [int(i) for i in self.ids[batch]]
-            found = hydrate(ids, [float(s) for s in self.scores[batch]])
-            self.alive.extend(i for i in ids if i in found)
-            fresh.update(found)
+            scores = [float(s) for s in self.scores[batch]]
+            found = hydrate(ids, scores)
+            for i, s in zip(ids, scores):
+                if i in found:
+                    self.alive.append(i)
+                    self.alive_scores.append(s)
             self.checked += len(ids)
-        return fresh
-
-    def _scores_of(self, ids: Sequence[int]) -> list[float]:
-        pos = {int(i): float(s) for i, s in zip(self.ids, self.scores)}
-        return [pos[i] for i in ids]

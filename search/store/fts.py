@@ -112,7 +112,8 @@ class KeywordReads:
         """Best first: ``(image id, bm25 score)``, higher is better (FTS5's bm25() is negated); equal scores
         by id, so a longer list continues a shorter one exactly."""
         q = text(
-            f"SELECT rowid, -bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :m ORDER BY rank, rowid LIMIT :n"
+            f"SELECT rowid, -bm25({FTS_TABLE}) FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :m "
+            "ORDER BY rank, rowid LIMIT :n"
         )
         with self.session() as s:
             return [(int(i), float(score)) for i, score in s.execute(q, {"m": match, "n": int(limit)})]

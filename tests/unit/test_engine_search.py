@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-import search.engine as engine_module
+import search.query.args as args_module
+import search.query.plan as plan_module
 from conftest import make_images
 from indexer.pipeline import Options, run_job
 from search.engine import Engine, Filters
@@ -126,10 +127,11 @@ def test_caption_pages_continue_and_show_each_image_once(engine):
 
 def test_no_page_reaches_past_max_k(engine, monkeypatch):
     """has_more stays False on the page that ends at MAX_K: a client cannot page deeper (web.params refuses)."""
-    monkeypatch.setattr(engine_module, "MAX_K", 20)
+    monkeypatch.setattr(plan_module, "MAX_K", 20)
+    monkeypatch.setattr(args_module, "MAX_K", 20)
     query = TextQuery("deep")
     assert engine.search(query, page=Paging(k=10, page=0)).has_more
     ends_at_max = engine.search(query, page=Paging(k=10, page=1))
     assert len(ends_at_max.results) == 10 and not ends_at_max.has_more
-    with pytest.raises(engine_module.EngineError, match="k must be between"):
+    with pytest.raises(args_module.BadSearchValue, match="k must be between"):
         engine.search(query, page=Paging(k=21))
