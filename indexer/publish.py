@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from indexer.disk import DiskFull, is_disk_full
-from indexer.floor import estimate_floor
+from indexer.floor_estimate import estimate_floor
 from indexer.options import Counts
 from search.encoders.model_spec import ModelSpec
 from search.encoders.ort_session import runtime_setting
@@ -39,7 +39,7 @@ def publish(
 ) -> str | None:
     """Publish a new index version when this run changed what the index holds (or ``force``);
     returns the live version. ``encoder_dim``: the vector size when no stored model row says it;
-    ``encode_texts``: the text tower, for the version's relevance floor (indexer.floor).
+    ``encode_texts``: the text tower, for the version's relevance floor (indexer.floor_estimate).
     The vectors stream from the store; the live version is updated incrementally unless ``rebuild``."""
     index_dir = IndexDir(paths.index)
     live = index_dir.current_version()

@@ -154,7 +154,7 @@ def test_the_floor_searched_in_the_built_index_equals_the_exact_floor(store, tmp
     """A publish estimates the relevance floor by searching the index it just built (no second read of
     every vector): exactly the brute-force floor for an exact index, within a hair for compressed ones,
     from scratch and incrementally."""
-    from indexer.floor import TOP, floor_of_top
+    from indexer.floor_estimate import TOP, floor_of_top
 
     monkeypatch.setenv("GLIMPSE_FLAT_MAX", "100000" if kind == "flat" else "2000")
     monkeypatch.setenv("GLIMPSE_PQ_MIN", "5000" if kind == "ivfpq" else "100000000")

@@ -1,5 +1,5 @@
 """Serving the relevance floor: the score under which a text query's results are no better than what
-unrelated images get (estimated at publish by indexer.floor, stored in the version's manifest).
+unrelated images get (estimated at publish by indexer.floor_estimate, stored in the version's manifest).
 
 Read only from the manifest, so the query path needs no torch for it. A version published before
 floors existed has none: ``floor`` is then None and ``min_score=auto`` cuts nothing.

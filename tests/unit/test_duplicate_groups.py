@@ -1,0 +1,44 @@
+"""The near-duplicates service: one search per live version and threshold, also when server threads ask
+at once (waitress serves the Duplicates page's requests from several threads)."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import search.vectors.duplicate_groups as groups_module
+from search.vectors.duplicate_groups import DuplicateGroups
+
+
+def test_concurrent_requests_search_once_and_a_new_version_searches_again(monkeypatch):
+    calls: list[tuple[str, float]] = []
+    inside, release, second = threading.Event(), threading.Event(), threading.Event()
+
+    def find(store, live, threshold):
+        calls.append((live.version, threshold))
+        if len(calls) == 1:
+            inside.set()
+            release.wait(30)
+        else:
+            second.set()
+        return ("groups", live.version, threshold)
+
+    monkeypatch.setattr(groups_module, "find_duplicates", find)
+    service = DuplicateGroups(store=None)  # type: ignore[arg-type]
+    v1 = SimpleNamespace(version="v1")
+    answers: list = []
+    first = threading.Thread(target=lambda: answers.append(service.get(v1, 0.9)))
+    first.start()
+    assert inside.wait(30)
+    other = threading.Thread(target=lambda: answers.append(service.get(v1, 0.9)))
+    other.start()
+    # without the lock the second request would search too while the first is still searching
+    second.wait(2)
+    release.set()
+    first.join(30)
+    other.join(30)
+    assert calls == [("v1", 0.9)]
+    assert answers == [("groups", "v1", 0.9)] * 2
+    assert service.get(SimpleNamespace(version="v2"), 0.9) == ("groups", "v2", 0.9)
+    assert service.get(SimpleNamespace(version="v2"), 0.95) == ("groups", "v2", 0.95)
+    assert len(calls) == 3
