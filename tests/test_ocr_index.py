@@ -117,6 +117,24 @@ def test_stats_show_text_counts(indexed):
     assert stats["jobs"][0]["ocr_read"] == 4
 
 
+def test_metrics_show_text_reading(indexed):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from search.paths import Paths
+    from web.app import create_app
+
+    home, _, _ = indexed
+    app = create_app(Paths.resolve(home), config={"GLIMPSE_ALLOWED_HOSTS": ["localhost"]})
+    resp = app.test_client().get("/metrics")
+    assert resp.status_code == 200
+    samples = {s.name: s.value for f in text_string_to_metric_families(resp.get_data(as_text=True)) for s in f.samples}
+    assert samples["glimpse_ocr_images_read"] == 4
+    assert samples["glimpse_ocr_images_with_text"] == 3
+    assert samples["glimpse_ocr_images_pending"] == 0
+    assert samples["glimpse_ocr_last_job_images"] == 4 and samples["glimpse_ocr_last_job_failures"] == 0
+    assert samples["glimpse_ocr_last_job_images_per_second"] > 0
+
+
 def test_a_changed_image_is_read_again_and_only_it(indexed, tiny_model):
     home, pics, _ = indexed
     db = home / "glimpse.db"

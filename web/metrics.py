@@ -11,6 +11,8 @@
   unsupported, 400 invalid (undecodable image, pixel bomb, empty or missing
   file, bad parameter). On ``/knn-service``, whose 400s may be about a text
   query, only 413 and 415 count.
+- ``glimpse_ocr_images_{read,with_text,failed,pending}`` and the last text-reading job's images,
+  failures and images per second (``glimpse_ocr_last_job_*``).
 - Index, image and last-job gauges are read at scrape time from cheap Engine
   calls (``health()``, ``stats(failed_limit=0)``), so they are never stale.
 
@@ -82,6 +84,7 @@ class EngineCollector:
             ("captions", "Captions stored"),
         ):
             yield GaugeMetricFamily(f"glimpse_{key}", help_text, value=stats.get(key, 0))
+        yield from _ocr_metrics(stats)
         jobs = stats.get("jobs") or []
         yield GaugeMetricFamily(
             "glimpse_job_running",
@@ -114,6 +117,34 @@ class EngineCollector:
                     "How long the last finished index job ran",
                     value=finished - started,
                 )
+
+
+def _ocr_metrics(stats: dict):
+    """Text inside images: images read, not readable, pending, and the last job's reading throughput."""
+    ocr = stats.get("ocr") or {}
+    for key, help_text in (
+        ("read", "Images whose text was read (OCR), whether or not they hold any"),
+        ("with_text", "Images with text in the keyword index"),
+        ("failed", "Images whose text could not be read (a failure or the time limit)"),
+        ("pending", "Indexed images whose text the installed reader has not read yet"),
+    ):
+        yield GaugeMetricFamily(f"glimpse_ocr_images_{key}", help_text, value=ocr.get(key, 0))
+    last = next((j for j in stats.get("jobs") or [] if j.get("ocr_read")), None)
+    if last is not None:
+        yield GaugeMetricFamily(
+            "glimpse_ocr_last_job_images", "Images the last job that read text read", value=last["ocr_read"]
+        )
+        yield GaugeMetricFamily(
+            "glimpse_ocr_last_job_failures",
+            "Images the last job that read text could not read (failures and timeouts)",
+            value=last["ocr_failed"],
+        )
+        if last.get("ocr_seconds"):
+            yield GaugeMetricFamily(
+                "glimpse_ocr_last_job_images_per_second",
+                "Text-reading throughput of the last job that read text (images per second, all workers)",
+                value=last["ocr_read"] / last["ocr_seconds"],
+            )
 
 
 def init_app(app: Flask, engine: Engine) -> CollectorRegistry:
