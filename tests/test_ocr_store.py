@@ -57,7 +57,10 @@ def test_word_prefix_and_absent_word(store):
     assert found(store, "ferry", "harbour") == [2]
     assert found(store, "zebra") == []
     assert found(store, "tot") == []  # a short word matches whole only
-    assert found(store, "kx4471b", "ferry") == []  # every word must match
+    assert text_match(["kx4471b ferry"], all_words=True) is not None
+    assert [i for i, _ in store.text_ranking(text_match(["kx4471b ferry"], all_words=True) or "", 10)] == []
+    assert sorted(found(store, "kx4471b ferry")) == [1, 2]  # words OR-ed, as in the keyword index
+    assert store.text_scores(text_match(["invoice"]) or "", [1, 2]).keys() == {1}
 
 
 def test_low_confidence_noise_is_kept_but_not_searchable(store):
@@ -138,6 +141,7 @@ def test_results_for_images_deleted_meanwhile_are_dropped(store):
 
 
 def test_match_quotes_everything():
-    assert text_match(['a"b']) == '"a""b"'
-    assert text_match(["KX447", "cat", "invoice"]) == '"KX447"* AND "cat" AND "invoice"*'
-    assert text_match(["", " "]) is None
+    assert text_match(['a"b']) == '"a" OR "b"'
+    assert text_match(["KX447", "cat", "invoice"]) == '"kx447"* OR "cat" OR "invoice"*'
+    assert text_match(["KX447 cat"], all_words=True) == '"kx447"* AND "cat"'
+    assert text_match(["", " ", "*:^"]) is None

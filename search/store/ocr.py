@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -82,10 +83,20 @@ def _word_query(word: str) -> str:
     return quoted
 
 
-def text_match(words: Iterable[str]) -> str | None:
-    """An FTS5 query for ``ocr_fts`` matching every word (codes and long words as prefixes); None if none."""
-    terms = [_word_query(w) for w in (fts_text(w).strip() for w in words) if w]
-    return " AND ".join(terms) if terms else None
+_WORDS = re.compile(r"[^\W_]+")  # runs of letters and digits: how unicode61 splits the stored text
+MAX_WORDS = 32  # as the keyword index's queries (search.query.keywords)
+
+
+def text_words(text: str) -> list[str]:
+    """A query text's words as the text index holds them: ``"KX4471B, gate"`` → ``kx4471b``, ``gate``."""
+    return list(dict.fromkeys(w.lower() for w in _WORDS.findall(text)))[:MAX_WORDS]
+
+
+def text_match(words: Iterable[str], all_words: bool = False) -> str | None:
+    """An FTS5 query for ``ocr_fts``: each word quoted (codes and long words as prefixes), OR-ed like the
+    keyword index's (bm25 ranks images with more of them first), or AND-ed; None when there is none."""
+    terms = [_word_query(w) for t in words for w in text_words(t)]
+    return (" AND " if all_words else " OR ").join(terms) if terms else None
 
 
 def lines_json(lines: Sequence[TextLine]) -> str:
@@ -197,6 +208,19 @@ class OcrText:
         )
         with self.session() as s:
             return [(int(i), float(score)) for i, score in s.execute(q, {"m": match, "n": int(limit)})]
+
+    def text_scores(self, match: str, ids: Sequence[int]) -> dict[int, float]:
+        """The bm25 score (higher is better) of each of ``ids`` whose text matches."""
+        q = text(
+            f"SELECT rowid, -bm25({OCR_FTS_TABLE}) FROM {OCR_FTS_TABLE} "
+            f"WHERE {OCR_FTS_TABLE} MATCH :m AND rowid IN :ids"
+        ).bindparams(bindparam("ids", expanding=True))
+        found = row_ids(ids)
+        out: dict[int, float] = {}
+        with self.session() as s:
+            for i in range(0, len(found), _CHUNK):
+                out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": found[i : i + _CHUNK]}))
+        return out
 
     def text_highlights(self, match: str, ids: Sequence[int]) -> dict[int, str]:
         """``{id: text}`` of the matching ``ids``, matched words between MARK_START and MARK_END."""
