@@ -15,6 +15,7 @@ alone, and record that file as failed after ``RETRIES`` more deaths.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -34,11 +35,12 @@ import numpy as np
 from indexer.admit import admit
 from indexer.decode import Loaded, load_file
 from indexer.options import Options
-from indexer.ray_cluster import ray_session
-from indexer.runner import CPU_BATCH, EmbeddedBatch, EmbedRequest
+from indexer.ray_cluster import cluster_address, ray_session
+from indexer.runner import CPU_BATCH, EmbeddedBatch, EmbedRequest, LocalRunner
 from search.encoders.model_spec import LOCAL_DIR, ModelLoadError, ModelSpec
 from search.errors import GlimpseError
 from search.media.decode import ImageDecodeError
+from search.settings import settings
 
 if TYPE_CHECKING:
     from search.encoders.protocol import ImageTextEncoder as Encoder
@@ -230,12 +232,15 @@ class RayRunner:
         self.restarts = 0  # worker deaths seen (a restart each, and its batch retried)
         self.crashed_files = 0
         self._wait = 0.0
+        self._local: LocalRunner | None = None  # a small run without a cluster address embeds here
 
     def prepare(self, enc: Encoder) -> None:
         self.spec = enc.spec
         self._enc = enc
 
     def busy(self) -> dict[str, float]:
+        if self._local is not None:
+            return self._local.busy()
         return {"waiting for Ray workers": self._wait}
 
     def warnings(self) -> list[str]:
@@ -251,8 +256,30 @@ class RayRunner:
             return
         if self.spec is None:
             raise RuntimeError("RayRunner.prepare(encoder) must be called before run()")
+        self._local = self.local_instead(len(requests))
+        if self._local is not None:
+            yield from self._local.run(requests)
+            return
         with ray_session(self.address):
             yield from self._run(requests)
+
+    def local_instead(self, files: int) -> LocalRunner | None:
+        """The local runner for a run too small to pay for starting a private Ray cluster (fewer than
+        GLIMPSE_RAY_MIN_FILES files to embed and no cluster address), after one log line saying so;
+        None: embed on Ray. A cluster given by address is used whatever the size: joining costs a
+        connection, not a cluster's start."""
+        least = settings()["GLIMPSE_RAY_MIN_FILES"]
+        if cluster_address(self.address) is not None or files >= least:
+            return None
+        assert self._enc is not None
+        log.info(
+            "embedding %d file(s) on this machine without Ray: fewer than GLIMPSE_RAY_MIN_FILES=%d, below which "
+            "starting a private Ray cluster costs more than it saves (give --ray-address to use a cluster)",
+            files,
+            least,
+        )
+        # --workers counts Ray workers; here the local runner sizes its decode workers itself.
+        return LocalRunner(self._enc, dataclasses.replace(self.opts, workers=None))
 
     def _worker_setup(self, ray) -> tuple[int, tuple, dict]:
         """Pool size, actor constructor arguments and resources per actor."""

@@ -315,6 +315,17 @@ SETTINGS: list[Setting] = [
         "local or ray",
     ),
     Setting(
+        "GLIMPSE_RAY_MIN_FILES",
+        4000,
+        "Fewest files to embed for which `--engine ray` without `--ray-address` (or `RAY_ADDRESS`) starts a "
+        "private Ray cluster on this machine; a run with fewer embeds them here, without Ray, and logs why. "
+        "Measured on 2 cores: the cluster's start costs 19-27 CPU-s per run and Ray's cost per image equals "
+        "local's, so below ~4,000 images it only adds (BENCHMARKS.md). `0`: always Ray. A run joining a "
+        "cluster uses it whatever the size.",
+        _whole(0),
+        "a whole number >= 0",
+    ),
+    Setting(
         "GLIMPSE_ENCODE_STREAMS",
         None,
         "Batches in flight in the encoder while indexing.",

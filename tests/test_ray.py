@@ -132,11 +132,39 @@ def test_in_process_gives_the_same_rows_and_vectors_as_local(tmp_path, corpus, l
         "--batch-size",
         "3",
         home=home,
-        env={"RAY_ADDRESS": ""},
+        env={"RAY_ADDRESS": "", "GLIMPSE_RAY_MIN_FILES": "0"},  # always Ray, however few the files
     )
     assert f"{N} new" in out.stdout and f"{N} embedded" in out.stdout
     assert_same(rows(home), local_rows)
     assert "a private Ray cluster on 127.0.0.1" in out.stderr
+
+
+def _imported(stderr: str) -> set[str]:
+    """Every module the command imported (its PYTHONPROFILEIMPORTTIME=1 lines)."""
+    return {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_a_small_reindex_without_an_address_embeds_here_starts_no_ray_and_says_why(tmp_path, corpus, tiny_model):
+    pics = tmp_path / "pics"
+    shutil.copytree(corpus, pics)
+    home = tmp_path / "home"
+    glimpse_cmd("index", str(pics), "--model", tiny_model, home=home)
+    make_images(pics, 5, start=100)
+    out = glimpse_cmd(
+        "reindex",
+        "--engine",
+        "ray",
+        home=home,
+        env={"RAY_ADDRESS": "", "GLIMPSE_RAY_MIN_FILES": "", "PYTHONPROFILEIMPORTTIME": "1"},  # the defaults
+    )
+    # No Ray process can start without `import ray`: the run never imported it.
+    imported = _imported(out.stderr)
+    assert imported and not any(m == "ray" or m.startswith("ray.") for m in imported)
+    why = [line for line in out.stderr.splitlines() if "without Ray" in line]
+    assert len(why) == 1, out.stderr[-3000:]
+    assert "embedding 5 file(s) on this machine without Ray: fewer than GLIMPSE_RAY_MIN_FILES=" in why[0]
+    assert jobs(home)[-1][:4] == ("ok", 5, 0, 5)
+    assert indexed(home) == N + 5
 
 
 def test_a_head_gives_the_same_vectors_and_incremental_runs_send_only_new_files(
@@ -150,7 +178,8 @@ def test_a_head_gives_the_same_vectors_and_incremental_runs_send_only_new_files(
 
     make_images(pics, 2, start=100)
     out = glimpse_cmd("-v", "reindex", "--engine", "ray", home=home, env={"RAY_ADDRESS": ray_head})
-    assert "ray: 2 file(s) to embed" in out.stderr
+    assert "ray: 2 file(s) to embed" in out.stderr  # a cluster by address is used however few the files
+    assert "without Ray" not in out.stderr
     assert jobs(home)[-1][:4] == ("ok", 2, 0, 2)
 
     # Nothing to embed: Ray is neither imported nor joined (the address leads nowhere).
@@ -164,7 +193,7 @@ def test_a_head_gives_the_same_vectors_and_incremental_runs_send_only_new_files(
         home=home,
         env={"PYTHONPROFILEIMPORTTIME": "1"},
     )
-    imported = {line.rsplit("|", 1)[-1].strip() for line in out.stderr.splitlines() if line.startswith("import time:")}
+    imported = _imported(out.stderr)
     assert imported and not any(m == "ray" or m.startswith("ray.") for m in imported)
     assert jobs(home)[-1][:4] == ("ok", 0, 0, 0)
 
