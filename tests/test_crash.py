@@ -215,19 +215,22 @@ def test_reindex_killed_at_random_points_loses_nothing(home, tmp_path, tiny_mode
 PUBLISH_LOOP = textwrap.dedent("""
     import sys, numpy as np
     from search.vectors.live import IndexDir
+    from tests.index_support import publish_arrays
     vecs = np.load(sys.argv[2])
     ids = np.arange(len(vecs), dtype=np.int64)
     d, i = IndexDir(sys.argv[1]), 0
     while True:
         i += 1
         n = len(vecs) - (i % 7) * 1000
-        d.publish(vecs[:n], ids[:n], vecs[:10], ids[:10], {"dim": vecs.shape[1], "fingerprint": "f", "round": i})
+        meta = {"dim": vecs.shape[1], "fingerprint": "f", "round": i}
+        publish_arrays(d, vecs[:n], ids[:n], vecs[:10], ids[:10], meta)
         print(i, flush=True)
 """)
 
 
 def test_publish_killed_at_random_points_keeps_a_loadable_index(tmp_path):
     from search.vectors.live import IndexDir
+    from tests.index_support import publish_arrays
 
     rng = np.random.default_rng(7)
     vecs = rng.normal(size=(60_000, 64)).astype(np.float32)
@@ -266,6 +269,6 @@ def test_publish_killed_at_random_points_keeps_a_loadable_index(tmp_path):
     assert len(seen_versions) > 5  # the kills landed in many different publishes
 
     # The next successful publish cleans up whatever the kills left behind.
-    IndexDir(root).publish(vecs[:100], np.arange(100), vecs[:1], np.arange(1), {"dim": 64, "fingerprint": "f"})
+    publish_arrays(IndexDir(root), vecs[:100], np.arange(100), vecs[:1], np.arange(1), {"dim": 64, "fingerprint": "f"})
     assert len([p for p in root.iterdir() if p.name.isdigit()]) == 2
     assert not [p for p in root.iterdir() if p.name.startswith(".")]

@@ -176,21 +176,22 @@ def test_a_load_racing_a_prune_retries_at_once(tmp_path):
     import numpy as np
 
     from search.vectors.live import IndexDir, LiveIndex
+    from tests.index_support import publish_arrays
 
     vecs = np.eye(4, dtype=np.float32)
     d = IndexDir(tmp_path / "index")
     meta = {"dim": 4, "fingerprint": "f"}
-    d.publish(vecs[:2], np.arange(2), vecs[:1], np.arange(1), meta)
+    publish_arrays(d, vecs[:2], np.arange(2), vecs[:1], np.arange(1), meta)
     live = LiveIndex(d, check_every=0.0)
     assert live.get().version == "000001"
-    d.publish(vecs[:3], np.arange(3), vecs[:1], np.arange(1), meta)
+    publish_arrays(d, vecs[:3], np.arange(3), vecs[:1], np.arange(1), meta)
 
     real_load, calls = d.load, []
 
     def racing_load(version=None, **kw):
         calls.append(version)
         if len(calls) == 1:  # a newer job publishes 000003 and prunes 000002 under our feet
-            d.publish(vecs, np.arange(4), vecs[:1], np.arange(1), meta)
+            publish_arrays(d, vecs, np.arange(4), vecs[:1], np.arange(1), meta)
             d.prune(keep=1)
             return real_load(version, **kw)  # raises: 000002 is gone
         return real_load(version, **kw)

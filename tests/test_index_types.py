@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from faiss.contrib.evaluation import knn_intersection_measure
 
-from search.vectors.live import IndexDir, build_index, choose_index_spec
+from search.vectors.live import IndexDir, choose_index_spec
+from tests.index_support import build_index, publish_arrays
 
 DIM = 64
 
@@ -74,7 +75,7 @@ def test_ivf_recall_at_10_against_exact(monkeypatch, data):
 
 def _publish(d: IndexDir, vecs: np.ndarray) -> dict:
     ids = np.arange(len(vecs), dtype=np.int64)
-    v = d.publish(vecs, ids, vecs[:5], ids[:5], {"dim": DIM, "fingerprint": "m1"})
+    v = publish_arrays(d, vecs, ids, vecs[:5], ids[:5], {"dim": DIM, "fingerprint": "m1"})
     return json.loads((d.root / v / "manifest.json").read_text())
 
 
@@ -122,8 +123,8 @@ def test_model_change_never_reuses_a_quantizer(tmp_path, monkeypatch):
     d = IndexDir(tmp_path / "index")
     vecs = clustered(13_000, seed=5)
     ids = np.arange(len(vecs), dtype=np.int64)
-    d.publish(vecs[:12_000], ids[:12_000], vecs[:1], ids[:1], {"dim": DIM, "fingerprint": "m1"})
-    v = d.publish(vecs, ids, vecs[:1], ids[:1], {"dim": DIM, "fingerprint": "m2"})
+    publish_arrays(d, vecs[:12_000], ids[:12_000], vecs[:1], ids[:1], {"dim": DIM, "fingerprint": "m1"})
+    v = publish_arrays(d, vecs, ids, vecs[:1], ids[:1], {"dim": DIM, "fingerprint": "m2"})
     manifest = json.loads((d.root / v / "manifest.json").read_text())
     assert manifest["index_type"]["trained_on"] == 13_000  # trained afresh for the new model's vectors
 

@@ -14,6 +14,7 @@ import numpy as np
 from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from search.store.chunks import in_chunks
 from search.store.filters import FilterRows
 from search.store.fts import KeywordReads
 from search.store.ocr import OcrText
@@ -129,10 +130,10 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         hashes = list(set(hashes))
         out: dict[str, int] = {}
         with self.session() as s:
-            for i in range(0, len(hashes), 500):
+            for chunk in in_chunks(hashes):
                 rows = s.execute(
                     select(ImageRow.content_hash, ImageRow.id).where(
-                        ImageRow.content_hash.in_(hashes[i : i + 500]), ImageRow.vector.is_not(None)
+                        ImageRow.content_hash.in_(chunk), ImageRow.vector.is_not(None)
                     )
                 )
                 for content_hash, image_id in rows:
@@ -143,8 +144,8 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         out: dict[int, ImageRow] = {}
         found = row_ids(ids)
         with self.session() as s:
-            for i in range(0, len(found), 500):
-                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(found[i : i + 500]))):
+            for chunk in in_chunks(found):
+                for r in s.scalars(select(ImageRow).where(ImageRow.id.in_(chunk))):
                     out[r.id] = r
         return out
 
@@ -163,8 +164,8 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         out: dict[int, ResultRow] = {}
         found = row_ids(ids)
         with self.engine.connect() as conn:
-            for i in range(0, len(found), 500):
-                for r in conn.execute(q, {"ids": found[i : i + 500]}):
+            for chunk in in_chunks(found):
+                for r in conn.execute(q, {"ids": chunk}):
                     out[r[0]] = ResultRow(*r)
         return out
 
@@ -184,10 +185,10 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         ids = row_ids(image_ids)
         out: dict[int, str] = {}
         with self.session() as s:
-            for i in range(0, len(ids), 500):
+            for chunk in in_chunks(ids):
                 q = (
                     select(CaptionRow.image_id, CaptionRow.text)
-                    .where(CaptionRow.image_id.in_(ids[i : i + 500]))
+                    .where(CaptionRow.image_id.in_(chunk))
                     .order_by(CaptionRow.image_id, CaptionRow.id)
                 )
                 for image_id, text in s.execute(q):
@@ -205,10 +206,8 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         ids = row_ids(caption_ids)
         out: dict[int, tuple[int, str]] = {}
         with self.session() as s:
-            for i in range(0, len(ids), 500):
-                q = select(CaptionRow.id, CaptionRow.image_id, CaptionRow.text).where(
-                    CaptionRow.id.in_(ids[i : i + 500])
-                )
+            for chunk in in_chunks(ids):
+                q = select(CaptionRow.id, CaptionRow.image_id, CaptionRow.text).where(CaptionRow.id.in_(chunk))
                 for cid, iid, text in s.execute(q):
                     out[cid] = (iid, text)
         return out
@@ -217,9 +216,6 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         """Every image vector as unit float32, in memory (tests and benchmarks; publish streams)."""
         return self._all_vectors("images", dim)
 
-    def caption_vectors(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        return self._all_vectors("captions", dim)
-
     def _all_vectors(self, table: Table, dim: int) -> tuple[np.ndarray, np.ndarray]:
         parts = list(self.iter_vectors(table, dim))
         if not parts:
@@ -227,15 +223,13 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         return unit_f32(np.concatenate([v for _, v in parts])), np.concatenate([i for i, _ in parts])
 
     def vectors_of(self, image_ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
-        """Stored vectors by image id, 500 ids a query; ids without a vector are left out."""
+        """Stored vectors by image id, a chunk of ids a query; ids without a vector are left out."""
         found = row_ids(list(image_ids))
         out: dict[int, np.ndarray] = {}
         with self.session() as s:
-            for i in range(0, len(found), 500):
+            for chunk in in_chunks(found):
                 rows = s.execute(
-                    select(ImageRow.id, ImageRow.vector).where(
-                        ImageRow.id.in_(found[i : i + 500]), ImageRow.vector.is_not(None)
-                    )
+                    select(ImageRow.id, ImageRow.vector).where(ImageRow.id.in_(chunk), ImageRow.vector.is_not(None))
                 ).all()
                 if rows:
                     vecs = unpack_vectors([cast(bytes, blob) for _, blob in rows], dim)  # not NULL: selected by it

@@ -23,13 +23,13 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
+from search.store.chunks import in_chunks
 from search.store.schema import FTS_TABLE, CaptionRow, ImageRow, Root, row_ids
 from search.store.words import split_words
 
 # highlight() markers: control characters that never reach the table (fts_text removes them), so a
 # caption cannot fake a highlight.
 MARK_START, MARK_END = "\x02", "\x03"
-_CHUNK = 500
 
 _DELETE = text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN :ids").bindparams(bindparam("ids", expanding=True))
 _INSERT = text(f"INSERT INTO {FTS_TABLE}(rowid, name, folders, captions) VALUES (:id, :name, :folders, :captions)")
@@ -67,8 +67,7 @@ def fts_row(image_id: int, path: str, root: str | None, captions: Sequence[str])
 def sync_fts(s: Session, ids: Iterable[int]) -> None:
     """Rewrite the keyword rows of these images from their rows and captions (indexed images only)."""
     ids = sorted(set(ids))
-    for i in range(0, len(ids), _CHUNK):
-        chunk = ids[i : i + _CHUNK]
+    for chunk in in_chunks(ids):
         rows = s.execute(
             select(ImageRow.id, ImageRow.path, Root.path)
             .outerjoin(Root, Root.id == ImageRow.root_id)
@@ -90,14 +89,14 @@ def sync_fts(s: Session, ids: Iterable[int]) -> None:
 
 def drop_fts(s: Session, ids: Sequence[int]) -> None:
     ids = list(ids)
-    for i in range(0, len(ids), _CHUNK):
-        s.execute(_DELETE, {"ids": ids[i : i + _CHUNK]})
+    for chunk in in_chunks(ids):
+        s.execute(_DELETE, {"ids": chunk})
 
 
 def ids_of_paths(s: Session, paths: Sequence[str]) -> list[int]:
     out: list[int] = []
-    for i in range(0, len(paths), _CHUNK):
-        out.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(paths[i : i + _CHUNK]))))
+    for chunk in in_chunks(paths):
+        out.extend(s.scalars(select(ImageRow.id).where(ImageRow.path.in_(chunk))))
     return out
 
 
@@ -126,8 +125,8 @@ class KeywordReads:
         found = row_ids(ids)
         out: set[int] = set()
         with self.session() as s:
-            for i in range(0, len(found), _CHUNK):
-                out.update(int(r[0]) for r in s.execute(q, {"m": match, "ids": found[i : i + _CHUNK]}))
+            for chunk in in_chunks(found):
+                out.update(int(r[0]) for r in s.execute(q, {"m": match, "ids": chunk}))
         return out
 
     def keyword_scores(self, match: str, ids: Sequence[int]) -> dict[int, float]:
@@ -139,8 +138,8 @@ class KeywordReads:
         found = row_ids(ids)
         out: dict[int, float] = {}
         with self.session() as s:
-            for i in range(0, len(found), _CHUNK):
-                out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": found[i : i + _CHUNK]}))
+            for chunk in in_chunks(found):
+                out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": chunk}))
         return out
 
     def keyword_highlights(self, match: str, ids: Sequence[int]) -> dict[int, tuple[str, str, str]]:
@@ -152,7 +151,7 @@ class KeywordReads:
         found = row_ids(ids)
         out: dict[int, tuple[str, str, str]] = {}
         with self.session() as s:
-            for i in range(0, len(found), _CHUNK):
-                rows = s.execute(q, {"m": match, "ids": found[i : i + _CHUNK], "a": MARK_START, "b": MARK_END})
+            for chunk in in_chunks(found):
+                rows = s.execute(q, {"m": match, "ids": chunk, "a": MARK_START, "b": MARK_END})
                 out.update((int(r[0]), (r[1] or "", r[2] or "", r[3] or "")) for r in rows)
         return out

@@ -13,9 +13,10 @@ from typing import Literal, cast
 
 import numpy as np
 from sqlalchemy import Engine as SAEngine
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from search.store.chunks import in_chunks
 from search.store.schema import CaptionRow, ImageRow, unpack_vectors
 
 Table = Literal["images", "captions"]
@@ -88,15 +89,10 @@ class VectorReads:
                     rows = [r for r, keep in zip(rows, np.isin([r[0] for r in rows], part)) if keep]
                 else:  # scattered (an incremental publish): by primary key
                     rows = []
-                    for j in range(0, len(part), 500):
-                        rows += s.execute(q.where(model.id.in_(part[j : j + 500].tolist()))).all()
+                    for keys in in_chunks(part.tolist()):
+                        rows += s.execute(q.where(model.id.in_(keys))).all()
             if rows:
                 yield _unpack(rows, dim)
-
-    def count_vectors(self, table: Table) -> int:
-        model = _MODELS[table]
-        with self.session() as s:
-            return int(s.scalar(select(func.count()).select_from(model).where(model.vector_seq.is_not(None))) or 0)
 
 
 def _unpack(rows, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +131,9 @@ class PixelPrints:
         ids = list(ids)
         out: dict[int, bytes] = {}
         with self.session() as s:
-            for i in range(0, len(ids), 500):
+            for chunk in in_chunks(ids):
                 q = select(ImageRow.id, ImageRow.pixel_print).where(
-                    ImageRow.id.in_(ids[i : i + 500]), ImageRow.pixel_print.is_not(None)
+                    ImageRow.id.in_(chunk), ImageRow.pixel_print.is_not(None)
                 )
                 out.update((int(r[0]), cast(bytes, r[1])) for r in s.execute(q))
         return out

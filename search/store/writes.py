@@ -16,6 +16,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
+from search.store.chunks import in_chunks
 from search.store.fts import drop_fts, ids_of_paths, sync_fts
 from search.store.schema import CaptionRow, ImageRow, fs_str, pack_vector
 
@@ -167,9 +168,9 @@ class IndexerWrites:
     def delete_images(s: Session, ids: Sequence[int]) -> None:
         """Rows of files that are gone, with their captions."""
         ids = list(ids)
-        for i in range(0, len(ids), 500):
-            s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(ids[i : i + 500])))
-            s.execute(delete(ImageRow).where(ImageRow.id.in_(ids[i : i + 500])))
+        for chunk in in_chunks(ids):
+            s.execute(delete(CaptionRow).where(CaptionRow.image_id.in_(chunk)))
+            s.execute(delete(ImageRow).where(ImageRow.id.in_(chunk)))
         drop_fts(s, ids)
 
     def add_captions(self, wanted: dict[str, list[tuple[str, str]]]) -> list[str]:
@@ -212,10 +213,8 @@ class IndexerWrites:
         removed = 0
         with self.session() as s, s.begin():
             paths = list(found)
-            for i in range(0, len(paths), 500):
-                ids = dict(
-                    s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(paths[i : i + 500]))).all()
-                )
+            for chunk in in_chunks(paths):
+                ids = dict(s.execute(select(ImageRow.path, ImageRow.id).where(ImageRow.path.in_(chunk))).all())
                 have: dict[int, dict[str, tuple[int, str]]] = {}
                 for image_id, cid, text, source in s.execute(
                     select(CaptionRow.image_id, CaptionRow.id, CaptionRow.text, CaptionRow.source).where(

@@ -18,9 +18,8 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -47,9 +46,7 @@ from search.vectors.f16_files import (
     rows_map_path,
 )
 from search.vectors.id_arrays import common, merged, minus
-
-if TYPE_CHECKING:
-    from search.vectors.live import LoadedIndex
+from search.vectors.loaded import LoadedIndex, load_version
 
 log = logging.getLogger("search.vectors.live")
 
@@ -72,28 +69,6 @@ class VectorSource(Protocol):
     def chunks(self, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Vectors of the sorted ``ids`` that still have one: (ids, float16/32) chunks, in id order."""
         ...
-
-
-@dataclass
-class ArraySource:
-    """Vectors already in memory (tests, benchmarks): no write marks, so always a full build."""
-
-    vectors: np.ndarray
-    ids: np.ndarray
-    chunk: int = 50_000
-
-    def snapshot(self) -> tuple[np.ndarray, int | None]:
-        return np.sort(np.asarray(self.ids, dtype=np.int64)), None
-
-    def changed_since(self, mark: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def chunks(self, ids: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        order = np.argsort(self.ids, kind="stable")
-        pos = order[np.searchsorted(np.asarray(self.ids)[order], ids)]
-        for i in range(0, len(pos), self.chunk):
-            p = pos[i : i + self.chunk]
-            yield np.asarray(self.ids, dtype=np.int64)[p], self.vectors[p]
 
 
 def _sampler(src: VectorSource, ids: np.ndarray):
@@ -161,20 +136,6 @@ class IndexDir:
     def _next_version(self) -> str:
         existing = [int(v) for v in self.versions()]
         return f"{(max(existing) + 1) if existing else 1:06d}"
-
-    def publish(
-        self,
-        image_vectors: np.ndarray,
-        image_ids: np.ndarray,
-        caption_vectors: np.ndarray,
-        caption_ids: np.ndarray,
-        manifest: dict,
-        spec: dict | None = None,
-    ) -> str:
-        """Publish vectors held in memory (a full build); see :meth:`publish_sources`."""
-        return self.publish_sources(
-            ArraySource(image_vectors, image_ids), ArraySource(caption_vectors, caption_ids), manifest, spec
-        )
 
     def publish_sources(
         self,
@@ -253,13 +214,26 @@ class IndexDir:
         return version
 
     def _live_manifest(self, manifest: dict) -> tuple[Path, dict] | None:
-        """The live version's folder and manifest when it was built by the same model."""
+        """The live version's folder and manifest when it was built by the same model.
+
+        A live manifest that cannot be read means the next version is built from scratch: said in the
+        log as a warning with its cause, since that build costs far more than an incremental one."""
         live = self.current_version()
         if live is None:
             return None
         try:
             old = json.loads((self.root / live / "manifest.json").read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "the live index version %s has an unreadable manifest (%s: %s): building the next version "
+                "from scratch instead of from it",
+                live,
+                exc.__class__.__name__,
+                exc,
+            )
+            return None
+        if not isinstance(old, dict):
+            log.warning("the live index version %s has a manifest that is not an object: building from scratch", live)
             return None
         if old.get("dim") != manifest.get("dim") or old.get("fingerprint") != manifest.get("fingerprint"):
             return None
@@ -390,11 +364,11 @@ class IndexDir:
         for p in self.root.glob(".current-*"):
             p.unlink(missing_ok=True)
 
-    def load(self, version: str | None = None, use_gpu: bool | None = None) -> LoadedIndex | None:
-        from search.vectors.live import load_version
-
+    def load(
+        self, version: str | None = None, use_gpu: bool | None = None, mmap: bool | None = None
+    ) -> LoadedIndex | None:
         version = version or self.current_version()
-        return None if version is None else load_version(self.root / version, use_gpu)
+        return None if version is None else load_version(self.root / version, use_gpu, mmap)
 
 
 def _segment_rows(old: F16Rows, kept: np.ndarray, order: np.ndarray, added: int) -> np.ndarray:

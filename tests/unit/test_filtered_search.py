@@ -20,6 +20,7 @@ from search.query.results import shown_date
 from search.stages import reset_observer, set_observer
 from search.store.database import Store
 from search.vectors.live import IndexDir
+from tests.index_support import publish_arrays
 
 DIM = 32
 
@@ -80,7 +81,9 @@ def make_home(root, n: int, seed: int = 0, vectors: np.ndarray | None = None) ->
     store = Store(paths.db)
     stored, ids = store.image_vectors(DIM)
     store.close()
-    IndexDir(paths.index).publish(stored, ids, np.zeros((0, DIM), np.float32), np.zeros(0, np.int64), {"dim": DIM})
+    publish_arrays(
+        IndexDir(paths.index), stored, ids, np.zeros((0, DIM), np.float32), np.zeros(0, np.int64), {"dim": DIM}
+    )
     return paths, stored, [(i, os.fsdecode(p) if isinstance(p, bytes) else p, m, t) for i, p, m, t in rows]
 
 
@@ -195,7 +198,9 @@ def test_the_cache_serves_nothing_stale_after_a_publish(tmp_path):
     store = Store(paths.db)
     vecs, ids = store.image_vectors(DIM)
     store.close()
-    IndexDir(paths.index).publish(vecs, ids, np.zeros((0, DIM), np.float32), np.zeros(0, np.int64), {"dim": DIM})
+    publish_arrays(
+        IndexDir(paths.index), vecs, ids, np.zeros((0, DIM), np.float32), np.zeros(0, np.int64), {"dim": DIM}
+    )
     after = ids_of(engine, q, f, 10)
     assert after[0] == 1 and before[0] not in after
 
