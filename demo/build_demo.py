@@ -17,6 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import text_images  # demo/text_images.py, beside this script
+
 # Openclipart folders of concrete things (its icon-theme and shape folders are titled by set
 # name, e.g. "Lemon SVG theme", which no one would type to find a hard disk).
 CLIPART_TOPICS = {
@@ -78,6 +80,7 @@ def main(manifest: str, out: str = str(Path(__file__).parent / "corpus")) -> Non
                         "license": r["license"].split(" (")[0],
                     }
                 )
+    text_images.make(out_dir / "images" / "text")  # a few pictures found only by the text in them (OCR)
     (out_dir / "captions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     print(f"{len({x['path'] for x in lines})} images, {len(lines)} captions -> {out_dir}")
 
