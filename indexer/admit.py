@@ -12,21 +12,19 @@ import os
 from search.media.decode import ImageDecodeError, probe_file
 from search.settings import settings
 
-# Larger than any photo or scan worth searching; GLIMPSE_MAX_FILE_MB raises or lowers it.
-MAX_FILE_MB = settings()["GLIMPSE_MAX_FILE_MB"]
-MAX_FILE_BYTES = int(MAX_FILE_MB * (1 << 20))
-
 
 class FileRefused(ImageDecodeError):
     """The file was not read: too large, or it does not start like a supported image."""
 
 
 def size_error(size: int) -> str | None:
-    """Why a file of ``size`` bytes is not read, or None."""
-    if size <= MAX_FILE_BYTES:
+    """Why a file of ``size`` bytes is not read, or None. The cap (GLIMPSE_MAX_FILE_MB: larger than any
+    photo or scan worth searching) is read now, in the process doing the reading."""
+    most_mb = float(settings()["GLIMPSE_MAX_FILE_MB"])
+    if size <= int(most_mb * (1 << 20)):
         return None
     return (
-        f"file is {size / (1 << 20):,.0f} MB, over the {MAX_FILE_MB:g} MB limit for indexing "
+        f"file is {size / (1 << 20):,.0f} MB, over the {most_mb:g} MB limit for indexing "
         f"(GLIMPSE_MAX_FILE_MB); not read"
     )
 

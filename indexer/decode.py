@@ -81,16 +81,15 @@ def load_file(
         return Loaded(i, None, {}, f"cannot decode image: {exc.__class__.__name__}: {exc}", digest)
 
 
-# Decode workers may run at a lower CPU priority than the encoder (GLIMPSE_DECODE_NICE; off by
-# default: measured no faster on 2 cores, BENCHMARKS.md).
-DECODE_NICE = settings()["GLIMPSE_DECODE_NICE"]
-
-
 def worker_setup() -> None:
-    """In each decode process: lower priority when asked, and die with the indexer."""
-    if DECODE_NICE:
+    """In each decode process: lower priority when asked, and die with the indexer.
+
+    Decode workers may run at a lower CPU priority than the encoder (GLIMPSE_DECODE_NICE, read as the
+    worker starts; off by default: measured no faster on 2 cores, BENCHMARKS.md)."""
+    nice = settings()["GLIMPSE_DECODE_NICE"]
+    if nice:
         try:
-            os.nice(DECODE_NICE)
+            os.nice(nice)
         except OSError:
             pass
     # Ctrl-C reaches the whole process group: the indexer stops the workers itself.

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from search.encoders.pil_steps import keep_ratio_size, resized_size
-from search.media.decode import MAX_IMAGE_PIXELS
+from search.media.decode import max_image_pixels
 
 _INTERP = {"bicubic": "bicubic", "bilinear": "bilinear"}
 
@@ -62,7 +62,7 @@ def nvjpeg_suitable(data: bytes, meta: dict) -> bool:
     """
     if meta.get("format") != "JPEG" or meta.get("mode") not in ("RGB", "L") or meta.get("progressive"):
         return False
-    if (meta.get("width") or 0) * (meta.get("height") or 0) > MAX_IMAGE_PIXELS:
+    if (meta.get("width") or 0) * (meta.get("height") or 0) > max_image_pixels():
         return False
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\x00\r\n ")[-2:] == b"\xff\xd9"
 

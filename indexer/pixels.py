@@ -19,15 +19,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("glimpse.indexer")
 
 
-# Raw JPEG batches in flight (workers x prefetch 2) hold whole files in memory: at most this much.
-RAW_INFLIGHT_BYTES = (settings()["GLIMPSE_RAW_INFLIGHT_MB"] or 0) << 20
-
-
 def raw_batch_workers(workers: int, batch_size: int, sizes: Sequence[int]) -> int:
     """Fewer raw-mode workers when files are big: 15 workers x 2 prefetched batches of 256
-    12 MP photos would be 30 GB of JPEG bytes waiting. Budget: GLIMPSE_RAW_INFLIGHT_MB, else a
-    quarter of RAM, at most 8 GiB."""
-    budget = RAW_INFLIGHT_BYTES
+    12 MP photos would be 30 GB of JPEG bytes waiting. Raw JPEG batches in flight (workers x prefetch 2)
+    hold whole files in memory: at most GLIMPSE_RAW_INFLIGHT_MB, else a quarter of RAM, at most 8 GiB."""
+    budget = (settings()["GLIMPSE_RAW_INFLIGHT_MB"] or 0) << 20
     if not budget:
         try:
             ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -7,10 +7,15 @@ settings table is generated from :data:`SETTINGS` (``python -m search.settings
 fails when the two differ. A bad value raises :class:`SettingError`, naming the
 setting and what it expects (the CLI exits 2 with it; the server refuses to start).
 
-``settings()`` parses the environment once and caches the result, keyed on the
-declared variables' raw values: a process whose environment does not change
-(every real one) parses once, and a test's ``monkeypatch.setenv`` is seen
-without an explicit :func:`reload`.
+A :class:`Settings` is an immutable mapping of every declared setting, built from
+an environment plus explicit overrides (:meth:`Settings.from_env`). Each Engine and
+each web app holds one, read when it is built, so a test can change a setting for
+one of them without touching ``os.environ`` or reloading a module.
+
+``settings()`` is the process default: parsed once and cached, keyed on the
+declared variables' raw values, so a process whose environment does not change
+(every real one) parses once, and a test's ``monkeypatch.setenv`` is seen without
+an explicit :func:`reload`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 import os
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -377,30 +382,95 @@ SETTINGS: list[Setting] = [
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> Mapping[str, Any]:
+def _as_text(value: Any) -> str | None:
+    """An override as the text the environment would hold: a list becomes comma-separated names,
+    True/False on/off, None unset (the declared default)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+class Settings(Mapping[str, Any]):
+    """Every declared setting's value, checked, and immutable.
+
+    Build one with :meth:`from_env`; :meth:`replace` gives a copy with some values changed. An override is
+    checked exactly as the environment's text would be (``2`` or ``"2"`` for a number, a list or a
+    comma-separated text for names, ``None`` for the default), so a bad one raises SettingError too.
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any]):
+        missing = set(BY_NAME) - set(values)
+        unknown = set(values) - set(BY_NAME)
+        if missing or unknown:
+            raise SettingError(f"not the declared settings: missing {sorted(missing)}, unknown {sorted(unknown)}")
+        self._values: Mapping[str, Any] = MappingProxyType(dict(values))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
+        """The settings in ``environ`` (default: os.environ), then ``overrides`` by name; SettingError names
+        the first bad value or an unknown name."""
+        env = os.environ if environ is None else environ
+        raw: dict[str, str | None] = {s.name: env.get(s.name) for s in SETTINGS}
+        raw.update(_checked_overrides(overrides))
+        return cls({s.name: s.read(raw[s.name]) for s in SETTINGS})
+
+    def replace(self, overrides: Mapping[str, Any] | None = None, **more: Any) -> Settings:
+        """A copy with ``overrides`` (and keyword overrides) applied, each checked like the environment's."""
+        values = dict(self._values)
+        for name, text in _checked_overrides({**(overrides or {}), **more}).items():
+            values[name] = BY_NAME[name].read(text)
+        return Settings(values)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        changed = {k: v for k, v in self._values.items() if v != BY_NAME[k].default}
+        return f"Settings({changed!r})"
+
+
+def _checked_overrides(overrides: Mapping[str, Any] | None) -> dict[str, str | None]:
+    unknown = sorted(set(overrides or {}) - set(BY_NAME))
+    if unknown:
+        raise SettingError(f"unknown setting {unknown[0]!r}: declared settings are listed in search/settings.py")
+    return {name: _as_text(value) for name, value in (overrides or {}).items()}
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
     """Every setting's value from ``environ`` (default: os.environ); SettingError names the first bad one."""
-    env = os.environ if environ is None else environ
-    return MappingProxyType({s.name: s.read(env.get(s.name)) for s in SETTINGS})
+    return Settings.from_env(environ)
 
 
 _lock = threading.Lock()
-_cached: tuple[tuple, Mapping[str, Any]] | None = None
+_cached: tuple[tuple, Settings] | None = None
 
 
-def settings() -> Mapping[str, Any]:
-    """The settings of this process: parsed once, again only when a declared variable changes."""
+def settings() -> Settings:
+    """The process's default settings: parsed once, again only when a declared variable changes."""
     global _cached
     key = tuple(os.environ.get(s.name) for s in SETTINGS)
     cached = _cached
     if cached is not None and cached[0] == key:
         return cached[1]
-    values = from_env(os.environ)
+    values = Settings.from_env(os.environ)
     with _lock:
         _cached = (key, values)
     return values
 
 
-def reload() -> Mapping[str, Any]:
+def reload() -> Settings:
     """Forget the cached values and read the environment again."""
     global _cached
     with _lock:

@@ -216,7 +216,7 @@ def test_raw_workers_bounded_by_memory(monkeypatch):
     """Raw batches hold whole files: big photos get fewer workers so the bytes in flight stay bounded."""
     import indexer.pixels as pixels
 
-    monkeypatch.setattr(pixels, "RAW_INFLIGHT_BYTES", 1 << 30)
+    monkeypatch.setenv("GLIMPSE_RAW_INFLIGHT_MB", "1024")  # read when the workers are counted
     small = pixels.raw_batch_workers(15, 256, [400_000] * 10)  # 0.2 GB per worker in flight
     big = pixels.raw_batch_workers(15, 256, [5_000_000] * 10)  # 2.6 GB per worker: over budget alone
     assert small == 5 and big == 1

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import mimetypes
 
-from flask import Blueprint, current_app, jsonify, request, send_file
+from flask import Blueprint, jsonify, request, send_file
 
-from search.engine import Engine, SearchResult
+from search.engine import SearchResult
 from search.media.decode import ImageDecodeError
 from search.query.args import check_query_text, given
 from search.query.kinds import ImageQuery, SimilarQuery
 from web import auth, queries, thumbs
+from web.config import app_settings, engine
 from web.errors import HttpError
 from web.openapi import openapi_document
 from web.params import parse_search_params
@@ -24,10 +25,6 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 
 THUMB_MAX_AGE = 24 * 3600
 FILE_MAX_AGE = 3600
-
-
-def engine() -> Engine:
-    return current_app.extensions["glimpse_engine"]
 
 
 def known_image(image_id: int) -> SearchResult:
@@ -82,7 +79,7 @@ def thumb(image_id: int):
         raise HttpError(400, f"size must be one of {', '.join(map(str, thumbs.SIZES))}")
     with engine().open_image(image_id) as opened:  # 404 unless it is still the file that was indexed
         try:
-            path, etag = thumbs.thumbnail(engine().paths.thumbs, opened, int(raw))
+            path, etag = thumbs.thumbnail(engine().paths.thumbs, opened, int(raw), app_settings())
         except ImageDecodeError as exc:
             raise HttpError(404, f"no thumbnail for image {image_id}: {exc}") from None
     return send_file(path, mimetype="image/jpeg", etag=etag, conditional=True, max_age=THUMB_MAX_AGE)

@@ -14,7 +14,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from search.engine import Engine
 from search.paths import Paths
-from web.config import from_env, max_upload_bytes
+from search.settings import Settings, settings
+from search.vectors.live import configure_query_threads
+from web.config import ENGINE, EXTENSION, max_upload_bytes
 from web.errors import HttpError, register_error_handlers
 from web.users import users_path
 
@@ -26,18 +28,36 @@ PAGE_CSP = (
 )
 
 
+def _engine_settings(engine: Engine) -> Settings:
+    """The settings the engine was built with (the process's when it keeps none)."""
+    own = getattr(engine, "settings", None)
+    if isinstance(own, Settings):
+        return own
+    return settings() if own is None else Settings(own)
+
+
 def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> Flask:
-    """Build the app around an Engine (made from Paths when given Paths)."""
-    engine = paths_or_engine if isinstance(paths_or_engine, Engine) else Engine(paths_or_engine)
+    """Build the app around an Engine (made from Paths when given Paths).
+
+    The app's settings are the engine's (the environment's, for an engine made here) with ``config``'s
+    overrides by name (web.config.app_settings reads them); an unknown name or a bad value is a SettingError.
+    Serving queries starts here, so FAISS's process-wide thread count is set here too.
+    """
+    if isinstance(paths_or_engine, Engine):
+        engine = paths_or_engine
+        conf = _engine_settings(engine).replace(config)
+    else:
+        conf = settings().replace(config)
+        engine = Engine(paths_or_engine, settings=conf)
+    configure_query_threads(conf)
     app = Flask(__name__)
-    app.config.update(from_env())
-    app.config.update(config or {})
+    app.extensions[EXTENSION] = conf
     # Room for a base64 upload in a JSON body; the decoded size is checked against the limit itself.
-    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes(app.config) * 4 // 3 + 64 * 1024
+    app.config["MAX_CONTENT_LENGTH"] = max_upload_bytes(conf) * 4 // 3 + 64 * 1024
     app.config["JSON_SORT_KEYS"] = False
     if isinstance(app.json, DefaultJSONProvider):  # Flask's own provider, unless replaced
         app.json.sort_keys = False
-    app.extensions["glimpse_engine"] = engine
+    app.extensions[ENGINE] = engine
 
     from web import api, auth, clip_compat, duplicates, metrics, pages
 
@@ -52,7 +72,7 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
     @app.before_request
     def _check_host():
         # DNS-rebinding guard: a page on another site must not reach a loopback server through its own hostname.
-        allowed = app.config.get("GLIMPSE_ALLOWED_HOSTS")
+        allowed = conf["GLIMPSE_ALLOWED_HOSTS"]
         if allowed:
             host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
             host = host.strip("[]").lower()
@@ -80,7 +100,7 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
             if parsed is None or len(parsed.ranges) != 1:
                 del request.environ["HTTP_RANGE"]
 
-    auth.init_app(app, users_path(engine.paths.home, app.config))
+    auth.init_app(app, users_path(engine.paths.home, conf))
 
     @app.after_request
     def _headers(response):
@@ -90,7 +110,7 @@ def create_app(paths_or_engine: Paths | Engine, config: dict | None = None) -> F
             response.headers.setdefault("Content-Security-Policy", PAGE_CSP)
         return response
 
-    hops = int(app.config.get("GLIMPSE_TRUSTED_PROXIES") or 0)
+    hops = int(conf["GLIMPSE_TRUSTED_PROXIES"] or 0)
     if hops:  # the client and scheme the proxies saw, for the login's rate limit, the logs and metrics
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app

@@ -22,6 +22,7 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from search.engine import MAX_K, Engine, Filters, SearchResult
 from search.query.args import check_query_text
 from search.query.kinds import ImageQuery, Paging, Query, TextQuery, VectorQuery
+from web.config import app_settings, engine
 from web.errors import HttpError
 from web.uploads import check_image_bytes, decode_base64_image, limit
 
@@ -30,10 +31,6 @@ bp = Blueprint("clip_compat", __name__)
 INDICE_NAME = "glimpse"
 DEDUP_THRESHOLD = 0.94
 FETCH_TIMEOUT = 10
-
-
-def engine() -> Engine:
-    return current_app.extensions["glimpse_engine"]
 
 
 def json_body() -> dict:
@@ -79,7 +76,7 @@ def _count(body: dict, name: str, default: int) -> int:
 
 
 def fetch_image_url(url) -> bytes:
-    if not current_app.config["GLIMPSE_ALLOW_IMAGE_URL"]:
+    if not app_settings()["GLIMPSE_ALLOW_IMAGE_URL"]:
         raise HttpError(
             400,
             "image_url is disabled on this server (GLIMPSE_ALLOW_IMAGE_URL); send the image "
@@ -202,7 +199,7 @@ def metadata_service():
 def add_cors_headers(response):
     """Let a configured origin (clip-retrieval's hosted front end) call these endpoints from a browser."""
     origin = request.headers.get("Origin")
-    allowed = current_app.config["GLIMPSE_CORS_ORIGINS"] or ()
+    allowed = app_settings()["GLIMPSE_CORS_ORIGINS"] or ()
     if origin and ("*" in allowed or origin in allowed):
         response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"

@@ -1,36 +1,30 @@
-"""The server's settings: a view over search.settings (where each is declared, with its help).
+"""What every route reads from its app: the Engine and the app's settings, both set by ``create_app``.
 
-Every one can also be passed to ``create_app(..., config={...})`` under the
-same name, which is how tests turn features on without touching os.environ.
+One :class:`search.settings.Settings` per app, read when the app is built; ``create_app(..., config={...})``
+overrides settings by name for that app alone (how tests turn features on without touching os.environ).
+Nothing is copied into Flask's ``app.config``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from flask import Flask, current_app
 
-from search import settings as registry
+from search.engine import Engine
+from search.settings import Settings
 
-# The settings the Flask app carries in app.config.
-SERVER_SETTINGS = (
-    "GLIMPSE_MAX_UPLOAD_MB",
-    "GLIMPSE_MAX_UPLOAD_PIXELS",
-    "GLIMPSE_ALLOW_IMAGE_URL",
-    "GLIMPSE_ALLOWED_HOSTS",
-    "GLIMPSE_CORS_ORIGINS",
-    "GLIMPSE_USERS_FILE",
-    "GLIMPSE_TRUSTED_PROXIES",
-)
+EXTENSION = "glimpse_settings"
+ENGINE = "glimpse_engine"
 
 
-def from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The server settings from GLIMPSE_* environment variables, defaults for the rest.
-
-    Without ``environ``: this process's settings (read once); SettingError for a bad value.
-    """
-    values = registry.settings() if environ is None else registry.from_env(environ)
-    return {name: values[name] for name in SERVER_SETTINGS}
+def engine() -> Engine:
+    """The Engine of the app serving this request."""
+    return current_app.extensions[ENGINE]
 
 
-def max_upload_bytes(config) -> int:
-    return int(float(config["GLIMPSE_MAX_UPLOAD_MB"]) * 1024 * 1024)
+def app_settings(app: Flask | None = None) -> Settings:
+    """The settings of ``app`` (default: the app serving this request)."""
+    return (app or current_app).extensions[EXTENSION]
+
+
+def max_upload_bytes(conf: Settings) -> int:
+    return int(float(conf["GLIMPSE_MAX_UPLOAD_MB"]) * 1024 * 1024)

@@ -8,21 +8,18 @@ from __future__ import annotations
 
 import math
 
-from flask import Blueprint, current_app, jsonify, render_template, request
+from flask import Blueprint, jsonify, render_template, request
 
-from search.engine import Engine, EngineError
+from search.engine import EngineError
 from search.query.args import given
 from search.vectors.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, Duplicates, max_distance
 from web import queries
+from web.config import engine
 from web.errors import HttpError, page_error
 
 bp = Blueprint("duplicates", __name__)
 
 GROUPS_PER_PAGE = 20
-
-
-def engine() -> Engine:
-    return current_app.extensions["glimpse_engine"]
 
 
 def parse_threshold(args, blank_ok: bool = False) -> float:

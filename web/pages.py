@@ -12,21 +12,17 @@ import os
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from search.engine import Engine, EngineError, Page, SearchResult
+from search.engine import EngineError, Page, SearchResult
 from search.query.args import check_query_text
 from search.query.kinds import ImageQuery, SimilarQuery
 from web import queries, thumbs
-from web.config import max_upload_bytes
+from web.config import app_settings, engine, max_upload_bytes
 from web.errors import HttpError, page_error
 from web.highlight import highlight
 from web.params import SearchParams, parse_search_params
 from web.uploads import read_upload
 
 bp = Blueprint("pages", __name__)
-
-
-def engine() -> Engine:
-    return current_app.extensions["glimpse_engine"]
 
 
 def human_size(n: int | None) -> str:
@@ -72,6 +68,16 @@ def _like_id(raw: str | None) -> int | None:
     raise HttpError(400, "like must be an image id")
 
 
+def _search(q: str, like: int | None, params: SearchParams) -> Page | None:
+    """The page's one search dispatch: text (``q``) first, else "more like this" (``like``), else none."""
+    if q:
+        check_query_text(q)
+        return engine().search(params.text_query(q), params.filters, params.paging)
+    if like is not None:
+        return engine().search(SimilarQuery(like), params.filters, params.paging)
+    return None
+
+
 def _cards_json(page: Page, params: SearchParams, next_url: str | None) -> dict:
     html = render_template("_cards.html", page=page, keep=params.filter_args())
     return {
@@ -100,14 +106,11 @@ def index():
     try:
         params = parse_search_params(request.args, blank_ok=True)
         like = None if q else _like_id(request.args.get("like"))
-        if q:
-            check_query_text(q)
-            page = engine().search(params.text_query(q), params.filters, params.paging)
-        elif like is not None:
+        if like is not None:
             source = engine().image(like)
             if source is None:
                 raise HttpError(404, f"no image with id {like}")
-            page = engine().search(SimilarQuery(like), params.filters, params.paging)
+        page = _search(q, like, params)
     except (HttpError, EngineError) as exc:
         error, status = page_error(exc)
     keep = params.filter_args()
@@ -129,7 +132,7 @@ def index():
         fragment_url=fragment_url,
         stats=stats,
         roots=[r["path"] for r in stats.get("roots", [])],
-        max_upload=max_upload_bytes(current_app.config),
+        max_upload=max_upload_bytes(app_settings()),
     ), status
 
 
@@ -139,12 +142,8 @@ def fragment_results():
     q = (request.args.get("q") or "").strip()
     params = parse_search_params(request.args, blank_ok=True)
     like = None if q else _like_id(request.args.get("like"))
-    if q:
-        check_query_text(q)
-        page = engine().search(params.text_query(q), params.filters, params.paging)
-    elif like is not None:
-        page = engine().search(SimilarQuery(like), params.filters, params.paging)
-    else:
+    page = _search(q, like, params)
+    if page is None:
         raise HttpError(400, "missing query")
     keep = params.filter_args()
     next_url = url_for("pages.fragment_results", q=q or None, like=like, page=page.page + 1, **keep)

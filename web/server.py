@@ -18,9 +18,11 @@ from waitress.task import ErrorTask
 
 from search.engine import Engine, EngineError, NotIndexedError
 from search.paths import Paths
+from search.settings import Settings, settings
+from search.vectors.live import IndexUnreadable, configure_query_threads
 from web import users
 from web.app import create_app
-from web.config import from_env
+from web.config import app_settings
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +38,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def allowed_hosts(host: str) -> list[str] | None:
+def allowed_hosts(host: str, conf: Settings | None = None) -> list[str] | None:
     """Host names to accept: GLIMPSE_ALLOWED_HOSTS, else loopback names when bound to loopback, else any."""
-    configured = from_env().get("GLIMPSE_ALLOWED_HOSTS")
+    configured = (settings() if conf is None else conf)["GLIMPSE_ALLOWED_HOSTS"]
     if configured:
         return list(configured)
     return LOOPBACK_NAMES + ([host] if host not in LOOPBACK_NAMES else []) if is_loopback(host) else None
@@ -92,7 +94,7 @@ def make_server(app, host: str = "127.0.0.1", port: int = 5000, threads: int = 8
 
     cap = app.config.get("MAX_CONTENT_LENGTH")
     limits = {"max_request_body_size": cap + 1} if cap is not None else {}
-    if app.config.get("GLIMPSE_TRUSTED_PROXIES"):
+    if app_settings(app)["GLIMPSE_TRUSTED_PROXIES"]:
         # The app's ProxyFix (web.app) reads X-Forwarded-*; waitress would strip them first.
         limits["clear_untrusted_proxy_headers"] = False
     sockets: dict = {}
@@ -112,16 +114,18 @@ def server_url(server) -> str:
 
 
 def serve(paths: Paths, host: str = "127.0.0.1", port: int = 5000, threads: int = 8) -> None:
-    """Build the engine, warm it, print the URL, serve until interrupted."""
-    warning = exposure_warning(host, users.users_path(paths.home, from_env()))
+    """Build the engine, warm it, print the URL, serve until interrupted. The settings are read once, here."""
+    conf = settings()
+    warning = exposure_warning(host, users.users_path(paths.home, conf))
     if warning:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    engine = Engine(paths)
+    configure_query_threads(conf)  # before warm(): its queries run under the serving thread count
+    engine = Engine(paths, settings=conf)
     try:
         engine.warm()
-    except NotIndexedError as exc:
+    except (NotIndexedError, IndexUnreadable) as exc:
         log.warning("%s; the page will say so until an index is published", exc)
-    app = create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": allowed_hosts(host)})
+    app = create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": allowed_hosts(host, conf)})
     server = make_server(app, host, port, threads)
     print(f"Glimpse is serving on {server_url(server)}", flush=True)
     try:

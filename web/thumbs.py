@@ -15,7 +15,9 @@ import io
 import logging
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
@@ -30,12 +32,15 @@ log = logging.getLogger(__name__)
 _cache_failing = threading.Event()  # log a failing cache once, not once per thumbnail
 
 
-def thumbnail(thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE) -> tuple[Path | io.BytesIO, str]:
+def thumbnail(
+    thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE, conf: Mapping[str, Any] | None = None
+) -> tuple[Path | io.BytesIO, str]:
     """Path of the cached JPEG thumbnail and its ETag; made now if missing (the JPEG in
     memory when the cache cannot be written).
 
     ``image`` is the verified, open file (Engine.open_image): the thumbnail is decoded from it,
-    never from a path. Raises ImageDecodeError when it cannot be decoded.
+    never from a path, under the decode budget and pixel limit of ``conf`` (the app's settings).
+    Raises ImageDecodeError when it cannot be decoded.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}")
@@ -45,7 +50,7 @@ def thumbnail(thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE) ->
     out = folder / f"{tag}.jpg"
     if out.is_file():
         return out, tag
-    img = load_rgb_bounded(source, size)
+    img = load_rgb_bounded(source, size, conf)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
     tmp = folder / f".{tag}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:

@@ -13,25 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 
-from flask import current_app
-
-from search.media.decode import MAX_IMAGE_PIXELS, SUPPORTED_FORMATS, ImageTooLarge, header_size, sniff
-from web.config import max_upload_bytes
+from search.media.decode import SUPPORTED_FORMATS, ImageTooLarge, header_size, max_image_pixels, sniff
+from web.config import app_settings, max_upload_bytes
 from web.errors import HttpError
 
 
 def limit() -> int:
-    return max_upload_bytes(current_app.config)
+    return max_upload_bytes(app_settings())
 
 
 def pixel_limit() -> tuple[int, str]:
     """The upload pixel limit and the setting that sets it (the decode limit, when that is lower)."""
-    upload = int(current_app.config["GLIMPSE_MAX_UPLOAD_PIXELS"])
-    return (
-        (upload, "GLIMPSE_MAX_UPLOAD_PIXELS")
-        if upload <= MAX_IMAGE_PIXELS
-        else (MAX_IMAGE_PIXELS, "GLIMPSE_MAX_IMAGE_PIXELS")
-    )
+    conf = app_settings()
+    upload, decode = int(conf["GLIMPSE_MAX_UPLOAD_PIXELS"]), max_image_pixels(conf)
+    return (upload, "GLIMPSE_MAX_UPLOAD_PIXELS") if upload <= decode else (decode, "GLIMPSE_MAX_IMAGE_PIXELS")
 
 
 def check_pixels(data: bytes) -> None:
@@ -39,7 +34,7 @@ def check_pixels(data: bytes) -> None:
     most, setting = pixel_limit()
     size: tuple[int, int] | None
     try:
-        size = header_size(data)
+        size = header_size(data, app_settings())
     except ImageTooLarge:  # so large that Pillow would not even open it
         size = None
     if size is None or size[0] * size[1] > most:

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import tempfile
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from werkzeug.security import generate_password_hash
 
@@ -28,7 +30,7 @@ class UsersError(GlimpseError):
     """A name or password that cannot be stored; the message is meant for the user."""
 
 
-def users_path(home: Path, config: dict) -> Path:
+def users_path(home: Path, config: Mapping[str, Any]) -> Path:
     """``GLIMPSE_USERS_FILE`` when set, else ``$GLIMPSE_HOME/users``."""
     configured = config.get("GLIMPSE_USERS_FILE")
     return Path(os.path.expanduser(configured)) if configured else Path(home) / FILE_NAME

@@ -21,8 +21,8 @@ import threading
 import traceback
 import warnings
 from collections import deque
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageMode, ImageOps, UnidentifiedImageError
@@ -38,11 +38,13 @@ try:  # HEIC/HEIF support is optional.
 except Exception:  # noqa: BLE001  # pragma: no cover - depends on optional package
     HEIF_AVAILABLE = False
 
-# Decompression-bomb guard: ~ 179 MP, four times a 45 MP camera frame.
-MAX_IMAGE_PIXELS = settings()["GLIMPSE_MAX_IMAGE_PIXELS"]
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
-# Pillow only warns between 1x and 2x the limit; every decode here refuses instead. Set once for
-# the process: ``warnings.catch_warnings`` around each decode is not thread-safe in a server.
+# The decompression-bomb guard is ours, not Pillow's: every open here checks the header's size against
+# GLIMPSE_MAX_IMAGE_PIXELS (max_image_pixels) before a pixel is decoded, read when the decode happens, so
+# an Engine or app built with its own settings gets its own limit. Pillow's limit is one global for the
+# process, frozen when set; it is switched off so it cannot refuse below ours.
+Image.MAX_IMAGE_PIXELS = None
+# Should anything set Pillow's limit again, it must refuse rather than only warn between 1x and 2x it.
+# Set once for the process: ``warnings.catch_warnings`` around each decode is not thread-safe in a server.
 warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 # Truncated files must fail loudly, never be half-decoded into a grey vector.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -120,18 +122,25 @@ def _bytes_per_pixel(mode: str) -> int:
     return 1 if mode in ("1", "L", "P") else 2 if mode.startswith("I;16") else 4
 
 
+def max_image_pixels(conf: Mapping[str, Any] | None = None) -> int:
+    """The decompression-bomb limit (GLIMPSE_MAX_IMAGE_PIXELS; ~179 MP by default, four times a 45 MP
+    camera frame) of ``conf``, else of this process."""
+    return int((settings() if conf is None else conf)["GLIMPSE_MAX_IMAGE_PIXELS"])
+
+
 @contextlib.contextmanager
-def _opened(source: Source) -> Iterator[Image.Image]:
+def _opened(source: Source, conf: Mapping[str, Any] | None = None) -> Iterator[Image.Image]:
     """``Image.open`` with the pixel limit checked on the header and every failure (also
     in the caller's block, such as ``load()``) turned into ImageDecodeError."""
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
+    limit = max_image_pixels(conf)
     try:
         with Image.open(source) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
+            if img.width * img.height > limit:
                 raise ImageTooLarge(
                     f"image is {img.width}x{img.height} pixels, over the "
-                    f"{MAX_IMAGE_PIXELS:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)"
+                    f"{limit:,} pixel limit (GLIMPSE_MAX_IMAGE_PIXELS)"
                 )
             yield img
     except ImageDecodeError:
@@ -172,9 +181,9 @@ def load_upright(source: Source, draft_size: int | None = None) -> Image.Image:
         return ImageOps.exif_transpose(img)
 
 
-def header_size(source: Source) -> tuple[int, int]:
+def header_size(source: Source, conf: Mapping[str, Any] | None = None) -> tuple[int, int]:
     """Width and height from the header alone (no pixel decoded); ImageTooLarge over GLIMPSE_MAX_IMAGE_PIXELS."""
-    with _opened(source) as img:
+    with _opened(source, conf) as img:
         return img.size
 
 
@@ -211,7 +220,23 @@ class DecodeBudget:
                 self._cond.notify_all()
 
 
-DECODE_BUDGET = DecodeBudget(settings()["GLIMPSE_DECODE_BUDGET_MB"] * (1 << 20))
+_budgets: dict[int, DecodeBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def decode_budget(conf: Mapping[str, Any] | None = None) -> DecodeBudget:
+    """The budget for GLIMPSE_DECODE_BUDGET_MB of ``conf`` (else of this process), read now.
+
+    Memory is the process's, so every Engine and app with the same budget shares one; one built with
+    another value gets its own."""
+    capacity = max(1, int((settings() if conf is None else conf)["GLIMPSE_DECODE_BUDGET_MB"] * (1 << 20)))
+    with _budgets_lock:
+        budget = _budgets.get(capacity)
+        if budget is None:
+            budget = _budgets[capacity] = DecodeBudget(capacity)
+        return budget
+
+
 # Reduce to no less than this many times the wanted size before the final resize: box-reducing
 # by an integer factor first and resampling the rest is indistinguishable from resampling the
 # whole (Pillow's ``reducing_gap`` advice: 3 and up).
@@ -268,9 +293,10 @@ def _flat_reduced(img: Image.Image, factor: int) -> Image.Image:
     return out
 
 
-def load_rgb_bounded(source: Source, size: int) -> Image.Image:
+def load_rgb_bounded(source: Source, size: int, conf: Mapping[str, Any] | None = None) -> Image.Image:
     """Decode for a query or a thumbnail of ``size`` pixels: upright, flattened RGB, reduced to
-    about ``REDUCING_GAP`` times ``size`` on the short side, under the process's decode budget.
+    about ``REDUCING_GAP`` times ``size`` on the short side, under the decode budget and pixel
+    limit of ``conf`` (the Engine's or app's settings; default: this process's).
 
     JPEGs decode at a reduced DCT scale (the indexer's draft mode, so a file still finds its
     own vector); other formats are decoded whole (Pillow cannot do less) and reduced right
@@ -278,15 +304,16 @@ def load_rgb_bounded(source: Source, size: int) -> Image.Image:
     threads, and memory goes back to the OS after a large decode, whether it succeeded or not.
     """
     weight = 0
+    budget = decode_budget(conf)
     try:
-        with _opened(source) as img:
+        with _opened(source, conf) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (size, size))
             w, h = img.size
             factor = max(1, min(w, h) // (REDUCING_GAP * size))
             weight = w * h * _bytes_per_pixel(img.mode) + (-(-w // factor)) * (-(-h // factor)) * 4
             out = None
-            with DECODE_BUDGET.hold(weight):
+            with budget.hold(weight):
                 try:
                     img.load()
                     try:

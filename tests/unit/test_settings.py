@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from search import settings as registry
-from search.settings import SETTINGS, SettingError, from_env, settings
+from search.settings import SETTINGS, SettingError, Settings, from_env, settings
 
 
 def test_defaults_when_nothing_is_set():
@@ -90,31 +92,125 @@ def test_paths_and_cache_dir_come_from_the_registry(monkeypatch, tmp_path):
     assert cache_dir() == str(tmp_path / "c")
 
 
-def test_web_config_is_a_view_over_the_registry():
-    from web.config import SERVER_SETTINGS
-    from web.config import from_env as web_from_env
+def test_a_settings_object_is_immutable_and_checks_its_overrides():
+    conf = Settings.from_env({"GLIMPSE_FLAT_MAX": "5"}, overrides={"GLIMPSE_ALLOWED_HOSTS": ["x.example"]})
+    assert conf["GLIMPSE_FLAT_MAX"] == 5 and conf["GLIMPSE_ALLOWED_HOSTS"] == ["x.example"]
+    assert conf["GLIMPSE_MAX_UPLOAD_MB"] == 20.0 and set(conf) == set(registry.BY_NAME)
+    with pytest.raises(TypeError):
+        conf["GLIMPSE_FLAT_MAX"] = 6  # type: ignore[index]
+    changed = conf.replace(GLIMPSE_MAX_UPLOAD_MB=2, GLIMPSE_ALLOW_IMAGE_URL=True)
+    assert changed["GLIMPSE_MAX_UPLOAD_MB"] == 2.0 and changed["GLIMPSE_ALLOW_IMAGE_URL"] is True
+    assert conf["GLIMPSE_MAX_UPLOAD_MB"] == 20.0  # the original is unchanged
+    assert changed.replace(GLIMPSE_ALLOWED_HOSTS=None)["GLIMPSE_ALLOWED_HOSTS"] is None  # None: the default
+    with pytest.raises(SettingError, match="GLIMPSE_MAX_UPLOAD_MB='-1' is not valid"):
+        conf.replace(GLIMPSE_MAX_UPLOAD_MB=-1)  # an override is checked like the environment's text
+    with pytest.raises(SettingError, match="unknown setting 'GLIMPSE_NO_SUCH'"):
+        Settings.from_env({}, overrides={"GLIMPSE_NO_SUCH": 1})
 
-    assert set(SERVER_SETTINGS) <= set(registry.BY_NAME)
-    config = web_from_env({"GLIMPSE_ALLOWED_HOSTS": "x.example"})
-    assert config["GLIMPSE_ALLOWED_HOSTS"] == ["x.example"] and config["GLIMPSE_MAX_UPLOAD_MB"] == 20.0
-    with pytest.raises(SettingError):
-        web_from_env({"GLIMPSE_MAX_UPLOAD_MB": "abc"})
+
+def test_modules_read_settings_when_used_not_at_import(monkeypatch):
+    """indexer/admit.py, indexer/pixels.py and search/media/decode.py follow a changed setting, no reload."""
+    from indexer.admit import size_error
+    from indexer.pixels import raw_batch_workers
+    from search.media.decode import decode_budget, max_image_pixels
+
+    monkeypatch.setenv("GLIMPSE_MAX_FILE_MB", "1")
+    assert "over the 1 MB limit" in (size_error(2 << 20) or "")
+    monkeypatch.setenv("GLIMPSE_MAX_FILE_MB", "3")
+    assert size_error(2 << 20) is None
+    monkeypatch.setenv("GLIMPSE_RAW_INFLIGHT_MB", "1")
+    assert raw_batch_workers(15, 256, [1_000_000] * 4) == 1
+    monkeypatch.setenv("GLIMPSE_MAX_IMAGE_PIXELS", "1000")
+    monkeypatch.setenv("GLIMPSE_DECODE_BUDGET_MB", "3")
+    assert max_image_pixels() == 1000 and decode_budget().capacity == 3 << 20
+    assert max_image_pixels(Settings.from_env({})) == 179_000_000  # an object passed in wins
+
+
+@pytest.fixture(autouse=True)
+def _fake_engines_pass(monkeypatch):
+    """create_app takes a FakeEngine below as an Engine; no metrics hooks."""
+    monkeypatch.setattr("web.app.Engine", FakeEngineBase)
+
+
+class FakeEngineBase:
+    pass
+
+
+def _fake_engine(tmp_path, conf=None):
+    """create_app needs only ``.paths`` (the users file) and ``.settings``; searching says nothing is indexed."""
+    from search.errors import NotIndexedError
+
+    class FakeEngine(FakeEngineBase):
+        paths = type("P", (), {"home": tmp_path})()
+        settings = conf
+
+        def search(self, *a, **k):
+            raise NotIndexedError("no published index yet")
+
+    return FakeEngine()
+
+
+def test_a_setting_changed_for_one_app_leaves_the_others_alone(monkeypatch, tmp_path):
+    """Two apps in one process: only the one built with a lower pixel limit refuses a 2000 x 2000 upload,
+    without os.environ or a module reload. Before, the limit was frozen when search.media.decode was imported."""
+    from bench.big_png import header_only_png
+    from web.app import create_app
+
+    strict = create_app(_fake_engine(tmp_path), config={"GLIMPSE_MAX_IMAGE_PIXELS": 1_000_000}).test_client()
+    default = create_app(_fake_engine(tmp_path)).test_client()
+    png = header_only_png(2000, 2000, "RGB")
+
+    def upload(client):
+        return client.post("/api/search/image", data={"image": (io.BytesIO(png), "big.png")})
+
+    refused = upload(strict)
+    assert refused.status_code == 413 and "(GLIMPSE_MAX_IMAGE_PIXELS)" in refused.get_json()["error"]
+    assert upload(default).status_code == 503  # past the checks: the (fake) engine answers
+    assert upload(strict).status_code == 413
+
+
+def test_an_app_keeps_its_engine_settings_and_its_own_overrides(monkeypatch, tmp_path):
+    from web.app import create_app
+    from web.config import app_settings
+
+    own = Settings.from_env({}, overrides={"GLIMPSE_MAX_UPLOAD_MB": 3})
+    app = create_app(_fake_engine(tmp_path, own), config={"GLIMPSE_ALLOW_IMAGE_URL": True})
+    conf = app_settings(app)
+    assert conf["GLIMPSE_MAX_UPLOAD_MB"] == 3.0 and conf["GLIMPSE_ALLOW_IMAGE_URL"] is True
+    assert "GLIMPSE_MAX_UPLOAD_MB" not in app.config  # no second copy in Flask's config
+    with pytest.raises(SettingError, match="unknown setting"):
+        create_app(_fake_engine(tmp_path), config={"GLIMPSE_TYPO": 1})
+
+
+def test_the_app_sets_faiss_threads_an_engine_does_not(monkeypatch, tmp_path):
+    """FAISS's OpenMP thread count is the process's: set where serving starts (the app), never by an Engine."""
+    import faiss
+
+    from search.engine import Engine
+    from search.paths import Paths
+    from web.app import create_app
+
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(2)
+        Engine(Paths.resolve(tmp_path / "home"), settings=Settings.from_env({})).close()
+        assert faiss.omp_get_max_threads() == 2
+        create_app(_fake_engine(tmp_path), config={"GLIMPSE_QUERY_THREADS": 1})
+        assert faiss.omp_get_max_threads() == 1
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def test_create_app_refuses_a_bad_setting_and_keeps_overrides(monkeypatch, tmp_path):
     from web.app import create_app
+    from web.config import app_settings
 
-    class FakeEngine:  # create_app only needs .paths for the users file
-        paths = type("P", (), {"home": tmp_path})()
-
-    monkeypatch.setattr("web.app.Engine", FakeEngine)
-    monkeypatch.setattr("web.metrics.init_app", lambda app, engine: None)
     monkeypatch.setenv("GLIMPSE_MAX_UPLOAD_MB", "abc")
     with pytest.raises(SettingError, match="GLIMPSE_MAX_UPLOAD_MB"):
-        create_app(FakeEngine())
+        create_app(_fake_engine(tmp_path))
     monkeypatch.setenv("GLIMPSE_MAX_UPLOAD_MB", "2")
-    app = create_app(FakeEngine(), config={"GLIMPSE_ALLOW_IMAGE_URL": True})
-    assert app.config["GLIMPSE_MAX_UPLOAD_MB"] == 2.0 and app.config["GLIMPSE_ALLOW_IMAGE_URL"] is True
+    app = create_app(_fake_engine(tmp_path), config={"GLIMPSE_ALLOW_IMAGE_URL": True})
+    assert app_settings(app)["GLIMPSE_MAX_UPLOAD_MB"] == 2.0 and app_settings(app)["GLIMPSE_ALLOW_IMAGE_URL"] is True
 
 
 def test_cli_exits_2_naming_a_bad_setting(tmp_path):
