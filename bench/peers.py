@@ -194,7 +194,7 @@ def run_clipret(corpus: Path, env: dict, batch: int = 32, workers: int = 2) -> t
 
 def run(res, args, corpus_dir: Path, log) -> None:
     """Interleaved rounds of Glimpse / rclip / clip-retrieval on the same corpus."""
-    from bench.run import MODEL, PRETRAINED, _ensure_query_bundle, cond_str, glimpse_cmd, run_timed
+    from bench.harness import MODEL, PRETRAINED, cond_str, ensure_query_bundle, glimpse_cmd, run_timed
     from bench.sysinfo import quiet_machine
 
     if not (RCLIP_VENV / "bin" / "rclip").exists() or not (CLIPRET_VENV / "bin" / "clip-retrieval").exists():
@@ -202,7 +202,7 @@ def run(res, args, corpus_dir: Path, log) -> None:
         setup_venvs()
     n = len(list(corpus_dir.glob("*.jpg")))
     renv, cenv = prepare_rclip(), prepare_clipret()
-    _ensure_query_bundle(int8=not args.no_int8)  # Glimpse's one-time ONNX export, as the peers' model files are
+    ensure_query_bundle(int8=not args.no_int8)  # Glimpse's one-time ONNX export, as the peers' model files are
     rounds = args.peer_rounds
     g, r, c, q = [], [], [], []  # q: Glimpse with the opt-in int8 image tower
     notes = []

@@ -41,11 +41,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+# glimpse_cmd and run_timed are also imported from here by bench/gpu.py and bench/ray_overhead.py.
+from bench.harness import MODEL, PRETRAINED, cond_str, ensure_query_bundle, glimpse_cmd, run_timed  # noqa: E402
 from bench.memwatch import TreeWatch  # noqa: E402
 from bench.sysinfo import loadavg, machine, quiet_machine  # noqa: E402
 
 DATA = REPO / "bench-data"
-MODEL, PRETRAINED = "ViT-B-32", "none"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -70,39 +71,6 @@ class Results:
     def add(self, metric: str, value: str, target: str = "", cond: str = "") -> None:
         self.rows.append((metric, value, target, cond))
         log(f"{metric}: {value}" + (f"  (target {target})" if target else "") + (f"  [{cond}]" if cond else ""))
-
-
-def cond_str(note: dict) -> str:
-    s = f"load {note.get('load_before', '?')}"
-    if "other_cores" in note:
-        s += f", others {note['other_cores']} cores"
-    return s
-
-
-def glimpse_cmd(home: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "glimpse.cli", "--home", str(home), *args]
-
-
-def run_timed(cmd: list[str], env: dict | None = None, watch: bool = True) -> dict:
-    """Run a command, return wall time, exit code, output and peak memory of its process tree."""
-    import resource
-
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    if watch:
-        with TreeWatch(proc.pid) as w:
-            out, err = proc.communicate()
-    else:
-        out, err = proc.communicate()
-        w = None
-    wall = time.perf_counter() - t0
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)  # the command and its waited-for workers
-    res = {"wall_s": wall, "cpu_s": cpu, "rc": proc.returncode, "stdout": out, "stderr": err}
-    if w is not None:
-        res.update(peak_rss_mib=w.peak_rss_mib, peak_pss_mib=w.peak_pss_mib, main_hwm_mib=w.peak_main_hwm_mib)
-    return res
 
 
 def dir_bytes(path: Path) -> int:
@@ -296,7 +264,7 @@ def _ceiling_as_indexed(res: Results, args, x) -> None:
     from search.encoders.onnx_bundle import OnnxQueryEncoder, bundle_dir
     from search.encoders.ort_session import cpu_threads
 
-    _ensure_query_bundle()
+    ensure_query_bundle()
     streams = encode_streams("cpu")
     enc = OnnxQueryEncoder(
         bundle_dir(ModelSpec.parse(MODEL, PRETRAINED)), threads=max(1, cpu_threads() // streams), eager=False
@@ -337,7 +305,7 @@ def _ceiling_as_indexed(res: Results, args, x) -> None:
 
 def section_index(res: Results, args, corpus_dir: Path) -> None:
     n = len(list(corpus_dir.glob("*.jpg")))
-    _ensure_query_bundle()  # one-time export per model (the first `glimpse index` does it); not timed
+    ensure_query_bundle()  # one-time export per model (the first `glimpse index` does it); not timed
     rates, phases, cpus = [], [], []
     last = None
     for rep in range(args.index_repeats):
@@ -408,7 +376,7 @@ def section_index(res: Results, args, corpus_dir: Path) -> None:
 def section_index_int8(res: Results, args, corpus_dir: Path) -> None:
     """`glimpse index --quantize int8` end to end, and how many of float32's top-10 it keeps."""
     n = len(list(corpus_dir.glob("*.jpg")))
-    _ensure_query_bundle(int8=True)
+    ensure_query_bundle(int8=True)
     home = DATA / "homes" / f"e2e-{n}-int8"
     shutil.rmtree(home, ignore_errors=True)
     note: dict = {}
@@ -494,21 +462,6 @@ def _get(url: str, timeout: float = 30.0):
         return r.status, r.read()
 
 
-def _ensure_query_bundle(int8: bool = False) -> None:
-    """The model's ONNX bundle (and its int8 tower), which the first `glimpse index` with a model
-    builds once; timed runs measure the runs after it."""
-    from search.encoders.model_spec import ModelSpec
-    from search.encoders.onnx_bundle import OnnxQueryEncoder, bundle_dir, ensure_bundle
-
-    folder = bundle_dir(ModelSpec.parse(MODEL, PRETRAINED))
-    if not os.path.isfile(os.path.join(folder, "meta.json")):
-        from search.encoders.torch_clip import Encoder
-
-        ensure_bundle(Encoder(ModelSpec.parse(MODEL, PRETRAINED), device="cpu"))
-    if int8:
-        OnnxQueryEncoder(folder, quantize="int8", eager=False).start_batch_runtime()
-
-
 def section_query(res: Results, args) -> None:
     import requests
 
@@ -552,7 +505,7 @@ def section_query(res: Results, args) -> None:
                 ">= 0.95",
                 f"publish {info['publish_s']}s, FAISS alone {rec['faiss_ms_p50']:.2f} ms/query",
             )
-        _ensure_query_bundle()  # one-time export per model (what `glimpse index` does); not start-up
+        ensure_query_bundle()  # one-time export per model (what `glimpse index` does); not start-up
         port = _free_port()
         base = f"http://127.0.0.1:{port}"
         note: dict = {}

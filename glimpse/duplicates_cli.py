@@ -6,13 +6,27 @@ import json
 
 import click
 
-from search.vectors.duplicates import DEFAULT_THRESHOLD
+from search.errors import InvalidValue
+from search.vectors.duplicates import DEFAULT_THRESHOLD, check_threshold
+
+
+class ThresholdType(click.types.FloatParamType):
+    """A cosine similarity in (0, 1], NaN refused: a usage error (exit 2), checked before anything opens."""
+
+    name = "threshold"
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        try:
+            return check_threshold(number)
+        except InvalidValue as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.command()
 @click.option(
     "--threshold",
-    type=float,
+    type=ThresholdType(),
     default=DEFAULT_THRESHOLD,
     show_default=True,
     help="Candidates: cosine similarity in (0, 1] at or above which two images are checked pixel by pixel "
@@ -38,9 +52,8 @@ def duplicates(paths_obj, threshold: float, as_json: bool) -> None:
 
     from search.engine import Engine
     from search.media.files import shown
-    from search.vectors.duplicates import check_threshold, max_distance
+    from search.vectors.duplicates import max_distance
 
-    threshold = check_threshold(threshold)  # before opening anything; a bad value exits 1 with one line
     engine = Engine(paths_obj)
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # one batch job, not a query: use every core
     found = engine.duplicates(threshold)

@@ -94,9 +94,10 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     """
     from search.engine import Engine, Filters
     from search.media.decode import ImageDecodeError
-    from search.query.args import check_date_range, check_paging, check_query_text, parse_date
-    from search.query.floor import min_score_filter
+    from search.query.args import check_date_range, check_paging, check_query_text, min_score_filter, parse_date
     from search.query.kinds import FileQuery, Paging, TextQuery
+    from search.settings import settings
+    from search.vectors.live import configure_query_threads
 
     given = [x for x in (text, image, captions) if x]
     if len(given) != 1:
@@ -105,9 +106,12 @@ def search(paths_obj, text, image, captions, mode, k, page, min_score, folder, d
     check_paging(k, page)
     date_from, date_to = parse_date(date_from, "--date-from"), parse_date(date_to, "--date-to")
     check_date_range(date_from, date_to, ("--date-from", "--date-to"))
-    filters = Filters(folder=folder, date_from=date_from, date_to=date_to, order=order, **min_score_filter(min_score))
+    floor = min_score_filter(min_score, "--min-score")  # the API's rule: a cosine in [-1, 1], or auto
+    filters = Filters(folder=folder, date_from=date_from, date_to=date_to, order=order, **floor)
     try:
-        engine = Engine(paths_obj)
+        conf = settings()
+        configure_query_threads(conf)  # this process serves one query now
+        engine = Engine(paths_obj, settings=conf)
         query: TextQuery | FileQuery
         if text:  # on the command line a term naming an image file is that image
             query = TextQuery(text, mode=mode, allow_files=True)

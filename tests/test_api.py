@@ -300,10 +300,10 @@ def test_file_is_served_by_id_only(client, engine, corpus):
 
 
 # ------------------------------------------------------------------ health, stats, openapi, errors
-def test_health_and_stats(client):
+def test_health_and_stats(client, corpus):
     health = client.get("/api/health").get_json()
-    assert health == {"status": "ok", "images_indexed": 22, "index_version": health["index_version"]}
-    assert health["index_version"]
+    published = (corpus.home / "index" / "current").read_text().strip()  # the version the indexer made live
+    assert health == {"status": "ok", "images_indexed": 22, "index_version": published}
     stats = client.get("/api/stats").get_json()
     assert stats["images_indexed"] == 22 and stats["images_failed"] == 1 and stats["captions"] == 4
     assert stats["model"]["dim"] == 32 and stats["roots"]
@@ -441,10 +441,10 @@ def test_glimpse_serve_on_loopback(corpus, tiny_model):
                 url = m.group(1)
                 break
         assert url, "".join(lines)
-        started = time.time()
+        # How soon the first query is answered is a figure, not a test: bench/run.py's serve benchmark
+        # ("server ready / first text query answered", BENCHMARKS.md).
         with urllib.request.urlopen(url + "api/search?q=beach&k=3", timeout=30) as resp:
             assert len(json.load(resp)["results"]) == 3
-        assert time.time() - started < 5  # the model was loaded before the first request
         with urllib.request.urlopen(url + "api/health", timeout=10) as resp:
             assert json.load(resp)["status"] == "ok"
         rebinding = urllib.request.Request(url + "api/health", headers={"Host": "attacker.example"})

@@ -44,6 +44,7 @@ def test_filters_and_order_match_the_api(cli, client, corpus):
 
 DATE = "must be a date like 2024-05-31"
 DEEP = "page too deep: at most 1000 results can be paged through"
+SCORE = "must be a number or auto: a cosine similarity between -1 and 1"
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,12 @@ DEEP = "page too deep: at most 1000 results can be paged through"
         (["--date-to", "yesterday"], {"date_to": "yesterday"}, f"--date-to {DATE}", f"date_to {DATE}"),
         (["--date-from", "2024-02-01", "--date-to", "2024-01-01"], {"date_from": "2024-02-01", "date_to": "2024-01-01"},
          "--date-from is after --date-to", "date_from is after date_to"),
+        # One rule for min_score (search.query.args.min_score_filter): the CLI took any number before.
+        (["--min-score", "7"], {"min_score": "7"}, f"--min-score {SCORE} (got '7')", f"min_score {SCORE} (got '7')"),
+        (["--min-score", "nan"], {"min_score": "nan"}, f"--min-score {SCORE} (got 'nan')",
+         f"min_score {SCORE} (got 'nan')"),
+        (["--min-score", "lots"], {"min_score": "lots"}, f"--min-score {SCORE} (got 'lots')",
+         f"min_score {SCORE} (got 'lots')"),
     ],
 )  # fmt: skip
 def test_bad_values_are_refused_as_the_api_refuses_them(cli, client, cli_args, api_args, cli_message, api_message):

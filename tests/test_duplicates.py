@@ -206,10 +206,13 @@ def test_rows_without_a_print_are_found_through_the_partial_index(planted):
         con.close()
 
 
-@pytest.mark.parametrize("bad", ["0", "nan"])
-def test_cli_refuses_a_threshold_outside_0_1(planted, bad):
-    proc = glimpse_cmd("duplicates", "--threshold", bad, home=planted[1], check=False)
-    assert proc.returncode == 1 and proc.stderr.strip() == "error: threshold must be a number in (0, 1]"
+@pytest.mark.parametrize("bad", ["0", "nan", "7", "-0.5"])
+def test_cli_refuses_a_threshold_outside_0_1_as_a_usage_error(tmp_path, bad):
+    """A wrong option is exit 2 (usage), like every other option; checked before any home is opened."""
+    proc = glimpse_cmd("duplicates", "--threshold", bad, home=tmp_path / "none", check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Invalid value for '--threshold': threshold must be a number in (0, 1]" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "none").exists()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 
 from search.engine import Filters
-from search.query.args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, given, parse_date
+from search.query.args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, given, min_score_filter, parse_date
 from search.query.kinds import MODES, Mode, Paging, TextQuery
 from web.errors import HttpError
 
@@ -98,26 +98,12 @@ def parse_search_params(args, default_k: int = DEFAULT_K, blank_ok: bool = False
     k = _int(args, "k", default_k, 1, MAX_PAGE_K, blank_ok)
     page = _int(args, "page", 0, 0, None, blank_ok)
     check_paging(k, page)  # the CLI's -k/--page follow the same rule
-    min_score = None
-    raw = given(args.get("min_score"), "min_score", blank_ok) or ""
-    auto = raw.lower() == "auto"  # cut at the index's relevance floor (search.query.floor)
-    if raw and not auto:
-        try:
-            min_score = float(raw)
-        except ValueError:
-            raise HttpError(400, "min_score must be a number, or auto") from None
-        if not -1.0 <= min_score <= 1.0:
-            raise HttpError(400, "min_score must be between -1 and 1")
+    floor = min_score_filter(given(args.get("min_score"), "min_score", blank_ok))  # the CLI's rule too
     date_from, date_to = _date(args, "date_from", blank_ok), _date(args, "date_to", blank_ok)
     check_date_range(date_from, date_to)
     folder = _folder(args, blank_ok)
     filters = Filters(
-        folder=folder,
-        date_from=date_from,
-        date_to=date_to,
-        min_score=min_score,
-        min_score_auto=auto,
-        order=_choice(args, "order", ORDERS, blank_ok),
+        folder=folder, date_from=date_from, date_to=date_to, **floor, order=_choice(args, "order", ORDERS, blank_ok)
     )
     mode = next(
         m for m in MODES if m == _choice(args, "mode", MODES, blank_ok)

@@ -9,6 +9,7 @@ the engine searches). Only the clip-retrieval endpoints (web/clip_compat.py) kee
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from search.errors import EXIT_USAGE, InvalidValue
 from search.query.kinds import MAX_K
@@ -42,6 +43,23 @@ def check_paging(k: int, page: int, max_k: int = MAX_PAGE_K) -> None:
         raise BadSearchValue("page must be >= 0")
     if (page + 1) * k > MAX_K:
         raise BadSearchValue(f"page too deep: at most {MAX_K} results can be paged through")
+
+
+def min_score_filter(raw: str | None, name: str = "min_score") -> dict:
+    """A minimum score as Filters fields: ``auto`` (the index's relevance floor), a cosine similarity between
+    -1 and 1, or nothing (absent or blank: no cut). ``name`` is how the caller spells it in the message."""
+    text = (raw or "").strip().lower()
+    if text == "auto":
+        return {"min_score": None, "min_score_auto": True}
+    if not text:
+        return {"min_score": None, "min_score_auto": False}
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not -1.0 <= value <= 1.0:  # NaN and infinities too
+        raise BadSearchValue(f"{name} must be a number or auto: a cosine similarity between -1 and 1 (got {raw!r})")
+    return {"min_score": value, "min_score_auto": False}
 
 
 def given(raw: str | None, name: str, blank_ok: bool = False) -> str | None:

@@ -11,7 +11,6 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from search.query.args import BadSearchValue
 from search.query.kinds import Filters, Query, TextQuery
 from search.query.results import SearchResult
 
@@ -45,14 +44,3 @@ def count_above(ranked: Sequence[SearchResult], floor: float | None, order: str)
     if floor is None or order != "relevance":
         return None
     return next((i for i, r in enumerate(ranked) if not is_above(r, floor)), len(ranked))
-
-
-def min_score_filter(raw: str | None) -> dict:
-    """A ``--min-score`` value, a number or ``auto``, as Filters fields; InvalidValue otherwise."""
-    text = (raw or "").strip().lower()
-    if text == "auto":
-        return {"min_score": None, "min_score_auto": True}
-    try:
-        return {"min_score": float(text) if text else None, "min_score_auto": False}
-    except ValueError:
-        raise BadSearchValue(f"--min-score must be a number or auto, not {raw!r}") from None

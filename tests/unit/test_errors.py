@@ -12,36 +12,51 @@ from indexer.lock import LockHeld
 from indexer.pipeline import ModelMismatch
 from search.encoders.model_spec import ModelLoadError
 from search.engine import EngineError, ImageUnavailable, NotIndexedError
-from search.errors import GlimpseError, InvalidValue
+from search.errors import InvalidValue
 from search.media.decode import ImageDecodeError, ImageTooLarge
 from search.settings import SettingError
 from web.errors import HttpError, register_error_handlers
 from web.users import UsersError
 
+# Each user-facing error and what a person sees: the CLI's exit code, the HTTP status.
+CASES = [
+    (EngineError("x"), 1, 400),
+    (NotIndexedError("x"), 1, 503),
+    (ImageUnavailable("x"), 1, 404),
+    (ImageDecodeError("x"), 1, 400),
+    (ImageTooLarge("x"), 1, 400),
+    (ModelLoadError("x"), 1, 500),
+    (ManifestError("x"), 1, 400),
+    (LockHeld("x"), 3, 400),
+    (DiskFull("/tmp", "testing"), 1, 400),
+    (DecodeWorkerDied("x"), 1, 400),
+    (ModelMismatch("x"), 1, 400),
+    (SettingError("x"), 2, 500),
+    (InvalidValue("x"), 1, 400),
+    (UsersError("x"), 1, 400),
+    (HttpError(413, "x"), 1, 413),
+]
+IDS = [type(error).__name__ for error, _, _ in CASES]
 
-@pytest.mark.parametrize(
-    "error, exit_code, http_status",
-    [
-        (EngineError("x"), 1, 400),
-        (NotIndexedError("x"), 1, 503),
-        (ImageUnavailable("x"), 1, 404),
-        (ImageDecodeError("x"), 1, 400),
-        (ImageTooLarge("x"), 1, 400),
-        (ModelLoadError("x"), 1, 500),
-        (ManifestError("x"), 1, 400),
-        (LockHeld("x"), 3, 400),
-        (DiskFull("/tmp", "testing"), 1, 400),
-        (DecodeWorkerDied("x"), 1, 400),
-        (ModelMismatch("x"), 1, 400),
-        (SettingError("x"), 2, 500),
-        (InvalidValue("x"), 1, 400),
-        (UsersError("x"), 1, 400),
-        (HttpError(413, "x"), 1, 413),
-    ],
-)
-def test_exit_code_and_http_status(error, exit_code, http_status):
-    assert isinstance(error, GlimpseError)
-    assert (error.exit_code, error.http_status) == (exit_code, http_status)
+
+@pytest.mark.parametrize("error, exit_code, http_status", CASES, ids=IDS)
+def test_the_cli_exits_with_each_error_s_code_in_one_line(monkeypatch, tmp_path, error, exit_code, http_status):
+    result = _invoke(monkeypatch, tmp_path, error)
+    assert result.exit_code == exit_code
+    assert result.output == f"error: {error}\n" and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("error, exit_code, http_status", CASES, ids=IDS)
+def test_http_answers_each_error_with_its_status(error, exit_code, http_status):
+    app = Flask(__name__)
+    register_error_handlers(app)
+
+    @app.route("/api/raise")
+    def _raise():
+        raise error
+
+    response = app.test_client().get("/api/raise")
+    assert response.status_code == http_status and "error" in response.get_json()
 
 
 def test_compatible_bases_are_kept():
@@ -105,10 +120,6 @@ def test_cli_reports_a_dead_decode_worker_in_one_line_exit_1(monkeypatch, tmp_pa
     assert result.exit_code == 1
     assert result.output == "error: a decode worker process died (out of memory, or killed)\n"
     assert "Traceback" not in result.output
-
-
-def test_cli_uses_each_error_s_exit_code(monkeypatch, tmp_path):
-    assert _invoke(monkeypatch, tmp_path, LockHeld("another job (pid 1) holds the lock")).exit_code == 3
 
 
 def test_cli_still_reports_a_bug_as_a_bug(monkeypatch, tmp_path):
