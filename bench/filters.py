@@ -125,6 +125,7 @@ def main() -> None:
     from search.paths import Paths
     from search.query.kinds import Paging, VectorQuery
     from search.store.database import Store
+    from search.vectors.live import configure_query_threads
 
     paths = Paths.resolve(str(home))
     queries = mix.draw(args.queries, stream=20_000)
@@ -133,6 +134,7 @@ def main() -> None:
     truth, counts = exact_filtered(store, queries, {label: keep for label, (_, keep) in shares.items()})
     store.close()
     print(f"exact filtered top-10 streamed in {time.perf_counter() - t:.0f}s")
+    configure_query_threads()  # as a server has it (Engine construction no longer sets it)
     engine = Engine(paths)
     engine.search(VectorQuery(queries[0]), None, Paging(k=10))  # load the index
     print(f"index {engine.index.get().manifest.get('index_type')}")

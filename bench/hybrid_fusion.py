@@ -65,6 +65,7 @@ def main() -> None:
     from search.paths import Paths
     from search.query.keywords import keyword_plan
     from search.query.kinds import TextQuery, parse_query
+    from search.vectors.live import configure_query_threads
 
     recs = [json.loads(line) for line in open(CORPORA / "dev.jsonl")]
     recs = [r for r in recs if len(r["captions"]) >= 2]
@@ -75,6 +76,7 @@ def main() -> None:
     if not args.reuse:
         index(work, images, sample, args.model)
 
+    configure_query_threads()  # as a server has it (Engine construction no longer sets it)
     engine = Engine(Paths.resolve(str(work / "home")))
     store = engine.store
     group_of = {store.image_id_for_path(str(images / r["path"])): r["group"] for r in sample}
