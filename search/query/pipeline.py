@@ -11,14 +11,12 @@
 
 from __future__ import annotations
 
-from functools import partial
-
-from search.query.fusion import FUSION_POOL, Fused, Ranked, blend, keyword_scores, single
+from search.query.fusion import FUSION_POOL, Fused, Ranked, Words, blend, single, words_only
 from search.query.highlights import add_highlights
 from search.query.paging import GROWTH
 from search.query.plan import QueryPlan
 from search.query.results import Page, SearchResult
-from search.query.retrievers import RETRIEVERS, Candidates, Sources
+from search.query.retrievers import RETRIEVERS, WORD_SOURCES, Candidates, Sources
 
 
 def search(plan: QueryPlan, sources: Sources) -> Page:
@@ -54,61 +52,51 @@ def rank(plan: QueryPlan, sources: Sources, limit: int) -> Fused:
     """The plan's ranking from its retrievers, each asked for ``limit`` candidates."""
     if plan.mode == "captions":
         return single(plan, RETRIEVERS["captions"].retrieve(plan, sources, limit), "caption")
-    if plan.mode == "keywords":
-        found = RETRIEVERS["keywords"].retrieve(plan, sources, limit)
-        return single(plan, _without_negative(plan, sources, found), "keywords", shows_score=False)
-    if plan.mode == "auto":
-        keyword = RETRIEVERS["keywords"].retrieve(plan, sources, limit)
-        if keyword.matched_any:
-            return _auto(plan, sources, keyword, RETRIEVERS["vision"].retrieve(plan, sources, limit))
-        # no word of the query is in the keyword index: vision alone, and only as deep as the page (the
-        # fusion pool's 100 rows cost 100 row reads, ~90 ms more per query at 10M images)
+    if plan.mode in ("keywords", "auto"):
+        found = {
+            name: (source, weight, source.retrieve(plan, sources, limit))
+            for name, (source, weight) in WORD_SOURCES.items()
+        }
+        if plan.mode == "keywords":
+            ids = sorted({h.id for _, _, c in found.values() for h in c.hits})
+            return words_only(plan, _words(plan, sources, found, ids))
+        if any(c.matched_any for _, _, c in found.values()):
+            vision = RETRIEVERS["vision"].retrieve(plan, sources, limit)
+            cosines = _cosines(plan, sources, vision, [h.id for _, _, c in found.values() for h in c.hits])
+            return blend(plan, vision, cosines, _words(plan, sources, found, sorted(cosines)))
+        # no word of the query matched: vision alone, and only as deep as the page (the fusion pool's 100
+        # rows cost 100 row reads, ~90 ms more per query at 10M images)
         limit = plan.want if limit == max(plan.want, FUSION_POOL) else limit
     return single(plan, RETRIEVERS["vision"].retrieve(plan, sources, limit), "image")
 
 
-def _auto(plan: QueryPlan, sources: Sources, keyword: Candidates, vision: Candidates) -> Fused:
-    vec = sources.vector(plan)
+def _cosines(plan: QueryPlan, sources: Sources, vision: Candidates, others: list[int]) -> dict[int, float]:
+    """The exact cosine of every candidate: the vision hits', and the stored vectors' of the word hits
+    vision did not return (``min_score`` applies to both)."""
     cosines = {h.id: h.score for h in vision.hits}
-    rest = [h.id for h in keyword.hits if h.id not in cosines]
+    rest = list(dict.fromkeys(i for i in others if i not in cosines))
     if rest:
-        stored = sources.store.vectors_of(rest, plan.live.dim)
+        vec = sources.vector(plan)
         min_score = plan.filters.min_score
-        for i in rest:
-            if i in stored:
-                cos = float(stored[i] @ vec)
-                if min_score is None or cos >= min_score:
-                    cosines[i] = cos
-    keywords = {h.id: h.score for h in keyword.hits}
-    if keyword.cut is not None:  # images the vision list holds may match below the keyword list's end
-        missing = [i for i in cosines if i not in keywords]
-        keywords.update(keyword_scores(plan, sources, missing))
-    negative: set[int] = set()
-    kw = plan.keywords
-    if kw is not None and kw.negative:
-        negative = sources.store.keyword_matches(kw.negative, list(cosines))
-    return blend(plan, vision, keyword, cosines, keywords, negative, _best_keyword(plan, sources))
+        for i, stored in sources.store.vectors_of(rest, plan.live.dim).items():
+            cos = float(stored @ vec)
+            if min_score is None or cos >= min_score:
+                cosines[i] = cos
+    return cosines
 
 
-def _best_keyword(plan: QueryPlan, sources: Sources) -> float:
-    """The keyword score that scales to 1: each positive term's best bm25, weighted and summed (fixed by
-    the query, whatever the filters and the depth)."""
-    assert plan.keywords is not None
-    best = 0.0
-    for match, weight in plan.keywords.positive:
-        top: list[tuple[int, float]] = sources.cached(
-            plan, "fts", partial(sources.store.keyword_ranking, match, 1), match, 1
-        )
-        best += weight * (top[0][1] if top else 0.0)
-    return best
-
-
-def _without_negative(plan: QueryPlan, sources: Sources, found: Candidates) -> Candidates:
-    kw = plan.keywords
-    if kw is None or not kw.negative or not found.hits:
-        return found
-    negative = sources.store.keyword_matches(kw.negative, [h.id for h in found.hits])
-    return Candidates([h for h in found.hits if h.id not in negative], found.cut, found.matched_any)
+def _words(plan: QueryPlan, sources: Sources, found: dict, ids: list[int]) -> list[Words]:
+    """Each word source's part: exact scores of every candidate (beyond its own list where the list is not
+    complete), its negative matches and its scale."""
+    out = []
+    for name, (source, weight, cands) in found.items():
+        scores = {h.id: h.score for h in cands.hits}
+        if cands.cut is not None:
+            missing = [i for i in ids if i not in scores]
+            scores.update(source.scores(plan, sources, missing))
+        best = source.best(plan, sources)
+        out.append(Words(name, weight, cands, scores, source.negative(plan, sources, ids), best))
+    return out
 
 
 def _above_only(fused: Fused) -> Fused:
@@ -139,5 +127,10 @@ def _results(shown: list[Ranked], sources: Sources) -> list[SearchResult]:
         result.matched = list(r.matched)
         if isinstance(r.evidence, str) and "caption" in r.matched:
             result.matched_caption = result.caption = r.evidence
+        elif isinstance(r.evidence, dict):  # a word source that shows what it matched fills the result
+            for name, evidence in r.evidence.items():
+                show = getattr(WORD_SOURCES[name][0], "show", None)
+                if show is not None:
+                    show(result, evidence)
         out.append(result)
     return out

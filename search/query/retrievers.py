@@ -6,7 +6,8 @@ has not returned can exceed (None when it has returned every hit it has). Fusion
 needs no more than that to know which of its results are final, so a retriever is asked for more only
 when the page reaches past what is final.
 
-Adding a source is one class here (or in its own module) and one line in :data:`RETRIEVERS`; the engine,
+Adding a source is one class here (or in its own module) and one line in :data:`RETRIEVERS` (a vector
+source) or :data:`WORD_SOURCES` (a source of the query's words, with its weight in the fusion); the engine,
 the fusion and the web stay as they are. The text read from images and the frames of videos are the next
 two sources.
 """
@@ -125,6 +126,20 @@ class Retriever(Protocol):
     def retrieve(self, plan: QueryPlan, sources: Sources, limit: int) -> Candidates: ...
 
 
+class WordSource(Retriever, Protocol):
+    """A source that matches the query's words (fused with vision in ``auto`` mode, alone in ``keywords``):
+    besides its ranked hits, it scores any given images exactly (so fusion knows every candidate's score,
+    not only the ones in its list), says which score scales to 1, and which images match a negative term."""
+
+    def scores(self, plan: QueryPlan, sources: Sources, ids: list[int]) -> dict[int, float]: ...
+
+    def best(self, plan: QueryPlan, sources: Sources) -> float: ...
+
+    def negative(self, plan: QueryPlan, sources: Sources, ids: list[int]) -> set[int]: ...
+
+    # Optional: ``show(result, evidence)`` puts a hit's evidence on the page's result (the text it matched).
+
+
 class Vision:
     """The query's vector against the image index (FAISS, or the exact search of a filter's few rows)."""
 
@@ -200,6 +215,33 @@ class Keywords:
         after = (-last[1], last[0]) if full and len(kw.positive) == 1 and (last := found_last) else None
         return Candidates(hits, cut if full else None, after=after)
 
+    def scores(self, plan: QueryPlan, sources: Sources, ids: list[int]) -> dict[int, float]:
+        """The exact score of each of ``ids`` that matches (bm25 over the whole table, so as in the list)."""
+        out: dict[int, float] = defaultdict(float)
+        if plan.keywords is not None and ids:
+            for match, weight in plan.keywords.positive:
+                for image_id, score in sources.store.keyword_scores(match, ids).items():
+                    out[image_id] += weight * score
+        return dict(out)
+
+    def best(self, plan: QueryPlan, sources: Sources) -> float:
+        """The score that scales to 1: each positive term's best bm25, weighted and summed (fixed by the
+        query, whatever the filters and the depth)."""
+        best = 0.0
+        for match, weight in plan.keywords.positive if plan.keywords is not None else []:
+            top: list[tuple[int, float]] = sources.cached(
+                plan, "fts", partial(sources.store.keyword_ranking, match, 1), match, 1
+            )
+            best += weight * (top[0][1] if top else 0.0)
+        return best
+
+    def negative(self, plan: QueryPlan, sources: Sources, ids: list[int]) -> set[int]:
+        """Which of ``ids`` match a negative term's words."""
+        kw = plan.keywords
+        if kw is None or not kw.negative or not ids:
+            return set()
+        return sources.store.keyword_matches(kw.negative, ids)
+
 
 class Captions:
     """The whole text against caption vectors: each image once, scored by its best caption."""
@@ -240,4 +282,8 @@ class Captions:
 
 
 # Every source, by the name a plan's mode asks for. One line per retriever.
-RETRIEVERS: dict[str, Retriever] = {"vision": Vision(), "keywords": Keywords(), "captions": Captions()}
+RETRIEVERS: dict[str, Retriever] = {"vision": Vision(), "captions": Captions()}
+
+# The word sources, one line each: the source and its weight within the words' half of the fusion
+# (search.query.fusion: fused with vision in auto mode, alone in keywords mode).
+WORD_SOURCES: dict[str, tuple[WordSource, float]] = {"keywords": (Keywords(), 1.0)}
