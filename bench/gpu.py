@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Glimpse on a CUDA GPU: encoder ceiling, decode rates, end-to-end `glimpse index`, FAISS GPU.
 
-    python bench/gpu.py                      # ViT-B-32 and ViT-L-14, 12,000 JPEGs
+    python bench/gpu.py --check              # every GPU path checked, one table + JSON (bench/gpu_check.py)
+    python bench/gpu.py --check --dry-run    # the same on the CPU at toy sizes (CI)
+    python bench/gpu.py                      # the benchmark: ViT-B-32 and ViT-L-14, 12,000 JPEGs
     python bench/gpu.py --models ViT-B-32 --images 4000 --out gpu.md
 
 Prints a markdown block (machine, versions, command, table) and writes it to --out;
@@ -185,7 +187,8 @@ def section_index(t: Table, model: str, corpus: Path, variant: str, data: Path, 
     """``variant``: a --decode mode, optionally with environment settings: "gpu:GLIMPSE_ENCODE_STREAMS=2"."""
     n = len(list(corpus.glob("*.jpg")))
     decode, *settings = variant.split(":")
-    env = dict(os.environ, **dict(kv.split("=", 1) for kv in settings))
+    # GLIMPSE_OCR=off: the text reader runs on the CPU after publish; this measures embedding.
+    env = dict(os.environ, GLIMPSE_OCR="off", **dict(kv.split("=", 1) for kv in settings))
     home = data / "homes" / f"gpu-{model}-{decode}"
     shutil.rmtree(home, ignore_errors=True)
     start = time.time()
@@ -269,7 +272,12 @@ def section_faiss(t: Table, sizes: list[int], dim: int = 512) -> None:
 
 
 def main(argv=None) -> int:
+    if "--check" in (sys.argv[1:] if argv is None else argv):
+        from bench.gpu_check import main as check
+
+        return check(argv)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--check", action="store_true", help="check every GPU path instead (bench/gpu_check.py)")
     ap.add_argument("--models", default="ViT-B-32,ViT-L-14")
     ap.add_argument("--images", type=int, default=12000)
     ap.add_argument("--base", type=int, default=320, help="distinct generated JPEGs the corpus is copied from")
