@@ -68,8 +68,8 @@ class Engine:
         self.paths = paths
         self.settings = settings if settings is not None else process_settings()
         self.store = Store(paths.db)
-        self.index = LiveIndex(IndexDir(paths.index), check_every=index_check_every)
-        self.vectors = QueryVectors(self.store, self.model_spec, encoder, device)
+        self.index = LiveIndex(IndexDir(paths.index), check_every=index_check_every, conf=self.settings)
+        self.vectors = QueryVectors(self.store, self.model_spec, encoder, device, conf=self.settings)
         self.cache = QueryCache(
             self.settings["GLIMPSE_QUERY_CACHE_ENTRIES"], int(self.settings["GLIMPSE_QUERY_CACHE_MB"] * 2**20)
         )
@@ -154,6 +154,11 @@ class Engine:
         if row is None or row.status != "indexed":
             return None
         return to_result(row, None, next(iter(self.store.captions_of(row.id)), None))
+
+    def images(self, image_ids: Iterable[int]) -> dict[int, SearchResult]:
+        """Metadata of many images at once, as :meth:`image` gives it; ids that name no indexed image are
+        left out (one batched read however many ids: clip-retrieval's /metadata asks up to MAX_K)."""
+        return Rows(self.store, None, None, None).alive(image_ids)
 
     def captions_of(self, image_id: int) -> list[str]:
         return self.store.captions_of(image_id)

@@ -195,6 +195,26 @@ def test_metadata_errors(client):
     assert client.post("/metadata", data=json.dumps({"ids": []})).get_json() == []
 
 
+def test_metadata_reads_the_store_in_batches_not_per_id(client, engine, corpus):
+    """1,000 ids once took 2,000 queries (a row and its captions per id); now a few per 500 ids."""
+    from sqlalchemy import event
+
+    iid = image_id(engine, corpus.files["beach_00.png"])
+    statements: list[str] = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(engine.store.engine, "before_cursor_execute", count)
+    try:
+        got = client.post("/metadata", data=json.dumps({"ids": [iid, *range(100_000, 100_999)]})).get_json()
+    finally:
+        event.remove(engine.store.engine, "before_cursor_execute", count)
+    assert len(got) == 1000 and got[0]["metadata"]["caption"] == "a sunny beach with blue water"
+    assert all(item["metadata"] == {} for item in got[1:])
+    assert len(statements) <= 6, statements
+
+
 def test_base64_upload_size_limit(engine):
     from web.app import create_app
 

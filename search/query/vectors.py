@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,8 +35,10 @@ class QueryVectors:
         model_spec: Callable[[], ModelSpec],
         encoder: ImageTextEncoder | None = None,
         device: str | None = None,
+        conf: Mapping[str, Any] | None = None,
     ):
         self.store = store
+        self.conf = conf
         self._model_spec = model_spec
         self._encoder = encoder
         self._device = device
@@ -62,7 +64,7 @@ class QueryVectors:
     def image(self, source: Source) -> np.ndarray:
         # Same draft-mode decode as the indexer, so a file finds its own vector; under the decode
         # budget, since a server runs many of these at once.
-        img = load_rgb_bounded(source, self.encoder.image_size)
+        img = load_rgb_bounded(source, self.encoder.image_size, self.conf)
         return self.encoder.encode_pil([img])[0]
 
     def combined(self, terms: Sequence[Term]) -> np.ndarray:

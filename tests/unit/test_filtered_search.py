@@ -250,7 +250,7 @@ def test_selective_filters_fill_pages_on_an_ivf_index(ivf_home, monkeypatch, exa
     monkeypatch.setenv("GLIMPSE_FILTER_EXACT_MAX", exact_max)
     paths, stored, rows = ivf_home
     engine = Engine(paths)
-    assert engine._live().manifest["index_type"]["type"] == "ivf"
+    assert engine.live().manifest["index_type"]["type"] == "ivf"
     f = SELECTIVE[share]
     hits = total = 0
     for seed in range(20):
