@@ -25,8 +25,6 @@ import argparse
 import os
 import shutil
 import statistics
-import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -36,6 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.gpu_corpus import gpu_corpus  # noqa: E402
 from bench.run import _log_time, dir_bytes, glimpse_cmd, run_timed  # noqa: E402
 from bench.sysinfo import machine  # noqa: E402
 
@@ -67,32 +66,6 @@ class Table:
 
 
 # ---------------------------------------------------------------- corpus
-
-
-def _with_comment(data: bytes, text: bytes) -> bytes:
-    """The same JPEG with a COM segment right after SOI: distinct bytes, identical pixels."""
-    assert data[:2] == b"\xff\xd8"
-    return data[:2] + b"\xff\xfe" + struct.pack(">H", len(text) + 2) + text + data[2:]
-
-
-def gpu_corpus(root: Path, n: int, base: int, profile: str = "mixed") -> Path:
-    out = root / f"gpu-corpus-{profile}-{n}-of-{base}"
-    if out.exists() and len(list(out.glob("*.jpg"))) == n:
-        return out
-    src = root / f"gpu-base-{profile}-{base}"
-    if len(list(src.glob("*.jpg"))) < base:
-        t0 = time.perf_counter()
-        subprocess.run(
-            [sys.executable, str(REPO / "bench" / "make_corpus.py"), str(src), "-n", str(base), "--profile", profile],
-            check=True,
-        )
-        log(f"generated {base} base JPEGs in {time.perf_counter() - t0:.0f}s")
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    bases = [p.read_bytes() for p in sorted(src.glob("*.jpg"))[:base]]
-    for i in range(n):
-        (out / f"img_{i:07d}.jpg").write_bytes(_with_comment(bases[i % base], b"glimpse bench copy %d" % i))
-    return out
 
 
 # ---------------------------------------------------------------- sections

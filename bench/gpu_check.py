@@ -318,7 +318,7 @@ def check_encode(rep: Report) -> None:
 
 
 def make_corpus(rep: Report) -> Path:
-    from bench.gpu import gpu_corpus
+    from bench.gpu_corpus import gpu_corpus
 
     n, base = (12, 4) if rep.args.dry_run else (rep.args.images, 256)
     return gpu_corpus(Path(rep.args.data), n, base, "fixed")
