@@ -78,7 +78,7 @@ def test_words_prefixes_and_absent_words(indexed):
     assert found(db, "invoice") == [ids["a.png"]]
     assert found(db, "KX447") == [ids["a.png"]]  # a code's prefix
     assert found(db, "zebra") == []
-    assert found(db, "invoice", "ferry") == []
+    assert found(db, "zebra", "walrus") == []
     rows = ocr_rows(db)
     assert set(rows) == set(ids.values())  # every image read, the one without text too
     assert rows[ids["plain.png"]][0] is None
@@ -115,6 +115,20 @@ def test_stats_show_text_counts(indexed):
     assert (ocr["read"], ocr["with_text"], ocr["pending"], ocr["failed"]) == (4, 3, 0, 0)
     assert ocr["engine"].startswith("rapidocr ")
     assert stats["jobs"][0]["ocr_read"] == 4
+
+
+def test_search_finds_a_word_in_an_image(indexed):
+    home, _, _ = indexed
+
+    def search(*args: str) -> list[dict]:
+        return json.loads(glimpse_cmd("search", *args, "--json", home=home).stdout)
+
+    (hit,) = search("KX447", "--mode", "keywords")
+    assert os.path.basename(hit["path"]) == "a.png" and hit["matched"] == ["text"]
+    assert hit["matched_text"] == "Invoice KX4471B" and hit["matched_spans"] == [[8, 15]]
+    assert search("zebra", "--mode", "keywords") == []
+    top = search("ferry", "--min-score", "auto")  # auto mode: a text hit counts like any keyword hit
+    assert os.path.basename(top[0]["path"]) == "upside.png" and "text" in top[0]["matched"]
 
 
 def test_metrics_show_text_reading(indexed):

@@ -1,6 +1,6 @@
 """The text read inside images (OCR, ``search/store/ocr.py``) as a retriever: one more keyword source.
 
-Registered in :data:`search.query.retrievers.RETRIEVERS` as ``"text"``. Each positive text term's words
+Registered in :data:`search.query.retrievers.WORD_SOURCES` as ``"text"``. Each positive text term's words
 are looked up in ``ocr_fts`` (a code or a long word also as a prefix: "KX447" finds "KX4471B"), and an
 image scores the weighted sum of its terms' bm25, like :class:`search.query.retrievers.Keywords`; its
 evidence is the matched text with the matched words between MARK_START and MARK_END (at most
@@ -13,10 +13,12 @@ from collections import defaultdict
 from functools import partial
 from typing import TYPE_CHECKING
 
+from search.query.keywords import marked_spans
 from search.store.ocr import MARK_START, text_match
 
 if TYPE_CHECKING:  # retrievers.py imports this module to register it: its names are imported when used
     from search.query.plan import QueryPlan
+    from search.query.results import SearchResult
     from search.query.retrievers import Candidates, Sources
 
 EVIDENCE_CHARS = 500
@@ -95,3 +97,9 @@ class ImageText:
         words = [t.text for t in plan.terms if t.weight < 0 and not t.is_image]
         match = text_match(words)
         return set(sources.store.text_scores(match, ids)) if match and ids else set()
+
+    def show(self, result: SearchResult, evidence: object) -> None:
+        """A text hit shows the text it matched, its matched words' spans marked, unless a caption or file
+        name match already shows its own."""
+        if isinstance(evidence, str) and result.matched_text is None:
+            result.matched_text, result.matched_spans = marked_spans(evidence)
