@@ -98,24 +98,22 @@ def _evidence(words: list[Words], image_id: int, matched: list[str]) -> dict[str
 
 
 def _words_score(words: list[Words], image_id: int) -> tuple[float, list[str]]:
-    """The words' half of a fused score (weights summing to 1) and the sources that matched; an image
-    matching a negative term matches nothing."""
-    total = sum(w.weight for w in words) or 1.0
+    """The words' part of a fused score, each source's scaled score times its weight (a source added does
+    not dilute the others), and the sources that matched; an image matching a negative term matches nothing."""
     if any(image_id in w.negative for w in words):
         return 0.0, []
     score, matched = 0.0, []
     for w in words:
         s = w.scores.get(image_id, 0.0)
         if s > 0:
-            score += w.weight * w.scaled(s) / total
+            score += w.weight * w.scaled(s)
             matched.append(w.name)
     return score, matched
 
 
 def _words_bound(words: list[Words]) -> float:
     """The most an image no word source returned can score."""
-    total = sum(w.weight for w in words) or 1.0
-    return sum(w.weight * w.scaled(w.cands.cut or 0.0) / total for w in words)
+    return sum(w.weight * w.scaled(w.cands.cut or 0.0) for w in words)
 
 
 def words_only(plan: QueryPlan, words: list[Words]) -> Fused:
