@@ -95,7 +95,7 @@ def test_every_kind_of_copy_is_grouped_with_its_original_and_nothing_else(plante
         sorted(["orig_03.png", *(n for n in COPIES if n.startswith("o_"))]),
     ], out
     for g in out["groups"]:
-        assert g["verified_by"] == "aligned-thumbnail-v2" and g["keep"] == g["images"][0]["id"]
+        assert g["verified_by"] == "aligned-thumbnail-v3" and g["keep"] == g["images"][0]["id"]
         assert all(set(image) == KEYS for image in g["images"])
         by_id = {image["id"]: image for image in g["images"]}
         assert by_id[g["representative"]]["distance"] == 0.0
@@ -114,9 +114,11 @@ def test_every_kind_of_copy_is_grouped_with_its_original_and_nothing_else(plante
 
 
 def test_a_chain_of_near_images_is_not_one_group(tmp_path, tiny_model):
-    """Five images in a line, each within the pixel limit of its neighbours and over it two steps away: the
-    old finder's connected components made them one group through the chain; now every member is within
-    the limit of its group's representative, so no group spans more than one step either side of it."""
+    """Five images in a line, each within the pixel limit of its neighbours and over it two steps away, and a
+    re-upload of the middle one: the old finder's connected components made them one group through the
+    chain. Now the loose links of a chain are ambiguous (each middle image matches two that do not match
+    each other, like a series of look-alike drawings) and refused; the re-upload still groups with its twin,
+    and nothing joins it through the chain."""
     from search.media import pixel_print
 
     root, home = tmp_path / "chain", tmp_path / "home"
@@ -131,6 +133,7 @@ def test_a_chain_of_near_images_is_not_one_group(tmp_path, tiny_model):
         img = Image.fromarray(arr.astype(np.uint8))
         img.save(root / name)
         prints.append(pixel_print.pixel_print(img))
+    (root / "c_again.png").write_bytes((root / "c.png").read_bytes())
     decoded = pixel_print.decode(prints)
 
     def dist(i: int, j: int) -> float:
@@ -140,16 +143,12 @@ def test_a_chain_of_near_images_is_not_one_group(tmp_path, tiny_model):
     far = min(dist(i, j) for i in range(5) for j in range(i + 2, 5))
     assert far > near, (near, far)
     limit = (near + far) / 2  # neighbours verify, images two steps apart do not
+    assert min(dist(i, i + 1) for i in range(4)) > 0.4 * limit  # loose links (duplicates.SURE)
     glimpse_cmd("index", str(root), "--model", tiny_model, "--workers", "0", home=home)
     env = {"GLIMPSE_DUPLICATES_MAX_DISTANCE": str(limit)}
     out = json.loads(glimpse_cmd("duplicates", "--threshold", "0.1", "--json", home=home, env=env).stdout)
-    groups = [names(g) for g in out["groups"]]
-    assert groups and all(len(g) <= 3 for g in groups), groups
-    for g in out["groups"]:
-        assert all(image["distance"] <= limit for image in g["images"])
-        spread = [names_.index(n) for n in names(g)]
-        assert max(spread) - min(spread) <= 2, groups
-    assert not any({"a.png", "e.png"} <= set(g) for g in groups)
+    assert [sorted(names(g)) for g in out["groups"]] == [["c.png", "c_again.png"]], out
+    assert all(image["distance"] == 0.0 for image in out["groups"][0]["images"])
 
 
 def test_keep_is_the_oldest_of_equal_copies(tmp_path, tiny_model):

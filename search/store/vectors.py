@@ -138,6 +138,19 @@ class PixelPrints:
                 out.update((int(r[0]), cast(bytes, r[1])) for r in s.execute(q))
         return out
 
+    def iter_pixel_prints(self, batch: int = 4096) -> Iterator[tuple[np.ndarray, list[bytes]]]:
+        """``(ids, prints)`` of indexed images that have a print, ``batch`` rows at a time, by id (the
+        finder's second candidate source reads every print: bounded memory at any corpus size)."""
+        q = (
+            select(ImageRow.id, ImageRow.pixel_print)
+            .where(ImageRow.pixel_print.is_not(None), ImageRow.status == "indexed")
+            .order_by(ImageRow.id)
+        )
+        with self.session() as s:
+            for part in s.execute(q.execution_options(yield_per=batch)).partitions(batch):
+                ids = np.fromiter((r[0] for r in part), dtype=np.int64, count=len(part))
+                yield ids, [cast(bytes, r[1]) for r in part]
+
     # The partial index holds exactly these rows; SQLite's planner prefers ix_images_status, which would
     # read every indexed row (the vector-laden table at 10M) to count none on a no-op reindex.
     _NO_PRINT = "FROM images INDEXED BY ix_images_no_print WHERE status = 'indexed' AND pixel_print IS NULL"
