@@ -117,18 +117,27 @@ def test_stats_show_text_counts(indexed):
     assert stats["jobs"][0]["ocr_read"] == 4
 
 
-def test_search_finds_a_word_in_an_image(indexed):
+def test_search_finds_a_word_in_an_image(indexed, monkeypatch):
+    """Through the query path, with the image text registered as a word source (search/query/image_text.py)."""
+    from search.engine import Engine
+    from search.paths import Paths
+    from search.query.image_text import ImageText
+    from search.query.kinds import Filters, Paging, TextQuery
+    from search.query.retrievers import WORD_SOURCES
+
+    monkeypatch.setitem(WORD_SOURCES, "text", (ImageText(), 1.0))
     home, _, _ = indexed
+    engine = Engine(Paths.resolve(home))
 
-    def search(*args: str) -> list[dict]:
-        return json.loads(glimpse_cmd("search", *args, "--json", home=home).stdout)
+    def search(text: str, mode: str, **filters) -> list:
+        return engine.search(TextQuery(text, mode=mode), Filters(**filters), Paging(k=10)).results
 
-    (hit,) = search("KX447", "--mode", "keywords")
-    assert os.path.basename(hit["path"]) == "a.png" and hit["matched"] == ["text"]
-    assert hit["matched_text"] == "Invoice KX4471B" and hit["matched_spans"] == [[8, 15]]
-    assert search("zebra", "--mode", "keywords") == []
-    top = search("ferry", "--min-score", "auto")  # auto mode: a text hit counts like any keyword hit
-    assert os.path.basename(top[0]["path"]) == "upside.png" and "text" in top[0]["matched"]
+    (hit,) = search("KX447", "keywords")
+    assert os.path.basename(hit.path) == "a.png" and hit.matched == ["text"]
+    assert hit.matched_text == "Invoice KX4471B" and hit.matched_spans == [[8, 15]]
+    assert search("zebra", "keywords") == []
+    top = search("ferry", "auto", min_score_auto=True)  # auto mode: a text hit counts like any keyword hit
+    assert os.path.basename(top[0].path) == "upside.png" and "text" in top[0].matched
 
 
 def test_metrics_show_text_reading(indexed):
