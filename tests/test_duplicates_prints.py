@@ -41,7 +41,7 @@ def test_copies_the_model_does_not_pair_are_found_through_the_prints(tmp_path, t
     assert all(g["verified_by"] == pixel_print.SIGNAL for g in out["groups"])
 
 
-def test_views_bring_a_crop_and_a_black_flattening_near_their_original():
+def test_views_bring_a_crop_and_a_black_flattening_near_their_original(monkeypatch):
     t = drawing(7)
     o = draw_image(8, (240, 180))
     prints = [pixel_print.pixel_print(x) for x in (t, flat(t, (0, 0, 0)), o, crop(o, 0.10), draw_image(9, (240, 180)))]
@@ -62,3 +62,7 @@ def test_views_bring_a_crop_and_a_black_flattening_near_their_original():
     # only live images are paired
     a, b = print_candidates.print_pairs(lambda: [(ids, prints)], np.array([10, 12, 13]), 4)
     assert set(zip(a.tolist(), b.tolist())) == {(12, 13)}
+    # a large corpus's index (IVF with 8-bit codes) finds the same pairs
+    monkeypatch.setattr(print_candidates, "EXACT_MAX", 2)
+    a, b = print_candidates.print_pairs(lambda: [(ids, prints)], None, 4)
+    assert {(10, 11), (12, 13)} <= set(zip(a.tolist(), b.tolist()))

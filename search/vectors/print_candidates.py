@@ -10,8 +10,8 @@ candidates. So a copy on black meets its original's black view, and a crop its o
 Verification (the full print comparison) then decides, as for the model's candidates.
 
 Memory is bounded: prints are read and decoded a chunk at a time, twice (once to index the whole views,
-as float16 until the index is built, once to search); an index of more than ``EXACT_MAX`` views is an
-IVF with 8-bit scalar codes (256 bytes a view).
+held as float16 until the index is built, once to search); an index of more than ``EXACT_MAX`` views is
+an IVF with 8-bit scalar codes (256 bytes a view).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ NEIGHBOURS = 4  # measured (bench.duplicates quality): 4 finds what 8 finds once
 CORRELATION = 0.9  # of two 16x16 views; copies (resize, JPEG, flattening, 2-10% crops, 2-4 degrees) score above
 EXACT_MAX = 20_000  # views; above this an IVF-SQ8
 SUB = 2048  # views searched per FAISS call
+ADD_CHUNK = 65_536  # views added to the index at once
 
 
 def _views(chunks: Iterable[tuple[np.ndarray, list[bytes]]], live: np.ndarray | None) -> Iterator[tuple]:
@@ -60,7 +61,7 @@ def print_pairs(
     if not ids_parts:
         return empty, empty
     owner = np.concatenate(ids_parts)
-    x = np.concatenate(vec_parts).astype(np.float32)
+    x = np.concatenate(vec_parts)  # float16: 512 bytes a view (1M images: ~0.6 GB with black views)
     del vec_parts
     dim = x.shape[1]
     params = None
@@ -73,9 +74,10 @@ def print_pairs(
             faiss.IndexFlatIP(dim), dim, nlist, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT
         )
         sample = np.random.default_rng(0).choice(len(x), min(len(x), 64 * nlist), replace=False)
-        index.train(np.ascontiguousarray(x[np.sort(sample)]))
+        index.train(x[np.sort(sample)].astype(np.float32))
         params = faiss.SearchParametersIVF(nprobe=min(nprobe, nlist))  # type: ignore[call-arg]
-    index.add(x)
+    for start in range(0, len(x), ADD_CHUNK):  # float32 a chunk at a time
+        index.add(x[start : start + ADD_CHUNK].astype(np.float32))
     del x
     k = min(NEIGHBOURS + 1, index.ntotal)
     a_parts, b_parts = [], []
