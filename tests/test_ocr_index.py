@@ -117,15 +117,12 @@ def test_stats_show_text_counts(indexed):
     assert stats["jobs"][0]["ocr_read"] == 4
 
 
-def test_search_finds_a_word_in_an_image(indexed, monkeypatch):
-    """Through the query path, with the image text registered as a word source (search/query/image_text.py)."""
+def test_search_finds_a_word_in_an_image(indexed):
+    """Through the query path: the image text is a word source (search/query/image_text.py)."""
     from search.engine import Engine
     from search.paths import Paths
-    from search.query.image_text import ImageText
     from search.query.kinds import Filters, Paging, TextQuery
-    from search.query.retrievers import WORD_SOURCES
 
-    monkeypatch.setitem(WORD_SOURCES, "text", (ImageText(), 1.0))
     home, _, _ = indexed
     engine = Engine(Paths.resolve(home))
 

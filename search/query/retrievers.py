@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from search.query.cache import QueryCache
+from search.query.image_text import ImageText
 from search.query.paging import Ranking, first_fetch
 from search.query.plan import QueryPlan
 from search.query.rows import Rows
@@ -286,4 +287,4 @@ RETRIEVERS: dict[str, Retriever] = {"vision": Vision(), "captions": Captions()}
 
 # The word sources, one line each: the source and its weight within the words' half of the fusion
 # (search.query.fusion: fused with vision in auto mode, alone in keywords mode).
-WORD_SOURCES: dict[str, tuple[WordSource, float]] = {"keywords": (Keywords(), 1.0)}
+WORD_SOURCES: dict[str, tuple[WordSource, float]] = {"keywords": (Keywords(), 1.0), "text": (ImageText(), 1.0)}
