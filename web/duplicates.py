@@ -10,7 +10,7 @@ import math
 
 from flask import Blueprint, jsonify, render_template, request
 
-from search.engine import EngineError
+from search.errors import GlimpseError
 from search.query.args import given
 from search.vectors.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, Duplicates, max_distance
 from web import queries
@@ -78,7 +78,7 @@ def page():
     try:
         threshold, number, found, groups, has_more = _page_of_groups(request.args, blank_ok=True)
         without_print = found.without_print
-    except (HttpError, EngineError) as exc:
+    except (HttpError, GlimpseError) as exc:
         error, status = page_error(exc)
     return render_template(
         "duplicates.html",

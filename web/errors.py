@@ -12,7 +12,7 @@ import logging
 from flask import Flask, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from search.errors import EngineError, GlimpseError, NotIndexedError
+from search.errors import GlimpseError
 from search.media.decode import ImageDecodeError
 
 log = logging.getLogger(__name__)
@@ -29,12 +29,12 @@ class HttpError(GlimpseError):
         self.message = message
 
 
-def page_error(exc: HttpError | EngineError) -> tuple[str, int]:
-    """The message and status a page shows in place for a request it cannot answer: a nothing-indexed
-    server is 503, any other engine error the request's fault (400)."""
+def page_error(exc: HttpError | GlimpseError) -> tuple[str, int]:
+    """The message and status a page shows in place for a request it cannot answer: an HttpError's own,
+    else the error's ``http_status`` (a bad value 400, nothing indexed 503)."""
     if isinstance(exc, HttpError):
         return exc.message, exc.status
-    return str(exc), 503 if isinstance(exc, NotIndexedError) else 400
+    return str(exc), exc.http_status
 
 
 def wants_json() -> bool:

@@ -12,7 +12,8 @@ import os
 from flask import Blueprint, Flask, current_app, jsonify, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from search.engine import EngineError, Page, SearchResult
+from search.engine import Page, SearchResult
+from search.errors import GlimpseError
 from search.query.args import check_query_text
 from search.query.kinds import ImageQuery, SimilarQuery
 from web import queries, thumbs
@@ -111,7 +112,7 @@ def index():
             if source is None:
                 raise HttpError(404, f"no image with id {like}")
         page = _search(q, like, params)
-    except (HttpError, EngineError) as exc:
+    except (HttpError, GlimpseError) as exc:
         error, status = page_error(exc)
     keep = params.filter_args()
     more_url = fragment_url = None
