@@ -19,7 +19,7 @@ from search.store.ocr import MARK_START, text_match
 if TYPE_CHECKING:  # retrievers.py imports this module to register it: its names are imported when used
     from search.query.plan import QueryPlan
     from search.query.results import SearchResult
-    from search.query.retrievers import Candidates, Sources
+    from search.query.retrievers import Candidates, Hit, Sources
 
 EVIDENCE_CHARS = 500
 
@@ -33,20 +33,25 @@ def excerpt(marked: str, size: int = EVIDENCE_CHARS) -> str:
 
 
 class ImageText:
-    """The query's words in the text read from images: the weighted sum of each positive term's bm25."""
+    """The query's words in the text read from images: the weighted sum of each positive term's bm25.
+
+    ``candidates`` and ``hit``: the registry's result types (``Candidates``, ``Hit``), handed in by
+    ``search.query.retrievers``, which imports this module (so this one never imports it back)."""
 
     name = "text"
+
+    def __init__(self, candidates: type[Candidates], hit: type[Hit]):
+        self._candidates = candidates
+        self._hit = hit
 
     @staticmethod
     def _positive(plan: QueryPlan) -> list[tuple[str, float]]:
         return [(m, t.weight) for t in plan.terms if t.weight > 0 and not t.is_image if (m := text_match([t.text]))]
 
     def retrieve(self, plan: QueryPlan, sources: Sources, limit: int) -> Candidates:
-        from search.query.retrievers import Candidates, Hit
-
         positive = self._positive(plan)
         if not positive:
-            return Candidates([], None, matched_any=False)
+            return self._candidates([], None, matched_any=False)
         store = sources.store
         scores: dict[int, float] = defaultdict(float)
         cut, full = 0.0, False
@@ -66,13 +71,13 @@ class ImageText:
                     exact[image_id] += weight * score
             scores = exact
         if not scores:
-            return Candidates([], None, matched_any=False)
+            return self._candidates([], None, matched_any=False)
         alive = sources.rows.alive(scores)
         ranked = sorted(((i, s) for i, s in scores.items() if i in alive), key=lambda p: (-p[1], p[0]))
         any_word = " OR ".join(m for m, _ in positive)
         marked = store.text_highlights(any_word, [i for i, _ in ranked[: plan.want]])
-        hits = [Hit(i, s, excerpt(marked[i]) if i in marked else None) for i, s in ranked]
-        return Candidates(hits, cut if full else None)
+        hits = [self._hit(i, s, excerpt(marked[i]) if i in marked else None) for i, s in ranked]
+        return self._candidates(hits, cut if full else None)
 
     def scores(self, plan: QueryPlan, sources: Sources, ids: list[int]) -> dict[int, float]:
         """The exact score of each of ``ids`` whose text matches."""

@@ -287,4 +287,7 @@ RETRIEVERS: dict[str, Retriever] = {"vision": Vision(), "captions": Captions()}
 
 # The word sources, one line each: the source and its weight within the words' half of the fusion
 # (search.query.fusion: fused with vision in auto mode, alone in keywords mode).
-WORD_SOURCES: dict[str, tuple[WordSource, float]] = {"keywords": (Keywords(), 1.0), "text": (ImageText(), 1.0)}
+WORD_SOURCES: dict[str, tuple[WordSource, float]] = {
+    "keywords": (Keywords(), 1.0),
+    "text": (ImageText(Candidates, Hit), 1.0),
+}
