@@ -336,6 +336,8 @@ class VideoFrames:
 
     def _by_seeking(self, container: InputContainer, stream: VideoStream) -> Iterator[SampledFrame]:
         duration = self.info.duration or 0.0
+        if self.limits.skip_nonref:  # the frames between a keyframe and the target are only passed through
+            stream.codec_context.skip_frame = "NONREF"
         n = self.limits.max_frames
         step = duration / n
         tb = stream.time_base
