@@ -20,10 +20,10 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from search.store.chunks import in_chunks
 from search.store.fts import MARK_END, MARK_START, fts_text
 from search.store.schema import OCR_FTS_TABLE, ImageRow, JobRow, OcrImageRow, row_ids, utcnow
 
-_CHUNK = 500
 # A query word this long, or one holding a digit (a code, a plate), matches as a prefix too: "KX447"
 # finds "KX4471B", "invoi" finds "invoice"; a shorter plain word matches whole ("cat" not "catalog").
 PREFIX_MIN_CHARS = 5
@@ -218,8 +218,8 @@ class OcrText:
         found = row_ids(ids)
         out: dict[int, float] = {}
         with self.session() as s:
-            for i in range(0, len(found), _CHUNK):
-                out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": found[i : i + _CHUNK]}))
+            for chunk in in_chunks(found):
+                out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": chunk}))
         return out
 
     def text_highlights(self, match: str, ids: Sequence[int]) -> dict[int, str]:
@@ -231,8 +231,8 @@ class OcrText:
         found = row_ids(ids)
         out: dict[int, str] = {}
         with self.session() as s:
-            for i in range(0, len(found), _CHUNK):
-                rows = s.execute(q, {"m": match, "ids": found[i : i + _CHUNK], "a": MARK_START, "b": MARK_END})
+            for chunk in in_chunks(found):
+                rows = s.execute(q, {"m": match, "ids": chunk, "a": MARK_START, "b": MARK_END})
                 out.update((int(r[0]), r[1] or "") for r in rows)
         return out
 
@@ -241,9 +241,9 @@ class OcrText:
         found = row_ids(ids)
         out: dict[int, ImageText] = {}
         with self.session() as s:
-            for i in range(0, len(found), _CHUNK):
+            for chunk in in_chunks(found):
                 q = select(OcrImageRow.image_id, OcrImageRow.engine, OcrImageRow.lines, OcrImageRow.error).where(
-                    OcrImageRow.image_id.in_(found[i : i + _CHUNK])
+                    OcrImageRow.image_id.in_(chunk)
                 )
                 for image_id, engine, lines, error in s.execute(q):
                     out[image_id] = ImageText(engine, parse_lines(lines), error)
