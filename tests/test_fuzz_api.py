@@ -32,7 +32,11 @@ def guarded_server(engine, tmp_path_factory):
 
 
 def test_schemathesis_finds_nothing(guarded_server, tmp_path):
-    report = run_schemathesis(guarded_server.url, SEED, max_examples=MAX_EXAMPLES, workers=2, report_dir=tmp_path)
+    # One worker: Schemathesis's workers are threads, and hypothesis parses lambda sources with ast.parse in each;
+    # CPython 3.11.7 (this machine's) can then raise a spurious "SystemError: AST constructor recursion depth
+    # mismatch" (gh-106905, seen in threaded programs, fixed in 3.11.8), which st reports as a Runtime Error of
+    # the run: it failed one CI run here with 2 workers and the same seed that passed the run before.
+    report = run_schemathesis(guarded_server.url, SEED, max_examples=MAX_EXAMPLES, workers=1, report_dir=tmp_path)
     cases = report["test_cases"]
     assert report["operations"]["tested"] == report["operations"]["total"] >= 12, report["operations"]
     assert not report["failures"] and not report["errors"], summary(report) + "\n" + report["output"][-12000:]
