@@ -139,6 +139,32 @@ SCHEMAS = {
                         "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
                         "description": "[start, end) of each matched word in matched_text",
                     },
+                    "kind": {
+                        "type": "string",
+                        "enum": ["image", "video"],
+                        "description": "a video is one result: its best-matching moment",
+                    },
+                    "time": {
+                        "type": ["number", "null"],
+                        "description": "video: seconds from the start of the best-matching frame",
+                    },
+                    "duration": {"type": ["number", "null"], "description": "video: its length in seconds"},
+                    "moments": {
+                        "type": ["array", "null"],
+                        "maxItems": 5,
+                        "items": {
+                            "type": "object",
+                            "required": ["time", "score"],
+                            "properties": {"time": {"type": "number"}, "score": {"type": ["number", "null"]}},
+                        },
+                        "description": "video: up to 5 other matching moments, best first",
+                    },
+                    "text": {**NULLABLE_STR, "description": "the text read in the image (at most ~500 characters)"},
+                    "text_spans": {
+                        "type": ["array", "null"],
+                        "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                        "description": "[start, end) of each matched word in text",
+                    },
                 },
             },
         ]

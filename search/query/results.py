@@ -32,6 +32,17 @@ class SearchResult:
     matched: list[str] = field(default_factory=list)
     matched_text: str | None = None
     matched_spans: list[list[int]] | None = None
+    # "image" or "video" (issue 27). A video is one result, its best moment: ``time`` (seconds of the
+    # best-matching frame), ``duration`` (seconds), ``moments`` (up to 5 other matching times, each
+    # {"time", "score"}, best first). None for an image.
+    kind: str = "image"
+    time: float | None = None
+    duration: float | None = None
+    moments: list[dict] | None = None
+    # The text read in the image (issue 26; at most ~500 characters, None: none read) and [start, end) spans
+    # of the query's words in it, highlighted like matched_text.
+    text: str | None = None
+    text_spans: list[list[int]] | None = None
 
     def to_dict(self) -> dict:
         # Every field is a scalar or a flat list: no need for asdict's recursive deep copy (~0.7 ms per page of 10).
