@@ -12,7 +12,7 @@ from search.store.database import Store
 from search.store.migrate import alembic_config, downgrade, upgrade_to_head
 from search.store.schema import Base
 
-TABLES = {"roots", "images", "captions", "embedding_model", "jobs", "ocr_images"}
+TABLES = {"roots", "images", "captions", "embedding_model", "jobs", "ocr_images", "frames"}
 
 
 def tables(db) -> set[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, delete, func, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from search.store.chunks import in_chunks
@@ -21,6 +21,7 @@ from search.store.ocr import OcrText
 from search.store.schema import (
     RESULT_COLUMNS,
     CaptionRow,
+    FrameRow,
     ImageRow,
     JobRow,
     ModelRow,
@@ -87,6 +88,7 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
             update(ImageRow).where(ImageRow.status == "indexed").values(vector=None, vector_seq=None, status="pending")
         )
         s.execute(update(CaptionRow).values(vector=None, vector_seq=None))
+        s.execute(delete(FrameRow))  # a video's vectors are its frames': they go (its row is pending above)
 
     def switch_model(self, name: str, pretrained: str | None, fingerprint: str, dim: int) -> None:
         """Another model makes the vectors from now on: forget every vector and record the model,

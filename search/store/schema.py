@@ -134,7 +134,11 @@ class ImageRow(Base):
         Index("ix_images_result", *RESULT_COLUMNS),
         # the indexed rows still without a pixel print (empty once the backfill is done): a no-op reindex
         # finds none without reading the vector-laden table
-        Index("ix_images_no_print", "id", sqlite_where=text("status = 'indexed' AND pixel_print IS NULL")),
+        Index(
+            "ix_images_no_print",
+            "id",
+            sqlite_where=text("status = 'indexed' AND pixel_print IS NULL AND kind = 'image'"),
+        ),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     root_id: Mapped[int | None] = mapped_column(ForeignKey("roots.id"), nullable=True)
@@ -164,6 +168,15 @@ class ImageRow(Base):
     # The stat of the sidecar caption file its sidecar captions were read from (indexer.scan.sidecar_stat;
     # NULL: none, or not read since migration 0009): a sidecar that appears, changes or goes is read again.
     sidecar: Mapped[str | None] = mapped_column(String, nullable=True)
+    # "image", or "video" (issue 27): a video row has no vector or pixel print of its own; its frames'
+    # vectors are rows of ``frames``. For a video, width/height are the upright (display) size, ``format``
+    # the container ("mp4"), ``taken_at`` the container's creation time, ``duration`` its length in
+    # seconds, ``codec`` the video codec, ``poster`` the time of the frame a thumbnail without a time shows.
+    # ``status`` "skipped": a file with no video stream (audio only), recorded and not read again until it changes.
+    kind: Mapped[str] = mapped_column(String(8), default="image", server_default=text("'image'"))
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    codec: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    poster: Mapped[float | None] = mapped_column(Float, nullable=True)
     captions: Mapped[list[CaptionRow]] = relationship(
         back_populates="image", cascade="all, delete-orphan", passive_deletes=True
     )
@@ -182,6 +195,21 @@ class CaptionRow(Base):
     vector: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     vector_seq: Mapped[int | None] = mapped_column(Integer, nullable=True)  # as ImageRow.vector_seq
     image: Mapped[ImageRow] = relationship(back_populates="captions")
+
+
+class FrameRow(Base):
+    """One kept frame of a video (issue 27): its time and vector. Frame ids come from the images' own id
+    space (``search.store.writes.allocate_ids``), so frame vectors share the live ``images`` FAISS index with
+    images, and every index type, filter bitmap and paging rule applies unchanged; a hit on a frame id is
+    mapped to its video at hydration. The frames of a video are replaced in one transaction with its row."""
+
+    __tablename__ = "frames"
+    __table_args__ = (Index("ix_frames_video_time", "video_id", "time"), Index("ix_frames_vector_seq", "vector_seq"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    video_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    time: Mapped[float] = mapped_column(Float)  # seconds from the start of the video, as <video> counts
+    vector: Mapped[bytes] = mapped_column(LargeBinary, deferred=True)
+    vector_seq: Mapped[int] = mapped_column(Integer)  # the images' counter (writes.next_vector_seq)
 
 
 class ModelRow(Base):

@@ -17,10 +17,15 @@ from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from search.store.chunks import in_chunks
-from search.store.schema import CaptionRow, ImageRow, unpack_vectors
+from search.store.schema import CaptionRow, FrameRow, ImageRow, unpack_vectors
 
 Table = Literal["images", "captions"]
-_MODELS: dict[str, type[ImageRow] | type[CaptionRow]] = {"images": ImageRow, "captions": CaptionRow}
+# The tables behind each index: the ``images`` index holds images' vectors and videos' frames' (their ids
+# come from one allocator, search.store.writes.allocate_ids, and one vector_seq counter).
+_MODELS: dict[str, tuple[type[ImageRow] | type[CaptionRow] | type[FrameRow], ...]] = {
+    "images": (ImageRow, FrameRow),
+    "captions": (CaptionRow,),
+}
 CHUNK = 50_000  # rows per chunk: 50 MB of float16 at 512-d
 
 
@@ -41,14 +46,16 @@ class VectorReads:
         No ``ORDER BY id`` in SQL: with it SQLite scans the table itself (every row's vector: 16 GB at 10M)
         rather than the ``vector_seq`` index, which holds the ids; numpy sorts them instead.
         """
-        model = _MODELS[table]
-        name = model.__tablename__
+        names = [m.__tablename__ for m in _MODELS[table]]
         with self.engine.connect() as conn:
             cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()  # make_engine: pysqlite
             try:
-                mark = cur.execute(f"SELECT max(vector_seq) FROM {name}").fetchone()[0] or 0
-                cur.execute(f"SELECT id FROM {name} WHERE vector_seq IS NOT NULL")
-                ids = np.sort(np.fromiter((r[0] for r in cur), dtype=np.int64))
+                mark = max(cur.execute(f"SELECT max(vector_seq) FROM {name}").fetchone()[0] or 0 for name in names)
+                parts = []
+                for name in names:
+                    cur.execute(f"SELECT id FROM {name} WHERE vector_seq IS NOT NULL")
+                    parts.append(np.fromiter((r[0] for r in cur), dtype=np.int64))
+                ids = np.sort(np.concatenate(parts)) if len(parts) > 1 else np.sort(parts[0])
             finally:
                 cur.close()
         return ids, int(mark)
@@ -56,9 +63,10 @@ class VectorReads:
     def vector_ids_since(self, table: Table, mark: int) -> np.ndarray:
         """Ids whose vector was written after ``mark`` (new rows, and re-embeds that kept their id), sorted
         (by numpy: an ``ORDER BY id`` makes SQLite scan the whole table instead of the ``vector_seq`` index)."""
-        model = _MODELS[table]
+        ids: list[int] = []
         with self.session() as s:
-            ids = s.scalars(select(model.id).where(model.vector_seq > mark)).all()
+            for model in _MODELS[table]:
+                ids += s.scalars(select(model.id).where(model.vector_seq > mark)).all()
         return np.sort(np.fromiter(ids, dtype=np.int64, count=len(ids)))
 
     def iter_vectors(
@@ -66,32 +74,40 @@ class VectorReads:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``(ids, float16 vectors)`` chunks in id order: every row with a vector, or those of ``ids``
         (sorted) that still have one. Each chunk is its own short read over an id range."""
-        model = _MODELS[table]
-        q = select(model.id, model.vector).where(model.vector_seq.is_not(None)).order_by(model.id)
+        models = _MODELS[table]
+        queries = [(m, select(m.id, m.vector).where(m.vector_seq.is_not(None)).order_by(m.id)) for m in models]
         if ids is None:
             last = 0
             while True:
-                with self.session() as s:
-                    rows = s.execute(q.where(model.id > last).limit(chunk)).all()
+                with self.session() as s:  # each table's next chunk by id; the lowest ``chunk`` of them go
+                    rows = sorted(
+                        (r for m, q in queries for r in s.execute(q.where(m.id > last).limit(chunk)).all()),
+                        key=lambda r: r[0],
+                    )
+                exhausted = len(rows) < chunk  # no table had a full chunk left
+                rows = rows[:chunk]
                 if not rows:
                     return
                 yield _unpack(rows, dim)
                 last = rows[-1][0]
-                if len(rows) < chunk:
+                if exhausted:
                     return
         ids = np.asarray(ids, dtype=np.int64)
         for i in range(0, len(ids), chunk):
             part = ids[i : i + chunk]
             lo, hi = int(part[0]), int(part[-1])
+            rows = []
             with self.session() as s:
-                if hi - lo < 2 * len(part):  # dense: one range scan, then keep the asked ids
-                    rows = s.execute(q.where(model.id.between(lo, hi))).all()
-                    rows = [r for r, keep in zip(rows, np.isin([r[0] for r in rows], part)) if keep]
-                else:  # scattered (an incremental publish): by primary key
-                    rows = []
-                    for keys in in_chunks(part.tolist()):
-                        rows += s.execute(q.where(model.id.in_(keys))).all()
+                for m, q in queries:
+                    if hi - lo < 2 * len(part):  # dense: one range scan, then keep the asked ids
+                        found = s.execute(q.where(m.id.between(lo, hi))).all()
+                        rows += [r for r, keep in zip(found, np.isin([r[0] for r in found], part)) if keep]
+                    else:  # scattered (an incremental publish): by primary key
+                        for keys in in_chunks(part.tolist()):
+                            rows += s.execute(q.where(m.id.in_(keys))).all()
             if rows:
+                if len(models) > 1:
+                    rows.sort(key=lambda r: r[0])
                 yield _unpack(rows, dim)
 
 
@@ -153,7 +169,9 @@ class PixelPrints:
 
     # The partial index holds exactly these rows; SQLite's planner prefers ix_images_status, which would
     # read every indexed row (the vector-laden table at 10M) to count none on a no-op reindex.
-    _NO_PRINT = "FROM images INDEXED BY ix_images_no_print WHERE status = 'indexed' AND pixel_print IS NULL"
+    _NO_PRINT = (
+        "FROM images INDEXED BY ix_images_no_print WHERE status = 'indexed' AND pixel_print IS NULL AND kind = 'image'"
+    )
 
     def count_without_print(self) -> int:
         """Indexed images that have no pixel print yet (indexed before prints existed, or on the GPU path)."""

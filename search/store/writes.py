@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from search.store.chunks import in_chunks
 from search.store.fts import drop_fts, ids_of_paths, sync_fts
-from search.store.schema import CaptionRow, ImageRow, fs_str, pack_vector
+from search.store.schema import CaptionRow, FrameRow, ImageRow, fs_str, pack_vector
 
 # ---------------------------------------------------------------- indexer writes
 #
@@ -49,8 +49,27 @@ Transaction = Session
 
 
 def next_vector_seq(s: Session, model: type[ImageRow] | type[CaptionRow]) -> int:
-    """The ``vector_seq`` of a write that stores vectors: one past the table's highest (an index lookup)."""
-    return int(s.scalar(select(func.max(model.vector_seq))) or 0) + 1
+    """The ``vector_seq`` of a write that stores vectors: one past the table's highest (an index lookup).
+    Images and video frames feed one index, so they share one counter."""
+    if model is CaptionRow:
+        return int(s.scalar(select(func.max(CaptionRow.vector_seq))) or 0) + 1
+    return max_image_seq(s) + 1
+
+
+def max_image_seq(s: Session) -> int:
+    """The highest ``vector_seq`` over images and frames (two index lookups)."""
+    return max(int(s.scalar(select(func.max(m.vector_seq))) or 0) for m in (ImageRow, FrameRow))
+
+
+def allocate_ids(s: Session, n: int) -> int:
+    """The first of ``n`` fresh row ids for images, videos or frames, in the caller's write transaction.
+
+    Frames take their ids from the images' own range (they share the live FAISS index, whose filter bitmaps
+    span the id range: a disjoint high range would make them huge), so every insert into either table takes
+    its ids here: one past the highest of both (two primary-key lookups; the indexer is the only writer).
+    """
+    top = max(int(s.scalar(select(func.max(m.id))) or 0) for m in (ImageRow, FrameRow))
+    return top + 1
 
 
 def _with_seq(values: dict, seq: int) -> dict:
@@ -83,7 +102,8 @@ class IndexerWrites:
             cur = cast(sqlite3.Connection, conn.connection.driver_connection).cursor()  # make_engine: pysqlite
             try:
                 cur.execute(
-                    "SELECT path, id, size, mtime, content_hash, vector IS NOT NULL OR status = 'failed', "
+                    "SELECT path, id, size, mtime, content_hash, "
+                    "vector IS NOT NULL OR status IN ('failed', 'skipped') OR (kind = 'video' AND status = 'indexed'), "
                     "root_id, real_path, status = 'failed', sidecar FROM images"
                 )
                 # A BLOB path is a file name that is not UTF-8 (search.store.schema.FsPath).
@@ -128,6 +148,7 @@ class IndexerWrites:
         """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
         src = s.get_one(ImageRow, src_id)
         row = ImageRow(
+            id=allocate_ids(s, 1),
             path=path,
             real_path=real_path,
             root_id=root_id,
@@ -160,9 +181,34 @@ class IndexerWrites:
         for image_id, values in updates:
             s.execute(update(ImageRow).where(ImageRow.id == image_id).values(**values))
         if new_rows:
-            s.execute(insert(ImageRow), list(new_rows))
+            first = allocate_ids(s, len(new_rows))
+            s.execute(insert(ImageRow), [dict(r, id=first + i) for i, r in enumerate(new_rows)])
         changed = [image_id for image_id, _ in updates]
         sync_fts(s, changed + (ids_of_paths(s, [r["path"] for r in new_rows]) if new_rows else []))
+
+    @staticmethod
+    def write_video(
+        s: Session, row_id: int | None, values: dict, frames: Sequence[tuple[float, np.ndarray]] = ()
+    ) -> int:
+        """Insert (``row_id`` None) or update a video's row with ``values`` and replace its frames with
+        ``frames`` (``(time, vector)``, any order), in the caller's transaction: a crash keeps the video
+        whole or as it was. Returns the row id. The frames share the images' ids and ``vector_seq``."""
+        values = dict(values, kind="video", vector=None, vector_seq=None, pixel_print=None)
+        if row_id is None:
+            row_id = allocate_ids(s, 1)
+            s.execute(insert(ImageRow), [dict(values, id=row_id)])
+        else:
+            s.execute(update(ImageRow).where(ImageRow.id == row_id).values(**values))
+            s.execute(delete(FrameRow).where(FrameRow.video_id == row_id))
+        if frames:
+            first, seq = allocate_ids(s, len(frames)), next_vector_seq(s, ImageRow)
+            rows = [
+                {"id": first + i, "video_id": row_id, "time": float(t), "vector": pack_vector(v), "vector_seq": seq}
+                for i, (t, v) in enumerate(sorted(frames, key=lambda f: f[0]))
+            ]
+            s.execute(insert(FrameRow), rows)
+        sync_fts(s, [row_id])
+        return row_id
 
     @staticmethod
     def delete_images(s: Session, ids: Sequence[int]) -> None:
