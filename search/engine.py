@@ -18,6 +18,7 @@ from search.errors import EngineError, ImageUnavailable, NotIndexedError
 from search.media.opened import OpenedImage, open_row
 from search.paths import Paths
 from search.query.cache import QueryCache
+from search.query.image_text import TextOnImage, text_on_image
 from search.query.kinds import MAX_K, Filters, Paging, Query, TextQuery
 from search.query.pipeline import search as run_search
 from search.query.plan import plan_query
@@ -162,6 +163,14 @@ class Engine:
 
     def captions_of(self, image_id: int) -> list[str]:
         return self.store.captions_of(image_id)
+
+    def image_text(self, image_id: int, query_text: str | None = None) -> TextOnImage | None:
+        """The text read in an image, the query's words marked and the boxes of their lines (every line's
+        without a query); None when no text was read in it. A query the parser refuses is an EngineError."""
+        try:
+            return text_on_image(self.store, image_id, query_text)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from exc
 
     def open_image(self, image_id: int) -> OpenedImage:
         """The file of an indexed image, by id only (never a path from a client), opened for reading.

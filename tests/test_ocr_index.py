@@ -131,10 +131,39 @@ def test_search_finds_a_word_in_an_image(indexed):
 
     (hit,) = search("KX447", "keywords")
     assert os.path.basename(hit.path) == "a.png" and hit.matched == ["text"]
-    assert hit.matched_text == "Invoice KX4471B" and hit.matched_spans == [[8, 15]]
+    assert hit.text == "Invoice KX4471B" and hit.text_spans == [[8, 15]]  # the code its prefix found, marked
+    assert hit.matched_text is None  # no caption or file name matched
     assert search("zebra", "keywords") == []
     top = search("ferry", "auto", min_score_auto=True)  # auto mode: a text hit counts like any keyword hit
     assert os.path.basename(top[0].path) == "upside.png" and "text" in top[0].matched
+    assert [top[0].text[a:b] for a, b in top[0].text_spans or []] == ["ferry"]
+    # Every result carries its image's text, marked or not; an image without text has none.
+    shown = {os.path.basename(r.path): (r.text, r.text_spans) for r in search("bakery", "auto")}
+    assert shown["sideways.jpg"][0] == "Bakery open" and shown["sideways.jpg"][1] == [[0, 6]]
+    assert shown["a.png"] == ("Invoice KX4471B", []) and shown["plain.png"] == (None, None)
+
+
+def test_api_results_carry_the_text_as_the_schema_says(indexed):
+    import jsonschema
+
+    from search.paths import Paths
+    from web.app import create_app
+    from web.openapi import openapi_document
+
+    home, _, _ = indexed
+    app = create_app(Paths.resolve(home), config={"GLIMPSE_ALLOWED_HOSTS": ["localhost"]})
+    client = app.test_client()
+    resp = client.get("/api/search?q=kx447&mode=keywords&k=5")
+    assert resp.status_code == 200
+    body = resp.get_json()
+    schema = {"$ref": "#/components/schemas/SearchResponse", "components": openapi_document()["components"]}
+    jsonschema.validate(body, schema)
+    (hit,) = body["results"]
+    assert (hit["matched"], hit["text"], hit["text_spans"]) == (["text"], "Invoice KX4471B", [[8, 15]])
+    # The card marks the word and links to the detail page with the words it matched.
+    page = client.get("/?q=kx447&mode=keywords").get_data(as_text=True)
+    assert '<p class="ocr" title="text in the image">Invoice <mark>KX4471B</mark></p>' in page
+    assert f'href="/image/{hit["id"]}?q=KX4471B"' in page
 
 
 def test_metrics_show_text_reading(indexed):

@@ -76,11 +76,39 @@ def test_low_confidence_noise_is_kept_but_not_searchable(store):
     assert got[1].engine == ENGINE
 
 
-def test_highlights_mark_the_matched_words(store):
-    store.set_ocr_results(ENGINE, [OcrResult(4, "h4", lines("Gate B12 closed"))], 0.8)
-    match = text_match(["b12"])
+def test_a_page_s_texts_come_in_one_read_with_the_matched_words_marked(store):
+    store.set_ocr_results(
+        ENGINE,
+        [
+            OcrResult(4, "h4", lines("Gate B12 closed", "Café B120")),
+            OcrResult(3, "h3", lines("Exit only")),
+            OcrResult(2, "h2", lines("noise", conf=0.3)),  # nothing in the keyword index: no text shown
+        ],
+        0.8,
+    )
+    match = text_match(["b12", "cafe"])  # a code as a prefix, an accent folded as the index folds it
     assert match is not None
-    assert store.text_highlights(match, [4, 5]) == {4: f"Gate {MARK_START}B12{MARK_END} closed"}
+    a, b = MARK_START, MARK_END
+    assert store.page_texts([4, 3, 2, 1], match) == {4: f"Gate {a}B12{b} closed\n{a}Café{b} {a}B120{b}", 3: "Exit only"}
+    assert store.page_texts([4, 3], None) == {4: "Gate B12 closed\nCafé B120", 3: "Exit only"}
+
+
+def test_excerpt_keeps_the_first_match_and_cuts_at_words():
+    from search.query.highlights import ELLIPSIS, TEXT_CHARS, excerpt
+
+    assert excerpt("short text", [[6, 10]]) == ("short text", [[6, 10]])
+    words = " ".join(f"word{i:03d}" for i in range(200))  # 1,599 characters
+    at = words.index("word150")
+    text, spans = excerpt(words, [[at, at + 7], [3, 5]])
+    assert text.startswith(ELLIPSIS) and text.endswith(ELLIPSIS) and len(text) <= TEXT_CHARS + 2
+    assert [text[a:b] for a, b in spans] == ["word150"]  # the match kept, one before the window dropped
+    assert text[1:].split(" ")[0].startswith("word") and len(text[1:].split(" ")[0]) == 7  # whole words
+    assert text[:-1].split(" ")[-1].startswith("word") and len(text[:-1].split(" ")[-1]) == 7
+    head, head_spans = excerpt(words, [])  # no match: the start
+    assert head.startswith("word000 ") and head.endswith(ELLIPSIS) and head_spans == []
+    cjk = "漢字" * 400  # no spaces: cut where the size says
+    text, spans = excerpt(cjk, [[700, 702]])
+    assert len(text) <= TEXT_CHARS + 2 and [text[a:b] for a, b in spans] == ["漢字"]
 
 
 def test_pending_follows_engine_bytes_and_reocr(store):

@@ -130,8 +130,9 @@ SCHEMAS = {
                     "matched_caption": {**NULLABLE_STR, "description": "mode=captions: the caption that matched"},
                     "matched": {
                         "type": "array",
-                        "items": {"type": "string", "enum": ["image", "keywords", "caption"]},
-                        "description": "why it matched: the vision ranking, the keyword index, caption vectors",
+                        "items": {"type": "string", "enum": ["image", "keywords", "caption", "text"]},
+                        "description": "why it matched: the vision ranking, the keyword index (file name, folder, "
+                        "captions), caption vectors, the text read in the image (shown in text)",
                     },
                     "matched_text": {**NULLABLE_STR, "description": "the caption or file name that matched"},
                     "matched_spans": {
@@ -159,7 +160,11 @@ SCHEMAS = {
                         },
                         "description": "video: up to 5 other matching moments, best first",
                     },
-                    "text": {**NULLABLE_STR, "description": "the text read in the image (at most ~500 characters)"},
+                    "text": {
+                        **NULLABLE_STR,
+                        "description": "the text read in the image, its lines joined by newlines (at most ~500 "
+                        "characters: around the first matched word, cut at words, with an ellipsis)",
+                    },
                     "text_spans": {
                         "type": ["array", "null"],
                         "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},

@@ -166,4 +166,10 @@ def image_page(image_id: int):
     if found is None:
         raise HttpError(404, f"no image with id {image_id}")
     engine().open_image(image_id).close()  # 404 unless the file is still the one that was indexed
-    return render_template("image.html", image=found, captions=engine().captions_of(image_id))
+    q = (request.args.get("q") or "").strip()
+    try:  # the query's words marked in the image's text, and their lines outlined on the picture
+        check_query_text(q)
+        text = engine().image_text(image_id, q or None)
+    except GlimpseError:  # a query the parser refuses: the text as read, every line outlined
+        q, text = "", engine().image_text(image_id)
+    return render_template("image.html", image=found, captions=engine().captions_of(image_id), text=text, q=q)

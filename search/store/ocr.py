@@ -2,9 +2,9 @@
 
 The indexer writes a batch of results per transaction (:meth:`OcrText.set_ocr_results`); triggers keep
 ``ocr_fts`` in step in that same transaction, and an image's delete cascades to both. The query path
-reads it through :meth:`OcrText.text_ranking` (ids best first), :meth:`OcrText.text_highlights` and
-:meth:`OcrText.text_of` (the lines and their boxes, for a page of results). ``match`` is an FTS5 query
-built from quoted words (:func:`text_match`), never a client's text.
+reads it through :meth:`OcrText.text_ranking` (ids best first), :meth:`OcrText.page_texts` (a page's
+texts, matched words marked) and :meth:`OcrText.text_of` (the lines and their boxes, for the detail
+page). ``match`` is an FTS5 query built from quoted words (:func:`text_match`), never a client's text.
 """
 
 from __future__ import annotations
@@ -222,18 +222,26 @@ class OcrText:
                 out.update((int(r[0]), float(r[1])) for r in s.execute(q, {"m": match, "ids": chunk}))
         return out
 
-    def text_highlights(self, match: str, ids: Sequence[int]) -> dict[int, str]:
-        """``{id: text}`` of the matching ``ids``, matched words between MARK_START and MARK_END."""
-        q = text(
-            f"SELECT rowid, highlight({OCR_FTS_TABLE}, 0, :a, :b) FROM {OCR_FTS_TABLE} "
-            f"WHERE {OCR_FTS_TABLE} MATCH :m AND rowid IN :ids"
-        ).bindparams(bindparam("ids", expanding=True))
+    def page_texts(self, ids: Sequence[int], match: str | None) -> dict[int, str]:
+        """``{id: text}`` of each of ``ids`` with text in the keyword index (its lines joined by newlines),
+        the words of ``match`` (None: no query words) between MARK_START and MARK_END: one read per chunk,
+        matching or not (a page's results)."""
         found = row_ids(ids)
+        if match is None:
+            q = text("SELECT image_id, text FROM ocr_images WHERE text IS NOT NULL AND image_id IN :ids")
+        else:
+            q = text(
+                f"SELECT o.image_id, coalesce(h.marked, o.text) FROM ocr_images o LEFT JOIN ("
+                f"SELECT rowid AS id, highlight({OCR_FTS_TABLE}, 0, :a, :b) AS marked FROM {OCR_FTS_TABLE} "
+                f"WHERE {OCR_FTS_TABLE} MATCH :m AND rowid IN :ids) h ON h.id = o.image_id "
+                f"WHERE o.text IS NOT NULL AND o.image_id IN :ids"
+            )
+        q = q.bindparams(bindparam("ids", expanding=True))
         out: dict[int, str] = {}
         with self.session() as s:
             for chunk in in_chunks(found):
                 rows = s.execute(q, {"m": match, "ids": chunk, "a": MARK_START, "b": MARK_END})
-                out.update((int(r[0]), r[1] or "") for r in rows)
+                out.update((int(r[0]), r[1]) for r in rows)
         return out
 
     def text_of(self, ids: Sequence[int]) -> dict[int, ImageText]:
