@@ -3,15 +3,16 @@
 It runs once the vision index is published, so search works before any text is read. It reads the
 indexed images whose text was not read by this engine version from their current bytes (new, changed,
 or read by an older engine; ``--reocr``: all), newest first, so a run under ``--ocr-budget`` reads the
-newest and the next run carries on. Each batch of results is one transaction (the keyword rows follow
-by trigger): a kill -9 loses only the batch in flight. An image that cannot be read or passes the time
-limit is stored with its error (not read again until ``--reocr`` or another engine version) and is a
-warning in the job record, never a failed image.
+newest and the next run carries on (a budget too short for the readers to start starts nothing).
+``--reocr`` first marks every stored read as pending, in the store, so a run stopped midway leaves the
+rest to the next run, ``--reocr`` or not. Each batch of results is one transaction (the keyword rows
+follow by trigger): a kill -9 loses only the batch in flight. An image that cannot be read or passes the
+time limit is stored with its error (not read again until ``--reocr`` or another engine version) and is
+a warning in the job record, never a failed image.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +24,6 @@ from indexer.progress import bar
 from search.settings import settings
 from search.store.database import Store
 from search.store.ocr import OcrResult
-from search.store.schema import utcnow
 
 log = logging.getLogger("glimpse.indexer")
 
@@ -32,6 +32,10 @@ BATCH = 16  # results per transaction: what a kill -9 can lose (about 5 s of one
 # Lines below this confidence stay out of the keyword index (kept with their boxes for the detail page):
 # on photos without text the reader's stray "words" score lower (bench/ocr.py, BENCHMARKS.md).
 MIN_CONFIDENCE = 0.8
+# Under --ocr-budget, the least time worth starting the readers for: each loads three models and reads a
+# warm-up image first (a few seconds a core; more on a loaded machine). A budget that leaves less reads
+# nothing and pays nothing; the images wait for the next run.
+STARTUP_SECONDS = 15.0
 
 
 @dataclass
@@ -74,14 +78,22 @@ def read_texts(
     if engine is None:
         warn("text inside images not read: RapidOCR is not installed (pip install rapidocr)")
         return run
-    since: dt.datetime | None = utcnow() if reocr else None
-    total = store.count_ocr_pending(engine, since)
+    deadline = time.monotonic() + budget_minutes * 60 if budget_minutes is not None else None
+    if reocr:  # recorded in the store first: a run stopped midway leaves the rest for the next run
+        log.info("reading the text of %d images again (--reocr)", store.forget_ocr_reads())
+    total = store.count_ocr_pending(engine)
     if not total:
         return run
+    if deadline is not None and deadline - time.monotonic() < STARTUP_SECONDS:
+        run.left = total
+        warn(
+            f"text not read: the {budget_minutes:g}-minute budget leaves less than the readers' start-up "
+            f"({STARTUP_SECONDS:g}s); {total} images left for the next run"
+        )
+        return run
     cuda = cuda_available()
-    workers = workers or (1 if cuda else ocr_cores())
+    workers = min(workers or (1 if cuda else ocr_cores()), total)  # no reader starts with nothing to read
     limit = time_limit if time_limit is not None else settings()["GLIMPSE_OCR_TIMEOUT"]
-    deadline = time.monotonic() + budget_minutes * 60 if budget_minutes is not None else None
     log.info(
         "reading text in %d images (%s, %d worker%s%s)",
         total,
@@ -102,7 +114,7 @@ def read_texts(
 
     def tasks() -> Iterator[tuple[int, str]]:
         after = None
-        while rows := store.ocr_pending(engine, ROWS, after, since):
+        while rows := store.ocr_pending(engine, ROWS, after):
             after = (rows[-1][3], rows[-1][0])
             for image_id, path, real, _mtime, content_hash in rows:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -112,7 +124,7 @@ def read_texts(
 
     try:
         with OcrPool(workers, limit, threads, cuda) as pool:
-            for got in pool.map(tasks()):
+            for got in pool.map(tasks(), stop_at=deadline):
                 path, content_hash = paths.pop(got.key)
                 if got.error is not None:
                     run.failed += 1

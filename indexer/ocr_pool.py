@@ -115,8 +115,10 @@ class OcrPool:
             w.kill()
         self._workers = []
 
-    def map(self, tasks: Iterable[tuple[Any, str]]) -> Iterator[Read]:
-        """Results in the order they finish. Stop iterating to stop: images in flight are dropped."""
+    def map(self, tasks: Iterable[tuple[Any, str]], stop_at: float | None = None) -> Iterator[Read]:
+        """Results in the order they finish. Stop iterating to stop: images in flight are dropped.
+        ``stop_at`` (a ``time.monotonic()`` time): past it, with no image in flight, it returns at once,
+        not waiting for workers still starting (``tasks`` itself stops handing out images then)."""
         todo = iter(tasks)
         exhausted = False
 
@@ -137,7 +139,13 @@ class OcrPool:
                 return
             if not busy:  # every worker idle and nothing more to do
                 return
-            timeout = max(0.0, min(w.deadline for w in busy) - time.monotonic())
+            if stop_at is not None and time.monotonic() >= stop_at and all(w.task is None for w in self._workers):
+                return  # out of time with nothing in flight: workers still starting are not waited for
+            now = time.monotonic()
+            wake = min(w.deadline for w in busy)
+            if stop_at is not None and stop_at > now:  # wake at it too, in case workers are still starting
+                wake = min(wake, stop_at)
+            timeout = max(0.0, wake - now)
             ready = set(wait([w.conn for w in busy], timeout))
             now = time.monotonic()
             for i, w in enumerate(self._workers):

@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -235,6 +236,29 @@ def test_failed_and_timed_out_images_are_warnings_and_the_run_completes(tmp_path
     assert any("within the 0.001s limit" in w for w in job["warnings"])
 
 
+def _kill_mid_reading(home: Path, *args: str, once: Callable[[], bool]) -> None:
+    """Run ``glimpse reindex --ocr ARGS`` and kill -9 it as soon as ``once()`` holds."""
+    env = dict(os.environ, GLIMPSE_HOME=str(home), GLIMPSE_OCR="on")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "glimpse.cli", "reindex", "--ocr", *args],
+        cwd=str(REPO),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the workers die with it (PR_SET_PDEATHSIG), as under a real kill
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None and not once():
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def test_kill_9_mid_reading_then_resume(tmp_path, tiny_model):
     from indexer.ocr import BATCH
 
@@ -245,25 +269,7 @@ def test_kill_9_mid_reading_then_resume(tmp_path, tiny_model):
         text_image(f"Lot {i:03d} ZQ{i:03d}", size=(240, 120), font_size=28).save(pics / f"t{i:03d}.png")
     glimpse_cmd("index", str(pics), "--model", tiny_model, "--no-ocr", home=home)
     db = home / "glimpse.db"
-    env = dict(os.environ, GLIMPSE_HOME=str(home))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "glimpse.cli", "reindex", "--ocr"],
-        cwd=str(REPO),
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # the workers die with it (PR_SET_PDEATHSIG), as under a real kill
-    )
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None and len(_read(db)) < BATCH:
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    _kill_mid_reading(home, once=lambda: len(_read(db)) >= BATCH)
     first = _read(db)
     assert 0 < len(first) < n and len(first) % BATCH == 0  # whole batches only
     with sqlite3.connect(db) as con:
@@ -278,6 +284,39 @@ def test_kill_9_mid_reading_then_resume(tmp_path, tiny_model):
     jobs = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)["jobs"]
     assert [j["outcome"] for j in jobs[:2]] == ["ok", "interrupted"]
     assert jobs[0]["ocr_read"] == n - len(first)
+
+    # An interrupted --reocr is finished by the next run, a plain one: what it re-read is not read a third time.
+    _kill_mid_reading(home, "--reocr", once=lambda: sum(_read(db)[i] != final[i] for i in final) >= BATCH)
+    again = _read(db)
+    reread = {i for i in again if again[i] != final[i]}
+    assert 0 < len(reread) < n and len(reread) % BATCH == 0
+    assert found(db, "ZQ007") == [ids["t007.png"]]  # the text stays searchable while it waits
+    assert json.loads(glimpse_cmd("stats", "--json", home=home).stdout)["ocr"]["pending"] == n - len(reread)
+    glimpse_cmd("reindex", "--ocr", home=home)
+    last = _read(db)
+    assert all(last[i] != final[i] for i in last)  # every image read again since the --reocr began
+    assert {i: last[i] for i in reread} == {i: again[i] for i in reread}
+    stats = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)
+    assert stats["ocr"]["pending"] == 0 and stats["jobs"][0]["ocr_read"] == n - len(reread)
+
+
+def test_a_budget_too_short_for_the_readers_starts_none(tmp_path, tiny_model):
+    from indexer.ocr import STARTUP_SECONDS
+
+    pics, home = tmp_path / "pics", tmp_path / "h"
+    pics.mkdir()
+    text_image("Night bus").save(pics / "n.png")
+    glimpse_cmd("index", str(pics), "--model", tiny_model, "--no-ocr", home=home)
+    minutes = STARTUP_SECONDS / 60 / 4
+    run = glimpse_cmd("reindex", "--ocr", "--ocr-budget", f"{minutes:g}", home=home)
+    assert "reading text in" not in run.stderr  # the readers were never started
+    stats = json.loads(glimpse_cmd("stats", "--json", home=home).stdout)
+    job = stats["jobs"][0]
+    assert job["outcome"] == "ok" and job["ocr_read"] == 0 and stats["ocr"]["pending"] == 1
+    assert any("budget leaves less than the readers' start-up" in w for w in job["warnings"])
+    run = glimpse_cmd("reindex", "--ocr", "--ocr-budget", "10", home=home)  # a budget that fits: read
+    assert "reading text in 1 images" in run.stderr
+    assert found(home / "glimpse.db", "night") == [ids_by_name(home / "glimpse.db")["n.png"]]
 
 
 def _read(db: Path) -> dict[int, str]:

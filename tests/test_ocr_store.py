@@ -122,9 +122,14 @@ def test_pending_follows_engine_bytes_and_reocr(store):
     with store.session() as s, s.begin():  # the file changed: the indexer stored its new hash
         s.execute(update(ImageRow).where(ImageRow.id == 2).values(content_hash="h2-new"))
     assert [r[0] for r in store.ocr_pending(ENGINE, 10)] == [2]
-    from search.store.schema import utcnow
-
-    assert store.count_ocr_pending(ENGINE, reread_before=utcnow()) == 5  # --reocr
+    assert store.forget_ocr_reads() == 5  # --reocr: every read pending, in the store (a stopped run resumes)
+    assert store.count_ocr_pending(ENGINE) == 5
+    assert found(store, "word3") == [3]  # searchable until read again
+    store.set_ocr_results(ENGINE, [OcrResult(3, "h3", lines("word3"))], 0.8)
+    assert [r[0] for r in store.ocr_pending(ENGINE, 10)] == [5, 4, 2, 1]
+    with store.session() as s, s.begin():  # a video is not read (issue 27: its frames are not files)
+        s.execute(update(ImageRow).where(ImageRow.id == 4).values(kind="video"))
+    assert [r[0] for r in store.ocr_pending(ENGINE, 10)] == [5, 2, 1] and store.count_ocr_pending(ENGINE) == 3
 
 
 def test_reread_replaces_the_text_and_its_keyword_row(store):

@@ -9,7 +9,6 @@ page). ``match`` is an FTS5 query built from quoted words (:func:`text_match`), 
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import json
 import re
@@ -121,23 +120,23 @@ class OcrText:
 
     # ------------------------------------------------------------ the indexer's side
     @staticmethod
-    def _pending_where(engine: str, reread_before: dt.datetime | None):
+    def _pending_where(engine: str):
         o = OcrImageRow
+        # A stored read is stale when another engine made it or from other bytes (``--reocr`` forgets the
+        # bytes of every read: :meth:`forget_ocr_reads`). Videos are not read (their frames are not files).
         stale = (o.image_id.is_(None)) | (o.engine != engine) | (o.content_hash.is_not(ImageRow.content_hash))
-        if reread_before is not None:
-            stale = stale | (o.read_at < reread_before)
-        return (ImageRow.status == "indexed") & stale
+        return (ImageRow.status == "indexed") & (ImageRow.kind == "image") & stale
 
     def ocr_pending(
-        self, engine: str, limit: int, after: tuple[float, int] | None = None, reread_before: dt.datetime | None = None
+        self, engine: str, limit: int, after: tuple[float, int] | None = None
     ) -> list[tuple[int, str, str | None, float, str | None]]:
         """Indexed images whose text is not read by ``engine`` from their current bytes, newest first
         (by file time): ``(id, path, real_path, mtime, content_hash)``. ``after``: the last row of the
-        previous round's ``(mtime, id)``; ``reread_before``: also those read before this time (``--reocr``)."""
+        previous round's ``(mtime, id)``."""
         q = (
             select(ImageRow.id, ImageRow.path, ImageRow.real_path, ImageRow.mtime, ImageRow.content_hash)
             .outerjoin(OcrImageRow, OcrImageRow.image_id == ImageRow.id)
-            .where(self._pending_where(engine, reread_before))
+            .where(self._pending_where(engine))
             .order_by(ImageRow.mtime.desc(), ImageRow.id.desc())
             .limit(limit)
         )
@@ -147,15 +146,23 @@ class OcrText:
         with self.session() as s:
             return [(int(a), p, r, float(m), h) for a, p, r, m, h in s.execute(q)]
 
-    def count_ocr_pending(self, engine: str, reread_before: dt.datetime | None = None) -> int:
+    def count_ocr_pending(self, engine: str) -> int:
         q = (
             select(func.count())
             .select_from(ImageRow)
             .outerjoin(OcrImageRow, OcrImageRow.image_id == ImageRow.id)
-            .where(self._pending_where(engine, reread_before))
+            .where(self._pending_where(engine))
         )
         with self.session() as s:
             return int(s.scalar(q) or 0)
+
+    def forget_ocr_reads(self) -> int:
+        """``--reocr``: every stored read becomes pending (which bytes it was read from is forgotten), in
+        one transaction, so a run stopped midway leaves the rest pending for the next run, plain or not.
+        The text stays searchable until its image is read again. Returns how many reads were marked."""
+        with self.session() as s, s.begin():
+            done = s.execute(update(OcrImageRow).where(OcrImageRow.content_hash.is_not(None)).values(content_hash=None))
+            return int(getattr(done, "rowcount", 0) or 0)
 
     def set_ocr_results(
         self,
@@ -265,7 +272,7 @@ class OcrText:
                 select(func.count(), func.count(OcrImageRow.text), func.count(OcrImageRow.error))
                 .select_from(OcrImageRow)
                 .join(ImageRow, ImageRow.id == OcrImageRow.image_id)
-                .where(ImageRow.status == "indexed")
+                .where((ImageRow.status == "indexed") & (ImageRow.kind == "image"))
             ).one()
         pending = self.count_ocr_pending(engine) if engine is not None else 0
         return {"read": int(read), "with_text": int(with_text), "failed": int(failed), "pending": pending}
