@@ -377,6 +377,67 @@ SETTINGS: list[Setting] = [
         _number(0, inclusive=False),
         "a number of seconds > 0",
     ),
+    # Videos (issue 27): a video is one row, its chosen frames are embedded like images.
+    Setting(
+        "GLIMPSE_VIDEO",
+        True,
+        "Index video files (.mp4 .mov .m4v .mkv .webm .avi .3gp) beside images: frames at scene changes "
+        "and at least every GLIMPSE_VIDEO_FLOOR_S seconds are embedded, so a search finds the moment. "
+        "Off: videos are counted and skipped (rows already indexed are kept).",
+        _flag,
+        FLAG,
+    ),
+    Setting(
+        "GLIMPSE_VIDEO_FLOOR_S",
+        10.0,
+        "At least one frame of a video every this many seconds, scene change or not.",
+        _number(0, inclusive=False),
+        "a number of seconds > 0",
+    ),
+    Setting(
+        "GLIMPSE_VIDEO_MIN_GAP_S",
+        2.0,
+        "Never two frames of a video closer than this many seconds (fast cuts keep the first).",
+        _number(0, inclusive=False),
+        "a number of seconds > 0",
+    ),
+    Setting(
+        "GLIMPSE_VIDEO_MAX_FRAMES",
+        300,
+        "Most frames embedded per video; a longer video spreads them over its whole length.",
+        _whole(1),
+        WHOLE_1,
+    ),
+    Setting(
+        "GLIMPSE_VIDEO_TIME_LIMIT_S",
+        120.0,
+        "Seconds the indexer may spend reading one video; past it the video is recorded as failed.",
+        _number(0, inclusive=False),
+        "a number of seconds > 0",
+    ),
+    Setting(
+        "GLIMPSE_VIDEO_DEDUPE",
+        0.95,
+        "Cosine at or above which a video frame's embedding repeats the previous kept frame and is dropped "
+        "(above 1: keep every chosen frame).",
+        _number(0, inclusive=False),
+        "a number > 0",
+    ),
+    Setting(
+        "GLIMPSE_VIDEO_MAX_PIXELS",
+        36_000_000,
+        "Largest video frame (width x height) the indexer decodes; larger videos are recorded as failed "
+        "before a frame is decoded (8K UHD, 33 MP, passes).",
+        _whole(1),
+        WHOLE_1,
+    ),
+    Setting(
+        "GLIMPSE_MAX_VIDEO_MB",
+        16384.0,
+        "Largest video file `glimpse index` reads; larger ones are recorded as failed without being read.",
+        _number(0, inclusive=False),
+        "a number of MiB > 0",
+    ),
 ]
 
 BY_NAME: Mapping[str, Setting] = MappingProxyType({s.name: s for s in SETTINGS})
