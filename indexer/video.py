@@ -30,6 +30,7 @@ step (``dedupe_frames``) then drops a kept frame whose vector nearly repeats the
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -338,8 +339,10 @@ class VideoFrames:
         duration = self.info.duration or 0.0
         if self.limits.skip_nonref:  # the frames between a keyframe and the target are only passed through
             stream.codec_context.skip_frame = "NONREF"
-        n = self.limits.max_frames
-        step = duration / n
+        # the stretched minimum gap: duration / max_frames for a long video, and never under min_gap_s (a floor
+        # set at or under the minimum gap makes any video seek; it must not take frames closer than the gap)
+        step = max(self.limits.gaps(duration)[0], 1e-3)
+        n = min(self.limits.max_frames, max(1, math.ceil(duration / step - _EPS)))
         tb = stream.time_base
         last: float | None = None
         for i in range(n):
@@ -352,8 +355,8 @@ class VideoFrames:
                 self.stats.decoded += 1
                 self._check_time()
                 t = frame_time(frame, self._start, stream.time_base)
-                if t is None or (last is not None and t <= last + _EPS):
-                    continue
+                if t is None or (last is not None and t < last + max(self.limits.min_gap_s, _EPS) - _EPS):
+                    continue  # never two kept frames closer than the minimum gap
                 # the keyframe the seek landed on stands for the target when it is within half a step
                 if t >= target - step / 2:
                     chosen = (frame, t)

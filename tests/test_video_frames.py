@@ -293,3 +293,12 @@ def test_dedupe_frames():
         dedupe_frames([0, 1], vectors, 0.95)
     with pytest.raises(ValueError):
         dedupe_frames([1, 0], vectors[:2], 0.95)
+
+
+def test_floor_at_the_minimum_gap_keeps_the_gap(tmp_path):
+    # floor_s <= min_gap_s makes any video "long" (sampled by seeking): the seeks keep min_gap_s apart
+    # instead of taking max_frames targets over a few seconds
+    path = write_video(tmp_path / "still.mp4", cuts(1, 9.0))
+    _, frames = read_video(path, FrameLimits(floor_s=2, min_gap_s=2))
+    times = [f.time for f in frames]
+    assert len(times) == 5 and all(b - a >= 2 - 1e-3 for a, b in zip(times, times[1:]))
