@@ -20,7 +20,8 @@ import numpy as np
 from PIL import Image
 
 from search.media.decode import load_rgb_bounded
-from search.store.ocr import TextLine, engine_id  # noqa: F401  (engine_id: re-exported for the indexer)
+from search.settings import settings
+from search.store.ocr import BUNDLED_LANG, TextLine, engine_id  # noqa: F401  (engine_id: re-exported for the indexer)
 
 # JPEGs decode at a DCT scale keeping the short side >= this (a 12 MP photo: 2016 x 1512).
 DRAFT = 1024
@@ -30,8 +31,20 @@ MAX_PIXELS = 3840 * 2160
 KEEP_SCORE = 0.5
 
 
-def rapidocr_params(threads: int, cuda: bool) -> dict:
+def rapidocr_params(threads: int, cuda: bool, lang: str = BUNDLED_LANG) -> dict:
+    """RapidOCR's settings; ``lang`` other than the bundled model's: its PP-OCRv5 recognition model, which
+    RapidOCR downloads into its package on first use."""
+    model: dict = {}
+    if lang != BUNDLED_LANG:
+        from rapidocr.utils.typings import LangRec, ModelType, OCRVersion
+
+        model = {
+            "Rec.lang_type": LangRec(lang),
+            "Rec.ocr_version": OCRVersion.PPOCRV5,
+            "Rec.model_type": ModelType.MOBILE,
+        }
     return {
+        **model,
         "Global.log_level": "error",
         "Global.text_score": KEEP_SCORE,
         # We choose the size (detection_size); RapidOCR must not shrink it again.
@@ -51,10 +64,11 @@ def detection_size(width: int, height: int) -> tuple[int, int]:
 class TextReader:
     """One RapidOCR instance (one per worker process); :meth:`read` one image at a time."""
 
-    def __init__(self, threads: int = 1, cuda: bool = False):
+    def __init__(self, threads: int = 1, cuda: bool = False, lang: str | None = None):
         from rapidocr import RapidOCR  # heavy (OpenCV): only where text is read
 
-        self.ocr = RapidOCR(params=rapidocr_params(threads, cuda))
+        lang = lang or settings()["GLIMPSE_OCR_LANG"]  # a spawned worker sees the indexer's settings
+        self.ocr = RapidOCR(params=rapidocr_params(threads, cuda, lang))
 
     def read_image(self, img: Image.Image) -> list[TextLine]:
         """The lines in an upright RGB image, top to bottom."""

@@ -109,6 +109,10 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+# GLIMPSE_OCR_LANG: RapidOCR's bundled multilingual model first, then the ones it downloads.
+OCR_LANGS = ("ch", "korean", "cyrillic", "eslav", "arabic", "devanagari", "th", "el", "ta", "te")
+
+
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
@@ -368,6 +372,16 @@ SETTINGS: list[Setting] = [
         "screenshot, sign or label finds it; `--ocr`/`--no-ocr` override it for one run.",
         _flag,
         FLAG,
+    ),
+    Setting(
+        "GLIMPSE_OCR_LANG",
+        "ch",
+        "The text reader's recognition model: `ch`, the bundled one (PP-OCRv6: Chinese, Japanese, English "
+        "and the Latin-script languages), or one RapidOCR downloads on first use (PP-OCRv5): `korean`, "
+        "`cyrillic`, `eslav`, `arabic`, `devanagari`, `th`, `el`, `ta`, `te`. Another one reads every "
+        "image again on the next run.",
+        _choice(*OCR_LANGS),
+        "one of " + ", ".join(OCR_LANGS),
     ),
     Setting(
         "GLIMPSE_OCR_TIMEOUT",

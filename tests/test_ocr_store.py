@@ -178,3 +178,24 @@ def test_match_quotes_everything():
     assert text_match(["KX447", "cat", "invoice"]) == '"kx447"* OR "cat" OR "invoice"*'
     assert text_match(["KX447 cat"], all_words=True) == '"kx447"* AND "cat"'
     assert text_match(["", " ", "*:^"]) is None
+
+
+def test_another_language_is_another_reader(store):
+    """GLIMPSE_OCR_LANG: the bundled model keeps its name; another one is another engine (every image is read
+    again) with RapidOCR's PP-OCRv5 model of that language, which RapidOCR downloads (not done here)."""
+    from rapidocr.utils.typings import LangRec, OCRVersion
+
+    from indexer.ocr_read import rapidocr_params
+    from search.settings import Settings
+    from search.store.ocr import engine_id
+
+    bundled, korean = engine_id("ch"), engine_id("korean")
+    assert bundled is not None and bundled.endswith(" PP-OCRv6 g1") and engine_id() == bundled
+    assert korean is not None and " PP-OCRv5 korean " in korean
+    store.set_ocr_results(bundled, [OcrResult(i, f"h{i}", lines("word")) for i in range(1, 6)], 0.8)
+    assert store.count_ocr_pending(bundled) == 0 and store.count_ocr_pending(korean) == 5
+    params = rapidocr_params(1, False, "korean")
+    assert params["Rec.lang_type"] is LangRec.KOREAN and params["Rec.ocr_version"] is OCRVersion.PPOCRV5
+    assert "Rec.lang_type" not in rapidocr_params(1, False)  # the bundled model: RapidOCR's defaults
+    with pytest.raises(Exception, match="GLIMPSE_OCR_LANG"):
+        Settings.from_env({"GLIMPSE_OCR_LANG": "klingon"})

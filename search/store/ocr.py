@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
+from search.settings import OCR_LANGS, settings
 from search.store.chunks import in_chunks
 from search.store.fts import MARK_END, MARK_START, fts_text
 from search.store.schema import OCR_FTS_TABLE, ImageRow, JobRow, OcrImageRow, row_ids, utcnow
@@ -30,16 +31,23 @@ PREFIX_MIN_CHARS = 5
 
 # Bumped when what the indexer feeds the reader changes (sizes, cut): every image is read again next run.
 PIPELINE = 1
+BUNDLED_LANG = OCR_LANGS[0]  # RapidOCR's bundled multilingual recognition model (GLIMPSE_OCR_LANG)
+
+
+def engine_id(lang: str | None = None) -> str | None:
+    """The reader, its version and model as stored per image (another value reads every image again);
+    None when RapidOCR is not installed. ``lang``: GLIMPSE_OCR_LANG's by default."""
+    return _engine_id(lang or settings()["GLIMPSE_OCR_LANG"])
 
 
 @functools.cache
-def engine_id() -> str | None:
-    """The reader and its version as stored per image (another value reads every image again);
-    None when RapidOCR is not installed."""
+def _engine_id(lang: str) -> str | None:
     try:
-        return f"rapidocr {version('rapidocr')} PP-OCRv6 g{PIPELINE}"
+        installed = version("rapidocr")
     except PackageNotFoundError:
         return None
+    model = "PP-OCRv6" if lang == BUNDLED_LANG else f"PP-OCRv5 {lang}"  # the bundled one keeps its old name
+    return f"rapidocr {installed} {model} g{PIPELINE}"
 
 
 @dataclass(frozen=True)
