@@ -185,6 +185,11 @@ def _run_index(paths, roots, kind: str, **kw) -> None:
         f"{counts.embedded} embedded",
         f"{counts.captions} captions embedded",
     ]
+    if counts.videos or counts.videos_failed or counts.videos_skipped:
+        parts.append(
+            f"{counts.videos} videos ({counts.frames} frames), {counts.videos_failed} videos failed, "
+            f"{counts.videos_skipped} videos skipped"
+        )
     click.echo(f"{kind}: " + ", ".join(parts) + f"; index version {version}")
     for root in counts.unavailable_roots:
         click.echo(f"warning: {shown(root)} is missing or unmounted; its images were kept", err=True)
@@ -258,11 +263,16 @@ def stats(paths_obj, as_json, all_failed):
     click.echo(f"index version:  {s['index_version'] or '-'} ({s['index_type'] or '-'})")
     click.echo(f"images indexed: {s['images_indexed']} (embedded in the database)")
     click.echo(f"in live index:  {s['images_in_live_index']}")
-    if s["images_in_live_index"] != s["images_indexed"]:
+    if s["images_in_live_index"] != s["images_indexed"] + s.get("video_frames", 0):
         click.echo(
             "note:           the live index is behind the database: the last run did not publish; run `glimpse reindex`"
         )
     click.echo(f"images failed:  {s['images_failed']}")
+    if s.get("videos_indexed") or s.get("videos_failed") or s.get("videos_skipped"):
+        click.echo(
+            f"videos:         {s['videos_indexed']} indexed ({s['video_frames']} frames), "
+            f"{s['videos_failed']} failed, {s['videos_skipped']} without a video stream"
+        )
     click.echo(f"captions:       {s['captions']}")
     ocr = s["ocr"]
     click.echo(
@@ -288,6 +298,11 @@ def stats(paths_obj, as_json, all_failed):
                 f"  #{j['id']} {j['kind']} {j['started_at']} {j['outcome']}: {j['new']} new, {j['changed']} changed, "
                 f"{j['moved']} moved, {j['deleted']} deleted, {j['failed']} failed -> {j['index_version'] or '-'}"
             )
+            if j.get("videos") or j.get("videos_failed") or j.get("videos_skipped"):
+                click.echo(
+                    f"      videos: {j['videos']} indexed ({j['frames']} frames), {j['videos_failed']} failed, "
+                    f"{j['videos_skipped']} skipped"
+                )
             if j["ocr_read"]:
                 click.echo(
                     f"      text read in {j['ocr_read']} images ({j['ocr_failed']} not readable) "

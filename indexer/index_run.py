@@ -23,14 +23,16 @@ from indexer.ocr import read_texts
 from indexer.options import Counts, Options
 from indexer.pixel_prints import backfill_pixel_prints
 from indexer.pixels import check_decode_option
-from indexer.plan import ToEmbed, diff, scan
+from indexer.plan import ToEmbed, diff, scan, video_skip_reason
 from indexer.progress import bar
 from indexer.publish import publish, write_query_bundle
 from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbedRequest, EmbedRunner, LocalRunner
 from indexer.scan import LinkPolicy
+from indexer.video_stage import VideoStage
 from indexer.writer import Writer
 from search.encoders.model_spec import ModelSpec
+from search.media.video import is_video_path
 from search.paths import Paths
 from search.settings import settings
 from search.store.database import ROOT, Store
@@ -91,13 +93,21 @@ class Indexer:
         self.links = found.links
         self.counts.unavailable_roots.extend(found.unavailable)
         self.counts.scanned = len(found.seen)
+        if found.skipped_videos:  # counted, never a failure; rows of videos indexed before are kept
+            self.counts.videos_skipped += len(found.skipped_videos)
+            self.warnings.add(f"{len(found.skipped_videos)} videos skipped: {video_skip_reason()}")
         plan = diff(found, states, self.store)
         del states, found
         self.counts.unchanged += plan.unchanged
         self.writer.apply_plan(plan)
         if plan.embed:
             self.writer.changed_ids = plan.changed_ids
-            self._embed(spec, plan.embed)
+            images = [it for it in plan.embed if not is_video_path(it.entry.path)]
+            videos = [it for it in plan.embed if is_video_path(it.entry.path)]
+            if images:
+                self._embed(spec, images)
+            if videos:
+                self._embed_videos(spec, videos)
         self.writer.sync_captions(manifest, plan.sidecars, self.links, self.warnings)
         self._embed_captions(spec)
         publish(
@@ -200,6 +210,13 @@ class Indexer:
             ", ".join(f"{stage} {s:.1f}s" for stage, s in busy.items()),
             commits,
         )
+
+    def _embed_videos(self, spec: ModelSpec, items: list[ToEmbed]) -> None:
+        """Videos: read in worker processes here, their frames encoded by this run's encoder, one
+        commit per video (indexer/video_stage.py). A remote runner embeds images only."""
+        if self.runner is not None:
+            log.info("%d videos are read and embedded on this machine (the runner embeds images)", len(items))
+        VideoStage(self.writer, self.model.encoder(spec), self.opts).run(items)
 
     def _embed_captions(self, spec: ModelSpec) -> None:
         """Embed the stored captions that have no vector yet, 256 per transaction."""

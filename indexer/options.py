@@ -43,6 +43,12 @@ class Counts:
     unchanged: int = 0
     embedded: int = 0
     captions: int = 0
+    # Videos: indexed (their frames written), frames kept, failed (also in ``failed``), skipped (no video
+    # stream, or not read: no PyAV, GLIMPSE_VIDEO off). A video is a file: ``new``/``changed`` count it too.
+    videos: int = 0
+    frames: int = 0
+    videos_failed: int = 0
+    videos_skipped: int = 0
     unavailable_roots: list[str] = field(default_factory=list)
     captions_removed: int = 0  # sidecar captions that went: the caption index must drop them (not a job field)
 
@@ -50,4 +56,18 @@ class Counts:
         return {k: getattr(self, k) for k in JOB_FIELDS}
 
 
-JOB_FIELDS = ("scanned", "new", "changed", "moved", "deleted", "failed", "unchanged", "embedded", "captions")
+JOB_FIELDS = (
+    "scanned",
+    "new",
+    "changed",
+    "moved",
+    "deleted",
+    "failed",
+    "unchanged",
+    "embedded",
+    "captions",
+    "videos",
+    "frames",
+    "videos_failed",
+    "videos_skipped",
+)

@@ -13,9 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from indexer.hashing import file_hash
+from indexer.hashing import content_hash
 from indexer.progress import bar
 from indexer.scan import FileEntry, LinkPolicy, walk_images
+from search.media.video import AV_AVAILABLE, is_video_path
+from search.settings import settings
 from search.store.database import DONE, FAILED, HASH, ID, MTIME, REAL, ROOT, SIDECAR, SIZE, RowState, Store
 
 log = logging.getLogger("glimpse.indexer")
@@ -98,6 +100,18 @@ class Scan:
     available: set[int]  # ids of the roots that were there (rows under the others are kept)
     unavailable: list[str]  # roots missing or unmounted
     links: LinkPolicy
+    # Video files found but not read this run (no PyAV, or GLIMPSE_VIDEO off): not in ``seen``, and
+    # their rows, if an earlier run indexed them, are kept rather than called deleted.
+    skipped_videos: set[str] = field(default_factory=set)
+
+
+def video_skip_reason() -> str | None:
+    """Why this run reads no video (GLIMPSE_VIDEO off, or PyAV missing), or None when it reads them."""
+    if not settings()["GLIMPSE_VIDEO"]:
+        return "video indexing is off (GLIMPSE_VIDEO)"
+    if not AV_AVAILABLE:
+        return "install PyAV (pip install av)"
+    return None
 
 
 def _same_stat(state: RowState, entry: FileEntry) -> bool:
@@ -128,9 +142,11 @@ def scan(
         open_folder_roots=[r.path for r in known.values() if r.follow_external_folder_links],
     )
     progress = bar(None, "scanning", unit="file")
+    read_videos = video_skip_reason() is None
+    skipped_videos: set[str] = set()
     for root, root_id in root_ids.items():
         is_dir = os.path.isdir(root)
-        entries = list(walk_images(root, links, warn)) if is_dir else []
+        entries = list(walk_images(root, links, warn, videos=True)) if is_dir else []
         if not is_dir or (not entries and root_id in roots_with_rows and _is_empty_dir(root)):
             # Missing, or an empty mount point: keep its images, don't call them deleted.
             log.warning("root %s is missing or unmounted: its images are kept and marked unavailable", root)
@@ -142,11 +158,14 @@ def scan(
         store.set_root_available(root_id, True)
         available.add(root_id)
         for e in entries:
-            seen.setdefault(e.path, (e, root_id))
+            if not read_videos and is_video_path(e.path):
+                skipped_videos.add(e.path)
+            else:
+                seen.setdefault(e.path, (e, root_id))
         progress.update(len(entries))
     progress.close()
     log.info("scanned %d files in %d folders", len(seen), len(root_ids))
-    return Scan(seen, available, unavailable, links)
+    return Scan(seen, available, unavailable, links, skipped_videos)
 
 
 def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
@@ -178,7 +197,7 @@ def diff(found: Scan, states: dict[str, RowState], store: Store) -> Plan:
         else:
             changed.append((entry, root_id, state[ID]))
     # Rows under scanned roots that were not seen: gone (or moved; the hash decides).
-    gone = {p: states[p] for p in states.keys() - seen.keys() if states[p][ROOT] in available}
+    gone = {p: states[p] for p in states.keys() - seen.keys() - found.skipped_videos if states[p][ROOT] in available}
     # Hash up front only files that could turn out to be a move, a copy or a touch: equal bytes
     # need an equal size. Every other file is hashed by the decode workers, which read it anyway
     # (a fresh index of a big folder would otherwise read every byte twice).
@@ -224,7 +243,8 @@ def hash_files(entries: list[FileEntry]) -> dict[str, str | None]:
     progress = bar(len(entries), "hashing", unit="file")
     out = {}
     with ThreadPoolExecutor(max_workers=4) as pool:
-        for entry, h in zip(entries, pool.map(file_hash, [e.real_path or e.path for e in entries])):
+        paths = [e.real_path or e.path for e in entries]
+        for entry, h in zip(entries, pool.map(content_hash, paths, [e.path for e in entries])):
             out[entry.path] = h
             progress.update(1)
     progress.close()

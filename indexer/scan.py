@@ -20,6 +20,9 @@ the type, one ``stat`` per image file, tuples rather than dataclasses. A
 canonical location is derived from its folder's (a string join); ``realpath``
 runs only for the root and for entries that are symlinks.
 
+Video files (``search.media.video.VIDEO_EXTENSIONS``) are walked by the same rules when the caller
+asks (``videos=True``); the indexer decides afterwards whether it can read them.
+
 Each image carries the stat of its sidecar caption file (``NAME.txt``), found in
 the folder's listing (a ``stat`` only where one exists): the plan re-reads
 captions when a sidecar appears, changes or goes, whether or not the image did.
@@ -36,6 +39,7 @@ from typing import NamedTuple
 from indexer.captions import sidecar_names
 from search.media.decode import IMAGE_EXTENSIONS
 from search.media.files import shown
+from search.media.video import VIDEO_EXTENSIONS
 
 log = logging.getLogger(__name__)
 
@@ -97,9 +101,9 @@ def external_folder_warning(path: str, target: str) -> str:
 
 
 def walk_images(
-    root: str, links: LinkPolicy | None = None, warn: Callable[[str], None] | None = None
+    root: str, links: LinkPolicy | None = None, warn: Callable[[str], None] | None = None, videos: bool = False
 ) -> Iterator[FileEntry]:
-    """Yield every image file under ``root`` (absolute paths).
+    """Yield every image file under ``root`` (absolute paths); ``videos``: video files too.
 
     ``links`` decides where symlinked folders and files may lead; symlinked folders this walk
     follows are added to it (so sidecars checked later see them too). Symlinked files are judged
@@ -107,6 +111,7 @@ def walk_images(
     symlinked folder leading outside is not entered: ``warn`` (default: logged) says so.
     """
     warn = warn or log.warning
+    wanted = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS if videos else IMAGE_EXTENSIONS
     top = os.path.abspath(root)
     real_top = os.path.realpath(top)
     if links is None:
@@ -142,7 +147,7 @@ def walk_images(
             name = entry.name
             if name[0] == ".":
                 continue
-            is_image = name[name.rfind(".") :].lower() in IMAGE_EXTENSIONS
+            is_image = name[name.rfind(".") :].lower() in wanted  # an image, or a video when asked
             try:
                 if entry.is_symlink():
                     if is_image and not entry.is_dir():

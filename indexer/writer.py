@@ -12,17 +12,21 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 
+import numpy as np
+
 from indexer.captions import MAX_CAPTION_CHARS, ManifestCaptions, cap_caption, sidecar_captions
 from indexer.options import JOB_FIELDS, Counts
 from indexer.plan import Plan, ToEmbed
 from indexer.run_warnings import RunWarnings
 from indexer.runner import EmbeddedBatch
 from indexer.scan import FileEntry, LinkPolicy
+from indexer.video_read import VideoRead, exif_time
 from search.media.files import shown
 from search.store.database import Store, Transaction
 from search.store.schema import pack_vector, utcnow
 
 log = logging.getLogger("glimpse.indexer")
+NO_VIDEO_STREAM = "no video stream (audio only): skipped"
 
 
 class Writer:
@@ -134,6 +138,60 @@ class Writer:
                     updates.append((row_id, values))
                     delta["changed"] += row_id in self.changed_ids
             self.store.write_images(s, new_rows, updates)
+
+    def write_video(self, item: ToEmbed, read: VideoRead, frames: Sequence[tuple[float, np.ndarray]]) -> None:
+        """One video: its row (indexed, failed, or skipped when it has no video stream), its kept
+        ``frames`` (``(time, vector)``) and the job's counts, in one transaction."""
+        entry, root_id, row_id, h, _ = item
+        info = read.info
+        values = dict(
+            path=entry.path,
+            real_path=entry.real_path,
+            root_id=root_id,
+            size=entry.size,
+            mtime=entry.mtime,
+            content_hash=h or read.content_hash,
+            indexed_at=utcnow(),
+            width=None,
+            height=None,
+            format=read.format,
+            taken_at=None,
+            duration=None,
+            codec=None,
+            poster=None,
+        )
+        if info is not None:
+            values.update(taken_at=exif_time(info.created), duration=info.duration)
+        with self._commit() as (s, delta):
+            if read.error or info is None:
+                values.update(status="failed", error=shown(read.error or "not read"))
+                delta["failed"] += 1
+                delta["videos_failed"] += 1
+                log.warning("failed: %s: %s", entry.path, read.error)
+                frames = []
+            elif not info.has_video:
+                values.update(status="skipped", error=NO_VIDEO_STREAM)
+                delta["videos_skipped"] += 1
+                frames = []
+            else:
+                width, height = info.display_size
+                times = sorted(t for t, _ in frames)
+                values.update(
+                    status="indexed",
+                    error=None,
+                    width=width,
+                    height=height,
+                    codec=info.codec,
+                    # the frame a plain thumbnail shows: the middle kept one (the first is often a title or black)
+                    poster=times[len(times) // 2] if times else 0.0,
+                )
+                delta["videos"] += 1
+                delta["frames"] += len(frames)
+            if row_id is None:
+                delta["new"] += 1
+            else:
+                delta["changed"] += row_id in self.changed_ids
+            self.store.write_video(s, row_id, values, frames)
 
     def sync_captions(
         self, manifest: ManifestCaptions | None, sidecars: Sequence[FileEntry], links: LinkPolicy, warnings: RunWarnings

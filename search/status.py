@@ -31,6 +31,10 @@ JOB_FIELDS = (
     "ocr_read",
     "ocr_failed",
     "ocr_seconds",
+    "videos",
+    "frames",
+    "videos_failed",
+    "videos_skipped",
 )
 
 

@@ -250,6 +250,12 @@ class JobRow(Base):
     ocr_read: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     ocr_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     ocr_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Videos (indexer/video_stage.py): indexed, frames kept, failed (a failed row), skipped (no video
+    # stream, or not read this run: no PyAV or GLIMPSE_VIDEO off).
+    videos: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    frames: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    videos_failed: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    videos_skipped: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class OcrImageRow(Base):
