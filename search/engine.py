@@ -18,6 +18,7 @@ from search.errors import EngineError, ImageUnavailable, NotIndexedError
 from search.media.opened import OpenedImage, open_row
 from search.paths import Paths
 from search.query.cache import QueryCache
+from search.query.groups import with_videos
 from search.query.image_text import TextOnImage, text_on_image
 from search.query.kinds import MAX_K, Filters, Paging, Query, TextQuery
 from search.query.pipeline import search as run_search
@@ -159,7 +160,8 @@ class Engine:
     def images(self, image_ids: Iterable[int]) -> dict[int, SearchResult]:
         """Metadata of many images at once, as :meth:`image` gives it; ids that name no indexed image are
         left out (one batched read however many ids: clip-retrieval's /metadata asks up to MAX_K)."""
-        return Rows(self.store, None, None, None).alive(image_ids)
+        rows = Rows(self.store, None, None, None)
+        return with_videos(rows, rows.alive(image_ids))
 
     def captions_of(self, image_id: int) -> list[str]:
         return self.store.captions_of(image_id)

@@ -12,13 +12,14 @@ from flask import Blueprint, jsonify, request, send_file
 
 from search.engine import SearchResult
 from search.media.decode import ImageDecodeError
+from search.media.video import content_type, is_video_path
 from search.query.args import check_query_text, given
 from search.query.kinds import ImageQuery, SimilarQuery
 from web import auth, queries, thumbs
 from web.config import app_settings, engine
 from web.errors import HttpError
 from web.openapi import openapi_document
-from web.params import parse_search_params
+from web.params import parse_moment, parse_search_params
 from web.uploads import read_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -56,10 +57,16 @@ def search_image():
 
 @bp.get("/images/<int:image_id>/similar")
 def similar(image_id: int):
-    known_image(image_id)
+    found = known_image(image_id)
+    t = parse_moment(request.args, found)
+    if t is not None and found.kind != "video":
+        raise HttpError(400, f"t applies to a video only: {image_id} is an image")
     params = parse_search_params(request.args)
-    page = engine().search(SimilarQuery(image_id), params.filters, params.paging)
-    return jsonify(queries.page_dict(page, query={"kind": "similar", "id": image_id}))
+    page = engine().search(SimilarQuery(image_id, t), params.filters, params.paging)
+    query: dict = {"kind": "similar", "id": image_id}
+    if t is not None:
+        query["t"] = t
+    return jsonify(queries.page_dict(page, query=query))
 
 
 @bp.get("/images/<int:image_id>")
@@ -77,9 +84,15 @@ def thumb(image_id: int):
     raw = given(request.args.get("size"), "size") or str(thumbs.DEFAULT_SIZE)
     if raw not in {str(size) for size in thumbs.SIZES}:
         raise HttpError(400, f"size must be one of {', '.join(map(str, thumbs.SIZES))}")
+    found = known_image(image_id)
+    video = None
+    if found.kind == "video":  # a moment's frame; without t the poster's (on an image t is ignored)
+        t = parse_moment(request.args, found)
+        t = t if t is not None else (found.time or 0.0)
+        video = (t, (found.width or 0) * (found.height or 0))
     with engine().open_image(image_id) as opened:  # 404 unless it is still the file that was indexed
         try:
-            path, etag = thumbs.thumbnail(engine().paths.thumbs, opened, int(raw), app_settings())
+            path, etag = thumbs.thumbnail(engine().paths.thumbs, opened, int(raw), app_settings(), video)
         except ImageDecodeError as exc:
             raise HttpError(404, f"no thumbnail for image {image_id}: {exc}") from None
     return send_file(path, mimetype="image/jpeg", etag=etag, conditional=True, max_age=THUMB_MAX_AGE)
@@ -89,7 +102,10 @@ def thumb(image_id: int):
 def file(image_id: int):
     opened = engine().open_image(image_id)  # 404 unless it is still the file that was indexed
     try:
-        mimetype = mimetypes.guess_type(opened.name)[0] or "application/octet-stream"
+        if is_video_path(opened.name):  # a <video> refuses what it cannot tell is a video
+            mimetype = content_type(opened.name)
+        else:
+            mimetype = mimetypes.guess_type(opened.name)[0] or "application/octet-stream"
         resp = send_file(
             opened.file,
             mimetype=mimetype,

@@ -137,7 +137,11 @@ def file_url(image_id: int) -> str:
 
 
 def metadata(result: SearchResult) -> dict:
-    return {"url": file_url(result.id), "image_path": result.path, "caption": result.caption}
+    """What clip-retrieval shows of a result; a video's moment adds its ``time`` (seconds) to the video's url."""
+    out: dict = {"url": file_url(result.id), "image_path": result.path, "caption": result.caption}
+    if result.kind == "video":
+        out["time"] = result.time
+    return out
 
 
 @bp.post("/knn-service")

@@ -55,6 +55,7 @@ FILTERS = [
     ),
 ]
 IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}
+MOMENT = {"type": "number", "minimum": 0}
 
 
 def _ref(name: str) -> dict:
@@ -301,6 +302,7 @@ SCHEMAS = {
             "url": {"type": "string"},
             "image_path": {"type": "string"},
             "caption": NULLABLE_STR,
+            "time": {"type": ["number", "null"], "description": "a video's moment (seconds); url is the video's"},
         },
     },
 }
@@ -354,8 +356,19 @@ def openapi_document() -> dict:
         },
         "/api/images/{image_id}/similar": {
             "get": {
-                "summary": "More like this: neighbours of an indexed image, itself excluded",
-                "parameters": [IMAGE_ID, *PAGING, *FILTERS],
+                "summary": "More like this: neighbours of an indexed image, itself excluded (of a video: of its "
+                "moment t, the video excluded)",
+                "parameters": [
+                    IMAGE_ID,
+                    _q(
+                        "t",
+                        MOMENT,
+                        "A video's moment in seconds (0 to its duration + 1): the neighbours of its frame nearest t; "
+                        "without t, of its poster frame. On an image: 400.",
+                    ),
+                    *PAGING,
+                    *FILTERS,
+                ],
                 "responses": {"200": search_ok, **_errors(400, 404, 503)},
             }
         },
@@ -376,6 +389,12 @@ def openapi_document() -> dict:
                         {"type": "integer", "enum": list(thumbs.SIZES), "default": thumbs.DEFAULT_SIZE},
                         "Longest side in pixels.",
                     ),
+                    _q(
+                        "t",
+                        MOMENT,
+                        "A video's moment in seconds (0 to its duration + 1, else 400): the frame shown then; "
+                        "without t, the poster frame. Ignored for an image.",
+                    ),
                 ],
                 "responses": {
                     "200": {"description": "JPEG", "content": {"image/jpeg": {}}},
@@ -386,10 +405,10 @@ def openapi_document() -> dict:
         },
         "/api/images/{image_id}/file": {
             "get": {
-                "summary": "The original file, by id only",
+                "summary": "The original file, by id only; a video streams with Range requests (206)",
                 "parameters": [IMAGE_ID],
                 "responses": {
-                    "200": {"description": "The image file", "content": {"image/*": {}}},
+                    "200": {"description": "The image or video file", "content": {"image/*": {}, "video/*": {}}},
                     **PARTIAL,
                     **_errors(404, 416),
                 },

@@ -6,10 +6,11 @@ Bad values become a 400 with a message that names the parameter, instead of a
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
-from search.engine import Filters
+from search.engine import Filters, SearchResult
 from search.query.args import MAX_PAGE_K, ORDERS, check_date_range, check_paging, given, min_score_filter, parse_date
 from search.query.kinds import MODES, Mode, Paging, TextQuery
 from web.errors import HttpError
@@ -109,3 +110,20 @@ def parse_search_params(args, default_k: int = DEFAULT_K, blank_ok: bool = False
         m for m in MODES if m == _choice(args, "mode", MODES, blank_ok)
     )  # the Mode literal, not the client's str
     return SearchParams(k=k, page=page, mode=mode, filters=filters)
+
+
+def parse_moment(args, found: SearchResult) -> float | None:
+    """``t``: seconds into a video, a number from 0 to its duration (plus a second's slack for the rounding
+    of a time a page shows); None when absent. An image gets the same check (the caller decides)."""
+    raw = given(args.get("t"), "t")
+    if raw is None:
+        return None
+    try:
+        t = float(raw)
+    except ValueError:
+        t = math.nan
+    top = (found.duration or 0.0) + 1.0 if found.kind == "video" else math.inf
+    if not 0.0 <= t <= top:  # NaN and infinities too
+        limit = f"between 0 and {top:g}" if math.isfinite(top) else "a number of seconds, at least 0"
+        raise HttpError(400, f"t must be {limit} (got {raw!r})")
+    return t

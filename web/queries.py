@@ -17,7 +17,11 @@ def image_urls(image_id: int) -> dict:
 
 
 def result_dict(result: SearchResult) -> dict:
-    return {**result.to_dict(), **image_urls(result.id)}
+    out = {**result.to_dict(), **image_urls(result.id)}
+    if result.kind == "video" and result.time is not None:  # the moment's frame, and more like it
+        out["thumb_url"] = url_for("api.thumb", image_id=result.id, t=result.time)
+        out["similar_url"] = url_for("api.similar", image_id=result.id, t=result.time)
+    return out
 
 
 def page_dict(page: Page, **extra) -> dict:

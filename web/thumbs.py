@@ -6,6 +6,9 @@ step; the older file for the same id and size is removed when the new one is wri
 Writes go to a temporary name and are renamed into place, so concurrent
 requests for the same thumbnail never see half a JPEG. When the cache cannot be
 written (a full disk, a read-only mount) the thumbnail is served from memory.
+
+A video's thumbnail is the frame at a moment (``t`` seconds, kept to the tenth in the key: one decode per
+moment shown); its moments' thumbnails live side by side, and only another mtime or size removes them.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from search.engine import OpenedImage
-from search.media.decode import load_rgb_bounded
+from search.media.decode import decode_budget, load_rgb_bounded
 
 SIZES = (160, 320, 640)
 DEFAULT_SIZE = 320
@@ -33,24 +36,31 @@ _cache_failing = threading.Event()  # log a failing cache once, not once per thu
 
 
 def thumbnail(
-    thumbs_dir: Path, image: OpenedImage, size: int = DEFAULT_SIZE, conf: Mapping[str, Any] | None = None
+    thumbs_dir: Path,
+    image: OpenedImage,
+    size: int = DEFAULT_SIZE,
+    conf: Mapping[str, Any] | None = None,
+    video: tuple[float, int] | None = None,
 ) -> tuple[Path | io.BytesIO, str]:
     """Path of the cached JPEG thumbnail and its ETag; made now if missing (the JPEG in
     memory when the cache cannot be written).
 
     ``image`` is the verified, open file (Engine.open_image): the thumbnail is decoded from it,
     never from a path, under the decode budget and pixel limit of ``conf`` (the app's settings).
-    Raises ImageDecodeError when it cannot be decoded.
+    ``video``: the file is a video; ``(t, frame pixels)``: the moment in seconds and the size of its frames
+    as coded (what one decoded frame weighs against the decode budget).
+    Raises ImageDecodeError (a VideoDecodeError for a video) when it cannot be decoded.
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {SIZES}")
     image_id, source = image.id, image.file
-    tag = f"{image_id}-{size}-{image.mtime_ns:x}-{image.size:x}"
+    file_tag = f"{image_id}-{size}-{image.mtime_ns:x}-{image.size:x}"
+    tag = file_tag if video is None else f"{file_tag}-t{round(video[0] * 10)}"
     folder = Path(thumbs_dir) / f"{image_id % 256:02x}"
     out = folder / f"{tag}.jpg"
     if out.is_file():
         return out, tag
-    img = load_rgb_bounded(source, size, conf)
+    img = load_rgb_bounded(source, size, conf) if video is None else _frame(image, size, conf, *video)
     img.thumbnail((size, size), Image.Resampling.BICUBIC)
     tmp = folder / f".{tag}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
@@ -75,6 +85,15 @@ def thumbnail(
         _cache_failing.clear()
         log.info("thumbnail cache %s is writable again", thumbs_dir)
     for old in folder.glob(f"{image_id}-{size}-*.jpg"):
-        if old != out:
+        if old != out and not old.name.startswith(file_tag + "-t" if video is not None else out.name):
             old.unlink(missing_ok=True)
     return out, tag
+
+
+def _frame(image: OpenedImage, size: int, conf: Mapping[str, Any] | None, t: float, pixels: int) -> Image.Image:
+    """The video's frame at ``t``, under the decode budget: a decoder holds a few full-size frames (a
+    reference or two and the one being made, in YUV 4:2:0: 1.5 bytes a pixel), counted as four."""
+    from search.media.video import frame_at
+
+    with decode_budget(conf).hold(int(pixels * 1.5 * 4)):
+        return frame_at(image.file, t, short_side=size)

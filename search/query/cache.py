@@ -34,7 +34,7 @@ def query_key(query: Query) -> Hashable | None:
     if isinstance(query, ImageQuery):
         return ("image", hashlib.sha256(query.data).hexdigest())
     if isinstance(query, SimilarQuery):
-        return ("similar", int(query.image_id))
+        return ("similar", int(query.image_id), query.t)
     if isinstance(query, VectorQuery):
         vec = np.ascontiguousarray(query.vector, np.float32)
         return ("vector", hashlib.sha256(vec.tobytes()).hexdigest())

@@ -74,9 +74,11 @@ class FileQuery:
 
 @dataclass(frozen=True)
 class SimilarQuery:
-    """More like this: the neighbours of an indexed image, itself excluded."""
+    """More like this: the neighbours of an indexed image, itself excluded; of a video, the neighbours of
+    its kept frame nearest ``t`` seconds (None: its poster frame), the video's own frames excluded."""
 
     image_id: int
+    t: float | None = None
 
 
 @dataclass(frozen=True, eq=False)

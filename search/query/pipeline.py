@@ -5,6 +5,7 @@
     plan_query (parse once, one live snapshot)
       → retrievers (vision, keywords, captions: search.query.retrievers)
       → fusion (one ranking and how much of it is final: search.query.fusion)
+      → one result per video, at its best frame (search.query.groups)
       → more from the retrievers until the page is final
       → date order (the DATE_ORDER_POOL most relevant, newest first) → the page's rows → highlights
 """
@@ -12,6 +13,7 @@
 from __future__ import annotations
 
 from search.query.fusion import FUSION_POOL, Fused, Ranked, Words, blend, single, words_only
+from search.query.groups import best_cosines, grouped, moments
 from search.query.highlights import add_highlights
 from search.query.paging import GROWTH
 from search.query.plan import QueryPlan
@@ -26,6 +28,7 @@ def search(plan: QueryPlan, sources: Sources) -> Page:
         fused = rank(plan, sources, limit)
         if plan.above_floor_only:
             fused = _above_only(fused)
+        fused = grouped(fused, sources.rows)  # pages count videos, not frames
         if fused.complete or fused.final >= plan.want:
             break
         limit *= GROWTH
@@ -34,6 +37,7 @@ def search(plan: QueryPlan, sources: Sources) -> Page:
         order = _by_date(order[: plan.want], sources)
     shown = order[plan.start : plan.end]
     results = _results(shown, sources)
+    _videos(results, plan, sources)
     add_highlights(sources.store, results, plan)
     above = None
     if plan.floor is not None and plan.filters.order == "relevance":
@@ -82,6 +86,11 @@ def _cosines(plan: QueryPlan, sources: Sources, vision: Candidates, others: list
             cos = float(stored @ vec)
             if min_score is None or cos >= min_score:
                 cosines[i] = cos
+        videos = [i for i in rest if i not in cosines]  # a video row's cosine is its best frame's
+        if videos:
+            for i, cos in best_cosines(sources.store.video_frames(videos, plan.live.dim), vec).items():
+                if min_score is None or cos >= min_score:
+                    cosines[i] = cos
     return cosines
 
 
@@ -134,3 +143,23 @@ def _results(shown: list[Ranked], sources: Sources) -> list[SearchResult]:
                     show(result, evidence)
         out.append(result)
     return out
+
+
+def _videos(results: list[SearchResult], plan: QueryPlan, sources: Sources) -> None:
+    """Video results say so, with their length and moments: the best frame's time and the next best, from
+    the video's own frames scored against the query vector (none in keywords mode: the poster's time)."""
+    infos = sources.store.video_infos([r.id for r in results])
+    if not infos:
+        return
+    vec = sources.vector(plan) if plan.mode != "keywords" else None
+    frames = sources.store.video_frames(list(infos), plan.live.dim) if vec is not None else {}
+    for result in results:
+        info = infos.get(result.id)
+        if info is None:
+            continue
+        result.kind, result.duration = "video", info.duration
+        found = frames.get(result.id)
+        if vec is None or found is None:
+            result.time, result.moments = info.poster, []
+        else:
+            result.time, result.moments = moments(found, vec, plan.filters.min_score)

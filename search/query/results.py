@@ -87,6 +87,9 @@ def image_date(row: ImageRow | ResultRow) -> str:
 
 
 def to_result(row: ImageRow | ResultRow, score: float | None, caption: str | None) -> SearchResult:
+    """A row as a result. A full ImageRow says whether it is a video (time: its poster's); a ResultRow (the
+    covering index) does not, and the query path fills that in for a page's videos (search.query.pipeline)."""
+    video = getattr(row, "kind", "image") == "video"
     return SearchResult(
         id=row.id,
         score=float(score) if score is not None else None,
@@ -98,4 +101,7 @@ def to_result(row: ImageRow | ResultRow, score: float | None, caption: str | Non
         size=row.size,
         date=image_date(row),
         folder=shown(os.path.dirname(row.path)),
+        kind="video" if video else "image",
+        time=getattr(row, "poster", None) if video else None,
+        duration=getattr(row, "duration", None) if video else None,
     )

@@ -157,7 +157,11 @@ class Vision:
         def make() -> Ranking:
             from search.query.kinds import SimilarQuery
 
-            exclude = {int(plan.query.image_id)} if isinstance(plan.query, SimilarQuery) else set()
+            exclude: set[int] = set()
+            if isinstance(plan.query, SimilarQuery):  # the image itself, or every frame of the video
+                own = int(plan.query.image_id)
+                found = sources.store.video_frames([own], plan.live.dim).get(own)
+                exclude = {own} | ({int(i) for i in found.ids} if found is not None else set())
             asked = first_fetch(plan.want) + len(exclude)
             return Ranking(self._fetch(plan, sources)(asked), asked, plan.filters.min_score, exclude)
 

@@ -23,30 +23,51 @@ class Rows:
         self.store = store
         self.folder, self.date_from, self.date_to = folder, date_from, date_to
         self._seen: dict[int, SearchResult | None] = {}
+        self._frames: dict[int, tuple[int, float] | None] = {}  # frame id -> (video id, time); None: no frame
+
+    def frames_of(self, ids: Iterable[int]) -> dict[int, tuple[int, float]]:
+        """``{frame id: (video id, time)}`` for the ids that are video frames (issue 27), read once."""
+        ids = [int(i) for i in ids]
+        missing = list(dict.fromkeys(i for i in ids if i not in self._frames))
+        if missing:
+            found = self.store.frame_videos(missing)
+            for i in missing:
+                self._frames[i] = found.get(i)
+        return {i: f for i in ids if (f := self._frames[i]) is not None}
 
     @stage("hydrate")
     def alive(self, ids: Iterable[int]) -> dict[int, SearchResult]:
-        """The results of the ids whose rows are alive (each id read at most once per request)."""
+        """The results of the ids whose rows are alive (each id read at most once per request); a video
+        frame's id is alive when its video is, and its result is the video's (issue 27)."""
         ids = [int(i) for i in ids]
         missing = list(dict.fromkeys(i for i in ids if i not in self._seen))
         if missing:
-            rows = self.store.result_rows(missing)
-            captions = self.store.primary_captions(list(rows))
-            for image_id in missing:
-                row = rows.get(image_id)
-                result = None
-                if (
-                    row is not None
-                    and row.status == "indexed"
-                    and not (self.folder and not under(row.path, self.folder))
-                ):
-                    result = to_result(row, None, captions.get(image_id))
-                    if not in_dates((result.date or "")[:10], self.date_from, self.date_to):
-                        result = None
-                self._seen[image_id] = result
+            rows = self._read(missing)
+            frames = self.frames_of([i for i in missing if i not in rows])
+            videos = list(dict.fromkeys(v for v, _ in frames.values() if v not in self._seen))
+            if videos:
+                self._read(videos)
+            for frame_id, (video_id, _) in frames.items():
+                self._seen[frame_id] = self._seen.get(video_id)
+            for i in missing:
+                self._seen.setdefault(i, None)
         out: dict[int, SearchResult] = {}
         for i in ids:
             found = self._seen[i]
             if found is not None:
                 out[i] = found
         return out
+
+    def _read(self, ids: list[int]) -> set[int]:
+        """Read the rows of ``ids`` into the memo; the ids that have a row (the others may be frames)."""
+        rows = self.store.result_rows(ids)
+        captions = self.store.primary_captions(list(rows))
+        for image_id, row in rows.items():
+            self._frames[image_id] = None
+            result = None
+            if row.status == "indexed" and not (self.folder and not under(row.path, self.folder)):
+                result = to_result(row, None, captions.get(image_id))
+                if not in_dates((result.date or "")[:10], self.date_from, self.date_to):
+                    result = None
+            self._seen[image_id] = result
+        return set(rows)

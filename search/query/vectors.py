@@ -17,6 +17,7 @@ import numpy as np
 
 from search.errors import EngineError
 from search.media.decode import Source, load_rgb_bounded
+from search.query.args import BadSearchValue
 from search.query.kinds import FileQuery, ImageQuery, Query, SimilarQuery, Term, TextQuery, VectorQuery
 from search.stages import stage
 
@@ -87,10 +88,24 @@ class QueryVectors:
         if isinstance(query, FileQuery):
             return self.image(query.path)
         if isinstance(query, SimilarQuery):
-            vec = self.store.vectors_of([query.image_id], self.encoder.dim).get(int(query.image_id))
-            if vec is None:
-                raise EngineError(f"image {query.image_id} is not indexed")
-            return vec
+            return self.similar(query)
         if isinstance(query, VectorQuery):
             return np.asarray(query.vector, np.float32).reshape(-1)
         raise TypeError(f"not a query: {query!r}")
+
+    def similar(self, query: SimilarQuery) -> np.ndarray:
+        """An image's stored vector; a video's kept frame nearest ``t`` (its poster's time without one)."""
+        dim = self.encoder.dim
+        vec = self.store.vectors_of([query.image_id], dim).get(int(query.image_id))
+        if vec is not None:
+            if query.t is not None:
+                raise BadSearchValue(f"t applies to a video only: {query.image_id} is an image")
+            return vec
+        frames = self.store.video_frames([query.image_id], dim).get(int(query.image_id))
+        if frames is None:
+            raise EngineError(f"image {query.image_id} is not indexed")
+        t = query.t
+        if t is None:
+            info = self.store.video_infos([query.image_id]).get(int(query.image_id))
+            t = info.poster if info is not None and info.poster is not None else 0.0
+        return frames.vectors[frames.nearest(t)]

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from search.store.chunks import in_chunks
 from search.store.filters import FilterRows
+from search.store.frames import FrameReads
 from search.store.fts import KeywordReads
 from search.store.ocr import OcrText
 from search.store.schema import (
@@ -51,7 +52,7 @@ from search.store.writes import (  # noqa: F401  (the row-state fields, re-expor
 )
 
 
-class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, PixelPrints, OcrText):
+class Store(IndexerWrites, KeywordReads, FilterRows, FrameReads, VectorReads, VectorChunks, PixelPrints, OcrText):
     """Queries over the metadata database. One instance per process."""
 
     def __init__(self, db_path: Path | str, upgrade: bool = True):
@@ -225,7 +226,8 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
         return unit_f32(np.concatenate([v for _, v in parts])), np.concatenate([i for i, _ in parts])
 
     def vectors_of(self, image_ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
-        """Stored vectors by image id, a chunk of ids a query; ids without a vector are left out."""
+        """Stored vectors by id in the ``images`` index (an image's, or a video frame's), a chunk of ids a
+        query; ids without a vector (a video row, an unknown id) are left out."""
         found = row_ids(list(image_ids))
         out: dict[int, np.ndarray] = {}
         with self.session() as s:
@@ -236,6 +238,9 @@ class Store(IndexerWrites, KeywordReads, FilterRows, VectorReads, VectorChunks, 
                 if rows:
                     vecs = unpack_vectors([cast(bytes, blob) for _, blob in rows], dim)  # not NULL: selected by it
                     out.update((image_id, vecs[j]) for j, (image_id, _) in enumerate(rows))
+        rest = [i for i in found if i not in out]
+        if rest:  # frame ids share the index (issue 27)
+            out.update(self.frame_vectors(rest, dim))
         return out
 
     def failed_images(self, limit: int | None = None) -> list[tuple[str, str]]:

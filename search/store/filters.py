@@ -127,12 +127,14 @@ def _sure_mtimes(date_from: str | None, date_to: str | None) -> tuple[str, dict]
 
 
 class FilterRows:
-    """Ids of the indexed images a filter keeps."""
+    """Ids of the indexed images a filter keeps, and the frame ids of the videos it keeps (issue 27)."""
 
     engine: SAEngine  # set by Store
 
     def filtered_ids(self, folder: str | None, date_from: str | None, date_to: str | None) -> np.ndarray | None:
-        """Sorted ids of indexed images under ``folder`` (absolute) and within the dates; None: no such filter."""
+        """Sorted ids of indexed images under ``folder`` (absolute) and within the dates, with the frame ids
+        of the videos kept (frames share the images' index; each frame passes or fails with its video);
+        None: no such filter."""
         if not (folder or date_from or date_to):
             return None
         where, params = "status = 'indexed'", dict[str, Any]()
@@ -140,31 +142,49 @@ class FilterRows:
             clause, params = _folder_sql(folder)
             where += " AND " + clause
         with self.engine.connect() as conn:
-            if not (date_from or date_to):
-                return unique_sorted(_ids(conn, where, params))
-            keep: set[int] = set()
-            sure, sure_params = _sure_mtimes(date_from, date_to)
-            for clause, more in _date_clauses(date_from, date_to):
-                if sure and "mtime" in clause:  # the rows the band below decides are not checked one by one
-                    clause += f" AND NOT (taken_at IS NULL AND {sure})"
-                q = text(f"SELECT id, taken_at, mtime FROM images WHERE {where} AND {clause}")
-                for image_id, taken_at, mtime in conn.execute(q, {**params, **more, **sure_params}):
-                    if image_id not in keep and in_dates(shown_date(taken_at, mtime)[:10], date_from, date_to):
-                        keep.add(image_id)
-            checked = np.fromiter(keep, np.int64, len(keep))
-            if not sure:
-                return unique_sorted(checked)
-            # ids only, no Python check each: at 10M rows that took minutes
-            banded = _ids(conn, f"{where} AND taken_at IS NULL AND {sure}", {**params, **sure_params})
-        return unique_sorted(np.concatenate([checked, banded]))
+            return unique_sorted(
+                np.concatenate(
+                    [_kept(conn, source, where, params, date_from, date_to) for source in (_IMAGES, _FRAMES)]
+                )
+            )
 
 
-def _ids(conn: Any, where: str, params: dict) -> np.ndarray:
-    """``SELECT id FROM images WHERE where`` as an int64 array, the list built by SQLite.
+# Where a filter's ids come from: the rows of ``images`` themselves, or the frames of the video rows (the same
+# WHERE over the video's columns; frames has no column of the same name but ``id``, so ids are qualified).
+_IMAGES = ("images", "images.id")
+_FRAMES = ("frames JOIN images ON images.id = frames.video_id", "frames.id")
+
+
+def _kept(
+    conn: Any, source: tuple[str, str], where: str, params: dict, date_from: str | None, date_to: str | None
+) -> np.ndarray:
+    """The ids ``source`` gives for the rows that pass ``where`` and the dates (not sorted, maybe repeated)."""
+    table, id_col = source
+    if not (date_from or date_to):
+        return _ids(conn, where, params, table, id_col)
+    keep: set[int] = set()
+    sure, sure_params = _sure_mtimes(date_from, date_to)
+    for clause, more in _date_clauses(date_from, date_to):
+        if sure and "mtime" in clause:  # the rows the band below decides are not checked one by one
+            clause += f" AND NOT (taken_at IS NULL AND {sure})"
+        q = text(f"SELECT {id_col}, taken_at, mtime FROM {table} WHERE {where} AND {clause}")
+        for image_id, taken_at, mtime in conn.execute(q, {**params, **more, **sure_params}):
+            if image_id not in keep and in_dates(shown_date(taken_at, mtime)[:10], date_from, date_to):
+                keep.add(image_id)
+    checked = np.fromiter(keep, np.int64, len(keep))
+    if not sure:
+        return checked
+    # ids only, no Python check each: at 10M rows that took minutes
+    banded = _ids(conn, f"{where} AND taken_at IS NULL AND {sure}", {**params, **sure_params}, table, id_col)
+    return np.concatenate([checked, banded])
+
+
+def _ids(conn: Any, where: str, params: dict, table: str = "images", id_col: str = "id") -> np.ndarray:
+    """``SELECT id FROM table WHERE where`` as an int64 array, the list built by SQLite.
 
     One text of comma-separated ids (``group_concat``) parsed by numpy in C, rather than a Python int
     per row: at 10M rows the cursor's tuples took 11 s."""
-    joined = conn.execute(text(f"SELECT group_concat(id) FROM images WHERE {where}"), params).scalar()
+    joined = conn.execute(text(f"SELECT group_concat({id_col}) FROM {table} WHERE {where}"), params).scalar()
     if not joined:
         return np.zeros(0, np.int64)
     return np.fromstring(joined, dtype=np.int64, sep=",")
