@@ -252,14 +252,25 @@ class Store(IndexerWrites, KeywordReads, FilterRows, FrameReads, VectorReads, Ve
             return [(p, e or "") for p, e in s.execute(q)]
 
     def counts(self) -> dict[str, int]:
+        """Rows by kind and status (``images_failed`` counts image files, ``videos_failed`` videos;
+        ``videos_skipped``: no video stream), frames, captions and roots."""
         with self.session() as s:
-            indexed = s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.status == "indexed"))
-            failed = s.scalar(select(func.count()).select_from(ImageRow).where(ImageRow.status == "failed"))
+            by = dict(
+                ((kind, status), n)
+                for kind, status, n in s.execute(
+                    select(ImageRow.kind, ImageRow.status, func.count()).group_by(ImageRow.kind, ImageRow.status)
+                )
+            )
+            frames = s.scalar(select(func.count()).select_from(FrameRow))
             captions = s.scalar(select(func.count()).select_from(CaptionRow))
             roots = s.scalar(select(func.count()).select_from(Root))
         return {
-            "images_indexed": indexed or 0,
-            "images_failed": failed or 0,
+            "images_indexed": by.get(("image", "indexed"), 0),
+            "images_failed": by.get(("image", "failed"), 0),
+            "videos_indexed": by.get(("video", "indexed"), 0),
+            "video_frames": frames or 0,
+            "videos_failed": by.get(("video", "failed"), 0),
+            "videos_skipped": by.get(("video", "skipped"), 0),
             "captions": captions or 0,
             "roots": roots or 0,
         }
