@@ -2,11 +2,10 @@
 time inside the right scene; its moments, filters, "more like this" from a moment, the moment's thumbnail
 and the file served with Range requests.
 
-The corpus: photos indexed by the real CLI with the tiny model, and videos of three scenes each (drawn
-images, 3 s a scene) whose frames are read by the indexer's own sampler (``indexer.video.read_video``) and
-embedded by the same tiny model, written with ``Store.write_video`` and published from the store. Every
-sampled frame is kept: the tiny random model sees two drawings as near-duplicates more often than a real
-one, and frame deduplication is the indexer's concern, not the search's.
+The corpus: photos and videos of three scenes each (drawn images, 3 s a scene) in two folders, indexed by the
+real CLI with the tiny model. Every sampled frame is kept (GLIMPSE_VIDEO_DEDUPE above 1): the tiny random
+model sees two drawings as near-duplicates more often than a real one, and frame deduplication is the
+indexer's concern (tests/test_video_index.py), not the search's.
 """
 
 from __future__ import annotations
@@ -52,67 +51,36 @@ def write_scenes(path: Path, seeds: list[int], seconds: float = SCENE_S) -> Path
     return path
 
 
-def index_videos(home: Path, videos: dict[str, Path], encoder) -> dict[str, int]:
-    """Write each video's sampled, embedded frames through ``Store.write_video``, then publish the store."""
-    from indexer.publish import StoreSource
-    from indexer.video import FrameLimits, read_video
-    from search.paths import Paths
-    from search.store.database import Store
-    from search.vectors.versions import IndexDir
-
-    paths = Paths.resolve(str(home))
-    store = Store(paths.db)
-    ids = {}
-    try:
-        for name, path in videos.items():
-            info, frames = read_video(path, FrameLimits(short_side=encoder.image_size))
-            vectors = encoder.encode_pil([f.image for f in frames])
-            st = path.stat()
-            values = {
-                "path": str(path),
-                "size": st.st_size,
-                "mtime": st.st_mtime,
-                "width": info.display_size[0],
-                "height": info.display_size[1],
-                "format": "mp4",
-                "duration": info.duration,
-                "codec": info.codec,
-                "poster": frames[0].time,
-                "status": "indexed",
-            }
-            with store.transaction() as s:
-                ids[name] = store.write_video(s, None, values, [(f.time, v) for f, v in zip(frames, vectors)])
-        dim = store.get_model().dim
-        IndexDir(paths.index).publish_sources(
-            StoreSource(store, "images", dim),
-            StoreSource(store, "captions", dim),
-            {"model": "tiny", "pretrained": None, "fingerprint": "t", "dim": dim, "floor": None},
-        )
-    finally:
-        store.close()
-    return ids
-
-
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory, tiny_model, tiny_encoder):
+def corpus(tmp_path_factory, tiny_model):
+    """(home, photos folder, clips folder, {video name: path}, {video name: id})."""
     base = tmp_path_factory.mktemp("videos")
-    root = base / "photos"
-    root.mkdir()
+    media = base / "media"
+    root, folder = media / "photos", media / "clips"
+    root.mkdir(parents=True)
+    folder.mkdir()
     for i in range(N_PHOTOS):
         p = root / f"photo_{i:02d}.png"
         draw_image(300 + i, SIZE).save(p)
         t = dt.datetime(2021, 5, 1 + i, 12).timestamp()
         os.utime(p, (t, t))
-    home = base / "home"
-    glimpse_cmd("index", str(root), "--model", tiny_model, "--workers", "0", home=home)
-    folder = base / "clips"
-    folder.mkdir()
     videos = {}
     for n, (name, seeds) in enumerate(VIDEOS.items()):
         videos[name] = write_scenes(folder / name, seeds)
         t = dt.datetime(2024, 3, 1 + n, 12).timestamp()
         os.utime(videos[name], (t, t))
-    ids = index_videos(home, videos, tiny_encoder)
+    home = base / "home"
+    glimpse_cmd("index", str(media), "--model", tiny_model, "--workers", "0", home=home,
+                env={"GLIMPSE_VIDEO_DEDUPE": "1.01"})  # fmt: skip
+    from search.paths import Paths
+    from search.store.database import Store
+
+    store = Store(Paths.resolve(str(home)).db)
+    try:
+        ids = {name: store.image_id_for_path(str(path)) for name, path in videos.items()}
+    finally:
+        store.close()
+    assert all(ids.values()), ids
     return home, root, folder, videos, ids
 
 
@@ -200,7 +168,8 @@ def test_keywords_hit_on_a_video_shows_its_poster(engine, corpus):
 
     page = engine.search(TextQuery("party", mode="keywords"), None, Paging(k=5))
     assert [r.id for r in page.results] == [corpus[4]["party.mp4"]]
-    assert page.results[0].kind == "video" and page.results[0].time == 0.0 and page.results[0].moments == []
+    poster = engine.store.get_image(corpus[4]["party.mp4"]).poster
+    assert page.results[0].kind == "video" and page.results[0].time == poster and page.results[0].moments == []
     # auto mode blends the name match with the best frame's cosine: the video once, with its moments
     page = engine.search(TextQuery("party", mode="auto"), None, Paging(k=30))
     videos = [r for r in page.results if r.kind == "video"]
@@ -242,8 +211,8 @@ def test_similar_from_a_moment(engine, corpus):
         assert [r.id for r in page.results] == [r.id for r in reference.results if r.id != trip]
         assert len(page.results) == N_PHOTOS + len(VIDEOS) - 1
     poster = engine.search(SimilarQuery(trip), None, Paging(k=3))
-    at_start = engine.search(SimilarQuery(trip, t=0.0), None, Paging(k=3))
-    assert [r.id for r in poster.results] == [r.id for r in at_start.results]
+    at_poster = engine.search(SimilarQuery(trip, t=engine.store.get_image(trip).poster), None, Paging(k=3))
+    assert [r.id for r in poster.results] == [r.id for r in at_poster.results]
     photo = next(r.id for r in poster.results if r.kind == "image")
     with pytest.raises(InvalidValue):
         engine.search(SimilarQuery(photo, t=1.0), None, Paging(k=3))
@@ -261,7 +230,8 @@ def test_api_results_and_clip_retrieval_answer_with_the_video(client, corpus):
     assert knn[0]["id"] == ids["party.mp4"] and knn[0]["url"].endswith(f"/api/images/{ids['party.mp4']}/file")
     assert 2 * SCENE_S <= knn[0]["time"] < 3 * SCENE_S
     meta = client.post("/metadata", json={"ids": [ids["party.mp4"]]}).get_json()
-    assert meta[0]["metadata"]["time"] == 0.0  # a video's id without a moment: its poster
+    # a video's id without a moment: its poster
+    assert meta[0]["metadata"]["time"] == client.get(f"/api/images/{ids['party.mp4']}").get_json()["time"]
 
 
 def test_file_streams_with_ranges(client, corpus):
@@ -293,14 +263,15 @@ def test_thumb_of_a_moment(client, corpus):
         errors = {other: float(np.abs(shown[other] - drawn).mean()) for other in shown}
         assert min(errors, key=errors.get) == scene, errors
     poster = client.get(f"/api/images/{video_id}/thumb?size=160")
-    assert poster.status_code == 200 and poster.data == client.get(f"/api/images/{video_id}/thumb?t=0&size=160").data
+    at = client.get(f"/api/images/{video_id}").get_json()["time"]
+    assert poster.status_code == 200 and poster.data == client.get(f"/api/images/{video_id}/thumb?t={at}&size=160").data
     for bad in ("-1", "nan", "inf", "x", "", "11"):  # duration 9 s: up to 10 s allowed
         assert client.get(f"/api/images/{video_id}/thumb?t={bad}").status_code == 400, bad
     image_id = next(i for i in range(1, 100) if client.get(f"/api/images/{i}").get_json().get("kind") == "image")
     assert client.get(f"/api/images/{image_id}/thumb?t=5").status_code == 200  # ignored on an image
 
 
-def test_similar_route_with_a_moment(client, corpus):
+def test_similar_route_with_a_moment(client, corpus, engine):
     trip = corpus[4]["trip.mp4"]
     res = client.get(f"/api/images/{trip}/similar?t=4&k=50")
     assert res.status_code == 200
@@ -311,4 +282,5 @@ def test_similar_route_with_a_moment(client, corpus):
     image_id = next(r["id"] for r in body["results"] if r["kind"] == "image")
     assert client.get(f"/api/images/{image_id}/similar?t=1").status_code == 400
     detail = client.get(f"/api/images/{trip}").get_json()
-    assert detail["kind"] == "video" and detail["duration"] == pytest.approx(9.0, abs=0.2) and detail["time"] == 0.0
+    assert detail["kind"] == "video" and detail["duration"] == pytest.approx(9.0, abs=0.2)
+    assert detail["time"] == engine.store.get_image(trip).poster is not None  # a video's detail: its poster's time

@@ -20,7 +20,7 @@ from web import queries, thumbs
 from web.config import app_settings, engine, max_upload_bytes
 from web.errors import HttpError, page_error
 from web.highlight import highlight
-from web.params import SearchParams, parse_search_params
+from web.params import SearchParams, parse_moment, parse_search_params
 from web.uploads import read_upload
 
 bp = Blueprint("pages", __name__)
@@ -45,7 +45,8 @@ def break_after_slashes(path: str) -> Markup:
 
 def thumb_srcset(thumb_url: str) -> str:
     """Every thumbnail size with its width, so the browser picks the one that fits the card at its pixel ratio."""
-    return ", ".join(f"{thumb_url}?size={size} {size}w" for size in thumbs.SIZES)
+    join = "&" if "?" in thumb_url else "?"  # a video's moment: thumb?t=…
+    return ", ".join(f"{thumb_url}{join}size={size} {size}w" for size in thumbs.SIZES)
 
 
 def register_filters(app: Flask) -> None:
@@ -69,14 +70,36 @@ def _like_id(raw: str | None) -> int | None:
     raise HttpError(400, "like must be an image id")
 
 
-def _search(q: str, like: int | None, params: SearchParams) -> Page | None:
-    """The page's one search dispatch: text (``q``) first, else "more like this" (``like``), else none."""
+def _search(q: str, like: int | None, params: SearchParams, t: float | None = None) -> Page | None:
+    """The page's one search dispatch: text (``q``) first, else "more like this" (``like``, from a video's
+    moment ``t``), else none."""
     if q:
         check_query_text(q)
         return engine().search(params.text_query(q), params.filters, params.paging)
     if like is not None:
-        return engine().search(SimilarQuery(like), params.filters, params.paging)
+        return engine().search(SimilarQuery(like, t), params.filters, params.paging)
     return None
+
+
+def _like_moment(like: int | None, source: SearchResult | None) -> float | None:
+    """``t`` of "more like this" from a video's moment (ignored for an image)."""
+    if like is None or source is None or source.kind != "video":
+        return None
+    return parse_moment(request.args, source)
+
+
+def _moments(raw: str | None, duration: float | None) -> list[float]:
+    """The other moments a result showed (``m=12.5,30``), for the player's timeline: at most five times
+    within the video; anything else in the list is dropped."""
+    out = []
+    for part in (raw or "").split(",")[:5]:
+        try:
+            t = float(part)
+        except ValueError:
+            continue
+        if 0.0 <= t <= (duration or 0.0) + 1.0:
+            out.append(t)
+    return out
 
 
 def _cards_json(page: Page, params: SearchParams, next_url: str | None) -> dict:
@@ -102,6 +125,7 @@ def _stats() -> dict:
 def index():
     q = (request.args.get("q") or "").strip()
     error, status, page, source = None, 200, None, None
+    like_t: float | None = None
     params = SearchParams()
     like = None
     try:
@@ -111,14 +135,15 @@ def index():
             source = engine().image(like)
             if source is None:
                 raise HttpError(404, f"no image with id {like}")
-        page = _search(q, like, params)
+        like_t = _like_moment(like, source)
+        page = _search(q, like, params, like_t)
     except (HttpError, GlimpseError) as exc:
         error, status = page_error(exc)
     keep = params.filter_args()
     more_url = fragment_url = None
     if page is not None and page.has_more:
-        more_url = url_for("pages.index", q=q or None, like=like, page=page.page + 1, **keep)
-        fragment_url = url_for("pages.fragment_results", q=q or None, like=like, page=page.page + 1, **keep)
+        more_url = url_for("pages.index", q=q or None, like=like, t=like_t, page=page.page + 1, **keep)
+        fragment_url = url_for("pages.fragment_results", q=q or None, like=like, t=like_t, page=page.page + 1, **keep)
     stats = _stats()
     return render_template(
         "index.html",
@@ -143,11 +168,12 @@ def fragment_results():
     q = (request.args.get("q") or "").strip()
     params = parse_search_params(request.args, blank_ok=True)
     like = None if q else _like_id(request.args.get("like"))
-    page = _search(q, like, params)
+    like_t = _like_moment(like, engine().image(like) if like is not None else None)
+    page = _search(q, like, params, like_t)
     if page is None:
         raise HttpError(400, "missing query")
     keep = params.filter_args()
-    next_url = url_for("pages.fragment_results", q=q or None, like=like, page=page.page + 1, **keep)
+    next_url = url_for("pages.fragment_results", q=q or None, like=like, t=like_t, page=page.page + 1, **keep)
     return jsonify(_cards_json(page, params, next_url))
 
 
@@ -172,4 +198,17 @@ def image_page(image_id: int):
         text = engine().image_text(image_id, q or None)
     except GlimpseError:  # a query the parser refuses: the text as read, every line outlined
         q, text = "", engine().image_text(image_id)
-    return render_template("image.html", image=found, captions=engine().captions_of(image_id), text=text, q=q)
+    moment = moments = None
+    if found.kind == "video":  # the player starts at the moment a result showed, its other moments marked
+        moment = parse_moment(request.args, found)
+        moment = moment if moment is not None else (found.time or 0.0)
+        moments = _moments(request.args.get("m"), found.duration)
+    return render_template(
+        "image.html",
+        image=found,
+        captions=engine().captions_of(image_id),
+        text=text,
+        q=q,
+        moment=moment,
+        moments=moments,
+    )
