@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import text_images  # demo/text_images.py, beside this script
+import video_clips  # demo/video_clips.py
 
 # Openclipart folders of concrete things (its icon-theme and shape folders are titled by set
 # name, e.g. "Lemon SVG theme", which no one would type to find a hard disk).
@@ -81,6 +82,7 @@ def main(manifest: str, out: str = str(Path(__file__).parent / "corpus")) -> Non
                     }
                 )
     text_images.make(out_dir / "images" / "text")  # a few pictures found only by the text in them (OCR)
+    video_clips.make(out_dir / "videos")  # two short videos of its own drawings, a scene each 2.5 s
     (out_dir / "captions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
     print(f"{len({x['path'] for x in lines})} images, {len(lines)} captions -> {out_dir}")
 
