@@ -68,8 +68,8 @@ def moments(
             break
         if all(abs(t - u) >= MIN_GAP_S for u in taken):
             taken.append(t)
-            out.append({"time": round(t, 3), "score": s})
-    return round(taken[0], 3), out
+            out.append({"time": t, "score": s})
+    return taken[0], out
 
 
 def best_cosines(frames: dict[int, VideoFrames], query: np.ndarray) -> dict[int, float]:
