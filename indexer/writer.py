@@ -22,6 +22,7 @@ from indexer.runner import EmbeddedBatch
 from indexer.scan import FileEntry, LinkPolicy
 from indexer.video_read import VideoRead, exif_time
 from search.media.files import shown
+from search.media.video import is_video_path
 from search.store.database import Store, Transaction
 from search.store.schema import pack_vector, utcnow
 
@@ -84,7 +85,11 @@ class Writer:
                     vector=None,
                     indexed_at=utcnow(),
                 )
-                if refused_id is None:
+                if is_video_path(entry.path):  # a video row: frames it had before go with its old content
+                    store.write_video(s, refused_id, values)
+                    delta["new" if refused_id is None else "changed"] += 1
+                    delta["videos_failed"] += 1
+                elif refused_id is None:
                     refused_rows.append(values)
                 else:
                     refused_updates.append((refused_id, values))
@@ -93,8 +98,8 @@ class Writer:
             store.delete_images(s, gone_ids)
             delta.update(
                 moved=len(plan.moves),
-                new=len(plan.copies) + len(refused_rows),
-                changed=len(refused_updates),
+                new=delta["new"] + len(plan.copies) + len(refused_rows),
+                changed=delta["changed"] + len(refused_updates),
                 failed=len(plan.refused),
                 deleted=len(gone_ids),
             )

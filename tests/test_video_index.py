@@ -261,6 +261,23 @@ def test_move_delete_and_change(home, tmp_path, index, reads):
     assert {f[0] for f in new_frames} <= ids and len(ids) == len(new_frames)
 
 
+def test_video_replaced_by_a_link_leading_outside(home, tmp_path, index):
+    root = tmp_path / "v"
+    video = write_video(root / "a.mp4", [41, 42])
+    index(root)
+    row = rows(home)["a.mp4"]
+    assert frames_of(home, row["id"])
+    outside = write_video(tmp_path / "elsewhere" / "b.mp4", [43])
+    video.unlink()
+    video.symlink_to(outside)
+    counts = index(root)
+    assert (counts.changed, counts.failed, counts.videos_failed) == (1, 1, 1)
+    failed = rows(home)["a.mp4"]
+    assert failed["id"] == row["id"] and failed["kind"] == "video" and failed["status"] == "failed"
+    assert "outside the indexed folders" in failed["error"]
+    assert frames_of(home, row["id"]) == [] and live_ids(home) == set()
+
+
 def test_video_hash_reads_three_blocks(tmp_path):
     from indexer.hashing import VIDEO_BLOCK, file_hash, video_hash
 
