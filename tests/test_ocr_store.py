@@ -199,3 +199,13 @@ def test_another_language_is_another_reader(store):
     assert "Rec.lang_type" not in rapidocr_params(1, False)  # the bundled model: RapidOCR's defaults
     with pytest.raises(Exception, match="GLIMPSE_OCR_LANG"):
         Settings.from_env({"GLIMPSE_OCR_LANG": "klingon"})
+
+
+def test_equal_scores_come_by_id_so_a_longer_list_continues_a_shorter_one(store):
+    """The same text in many images (one app's screenshots) ties: the query path's paging needs a total order."""
+    store.set_ocr_results(ENGINE, [OcrResult(i, f"h{i}", lines("Settings menu")) for i in (5, 2, 4, 1)], 0.8)
+    match = text_match(["settings"])
+    assert match is not None
+    short, longer = store.text_ranking(match, 2), store.text_ranking(match, 4)
+    assert [i for i, _ in longer] == [1, 2, 4, 5] and longer[:2] == short
+    assert len({score for _, score in longer}) == 1

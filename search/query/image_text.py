@@ -95,12 +95,14 @@ class ImageText:
         store = sources.store
         scores: dict[int, float] = defaultdict(float)
         cut, full = 0.0, False
+        last: tuple[int, float] | None = None
         for match, weight in positive:
             found: list[tuple[int, float]] = sources.cached(
                 plan, "ocr", partial(store.text_ranking, match, limit), match, limit
             )
             for image_id, score in found:
                 scores[image_id] += weight * score
+            last = found[-1] if found else None
             if len(found) >= limit:
                 full = True
                 cut += weight * found[-1][1]
@@ -115,7 +117,10 @@ class ImageText:
         alive = sources.rows.alive(scores)
         ranked = sorted(((i, s) for i, s in scores.items() if i in alive), key=lambda p: (-p[1], p[0]))
         hits = [self._hit(i, s) for i, s in ranked]
-        return self._candidates(hits, cut if full else None)
+        # one term's list comes in (-score, id) order (Store.text_ranking): every hit it left out comes after
+        # its last row, so ties at the cut do not keep the page open (as search.query.retrievers.Keywords)
+        after = (-last[1] * positive[0][1], last[0]) if full and len(positive) == 1 and last else None
+        return self._candidates(hits, cut if full else None, after=after)
 
     def scores(self, plan: QueryPlan, sources: Sources, ids: list[int]) -> dict[int, float]:
         """The exact score of each of ``ids`` whose text matches."""

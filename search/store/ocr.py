@@ -214,12 +214,14 @@ class OcrText:
 
     # ------------------------------------------------------------ the query path's side
     def text_ranking(self, match: str, limit: int) -> list[tuple[int, float]]:
-        """Images whose text matches, best first: ``(image id, bm25 score)``, higher is better.
+        """Images whose text matches, best first: ``(image id, bm25 score)``, higher is better; equal scores
+        by id, so a longer list continues a shorter one exactly (many images holding the same text, the
+        same app's screenshots, tie: without the order the page could not be final before the last of them).
         Only images still indexed (a failed or pending row keeps no keyword row in search)."""
         q = text(
             f"SELECT f.rowid, -bm25({OCR_FTS_TABLE}) AS score FROM {OCR_FTS_TABLE} f "
             f"JOIN images i ON i.id = f.rowid AND i.status = 'indexed' "
-            f"WHERE {OCR_FTS_TABLE} MATCH :m ORDER BY rank LIMIT :n"
+            f"WHERE {OCR_FTS_TABLE} MATCH :m ORDER BY rank, f.rowid LIMIT :n"
         )
         with self.session() as s:
             return [(int(i), float(score)) for i, score in s.execute(q, {"m": match, "n": int(limit)})]
