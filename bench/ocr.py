@@ -6,6 +6,12 @@
     python -m bench.ocr cost DIR                 # images/s per core: ours against RapidOCR's own pipeline on
                                                  # the same images; 1-thread workers against one 2-thread one
     python -m bench.ocr fts DIR [--rows 100000]  # unicode61 + prefix queries against trigram: size, query time
+    python -m bench.ocr api DIR [--home H]       # the corpus indexed by `glimpse index --ocr` (the product's
+                                                 # model), then queried through the HTTP API's routes:
+                                                 # word / code-prefix R@10, absent words, modes auto and keywords
+    python -m bench.ocr speed DIR [--rows 100000] [--home H]  # query p50 with text in the keyword index
+                                                 # against without, at that many images (a synthetic home,
+                                                 # and its copy given the texts the api home read)
 
 The corpus is rendered here, with the system's TrueType fonts (DejaVu, Liberation) on photos and drawings
 from /work/shared/data/corpora, and is never a fixture of the tests: small-font screenshots (1920 and 2560
@@ -424,9 +430,167 @@ def fts_trial(folder: Path, rows: int) -> dict:
     return out
 
 
+# ------------------------------------------------------------------ through the API
+
+PRODUCT_MODEL = "local-dir:models/glimpse-icons-distil"  # what the demo and the front door index with
+
+
+def index_home(folder: Path, home: Path, model: str) -> dict:
+    """``glimpse index DIR/images --ocr`` into ``home`` (once; kept for the next mode), and its last job."""
+    import subprocess
+
+    if not (home / "glimpse.db").exists():
+        env = dict(os.environ, GLIMPSE_HOME=str(home), GLIMPSE_OCR="on", HF_HUB_OFFLINE="1")
+        cmd = [sys.executable, "-m", "glimpse.cli", "index", str(folder / "images"), "--model", model, "--ocr"]
+        subprocess.run(cmd, env=env, check=True, cwd=Path(__file__).resolve().parent.parent)
+    from search.engine import Engine
+    from search.paths import Paths
+
+    engine = Engine(Paths.resolve(home))
+    try:
+        stats = engine.stats()
+    finally:
+        engine.close()
+    job = stats["jobs"][0]
+    return {
+        "ocr": stats["ocr"],
+        "job": {k: job.get(k) for k in ("outcome", "embedded", "ocr_read", "ocr_failed", "ocr_seconds")},
+    }
+
+
+def api(folder: Path, home: Path, model: str) -> dict:
+    """Every truth word, code prefix and absent word as ``GET /api/search?q=…&min_score=auto&k=10`` through
+    the app's routes (Flask's test client: the real handlers, no socket), in modes auto and keywords."""
+    from search.paths import Paths
+    from web.app import create_app
+
+    truth = json.loads((folder / "truth.json").read_text())
+    out: dict = {"index": index_home(folder, home, model)}
+    client = create_app(Paths.resolve(home), config={"GLIMPSE_ALLOWED_HOSTS": ["localhost"]}).test_client()
+    for mode in ("auto", "keywords"):
+        times: list[float] = []
+
+        def top(q: str, mode: str = mode, times: list[float] = times) -> list[str]:
+            t0 = time.perf_counter()
+            resp = client.get("/api/search", query_string={"q": q, "mode": mode, "k": 10, "min_score": "auto"})
+            times.append(time.perf_counter() - t0)
+            assert resp.status_code == 200, resp.get_data(as_text=True)
+            return [os.path.basename(r["path"]) for r in resp.get_json()["results"]]
+
+        per_kind: dict[str, list[int]] = {}
+        codes: list[int] = []
+        for name, t in sorted(truth["images"].items()):
+            kind = name.rsplit("_", 1)[0]
+            for w in t["words"]:
+                per_kind.setdefault(kind, []).append(int(name in top(w)))
+            for c in t["codes"]:
+                codes.append(int(name in top(c[:5])))
+        absent = [len(top(w)) for w in truth["absent"]]
+        words = [h for hits in per_kind.values() for h in hits]
+        out[mode] = {
+            "word_r10": round(sum(words) / len(words), 4),
+            "word_queries": len(words),
+            "by_kind": {k: round(sum(v) / len(v), 3) for k, v in sorted(per_kind.items())},
+            "code_prefix_r10": round(sum(codes) / len(codes), 4),
+            "code_queries": len(codes),
+            "absent_with_results": round(sum(1 for n in absent if n) / len(absent), 4),
+            "absent_queries": len(absent),
+            "absent_results_mean": round(statistics.mean(absent), 2),
+            "query_ms_p50": round(statistics.median(times) * 1000, 2),
+        }
+    return out
+
+
+def speed(folder: Path, home: Path, rows: int, rounds: int, texts: str = "mixed") -> dict:
+    """Query p50 with text in the keyword index against without, at ``rows`` images: a synthetic home
+    (bench.synth) as it is (no text read: GLIMPSE_OCR=off), and a copy of it given the texts the api home
+    read: ``mixed``, half the images hold lines of one to three of them; ``cycled``, every image holds one
+    whole text, so each text is in some 570 images (the worst case: exact bm25 ties).
+    Queried in-process as the API does (``Engine.search``, k=10, min_score=auto), the two homes
+    interleaved query by query, each its own engine, every query asked once of each."""
+    import shutil
+
+    from bench.synth import synth_home
+    from search.engine import Engine
+    from search.paths import Paths
+    from search.query.kinds import Filters, Paging, TextQuery
+    from search.store.database import Store
+    from search.store.ocr import OcrResult, engine_id
+    from search.vectors.live import configure_query_threads
+
+    truth = json.loads((folder / "truth.json").read_text())
+    src = Store(home / "glimpse.db")
+    read = [r for r in src.text_of(list(range(1, 100_000))).values() if r.lines]
+    src.close()
+    without = Path("bench-data/homes") / f"ocr-{rows}"
+    synth_home(without, rows)
+    with_text = Path("bench-data/homes") / f"ocr-{rows}-{texts}"
+    if not (with_text / "done").exists():
+        shutil.rmtree(with_text, ignore_errors=True)
+        shutil.copytree(without, with_text, symlinks=True)
+        store = Store(with_text / "glimpse.db")
+        ids = [i for (i,) in sqlite3.connect(with_text / "glimpse.db").execute("SELECT id FROM images ORDER BY id")]
+        rng = random.Random(26)
+
+        def mixed() -> list:
+            """Lines of one to three of the corpus's texts (a random part of each): texts of many lengths,
+            so bm25 ties are as rare as in a real collection."""
+            out: list = []
+            for r in rng.sample(read, rng.randint(1, 3)):
+                out += rng.sample(list(r.lines), rng.randint(1, len(r.lines)))
+            return out
+
+        for k in range(0, len(ids), 1000):
+            chunk = ids[k : k + 1000]
+            if texts == "cycled":
+                batch = [OcrResult(i, None, read[(k + j) % len(read)].lines) for j, i in enumerate(chunk)]
+            else:  # half the images hold text
+                batch = [OcrResult(i, None, mixed() if rng.random() < 0.5 else ()) for i in chunk]
+            store.set_ocr_results(engine_id() or "bench", batch, 0.8)
+        store.close()
+        (with_text / "done").write_text("ok")
+    store = Store(with_text / "glimpse.db")
+    counts = store.ocr_counts(None)
+    store.close()
+    with sqlite3.connect(with_text / "glimpse.db") as con:
+        ocr_bytes = con.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'ocr_fts%' OR name = 'ocr_images'"
+        ).fetchone()[0]
+    configure_query_threads()
+    engines = {"with": Engine(Paths.resolve(with_text)), "without": Engine(Paths.resolve(without))}
+    for e in engines.values():
+        e.warm()
+    words = sorted({w for t in truth["images"].values() for w in t["words"]} | set(truth["absent"]))
+    random.Random(26).shuffle(words)
+    out: dict = {"rows": rows, "texts": texts, "ocr_rows": counts, "ocr_sqlite_mb": round(ocr_bytes / 2**20, 1)}
+    try:
+        for mode in ("keywords", "auto"):
+            times: dict[str, list[float]] = {"with": [], "without": []}
+            for n, q in enumerate(words[: 60 * rounds]):
+                for arm in ("with", "without") if n % 2 == 0 else ("without", "with"):
+                    t0 = time.perf_counter()
+                    engines[arm].search(TextQuery(q, mode=mode), Filters(min_score_auto=True), Paging(k=10))
+                    times[arm].append(time.perf_counter() - t0)
+            out[mode] = {
+                arm: {
+                    "p50_ms": round(statistics.median(t) * 1000, 2),
+                    "p95_ms": round(sorted(t)[int(0.95 * (len(t) - 1))] * 1000, 2),
+                    "queries": len(t),
+                }
+                for arm, t in times.items()
+            }
+    finally:
+        for e in engines.values():
+            e.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["make", "quality", "cost", "workers", "fts"])
+    ap.add_argument("what", choices=["make", "quality", "cost", "workers", "fts", "api", "speed"])
+    ap.add_argument("--home", type=Path, default=None, help="api/speed: the home the corpus is indexed into")
+    ap.add_argument("--model", default=PRODUCT_MODEL)
+    ap.add_argument("--texts", choices=["mixed", "cycled"], default="mixed", help="speed: the texts given")
     ap.add_argument("folder", type=Path)
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--workers", type=int, default=None)
@@ -448,6 +612,13 @@ def main(argv: list[str] | None = None) -> int:
         res = cost(args.folder, args.per_kind, args.rounds, set(args.kinds.split(",")) if args.kinds else None)
     elif args.what == "workers":
         res = workers_trial(args.folder, args.per_kind)
+    elif args.what in ("api", "speed"):
+        home = args.home or args.folder / "home"
+        res = (
+            api(args.folder, home, args.model)
+            if args.what == "api"
+            else speed(args.folder, home, args.rows, args.rounds)
+        )
     else:
         res = fts_trial(args.folder, args.rows)
     print(json.dumps(res, indent=1))

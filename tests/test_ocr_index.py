@@ -161,6 +161,8 @@ def test_api_results_carry_the_text_as_the_schema_says(indexed):
     jsonschema.validate(body, schema)
     (hit,) = body["results"]
     assert (hit["matched"], hit["text"], hit["text_spans"]) == (["text"], "Invoice KX4471B", [[8, 15]])
+    ocr = client.get("/api/stats").get_json()["ocr"]  # images read, with text, pending, the reader
+    assert (ocr["read"], ocr["with_text"], ocr["pending"]) == (4, 3, 0) and ocr["engine"].startswith("rapidocr ")
     # The card marks the word and links to the detail page with the words it matched.
     page = client.get("/?q=kx447&mode=keywords").get_data(as_text=True)
     assert '<p class="ocr" title="text in the image">Invoice <mark>KX4471B</mark></p>' in page
