@@ -234,6 +234,15 @@ def test_api_results_and_clip_retrieval_answer_with_the_video(client, corpus):
     assert meta[0]["metadata"]["time"] == client.get(f"/api/images/{ids['party.mp4']}").get_json()["time"]
 
 
+def test_metadata_of_a_frame_id_is_its_video_at_that_time(client, engine, corpus):
+    party = corpus[4]["party.mp4"]
+    frames = engine.store.video_frames([party], engine.encoder.dim)[party]
+    frame_id, t = int(frames.ids[-1]), float(frames.times[-1])
+    meta = client.post("/metadata", json={"ids": [frame_id]}).get_json()
+    assert meta[0]["id"] == frame_id
+    assert meta[0]["metadata"]["url"].endswith(f"/api/images/{party}/file") and meta[0]["metadata"]["time"] == t
+
+
 def test_file_streams_with_ranges(client, corpus):
     video_id, path = corpus[4]["trip.mp4"], corpus[3]["trip.mp4"]
     data = path.read_bytes()
