@@ -103,4 +103,5 @@ def test_video_card_plays_from_its_moment(page, server, indexed, output_dir):
         pg.click("a.like-moment")
     assert "like=" in pg.url and "t=" in pg.url
     pg.locator("#results .card").first.wait_for()
+    assert "t=" in pg.get_attribute("#query-image", "src")  # the query panel shows the moment searched from
     assert not pg.problems, pg.problems

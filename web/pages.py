@@ -149,6 +149,7 @@ def index():
         "index.html",
         q=q,
         like=like,
+        like_t=like_t,
         source=source,
         page=page,
         params=params,
