@@ -262,8 +262,12 @@ def stats(paths_obj, as_json, all_failed):
     click.echo(f"model:          {model['name']}" + (f" ({model['pretrained']})" if model["pretrained"] else ""))
     click.echo(f"index version:  {s['index_version'] or '-'} ({s['index_type'] or '-'})")
     click.echo(f"images indexed: {s['images_indexed']} (embedded in the database)")
-    click.echo(f"in live index:  {s['images_in_live_index']}")
-    if s["images_in_live_index"] != s["images_indexed"] + s.get("video_frames", 0):
+    frames = s.get("video_frames", 0)
+    click.echo(
+        f"in live index:  {s['images_in_live_index']}"
+        + (f" (vectors: images and {frames} video frames)" if frames else "")
+    )
+    if s["images_in_live_index"] != s["images_indexed"] + frames:
         click.echo(
             "note:           the live index is behind the database: the last run did not publish; run `glimpse reindex`"
         )

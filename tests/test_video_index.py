@@ -8,6 +8,7 @@ are compared only with themselves (the index finds a frame's own vector), never 
 from __future__ import annotations
 
 import fractions
+import json
 import os
 import shutil
 import sqlite3
@@ -200,7 +201,7 @@ def test_repeated_frames_dropped(home, tmp_path, index, monkeypatch):
     assert index(root).frames == 5  # one every 2 s over 9 s when nothing is dropped
 
 
-def test_bad_videos_recorded_and_the_run_completes(home, tmp_path, index):
+def test_bad_videos_recorded_and_the_run_completes(home, tmp_path, index, glimpse):
     root = tmp_path / "v"
     write_video(root / "good.mp4", [1, 2])
     cut = write_video(root / "cut.mp4", [3, 4, 5])  # the index (moov) is written last: cut it off
@@ -224,6 +225,17 @@ def test_bad_videos_recorded_and_the_run_completes(home, tmp_path, index):
     # failed and skipped rows are not read again until they change
     counts = index(root)
     assert (counts.new, counts.changed, counts.failed, counts.videos_skipped, counts.unchanged) == (0, 0, 0, 0, 4)
+
+    # glimpse stats: videos apart from images, the failed ones listed with the files
+    stats = json.loads(glimpse("stats", "--json").stdout)
+    counted = {k: stats[k] for k in ("images_indexed", "videos_indexed", "videos_failed", "videos_skipped")}
+    assert counted == {"images_indexed": 0, "videos_indexed": 1, "videos_failed": 2, "videos_skipped": 1}
+    assert stats["images_in_live_index"] == stats["video_frames"] > 0
+    assert {os.path.basename(f["path"]) for f in stats["failed"]} == {"cut.mp4", "text.mkv"}
+    assert stats["jobs"][1]["videos_failed"] == 2 and stats["jobs"][1]["videos_skipped"] == 1
+    text = glimpse("stats").stdout
+    assert "videos:         1 indexed" in text and "2 failed, 1 without a video stream" in text
+    assert "the live index is behind" not in text
 
 
 def test_move_delete_and_change(home, tmp_path, index, reads):
