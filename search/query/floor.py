@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
 
 from search.query.kinds import Filters, Query, TextQuery
-from search.query.results import SearchResult
 
 
 def floor_for(query: Query, manifest: dict) -> float | None:
@@ -31,16 +29,3 @@ def resolve_auto(filters: Filters, floor: float | None) -> Filters:
     if not filters.min_score_auto:
         return filters
     return dataclasses.replace(filters, min_score=floor, min_score_auto=False)
-
-
-def is_above(result: SearchResult, floor: float) -> bool:
-    """A result above the floor: its cosine reaches it, or its words matched the query (hybrid)."""
-    return (result.score is not None and result.score >= floor) or "keywords" in result.matched
-
-
-def count_above(ranked: Sequence[SearchResult], floor: float | None, order: str) -> int | None:
-    """How many results, from the first, rank above the floor before the first one under it (where the
-    divider goes; None: no floor, or not ordered by relevance)."""
-    if floor is None or order != "relevance":
-        return None
-    return next((i for i, r in enumerate(ranked) if not is_above(r, floor)), len(ranked))
