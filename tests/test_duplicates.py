@@ -10,6 +10,7 @@ the candidate threshold passed here (0.5) lets every pair through: the pixel che
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 from pathlib import Path
@@ -95,7 +96,7 @@ def test_every_kind_of_copy_is_grouped_with_its_original_and_nothing_else(plante
         sorted(["orig_03.png", *(n for n in COPIES if n.startswith("o_"))]),
     ], out
     for g in out["groups"]:
-        assert g["verified_by"] == "aligned-thumbnail-v3" and g["keep"] == g["images"][0]["id"]
+        assert g["verified_by"] == "aligned-thumbnail-v4" and g["keep"] == g["images"][0]["id"]
         assert all(set(image) == KEYS for image in g["images"])
         by_id = {image["id"]: image for image in g["images"]}
         assert by_id[g["representative"]]["distance"] == 0.0
@@ -149,6 +150,85 @@ def test_a_chain_of_near_images_is_not_one_group(tmp_path, tiny_model):
     out = json.loads(glimpse_cmd("duplicates", "--threshold", "0.1", "--json", home=home, env=env).stdout)
     assert [sorted(names(g)) for g in out["groups"]] == [["c.png", "c_again.png"]], out
     assert all(image["distance"] == 0.0 for image in out["groups"][0]["images"])
+
+
+def shape(points: list[tuple[float, float]] | None, size: int = 256) -> Image.Image:
+    """A simple drawing: one dark filled shape on a transparent square, a disc where ``points`` is None."""
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    if points is None:
+        d.ellipse([38, 38, 218, 218], fill=(20, 20, 20, 255))
+    else:
+        d.polygon(points, fill=(20, 20, 20, 255))
+    return img
+
+
+def spade() -> Image.Image:
+    img = shape([(128, 28), (30, 150), (226, 150)])
+    d = ImageDraw.Draw(img)
+    for cx in (78, 178):
+        d.ellipse([cx - 52, 98, cx + 52, 202], fill=(20, 20, 20, 255))
+    d.polygon([(128, 120), (96, 236), (160, 236)], fill=(20, 20, 20, 255))
+    return img
+
+
+def test_a_look_alike_simple_drawing_is_refused_and_a_loose_copy_of_one_kept(tmp_path, tiny_model):
+    """A disc and a hexagon of the same area: simple drawings within the pixel limit of each other, loosely (as
+    close as a crop of a detailed picture), and alone (no other look-alike makes the match ambiguous). They
+    differ over areas (the hexagon's corners, the disc's arcs between them) that no small move of their few
+    edges explains: refused. A spade turned 3 degrees and cropped 6%, as loose, differs only along its edges:
+    grouped."""
+    from search.media import pixel_print
+    from search.vectors.duplicates import SURE
+
+    root, home = tmp_path / "shapes", tmp_path / "home"
+    root.mkdir()
+    radius = 90 * math.sqrt(math.pi / (3 * math.sin(math.pi / 3)))  # the hexagon with the disc's area
+    hexagon = [(128 + radius * math.cos(k * math.pi / 3), 128 + radius * math.sin(k * math.pi / 3)) for k in range(6)]
+    pictures = {
+        "disc.png": shape(None),
+        "hexagon.png": shape(hexagon),
+        "spade.png": spade(),
+        "spade_copy.png": crop(flat(spade(), (255, 255, 255)).rotate(3, Image.BICUBIC, fillcolor="white"), 0.06),
+    }
+    for name, img in pictures.items():
+        img.save(root / name)
+    decoded = pixel_print.decode([pixel_print.pixel_print(img) for img in pictures.values()])
+    dist, shift = pixel_print.compare(pixel_print.take(decoded, [0, 2]), pixel_print.take(decoded, [1, 3]))
+    limit = 0.2
+    assert SURE * limit < dist[0] <= limit and shift[0] > pixel_print.SHIFT_MAX, (dist, shift)  # disc, hexagon
+    assert SURE * limit < dist[1] <= limit and shift[1] <= pixel_print.SHIFT_MAX, (dist, shift)  # spade, its copy
+    glimpse_cmd("index", str(root), "--model", tiny_model, "--workers", "0", home=home)
+    out = json.loads(glimpse_cmd("duplicates", "--threshold", "0.1", "--json", home=home).stdout)
+    assert [sorted(names(g)) for g in out["groups"]] == [["spade.png", "spade_copy.png"]], out
+
+
+def test_a_small_copy_is_not_the_representative_its_original_is(tmp_path, tiny_model):
+    """A 64-pixel copy of a drawing holds no detail (no fine check), so it sits within the limit of its original
+    and of a look-alike that only the fine grid tells apart (a grey panel where the original has stripes). The
+    copy matches both, more than either matches anything, and was the group's representative: the look-alike
+    joined through it. The members are now verified against its original instead."""
+    from search.media import pixel_print
+
+    root, home = tmp_path / "small", tmp_path / "home"
+    root.mkdir()
+    arr = np.array(flat(drawing(300, (256, 256)), (255, 255, 255)))
+    arr[96:160, 96:224] = 128
+    original = Image.fromarray(arr)
+    stripes = (np.arange(96, 224) // 8) % 2 == 1
+    arr[96:160, 96:224] = np.where(stripes[None, :, None], 232, 0)
+    pictures = {"original.png": original, "small_copy.png": original.resize((64, 64), Image.LANCZOS)}
+    pictures["look_alike.png"] = Image.fromarray(arr)
+    for name, img in pictures.items():
+        img.save(root / name)
+    decoded = pixel_print.decode([pixel_print.pixel_print(img) for img in pictures.values()])
+    dist = pixel_print.distances(pixel_print.take(decoded, [1, 1, 0]), pixel_print.take(decoded, [0, 2, 2]))
+    assert dist[0] < dist[1] <= 0.4 * 0.2 < 0.2 < dist[2], dist  # copy~original, copy~look-alike: sure; not the two
+    glimpse_cmd("index", str(root), "--model", tiny_model, "--workers", "0", home=home)
+    out = json.loads(glimpse_cmd("duplicates", "--threshold", "0.1", "--json", home=home).stdout)
+    assert [sorted(names(g)) for g in out["groups"]] == [["original.png", "small_copy.png"]], out
+    (group,) = out["groups"]
+    assert names(group)[[i["id"] for i in group["images"]].index(group["representative"])] == "original.png"
 
 
 def test_keep_is_the_oldest_of_equal_copies(tmp_path, tiny_model):

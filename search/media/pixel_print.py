@@ -19,6 +19,12 @@ copy scores near 0, a different picture near 1 or more. Pairs still in doubt are
 turned by a few degrees. Resizing, recompression and format changes barely move these grids; crops and
 small rotations are aligned away. Look-alike series (a drawing in several stroke weights) can score as
 close as a crop: the finder's grouping refuses such ambiguous matches (``search.vectors.duplicates``).
+
+Each comparison also gives a *shift*: how far the pictures' edges would have to move to explain what is
+left of their difference at that alignment (:func:`_shift`). A simple drawing has few edges, so its copy
+differs little; a different simple drawing of the same outline (a spade and a club, a disc and a hexagon,
+a square and a smaller rounded one) differs over areas that no small move explains, while its distance can
+be as small as a crop's. The finder refuses a loose match whose shift is over ``SHIFT_MAX``.
 """
 
 from __future__ import annotations
@@ -48,8 +54,9 @@ ROUNDS = 1
 KEEP = 0.5  # share of the whole picture's contrast a crop must keep (0.7 refused true 10% crops of icons)
 CONTRAST_FLOOR = 6.0  # grey levels: keeps a flat picture's relative error finite
 CHROMA_SCALE = 12.0  # grey levels of mean chroma difference that count as 1.0
-# Small rotations: where the upright comparison is neither a clear match nor clearly different, the
-# other image is also turned by each of these angles; a turned match must be ROT_PENALTY times closer
+# Small rotations: where the upright comparison is neither a clear match nor clearly different (or close
+# but with a shift over SHIFT_MAX: a simple shape turned 4 degrees), the other image is also turned by each
+# of these angles; a turned match must be ROT_PENALTY times closer
 # (one more degree of freedom finds look-alikes too: measured on bench.duplicates quality, 1.5 kept the
 # wrongly grouped images level while 2- and 4-degree rotations went from 40/12% to 88/64% found).
 ANGLES = (-4.0, -2.0, 2.0, 4.0)
@@ -60,7 +67,15 @@ ROT_PENALTY = 1.5
 VIEW = 16
 VIEW_CROPS = (0, 2, 4)
 VIEW_MIN_CONTRAST = 2.0  # grey levels (rms over the grid): flatter views say nothing and are left out
-SIGNAL = "aligned-thumbnail-v3"  # the comparison's name (the stored print is still VERSION 2)
+# A loose match (search.vectors.duplicates) must be explained by its edges moving by at most this many
+# cells of the fine grid (FGRID: 1/32 of the side); only where both sources have DETAIL_MIN pixels.
+# Measured (bench.duplicates quality, two collections; copies of the sample photos): loose planted copies
+# reach 0.23 (a JPEG q40 drawing, a photo turned 2 degrees), pairs the bench counts as re-uploads (16x16
+# twins, thin circles of two stroke weights among them) 0.29; look-alikes as close as a crop, 0.31-0.65.
+# 0.2 loses copies, 0.4 refuses fewer look-alikes (BENCHMARKS.md, issue 23).
+SHIFT_MAX = 0.3
+SHIFT_FLOOR = 0.5  # grey levels of mean gradient: a flat picture's shift stays finite
+SIGNAL = "aligned-thumbnail-v4"  # the comparison's name (the stored print is still VERSION 2)
 _HEAD = 3  # version byte, flags byte, the source's short side in pixels (at most 255)
 _HAS_ALPHA = 1
 
@@ -150,6 +165,11 @@ def is_current(blob: bytes) -> bool:
 def has_alpha(blob: bytes) -> bool:
     """Whether a stored print is of an image with transparency (read from its header alone)."""
     return len(blob) >= _HEAD and bool(blob[1] & _HAS_ALPHA)
+
+
+def is_detailed(blob: bytes) -> bool:
+    """Whether a stored print's source had ``DETAIL_MIN`` pixels a side or more (read from its header alone)."""
+    return len(blob) >= _HEAD and blob[2] >= DETAIL_MIN
 
 
 def take(p: Prints, rows: np.ndarray) -> Prints:
@@ -254,15 +274,34 @@ def _as_crop(big: np.ndarray, small: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def distances(a: Prints, b: Prints) -> np.ndarray:
-    """Distance of each pair ``(a[i], b[i])``: 0 for the same pixels, ~1 or more for different pictures.
+    """Distance of each pair ``(a[i], b[i])``: 0 for the same pixels, ~1 or more for different pictures
+    (:func:`compare` without the shift)."""
+    return compare(a, b)[0]
 
-    The crop is found on the alignment grid; at that crop the pair is compared on the fine grid too
-    (a different glyph on the same card, a thinner stroke of the same circle), and in chroma. Pairs
-    between ``ROT_FROM`` and ``ROT_TO`` are compared again with one turned by each of ``ANGLES``."""
+
+def compare(a: Prints, b: Prints) -> tuple[np.ndarray, np.ndarray]:
+    """``(distance, shift)`` of each pair ``(a[i], b[i])``.
+
+    distance: 0 for the same pixels, ~1 or more for different pictures. The crop is found on the alignment
+    grid; at that crop the pair is compared on the fine grid too (a different glyph on the same card, a
+    thinner stroke of the same circle), and in chroma. Pairs between ``ROT_FROM`` and ``ROT_TO``, and closer
+    ones whose shift is over ``SHIFT_MAX``, are compared again with one turned by each of ``ANGLES``.
+
+    shift: at the alignment that gave the distance, how far the pictures' edges would have to move to
+    explain the luminance left over, in cells of the fine grid (:func:`_shift`); 0 where either source is
+    under ``DETAIL_MIN`` pixels (its fine grid holds resampling, not edges)."""
     p = len(a.white)
     best = np.full(p, np.inf, np.float32)
+    shift = np.zeros(p, np.float32)
     if p == 0:
-        return best
+        return best, shift
+
+    def keep(rows: np.ndarray, got: tuple[np.ndarray, np.ndarray], scale: float = 1.0) -> None:
+        d = scale * got[0]
+        better = d < best[rows]
+        best[rows[better]] = d[better]
+        shift[rows[better]] = got[1][better]
+
     # Backgrounds: both as stored (on white); where one has transparency, it on black against the other.
     for rows, ya, yb, fa, fb in (
         (np.arange(p), a.white, b.white, a.fine_white, b.fine_white),
@@ -270,21 +309,23 @@ def distances(a: Prints, b: Prints) -> np.ndarray:
         (np.flatnonzero(b.has_alpha), a.white, b.black, a.fine_white, b.fine_black),
     ):
         if len(rows):
-            best[rows] = np.minimum(best[rows], _compare(a, b, rows, (ya, yb, fa, fb), 0.0))
-    turn = np.flatnonzero((best > ROT_FROM) & (best <= ROT_TO))
+            keep(rows, _compare(a, b, rows, (ya, yb, fa, fb), 0.0))
+    # in doubt: neither clearly the same nor clearly different, or close but with an area no edge move explains
+    turn = np.flatnonzero(((best > ROT_FROM) | (shift > SHIFT_MAX)) & (best <= ROT_TO))
     for angle in ANGLES if len(turn) else ():
         grids = (a.white, b.white, a.fine_white, b.fine_white)
-        best[turn] = np.minimum(best[turn], ROT_PENALTY * _compare(a, b, turn, grids, angle))
-    return best
+        keep(turn, _compare(a, b, turn, grids, angle), ROT_PENALTY)
+    return best, shift
 
 
-def _compare(a: Prints, b: Prints, rows: np.ndarray, grids: tuple, angle: float) -> np.ndarray:
-    """Distance of the pairs ``rows`` on the given (alignment a, b, fine a, fine b) grids, each taken as a
-    crop of the other; with ``angle``, the one taken as the crop is first turned by it (on white)."""
+def _compare(a: Prints, b: Prints, rows: np.ndarray, grids: tuple, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distance and shift of the pairs ``rows`` on the given (alignment a, b, fine a, fine b) grids, each
+    taken as a crop of the other; with ``angle``, the one taken as the crop is first turned by it (on white)."""
     ya, yb, fa, fb = (g[rows] for g in grids)
     ca, cb = a.chroma[rows], b.chroma[rows]
     detailed = a.detailed[rows] & b.detailed[rows]
     out = np.full(len(rows), np.inf, np.float32)
+    moved = np.zeros(len(rows), np.float32)
     for big, small, fbig, fsmall, cbig, csmall in ((ya, yb, fa, fb, ca, cb), (yb, ya, fb, fa, cb, ca)):
         if angle:
             fsmall = _rotate(fsmall, angle, 255.0)
@@ -301,8 +342,36 @@ def _compare(a: Prints, b: Prints, rows: np.ndarray, grids: tuple, angle: float)
         cy = _area_matrix(box[:, 2], box[:, 3], CGRID, CSIDE)[:, None]
         zero = np.zeros_like(bx)
         cdiff = np.abs(cy @ cbig @ np.swapaxes(cx, -1, -2) - _at(_CHROMA, csmall, zero, zero)).mean(axis=(1, 2, 3))
-        out = np.minimum(out, np.maximum(np.maximum(luma, detail), cdiff / CHROMA_SCALE))
-    return out
+        d = np.maximum(np.maximum(luma, detail), cdiff / CHROMA_SCALE)
+        better = d < out
+        out = np.where(better, d, out)
+        moved = np.where(better, np.where(detailed, _shift(fine, target), 0.0), moved)
+    return out, moved
+
+
+def _shift(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How far, in grid cells, the edges of two aligned grids (P, S, S) would have to move to account for
+    their difference: its mean size, each cell's signed difference averaged with its 8 neighbours', over
+    their mean gradient (``SHIFT_FLOOR`` at least).
+
+    A copy differs from its original where its edges moved by a fraction of a cell (resampling, JPEG
+    ringing, the alignment's last error, a turn), so what it differs by scales with how much edge the
+    picture has: a simple shape has little, and its copy differs little. Two different drawings differ
+    over whole areas (a spade's point where a club has a lobe), which no small move of their few edges
+    explains. The averaging leaves such an area (a patch of one sign) and an edge that moved (a line of one
+    sign) as they are, and cancels what changes sign from cell to cell: the grain and texture of a photo
+    resampled at another crop, which would otherwise read as a large move."""
+    r = a - b
+    s = r.shape[-1]
+    pad = np.pad(r, ((0, 0), (1, 1), (1, 1)), mode="edge")
+    local = sum(pad[:, dy : dy + s, dx : dx + s] for dy in range(3) for dx in range(3)) / 9.0
+    diff = np.abs(local).reshape(len(a), -1).mean(axis=1)
+    grad = 0.0
+    for x in (a, b):
+        gx = np.abs(np.diff(x, axis=-1)).reshape(len(x), -1).mean(axis=1)
+        gy = np.abs(np.diff(x, axis=-2)).reshape(len(x), -1).mean(axis=1)
+        grad = grad + 0.25 * (gx + gy)
+    return (diff / np.maximum(grad, SHIFT_FLOOR)).astype(np.float32)
 
 
 def _refine(fbig: np.ndarray, target: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

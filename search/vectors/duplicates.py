@@ -11,14 +11,19 @@
    IVF-PQ candidates are scored exactly against the stored float16 vectors.
 2. **Verification.** Each candidate pair is checked by the images' pixel prints (``search.media.pixel_print``,
    stored per image at index time), a signal that does not depend on the model: a different drawing of
-   the same icon set, or a colour variant, is refused there.
+   the same icon set, or a colour variant, is refused there. A pair within the pixel limit but over
+   ``SURE`` of it (a loose match, as close as a crop) verifies only if its difference is what small moves
+   of its edges explain (``pixel_print.SHIFT_MAX``: a spade and a club are refused) and if it is
+   unambiguous (neither image has another loose match the other does not share: a series of look-alikes).
 3. **Groups without chains.** Images are taken by how many candidates they verify against, most first
    (the centre of a set of copies, not a copy at its edge), then transparent ones (a copy flattened on
    white and one flattened on black both match their transparent original, not each other), then keep
    order; each not yet grouped becomes a group's representative, and only images verified against *it*
-   (its candidates, and theirs) join. A chain of near images A~B~C where A and C differ is never one
-   group. The ``keep`` suggestion is the group's first image in keep order (most pixels, then largest
-   file, then oldest).
+   (its candidates, and theirs) join. A print without detail (a thumbnail-sized copy, compared without
+   the fine check) gives way to its closest sure twin with detail (its original), so that a look-alike it
+   cannot tell from that original does not join through it. A chain of near images A~B~C where A and C
+   differ is never one group. The ``keep`` suggestion is the group's first image in keep order (most
+   pixels, then largest file, then oldest).
 
 Images without a pixel print (indexed before prints existed; the next index run stores them) are left
 out and counted. Read-only: nothing is deleted; the ``keep`` suggestion is for a person to act on.
@@ -214,6 +219,7 @@ def find_duplicates(
     stored = store.pixel_prints(list(shown))
     blobs = {i: blob for i, blob in stored.items() if pixel_print.is_current(blob)}
     checked: dict[tuple[int, int], float] = {}
+    moved: set[tuple[int, int]] = set()  # checked pairs whose difference no small move of their edges explains
 
     def check(pairs: list[tuple[int, int]]) -> None:
         """Pixel distances of ``pairs`` (both with a print), a chunk of prints decoded at a time."""
@@ -225,8 +231,11 @@ def find_duplicates(
             decoded = pixel_print.decode([blobs[i] for i in ids])
             left = pixel_print.take(decoded, np.array([row[x] for x, _ in part]))
             right = pixel_print.take(decoded, np.array([row[y] for _, y in part]))
-            for (x, y), d in zip(part, pixel_print.distances(left, right).tolist()):
+            dist, shift = pixel_print.compare(left, right)
+            for (x, y), d, s in zip(part, dist.tolist(), shift.tolist()):
                 checked[(x, y)] = checked[(y, x)] = d
+                if s > pixel_print.SHIFT_MAX:
+                    moved.update(((x, y), (y, x)))
 
     check([(x, y) for x, y in sorted(pairs) if x in blobs and y in blobs])
 
@@ -238,15 +247,16 @@ def find_duplicates(
     sure, close = SURE * limit, CLOSE * limit
 
     def matched(x: int, y: int) -> bool:
-        """Whether a checked pair verifies: within ``sure``, or within the limit and unambiguous. Ambiguous: either
-        image has another loose match (over ``sure``) that is neither a close twin of the other image nor, if
-        fairly close (``close``), a match of it too. Members of a series of look-alike drawings (one in several
+        """Whether a checked pair verifies: within ``sure``, or :func:`loose` and unambiguous. Ambiguous: either
+        image has another loose match (over ``sure``, within the limit, whatever its shift: a look-alike refused
+        for its shift still marks a series) that is neither a close twin of the other image nor, if fairly
+        close (``close``), a match of it too. Members of a series of look-alike drawings (one in several
         stroke weights) match each other loosely and refuse each other here; an original with a crop, a
         rotated copy and a copy flattened on black is a star whose loose members are consistent with the rest."""
         d = checked.get((x, y), np.inf)
         if d <= sure:
             return True
-        if d > limit:
+        if not loose(x, y):
             return False
         for a, b in ((x, y), (y, x)):
             for k in near.get(a, ()):
@@ -255,15 +265,28 @@ def find_duplicates(
                     return False
         return True
 
+    def loose(x: int, y: int) -> bool:
+        """A checked pair over ``sure`` and within the limit, whose difference small moves of its edges explain
+        (``pixel_print.SHIFT_MAX``): a simple drawing and a different one of the same outline (a spade and a
+        club) differ over an area, a copy only along its edges."""
+        return sure < checked.get((x, y), np.inf) <= limit and (x, y) not in moved
+
     grouped: set[int] = set()
     groups = []
     # Representatives: the image verified against the most candidates first (the centre of its copies, not a
     # copy at the edge such as a rotated one), transparent originals before their flattened copies on ties.
     degree = {i: sum(matched(i, o) for o in near[i]) for i in shown if i in blobs}
     alpha = {i for i, blob in blobs.items() if pixel_print.has_alpha(blob)}
+    detailed = {i for i, blob in blobs.items() if pixel_print.is_detailed(blob)}
     for rep in sorted(degree, key=lambda i: (-degree[i], i not in alpha, _keep_first(shown[i]))):
         if rep in grouped:
             continue
+        # A print without detail (a source under DETAIL_MIN pixels: a thumbnail-sized copy) is compared without
+        # the fine check, so it matches more loosely than its original does: where it has a sure twin with
+        # detail (its original), that twin is the one the group's members are verified against.
+        if rep not in detailed:
+            twins = [o for o in near[rep] if o in detailed and o not in grouped and checked[(rep, o)] <= sure]
+            rep = min(twins, key=lambda o: (checked[(rep, o)], _keep_first(shown[o])), default=rep)
         direct = {o: checked[(rep, o)] for o in near[rep] if o not in grouped and o in blobs}
         members = {o: d for o, d in direct.items() if matched(rep, o)}
         # A copy the vector search paired with another copy but not with the representative (a large set of
