@@ -208,7 +208,9 @@ def to_small_rgb(
     ratio) and converted in one swscale pass, then turned (Pillow's ROTATE_90 is counter-clockwise,
     as the display matrix is)."""
     w, h = scaled_size(frame.width, frame.height, sar, short_side)
-    img = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_image()
+    # threads=1: swscale's default (one slice thread per CPU) leaves worker threads waiting on a condition
+    # variable; a process forked later (the indexer's pools) that frees the context then waits for them forever
+    img = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA", threads=1).to_image()
     turn = upright_rotation(frame) if rotation is None else rotation
     return img.transpose(_TURNS[turn]) if turn in _TURNS else img
 
