@@ -6,7 +6,6 @@ block at the top left so that rotation shows, cut at known times. Nothing is rea
 
 from __future__ import annotations
 
-import fractions
 from pathlib import Path
 
 import av
@@ -17,6 +16,7 @@ from indexer.video import FrameLimits, FramePicker, VideoFrames, dedupe_frames, 
 from search.errors import GlimpseError
 from search.media.decode import ImageDecodeError
 from search.media.video import VideoDecodeError, VideoTimeLimit, VideoTooLarge, content_type, frame_at, is_video_path
+from video_support import encode_scenes
 
 W, H, FPS = 64, 48, 10
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
@@ -41,24 +41,23 @@ def write_video(
     faststart: bool = False,
 ) -> Path:
     """``scenes``: (colour, seconds) in order; a cut between each. ``x264``: x264-params (keyint...)."""
-    out = av.open(str(path), "w", format=fmt, options={"movflags": "faststart"} if faststart else {})
-    stream = out.add_stream(codec, rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
-    if x264:
-        stream.codec_context.options = {"x264-params": x264}
-    if rotation is not None:
-        stream.set_display_rotation(rotation)
-    i = 0
-    for colour, seconds in scenes:
-        pixels = scene_pixels(colour, *size)
-        for _ in range(round(seconds * FPS)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = i, fractions.Fraction(1, FPS)
-            i += 1
-            out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-    out.close()
-    return path
+
+    def setup(stream) -> None:
+        if x264:
+            stream.codec_context.options = {"x264-params": x264}
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+
+    return encode_scenes(
+        path,
+        [(scene_pixels(colour, *size), seconds) for colour, seconds in scenes],
+        FPS,
+        size,
+        fmt=fmt,
+        codec=codec,
+        container_options={"movflags": "faststart"} if faststart else None,
+        setup=setup,
+    )
 
 
 def cuts(n: int, seconds: float) -> list[tuple[tuple[int, int, int], float]]:

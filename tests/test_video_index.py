@@ -7,7 +7,6 @@ are compared only with themselves (the index finds a frame's own vector), never 
 
 from __future__ import annotations
 
-import fractions
 import json
 import os
 import shutil
@@ -22,27 +21,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, draw_image, make_images
+from tests.video_support import encode_scenes
 
 W, H, FPS, SCENE_S = 160, 120, 10, 3.0
 
 
 def write_video(path: Path, seeds: list[int], seconds: float = SCENE_S) -> Path:
     """One scene of ``seconds`` per seed (a cut between each), H.264 in MP4."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    out = av.open(str(path), "w", format="mp4")
-    stream = out.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
-    i = 0
-    for seed in seeds:
-        pixels = np.asarray(draw_image(seed, size=(W, H)))
-        for _ in range(round(seconds * FPS)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = i, fractions.Fraction(1, FPS)
-            i += 1
-            out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-    out.close()
-    return path
+    return encode_scenes(path, [(np.asarray(draw_image(s, size=(W, H))), seconds) for s in seeds], FPS, (W, H))
 
 
 def write_audio_only(path: Path) -> Path:

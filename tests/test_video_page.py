@@ -7,13 +7,12 @@ plays from that moment (``currentTime`` once the metadata is in), and a click on
 
 from __future__ import annotations
 
-import fractions
-
 import numpy as np
 import pytest
 
 from conftest import draw_image, glimpse_cmd
 from test_pages import browser, page, shot  # noqa: F401 - browser, page: fixtures
+from video_support import encode_scenes
 from web_support import LiveServer
 
 av = pytest.importorskip("av")
@@ -23,19 +22,8 @@ SCENE_S, FPS, SIZE = 3.0, 10, (160, 120)
 
 
 def write_webm(path, seeds) -> None:
-    out = av.open(str(path), "w", format="webm")
-    stream = out.add_stream("libvpx", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-    i = 0
-    for seed in seeds:
-        pixels = np.asarray(draw_image(seed, SIZE))
-        for _ in range(round(SCENE_S * FPS)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = i, fractions.Fraction(1, FPS)
-            i += 1
-            out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-    out.close()
+    scenes = [(np.asarray(draw_image(s, SIZE)), SCENE_S) for s in seeds]
+    encode_scenes(path, scenes, FPS, SIZE, fmt="webm", codec="libvpx")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import fractions
 import io
 import os
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 from PIL import Image
 
 from conftest import draw_image, glimpse_cmd
+from video_support import encode_scenes
 
 av = pytest.importorskip("av")
 
@@ -35,20 +35,7 @@ N_PHOTOS = 12
 
 def write_scenes(path: Path, seeds: list[int], seconds: float = SCENE_S) -> Path:
     """An H.264 video: each seed's drawing held for ``seconds``, a cut between scenes."""
-    out = av.open(str(path), "w", format="mp4")
-    stream = out.add_stream("libx264", rate=FPS)
-    stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
-    i = 0
-    for seed in seeds:
-        pixels = np.asarray(draw_image(seed, SIZE))
-        for _ in range(round(seconds * FPS)):
-            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24")
-            frame.pts, frame.time_base = i, fractions.Fraction(1, FPS)
-            i += 1
-            out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-    out.close()
-    return path
+    return encode_scenes(path, [(np.asarray(draw_image(s, SIZE)), seconds) for s in seeds], FPS, SIZE)
 
 
 @pytest.fixture(scope="module")
