@@ -209,3 +209,25 @@ def test_equal_scores_come_by_id_so_a_longer_list_continues_a_shorter_one(store)
     short, longer = store.text_ranking(match, 2), store.text_ranking(match, 4)
     assert [i for i, _ in longer] == [1, 2, 4, 5] and longer[:2] == short
     assert len({score for _, score in longer}) == 1
+
+
+def test_reocr_marks_reads_pending_without_rewriting_the_keyword_index(store, tmp_path):
+    """Marking a million reads pending must not rewrite a million keyword rows (migration 0014): the
+    keyword index follows a change of the text, and of nothing else."""
+    from search.store.schema import OCR_FTS_TABLE
+
+    store.set_ocr_results(ENGINE, [OcrResult(i, f"h{i}", lines(f"word{i} menu")) for i in range(1, 6)], 0.8)
+    con = sqlite3.connect(tmp_path / "glimpse.db")
+
+    def segments() -> list:
+        return con.execute(f"SELECT id, block FROM {OCR_FTS_TABLE}_data ORDER BY id").fetchall()
+
+    before = segments()
+    assert store.forget_ocr_reads() == 5
+    assert segments() == before
+    assert found(store, "menu") == [1, 2, 3, 4, 5]
+    with con:  # the text itself changes: its keyword row follows
+        con.execute("UPDATE ocr_images SET text = 'fresh menu' WHERE image_id = 2")
+    assert segments() != before
+    assert found(store, "fresh") == [2] and found(store, "word2") == []
+    con.close()
