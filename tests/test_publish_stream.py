@@ -182,7 +182,8 @@ def test_the_floor_searched_in_the_built_index_equals_the_exact_floor(store, tmp
     add_rows(store, clustered(500, seed=13), 8_000)
     second, second_exact = publish_with_floor(), exact()
     assert second["built"]["images"] == "incremental"
-    assert first_exact - second_exact > 0.02  # the corpus change moved the floor: the incremental one must follow
+    # the corpus change moved the floor (by twice the tolerance below): the incremental one must follow
+    assert first_exact - second_exact > 0.01
     for m, want in ((first, first_exact), (second, second_exact)):
         assert m["index_type"]["type"] == kind
         if kind == "flat":
