@@ -59,6 +59,12 @@ class FrameReads:
                     out[int(frame_id)] = (int(video_id), float(t))
         return out
 
+    def frame_ids(self) -> np.ndarray:
+        """Every frame's id, sorted (int64): what a pass over images alone leaves out of the shared index."""
+        with self.engine.connect() as conn:
+            ids = np.fromiter((r[0] for r in conn.execute(text("SELECT id FROM frames ORDER BY id"))), np.int64)
+        return ids
+
     def video_frames(self, video_ids: Iterable[int], dim: int) -> dict[int, VideoFrames]:
         """Each video's kept frames (videos without frames, and ids that are no video, are left out)."""
         q = text(

@@ -117,6 +117,7 @@ def similar_pairs(
     threshold: float,
     nprobe: int | None = None,
     seen: list[np.ndarray] | None = None,
+    skip: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(a, b, score)`` arrays: pairs of live ids with a >= threshold neighbour link, a < b.
 
@@ -124,6 +125,8 @@ def similar_pairs(
     live version was published is not in it and is not grouped (searches do not see it either).
     ``nprobe``: lists an IVF searches (default ``GLIMPSE_DUPLICATES_NPROBE``, at most the tuned one).
     ``seen``: if given, gets the ids found in the live index (a chunk at a time).
+    ``skip``: ids the index holds that are never neighbours (video frames share the images' index: an image
+    among many near frames would otherwise have its ``NEIGHBOURS`` taken by them and lose its real copy).
     """
     import faiss
 
@@ -143,6 +146,11 @@ def similar_pairs(
         params = faiss.SearchParametersIVF(nprobe=max(1, min(lists, int(spec.get("nprobe") or lists))))  # type: ignore[call-arg]
     elif n > EXACT_MAX:
         index, params = _transient_ivf(index, lists)
+    if skip is not None and len(skip):
+        skipped = faiss.IDSelectorBatch(np.ascontiguousarray(skip, np.int64))
+        selector = faiss.IDSelectorNot(skipped)
+        params = params or faiss.SearchParameters()
+        params.sel = selector  # FAISS keeps a raw pointer: skipped and selector live until the loop ends
     for ids, vecs in chunks:
         for start in range(0, len(ids), SUB):
             part, q = ids[start : start + SUB], unit_f32(vecs[start : start + SUB])
@@ -200,7 +208,7 @@ def find_duplicates(
     limit = max_distance() if limit is None else float(limit)
     seen: list[np.ndarray] = []
     chunks = store.iter_image_vectors(live.dim, CHUNK)
-    a, b, score = similar_pairs(live, chunks, check_threshold(threshold), nprobe, seen)
+    a, b, score = similar_pairs(live, chunks, check_threshold(threshold), nprobe, seen, store.frame_ids())
     cosine: dict[tuple[int, int], float] = {}
     for x, y, c in zip(a.tolist(), b.tolist(), score.tolist()):
         cosine[(x, y)] = max(c, cosine.get((x, y), -1.0))
