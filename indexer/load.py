@@ -113,23 +113,36 @@ def iter_batches(
         return (LoadedBatch(_load_range(*c, pil_transform, image_size)) for c in chunks)
     pool = ProcessPoolExecutor(max_workers=workers, initializer=_pool_init, initargs=(pil_transform, image_size))
     # Four batches queued per worker keep them busy without holding the whole corpus decoded.
-    ahead = deque(pool.submit(_load_chunk, *c) for c in itertools.islice(chunks, 4 * workers))
-    return _drain(pool, ahead, chunks)
+    died = (
+        "a decode worker process died (out of memory, or killed); "
+        "batches committed so far are kept and the next run resumes"
+    )
+    return _drain(pool, in_order(pool, _load_chunk, chunks, 4 * workers, died))
 
 
-def _drain(pool: ProcessPoolExecutor, ahead: deque, chunks: Iterator) -> Generator[LoadedBatch, None, None]:
-    try:
-        while ahead:
+def in_order(pool: ProcessPoolExecutor, fn: Callable, tasks: Iterator[tuple], ahead: int, died: str) -> Iterator:
+    """``fn(*task)`` for each task in ``pool``, results in task order, with ``ahead`` tasks queued (the
+    first ones submitted now, so the workers start before this returns). A worker that died (out of memory,
+    killed) is ``DecodeWorkerDied(died)``. Shutting the pool down stays the caller's."""
+    queue = deque(pool.submit(fn, *t) for t in itertools.islice(tasks, ahead))
+
+    def results() -> Iterator:
+        while queue:
             try:
-                items = ahead.popleft().result()
+                result = queue.popleft().result()
             except BrokenProcessPool as exc:
-                raise DecodeWorkerDied(
-                    "a decode worker process died (out of memory, or killed); "
-                    "batches committed so far are kept and the next run resumes"
-                ) from exc
-            nxt = next(chunks, None)
+                raise DecodeWorkerDied(died) from exc
+            nxt = next(tasks, None)
             if nxt is not None:
-                ahead.append(pool.submit(_load_chunk, *nxt))
+                queue.append(pool.submit(fn, *nxt))
+            yield result
+
+    return results()
+
+
+def _drain(pool: ProcessPoolExecutor, results: Iterator) -> Generator[LoadedBatch, None, None]:
+    try:
+        for items in results:
             yield LoadedBatch(items)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

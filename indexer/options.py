@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from search.store.schema import JOB_COUNTS
+
 
 @dataclass
 class Options:
@@ -56,18 +58,4 @@ class Counts:
         return {k: getattr(self, k) for k in JOB_FIELDS}
 
 
-JOB_FIELDS = (
-    "scanned",
-    "new",
-    "changed",
-    "moved",
-    "deleted",
-    "failed",
-    "unchanged",
-    "embedded",
-    "captions",
-    "videos",
-    "frames",
-    "videos_failed",
-    "videos_skipped",
-)
+JOB_FIELDS = JOB_COUNTS  # one list of a run's counts, kept beside the table that holds them

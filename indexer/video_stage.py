@@ -18,16 +18,14 @@ import contextlib
 import logging
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from indexer.decode import Loaded, worker_setup
-from indexer.load import DecodeWorkerDied
+from indexer.load import in_order
 from indexer.options import Options
 from indexer.pixels import batch_pixels
 from indexer.plan import ToEmbed
@@ -112,26 +110,14 @@ class VideoStage:
         pool = ProcessPoolExecutor(
             max_workers=workers, initializer=_pool_init, initargs=(self.enc.pil_transform, self.enc.image_size)
         )
-        pending = iter(tasks)
-        ahead: deque[Future] = deque()
+        died = (
+            "a video worker process died (out of memory, or killed); "
+            "videos committed so far are kept and the next run resumes"
+        )
         with contextlib.ExitStack() as stack:
             stack.callback(pool.shutdown, wait=True, cancel_futures=True)
             # One video queued per worker beyond the one it reads: at most ~2 x 300 small frames waiting.
-            for task in pending:
-                ahead.append(pool.submit(_read_in_worker, *task))
-                if len(ahead) >= 2 * workers:
-                    break
-            while ahead:
-                try:
-                    read = ahead.popleft().result()
-                except BrokenProcessPool as exc:
-                    raise DecodeWorkerDied(
-                        "a video worker process died (out of memory, or killed); "
-                        "videos committed so far are kept and the next run resumes"
-                    ) from exc
-                nxt = next(pending, None)
-                if nxt is not None:
-                    ahead.append(pool.submit(_read_in_worker, *nxt))
+            for read in in_order(pool, _read_in_worker, iter(tasks), 2 * workers, died):
                 self.read_s += read.seconds
                 yield read
 

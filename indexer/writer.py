@@ -30,6 +30,21 @@ log = logging.getLogger("glimpse.indexer")
 NO_VIDEO_STREAM = "no video stream (audio only): skipped"
 
 
+def file_values(item: ToEmbed, read_hash: str | None) -> dict:
+    """The row values every indexed file gets from its listing: where it is, its size and times, its hash
+    (hashed once: up front by the plan, or by the reader that held the bytes)."""
+    entry, root_id, _, planned_hash, _ = item
+    return dict(
+        path=entry.path,
+        real_path=entry.real_path,
+        root_id=root_id,
+        size=entry.size,
+        mtime=entry.mtime,
+        content_hash=planned_hash or read_hash,
+        indexed_at=utcnow(),
+    )
+
+
 class Writer:
     """The only stage that writes rows; keeps ``counts`` and the job row in step with the database."""
 
@@ -113,21 +128,9 @@ class Writer:
         new_rows, updates = [], []
         with self._commit() as (s, delta):
             for b in (b for batch in batches for b in batch.items):
-                entry, root_id, row_id, h, _ = items[b.index]
-                values = dict(
-                    path=entry.path,
-                    real_path=entry.real_path,
-                    root_id=root_id,
-                    size=entry.size,
-                    mtime=entry.mtime,
-                    # Hashed once: up front by the plan, or by the reader that held the bytes.
-                    content_hash=h or b.content_hash,
-                    indexed_at=utcnow(),
-                    width=b.meta.get("width"),
-                    height=b.meta.get("height"),
-                    format=b.meta.get("format"),
-                    taken_at=b.meta.get("taken_at"),
-                )
+                entry, _, row_id, _, _ = items[b.index]
+                values = file_values(items[b.index], b.content_hash)
+                values.update((k, b.meta.get(k)) for k in ("width", "height", "format", "taken_at"))
                 if b.error:
                     values.update(status="failed", error=shown(b.error), vector=None, pixel_print=None)
                     delta["failed"] += 1
@@ -147,23 +150,11 @@ class Writer:
     def write_video(self, item: ToEmbed, read: VideoRead, frames: Sequence[tuple[float, np.ndarray]]) -> None:
         """One video: its row (indexed, failed, or skipped when it has no video stream), its kept
         ``frames`` (``(time, vector)``) and the job's counts, in one transaction."""
-        entry, root_id, row_id, h, _ = item
+        entry, _, row_id, _, _ = item
         info = read.info
-        values = dict(
-            path=entry.path,
-            real_path=entry.real_path,
-            root_id=root_id,
-            size=entry.size,
-            mtime=entry.mtime,
-            content_hash=h or read.content_hash,
-            indexed_at=utcnow(),
-            width=None,
-            height=None,
-            format=read.format,
-            taken_at=None,
-            duration=None,
-            codec=None,
-            poster=None,
+        values = file_values(item, read.content_hash)
+        values.update(
+            width=None, height=None, format=read.format, taken_at=None, duration=None, codec=None, poster=None
         )
         if info is not None:
             values.update(taken_at=exif_time(info.created), duration=info.duration)

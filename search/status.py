@@ -7,35 +7,14 @@ from typing import TYPE_CHECKING
 from search.media.files import shown
 from search.settings import settings
 from search.store.ocr import engine_id
+from search.store.schema import JOB_COUNTS
 
 if TYPE_CHECKING:
     from search.store.database import Store
     from search.store.schema import JobRow
     from search.vectors.live import LoadedIndex
 
-JOB_FIELDS = (
-    "id",
-    "kind",
-    "outcome",
-    "scanned",
-    "new",
-    "changed",
-    "moved",
-    "deleted",
-    "failed",
-    "unchanged",
-    "embedded",
-    "captions",
-    "index_version",
-    "message",
-    "ocr_read",
-    "ocr_failed",
-    "ocr_seconds",
-    "videos",
-    "frames",
-    "videos_failed",
-    "videos_skipped",
-)
+JOB_FIELDS = ("id", "kind", "outcome", *JOB_COUNTS, "index_version", "message", "ocr_read", "ocr_failed", "ocr_seconds")
 
 
 def health(live: LoadedIndex | None) -> dict:

@@ -224,6 +224,24 @@ class ModelRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
+# The counts an index run adds up as it commits (``indexer.options.Counts``), each a ``JobRow`` column.
+JOB_COUNTS = (
+    "scanned",
+    "new",
+    "changed",
+    "moved",
+    "deleted",
+    "failed",
+    "unchanged",
+    "embedded",
+    "captions",
+    "videos",
+    "frames",
+    "videos_failed",
+    "videos_skipped",
+)
+
+
 class JobRow(Base):
     """One index/reindex run, for `glimpse stats` and /api/stats."""
 
