@@ -231,3 +231,19 @@ def test_reocr_marks_reads_pending_without_rewriting_the_keyword_index(store, tm
     assert segments() != before
     assert found(store, "fresh") == [2] and found(store, "word2") == []
     con.close()
+
+
+def test_a_copy_takes_the_text_read_in_its_original(store):
+    """A copied file (same bytes, new name) is not read again: its row takes the original's text, found by
+    its words, and it is not pending; the original's text outlives it, and the copy's outlives the original."""
+    store.set_ocr_results(ENGINE, [OcrResult(2, "h2", lines("KX4471B receipt"))], 0.8)
+    with store.transaction() as s:
+        store.copy_image(s, 2, "/p/copy of 2.png", None, None, 10, 9.0, "h2")  # the fixture has no roots
+    with store.session() as s:
+        copy_id = s.query(ImageRow.id).filter(ImageRow.path == "/p/copy of 2.png").scalar()
+    assert found(store, "KX447") == sorted([2, copy_id])
+    assert copy_id not in [r[0] for r in store.ocr_pending(ENGINE, 10)]
+    assert store.text_of([copy_id])[copy_id].lines == store.text_of([2])[2].lines
+    with store.transaction() as s:
+        store.delete_images(s, [2])
+    assert found(store, "receipt") == [copy_id]

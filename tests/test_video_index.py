@@ -259,6 +259,35 @@ def test_move_delete_and_change(home, tmp_path, index, reads):
     assert {f[0] for f in new_frames} <= ids and len(ids) == len(new_frames)
 
 
+def test_a_copied_video_reuses_its_frames(home, tmp_path, index, reads):
+    """A copy (same bytes under a new name) is a new row whose frames are the original's, not read again;
+    the copy and the original are each found through their own frames, and each outlives the other."""
+    root = tmp_path / "v"
+    write_video(root / "a.mp4", [41, 42, 43])
+    index(root)
+    a_id = rows(home)["a.mp4"]["id"]
+    a_frames = frames_of(home, a_id)
+    (root / "copies").mkdir()
+    shutil.copy(root / "a.mp4", root / "copies" / "a copy.mp4")
+    reads["read"].clear()
+    counts = index(root)
+    assert (counts.new, counts.videos) == (1, 0) and reads["read"] == []
+    copy = rows(home)["a copy.mp4"]
+    original = rows(home)["a.mp4"]
+    assert copy["id"] != a_id and copy["kind"] == "video" and copy["status"] == "indexed"
+    for col in ("duration", "codec", "poster", "width", "height", "format", "content_hash"):
+        assert copy[col] == original[col], col
+    copy_frames = frames_of(home, copy["id"])
+    assert [(t, v) for _, t, v in copy_frames] == [(t, v) for _, t, v in a_frames]
+    assert not {f[0] for f in copy_frames} & {f[0] for f in a_frames}  # fresh ids, in the shared index
+    assert {f[0] for f in a_frames + copy_frames} <= live_ids(home)
+
+    (root / "a.mp4").unlink()  # the original goes: the copy keeps its frames
+    index(root)
+    assert set(rows(home)) == {"a copy.mp4"} and frames_of(home, copy["id"]) == copy_frames
+    assert live_ids(home) == {f[0] for f in copy_frames}
+
+
 def test_video_replaced_by_a_link_leading_outside(home, tmp_path, index):
     root = tmp_path / "v"
     video = write_video(root / "a.mp4", [41, 42])

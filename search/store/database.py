@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import cast
 
 import numpy as np
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from search.store.chunks import in_chunks
@@ -129,14 +129,16 @@ class Store(IndexerWrites, KeywordReads, FilterRows, FrameReads, VectorReads, Ve
 
     # -------------------------------------------------------------- images
     def images_by_hash(self, hashes: Iterable[str]) -> dict[str, int]:
-        """Content hash -> id of an embedded row with those bytes (a new copy reuses its vector)."""
+        """Content hash -> id of an embedded row with those bytes, or of an indexed video (a new copy reuses
+        its vector, or the video's frames)."""
         hashes = list(set(hashes))
         out: dict[str, int] = {}
         with self.session() as s:
             for chunk in in_chunks(hashes):
                 rows = s.execute(
                     select(ImageRow.content_hash, ImageRow.id).where(
-                        ImageRow.content_hash.in_(chunk), ImageRow.vector.is_not(None)
+                        ImageRow.content_hash.in_(chunk),
+                        or_(ImageRow.vector.is_not(None), and_(ImageRow.kind == "video", ImageRow.status == "indexed")),
                     )
                 )
                 for content_hash, image_id in rows:

@@ -12,13 +12,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Final, cast
 
 import numpy as np
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, literal, select, update
 from sqlalchemy.engine import Engine as SAEngine
 from sqlalchemy.orm import Session
 
 from search.store.chunks import in_chunks
 from search.store.fts import drop_fts, ids_of_paths, sync_fts
-from search.store.schema import CaptionRow, FrameRow, ImageRow, fs_str, pack_vector
+from search.store.schema import CaptionRow, FrameRow, ImageRow, OcrImageRow, fs_str, pack_vector
 
 # ---------------------------------------------------------------- indexer writes
 #
@@ -43,6 +43,9 @@ SIDECAR: Final = 8
 
 # The keyword index (search.store.fts) follows every write below that changes an image's name, folder,
 # captions or status, in the same transaction.
+
+# What a copy takes over of the text read in its original (all but the image id).
+OCR_COPIED = ("engine", "content_hash", "read_at", "text", "lines", "error")
 
 # What ``Store.transaction()`` yields: pass it back to the methods that take ``s``.
 Transaction = Session
@@ -140,12 +143,14 @@ class IndexerWrites:
         src_id: int,
         path: str,
         real_path: str | None,
-        root_id: int,
+        root_id: int | None,
         size: int,
         mtime: float,
         content_hash: str,
     ) -> None:
-        """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector."""
+        """A new file with the bytes of row ``src_id``: a new row reusing its metadata and vector; a video's
+        copy reuses its frames (their vectors copied under fresh ids), so no video is read twice, and an
+        image's copy the text read in it (its keyword row follows by trigger), so it is not read again."""
         src = s.get_one(ImageRow, src_id)
         row = ImageRow(
             id=allocate_ids(s, 1),
@@ -163,9 +168,30 @@ class IndexerWrites:
             vector=src.vector,
             pixel_print=src.pixel_print,
             vector_seq=next_vector_seq(s, ImageRow) if src.vector is not None else None,
+            kind=src.kind,
+            duration=src.duration,
+            codec=src.codec,
+            poster=src.poster,
         )
         s.add(row)
         s.flush()
+        if src.kind == "video":
+            frames = s.execute(
+                select(FrameRow.time, FrameRow.vector).where(FrameRow.video_id == src_id).order_by(FrameRow.time)
+            ).all()
+            if frames:
+                first, seq = allocate_ids(s, len(frames)), next_vector_seq(s, ImageRow)
+                s.execute(
+                    insert(FrameRow),
+                    [
+                        {"id": first + i, "video_id": row.id, "time": t, "vector": v, "vector_seq": seq}
+                        for i, (t, v) in enumerate(frames)
+                    ],
+                )
+        read = select(literal(row.id), *(getattr(OcrImageRow, c) for c in OCR_COPIED)).where(
+            OcrImageRow.image_id == src_id
+        )
+        s.execute(insert(OcrImageRow).from_select(["image_id", *OCR_COPIED], read))
         sync_fts(s, [row.id])
 
     @staticmethod
