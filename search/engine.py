@@ -166,6 +166,11 @@ class Engine:
     def captions_of(self, image_id: int) -> list[str]:
         return self.store.captions_of(image_id)
 
+    def video_scenes(self, image_id: int) -> list[float]:
+        """A video's scenes: the times of the frames its index kept (its cuts, and at least one every
+        ``GLIMPSE_VIDEO_FLOOR_S``), in order; empty for an image."""
+        return self.store.frame_times(image_id)
+
     def image_text(self, image_id: int, query_text: str | None = None) -> TextOnImage | None:
         """The text read in an image, the query's words marked and the boxes of their lines (every line's
         without a query); None when no text was read in it. A query the parser refuses is an EngineError."""

@@ -93,3 +93,36 @@ def test_video_card_plays_from_its_moment(page, server, indexed, output_dir):
     pg.locator("#results .card").first.wait_for()
     assert "t=" in pg.get_attribute("#query-image", "src")  # the query panel shows the moment searched from
     assert not pg.problems, pg.problems
+
+
+def test_a_video_page_opened_directly_shows_its_scenes(page, server, indexed, output_dir):
+    """No search led here (a bookmark, a link): the page still shows what is in the video, the frames its
+    index kept, each a thumbnail that plays from its time; the API lists the same times."""
+    import sqlite3
+
+    con = sqlite3.connect(indexed[0] / "glimpse.db")
+    (video_id,) = con.execute("SELECT id FROM images WHERE kind = 'video'").fetchone()
+    kept = [t for (t,) in con.execute("SELECT time FROM frames WHERE video_id = ? ORDER BY time", (video_id,))]
+    con.close()
+    assert len(kept) >= len(SCENES)  # a frame per scene at least
+
+    pg = page
+    pg.goto(f"{server.url}/image/{video_id}")
+    pg.wait_for_selector("#player")
+    scenes = pg.locator(".scenes .scene")
+    assert [float(scenes.nth(i).get_attribute("data-time")) for i in range(scenes.count())] == pytest.approx(
+        kept, abs=1e-3
+    )
+    pg.wait_for_function(
+        "() => [...document.querySelectorAll('.scenes img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+    pg.wait_for_function("() => document.getElementById('player').readyState >= 1")
+    last = kept[-1]
+    scenes.last.click()
+    pg.wait_for_function(f"() => Math.abs(document.getElementById('player').currentTime - {last}) < 0.5")
+    shot(pg, output_dir, "video-scenes")
+    assert not pg.problems, pg.problems
+    assert pg.request.get(f"{server.url}/api/images/{video_id}").json()["scenes"] == pytest.approx(kept, abs=1e-6)
+    found = pg.request.get(f"{server.url}/api/search?q=photo&mode=images&k=10").json()["results"]
+    photos = [r["id"] for r in found if r["kind"] == "image"]
+    assert photos and all("scenes" not in pg.request.get(f"{server.url}/api/images/{i}").json() for i in photos)

@@ -76,6 +76,8 @@ def image(image_id: int):
     out.pop("score", None)
     out.pop("matched_caption", None)
     out["captions"] = engine().captions_of(image_id)
+    if found.kind == "video":
+        out["scenes"] = engine().video_scenes(image_id)
     return jsonify(out)
 
 

@@ -178,7 +178,18 @@ SCHEMAS = {
     "ImageDetail": {
         "allOf": [
             _ref("Image"),
-            {"type": "object", "properties": {"captions": {"type": "array", "items": {"type": "string"}}}},
+            {
+                "type": "object",
+                "properties": {
+                    "captions": {"type": "array", "items": {"type": "string"}},
+                    "scenes": {
+                        "type": "array",
+                        "items": {"type": "number"},
+                        "description": "a video: the times (seconds) of the frames its index kept (its cuts, and "
+                        "at least one every GLIMPSE_VIDEO_FLOOR_S), in order; a thumb?t= of each shows it",
+                    },
+                },
+            },
         ]
     },
     "SearchResponse": {

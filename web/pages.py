@@ -102,6 +102,16 @@ def _moments(raw: str | None, duration: float | None) -> list[float]:
     return out
 
 
+SCENES_SHOWN = 24  # the scene strip under a video: a long video's kept frames, spread evenly
+
+
+def _spread(times: list[float], most: int = SCENES_SHOWN) -> list[float]:
+    """At most ``most`` of ``times``, evenly spread over them, the first and the last included."""
+    if len(times) <= most:
+        return times
+    return [times[round(i * (len(times) - 1) / (most - 1))] for i in range(most)]
+
+
 def _cards_json(page: Page, params: SearchParams, next_url: str | None) -> dict:
     html = render_template("_cards.html", page=page, keep=params.filter_args())
     return {
@@ -199,11 +209,12 @@ def image_page(image_id: int):
         text = engine().image_text(image_id, q or None)
     except GlimpseError:  # a query the parser refuses: the text as read, every line outlined
         q, text = "", engine().image_text(image_id)
-    moment = moments = None
+    moment = moments = scenes = None
     if found.kind == "video":  # the player starts at the moment a result showed, its other moments marked
         moment = parse_moment(request.args, found)
         moment = moment if moment is not None else (found.time or 0.0)
         moments = _moments(request.args.get("m"), found.duration)
+        scenes = _spread(engine().video_scenes(image_id))  # what is in it, also when no search led here
     return render_template(
         "image.html",
         image=found,
@@ -212,4 +223,6 @@ def image_page(image_id: int):
         q=q,
         moment=moment,
         moments=moments,
+        scenes=scenes,
+        from_search="t" in request.args,  # a result's moment: its timeline of matching moments
     )

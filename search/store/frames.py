@@ -65,6 +65,12 @@ class FrameReads:
             ids = np.fromiter((r[0] for r in conn.execute(text("SELECT id FROM frames ORDER BY id"))), np.int64)
         return ids
 
+    def frame_times(self, video_id: int) -> list[float]:
+        """The times (seconds) of a video's kept frames, in order (``ix_frames_video_time`` alone)."""
+        q = text("SELECT time FROM frames WHERE video_id = :v ORDER BY time")
+        with self.engine.connect() as conn:
+            return [float(t) for (t,) in conn.execute(q, {"v": int(video_id)})]
+
     def video_frames(self, video_ids: Iterable[int], dim: int) -> dict[int, VideoFrames]:
         """Each video's kept frames (videos without frames, and ids that are no video, are left out)."""
         q = text(

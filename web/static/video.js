@@ -1,5 +1,6 @@
 // Glimpse video player (issue 27): start at the moment a result showed, mark the other moments on a timeline
-// the length of the video, seek on a click, and ask "more like this" for the moment being watched.
+// the length of the video, seek on a click (on a moment, or on a scene of the strip under it), and ask
+// "more like this" for the moment being watched.
 (function () {
   "use strict";
   var video = document.getElementById("player");
@@ -21,7 +22,8 @@
     });
   }
   place();
-  Array.prototype.forEach.call(marks, function (mark) {
+  // A moment on the timeline, or a scene in the strip under it: play from there.
+  Array.prototype.forEach.call(document.querySelectorAll(".timeline .moment, .scenes .scene"), function (mark) {
     mark.addEventListener("click", function () {
       video.currentTime = parseFloat(mark.dataset.time) || 0;
       video.play().catch(function () {});  // a browser that refuses to autoplay still seeks
