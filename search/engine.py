@@ -30,7 +30,7 @@ from search.query.vectors import QueryVectors
 from search.settings import settings as process_settings
 from search.status import health, job_dict, stats
 from search.store.database import Store
-from search.vectors.duplicate_groups import DuplicateGroups
+from search.vectors.duplicate_groups import DuplicateGroups, Progress
 from search.vectors.duplicates import Duplicates
 from search.vectors.live import IndexDir, LiveIndex, LoadedIndex
 
@@ -201,3 +201,8 @@ class Engine:
         """Near-duplicate groups in the live index (search.vectors.duplicates), kept for its version and
         threshold so paging through the groups searches the corpus once."""
         return self.duplicate_groups.get(self.live(), threshold)
+
+    def duplicates_or_progress(self, threshold: float, wait: float) -> Duplicates | Progress:
+        """The groups if found within ``wait`` seconds, else how far the pass finding them has got (it goes
+        on in the background; asking again shows more)."""
+        return self.duplicate_groups.poll(self.live(), threshold, wait)

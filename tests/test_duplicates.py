@@ -324,3 +324,49 @@ def test_api_pages_the_same_groups(client, planted):
 def test_api_refuses_bad_threshold_and_page(client, query):
     resp = client.get(f"/api/duplicates?{query}")
     assert resp.status_code == 400 and set(resp.get_json()) == {"error"}
+
+
+def test_the_pass_reports_its_progress_and_the_page_shows_it(planted, monkeypatch):
+    """The real pass says what it is doing, stage by stage, every image counted; while a pass runs the page
+    says how far it has got and asks again (a meta refresh), then shows the groups."""
+    import threading
+
+    import search.vectors.duplicate_groups as service
+    from search.engine import Engine
+    from search.paths import Paths
+    from search.vectors.duplicates import STAGES, find_duplicates
+    from web.app import create_app
+
+    engine = Engine(Paths.resolve(planted[1]))
+    seen: list[tuple[str, int, int]] = []
+    found = find_duplicates(engine.store, engine.live(), float(THRESHOLD), progress=lambda *p: seen.append(p))
+    images = engine.store.counts()["images_indexed"]
+    stages = list(dict.fromkeys(stage for stage, _, _ in seen))
+    assert stages == list(STAGES)
+    for stage in STAGES[:3]:  # every image read in each pass over the collection
+        assert (stage, images, images) in seen
+    assert all(0 <= done <= total for _, done, total in seen)
+
+    # a pass held at its first stage, as a large collection's would be
+    held, release = threading.Event(), threading.Event()
+
+    def slow(store, live, threshold, progress):
+        progress(STAGES[0], 5, images)
+        held.set()
+        release.wait(30)
+        return found
+
+    monkeypatch.setattr(service, "find_duplicates", slow)
+    client = create_app(engine, config={"GLIMPSE_ALLOWED_HOSTS": None}).test_client()
+    try:
+        monkeypatch.setattr("web.duplicates.PAGE_WAIT_S", 0.2)
+        page = client.get(f"/duplicates?threshold={THRESHOLD}").get_data(as_text=True)
+        assert held.is_set()
+        assert 'http-equiv="refresh"' in page and "Finding near-duplicates" in page
+        assert f"Comparing pictures:\n    5 of {images}" in page and 'class="group"' not in page
+        release.set()
+        page = client.get(f"/duplicates?threshold={THRESHOLD}").get_data(as_text=True)
+        assert 'http-equiv="refresh"' not in page and page.count('class="group"') == len(found.groups) > 0
+    finally:
+        release.set()
+        engine.close()

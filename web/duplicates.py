@@ -12,6 +12,7 @@ from flask import Blueprint, jsonify, render_template, request
 
 from search.errors import GlimpseError
 from search.query.args import given
+from search.vectors.duplicate_groups import Progress
 from search.vectors.duplicates import DEFAULT_THRESHOLD, DuplicateGroup, Duplicates, max_distance
 from web import queries
 from web.config import engine
@@ -42,9 +43,8 @@ def parse_page(args, blank_ok: bool = False) -> int:
     return int(raw)
 
 
-def _page_of_groups(args, blank_ok: bool = False) -> tuple[float, int, Duplicates, list[DuplicateGroup], bool]:
-    """A blank parameter is a 400 over the API; the page's form sends its empty fields (``blank_ok``)."""
-    threshold, page = parse_threshold(args, blank_ok), parse_page(args, blank_ok)
+def _page_of_groups(args) -> tuple[float, int, Duplicates, list[DuplicateGroup], bool]:
+    threshold, page = parse_threshold(args), parse_page(args)
     found = engine().duplicates(threshold)
     start = page * GROUPS_PER_PAGE
     shown = found.groups[start : start + GROUPS_PER_PAGE]
@@ -69,15 +69,30 @@ def api_duplicates():
     )
 
 
+# How long the page waits for a pass before it shows how far the pass has got (and asks again).
+PAGE_WAIT_S = 2.0
+REFRESH_S = 2
+
+
 @bp.get("/duplicates")
 def page():
     error, status = None, 200
     threshold, number, has_more = DEFAULT_THRESHOLD, 0, False
     groups: list[DuplicateGroup] = []
     without_print = 0
+    progress: Progress | None = None
     try:
-        threshold, number, found, groups, has_more = _page_of_groups(request.args, blank_ok=True)
-        without_print = found.without_print
+        threshold, number = parse_threshold(request.args, True), parse_page(request.args, True)
+        found = engine().duplicates_or_progress(threshold, PAGE_WAIT_S)
+        if isinstance(found, Progress):  # a large collection: say how far the pass has got, and ask again
+            progress = found
+        else:
+            start = number * GROUPS_PER_PAGE
+            groups, has_more = (
+                found.groups[start : start + GROUPS_PER_PAGE],
+                len(found.groups) > start + GROUPS_PER_PAGE,
+            )
+            without_print = found.without_print
     except (HttpError, GlimpseError) as exc:
         error, status = page_error(exc)
     return render_template(
@@ -89,4 +104,6 @@ def page():
         without_print=without_print,
         first=number * GROUPS_PER_PAGE + 1,
         error=error,
+        progress=progress,
+        refresh_s=REFRESH_S,
     ), status

@@ -32,7 +32,7 @@ out and counted. Read-only: nothing is deleted; the ``keep`` suggestion is for a
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -198,16 +198,39 @@ def max_distance() -> float:
     return float(settings()["GLIMPSE_DUPLICATES_MAX_DISTANCE"])
 
 
+# What a pass has done, as it goes: (what it is doing, how many of how many), for a page to show.
+ProgressFn = Callable[[str, int, int], None]
+STAGES = ("comparing pictures", "indexing pixel prints", "comparing pixel prints", "checking pixels")
+
+
+def _counted(chunks: Iterable[tuple[np.ndarray, Any]], stage: str, total: int, progress: ProgressFn) -> Iterator:
+    """``chunks`` as they are, reporting how many rows of ``total`` have gone through ``stage``."""
+    done = 0
+    progress(stage, 0, total)
+    for chunk in chunks:
+        yield chunk
+        done += len(chunk[0])
+        progress(stage, min(done, total), total)
+
+
 def find_duplicates(
-    store: Store, live: LoadedIndex, threshold: float, nprobe: int | None = None, limit: float | None = None
+    store: Store,
+    live: LoadedIndex,
+    threshold: float,
+    nprobe: int | None = None,
+    limit: float | None = None,
+    progress: ProgressFn | None = None,
 ) -> Duplicates:
     """Verified groups of near-duplicates, most images first, then the closest (highest lowest cosine).
 
     ``threshold``: the candidates' cosine; ``limit``: the largest pixel distance that verifies a pair
-    (default ``GLIMPSE_DUPLICATES_MAX_DISTANCE``)."""
+    (default ``GLIMPSE_DUPLICATES_MAX_DISTANCE``); ``progress``: told what the pass is doing as it goes
+    (``STAGES``, in order)."""
     limit = max_distance() if limit is None else float(limit)
+    report: ProgressFn = progress or (lambda stage, done, total: None)
+    images = store.counts()["images_indexed"]
     seen: list[np.ndarray] = []
-    chunks = store.iter_image_vectors(live.dim, CHUNK)
+    chunks = _counted(store.iter_image_vectors(live.dim, CHUNK), STAGES[0], images, report)
     a, b, score = similar_pairs(live, chunks, check_threshold(threshold), nprobe, seen, store.frame_ids())
     cosine: dict[tuple[int, int], float] = {}
     for x, y, c in zip(a.tolist(), b.tolist(), score.tolist()):
@@ -215,7 +238,10 @@ def find_duplicates(
     # The second source: pairs whose pixel prints' views correlate (copies the model does not see as near).
     live_ids = np.unique(np.concatenate(seen)) if seen else np.zeros(0, np.int64)
     lists = int(nprobe or settings()["GLIMPSE_DUPLICATES_NPROBE"])
-    pa, pb = print_pairs(lambda: store.iter_pixel_prints(CHUNK), live_ids, lists)
+    passes = iter(STAGES[1:3])  # print_pairs reads the prints twice: to index them, then to search them
+    pa, pb = print_pairs(
+        lambda: _counted(store.iter_pixel_prints(CHUNK), next(passes), images, report), live_ids, lists
+    )
     pairs = set(cosine) | set(zip(pa.tolist(), pb.tolist()))
     near: dict[int, set[int]] = {}
     for x, y in pairs:
@@ -229,9 +255,11 @@ def find_duplicates(
     checked: dict[tuple[int, int], float] = {}
     moved: set[tuple[int, int]] = set()  # checked pairs whose difference no small move of their edges explains
 
-    def check(pairs: list[tuple[int, int]]) -> None:
+    def check(pairs: list[tuple[int, int]], counted: bool = False) -> None:
         """Pixel distances of ``pairs`` (both with a print), a chunk of prints decoded at a time."""
         for start in range(0, len(pairs), VERIFY_CHUNK):
+            if counted:
+                report(STAGES[3], start, len(pairs))
             part = pairs[start : start + VERIFY_CHUNK]
             # each print decoded once per chunk, however many of its pairs the chunk holds
             ids = sorted({i for pair in part for i in pair})
@@ -245,7 +273,7 @@ def find_duplicates(
                 if s > pixel_print.SHIFT_MAX:
                     moved.update(((x, y), (y, x)))
 
-    check([(x, y) for x, y in sorted(pairs) if x in blobs and y in blobs])
+    check([(x, y) for x, y in sorted(pairs) if x in blobs and y in blobs], counted=True)
 
     def verify(rep: int, others: list[int]) -> dict[int, float]:
         """Pixel distance of each of ``others`` to ``rep``, computed once per pair."""

@@ -14,7 +14,7 @@ def test_concurrent_requests_search_once_and_a_new_version_searches_again(monkey
     calls: list[tuple[str, float]] = []
     inside, release, second = threading.Event(), threading.Event(), threading.Event()
 
-    def find(store, live, threshold):
+    def find(store, live, threshold, progress=None):
         calls.append((live.version, threshold))
         if len(calls) == 1:
             inside.set()
@@ -42,3 +42,34 @@ def test_concurrent_requests_search_once_and_a_new_version_searches_again(monkey
     assert service.get(SimpleNamespace(version="v2"), 0.9) == ("groups", "v2", 0.9)
     assert service.get(SimpleNamespace(version="v2"), 0.95) == ("groups", "v2", 0.95)
     assert len(calls) == 3
+
+
+def test_poll_shows_progress_until_the_answer_and_a_failed_pass_is_tried_again(monkeypatch):
+    release = threading.Event()
+    runs: list[float] = []
+
+    def find(store, live, threshold, progress=None):
+        runs.append(threshold)
+        progress("comparing pictures", 3, 10)
+        release.wait(30)
+        if threshold == 0.5:
+            raise RuntimeError("disk gone")
+        return ("groups", threshold)
+
+    monkeypatch.setattr(groups_module, "find_duplicates", find)
+    service = DuplicateGroups(store=None)  # type: ignore[arg-type]
+    v1 = SimpleNamespace(version="v1")
+    shown = service.poll(v1, 0.9, wait=0.05)
+    assert isinstance(shown, groups_module.Progress)
+    assert (shown.stage, shown.done, shown.total, shown.share) == ("comparing pictures", 3, 10, 0.3)
+    release.set()
+    assert service.poll(v1, 0.9, wait=5) == ("groups", 0.9)
+    assert service.get(v1, 0.9) == ("groups", 0.9) and runs == [0.9]  # kept: not searched again
+    for _ in range(2):  # a failed pass is the caller's error, and the next request tries again
+        try:
+            service.get(v1, 0.5)
+        except RuntimeError as exc:
+            assert str(exc) == "disk gone"
+        else:
+            raise AssertionError("the error was not raised")
+    assert runs == [0.9, 0.5, 0.5]
