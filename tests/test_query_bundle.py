@@ -75,6 +75,65 @@ def test_bundle_vectors_match_torch(tiny_encoder):
     assert q.dim == tiny_encoder.dim and q.image_size == tiny_encoder.image_size
 
 
+def test_text_tower_runs_over_the_tokens_up_to_the_last_end(tiny_encoder):
+    """A causal text tower pooled at the end-of-text token gives the same vectors without the padding after
+    it: the bundle cuts it (a short query runs over a few positions, not the context's), alone or batched with
+    a long text, and matches torch on the full context; the tokens handed to ONNX Runtime show the cut."""
+    from search.encoders.onnx_bundle import OnnxQueryEncoder, ensure_bundle
+
+    q = OnnxQueryEncoder(ensure_bundle(tiny_encoder))
+    assert q._tokens_to_end
+    given: list[tuple[int, int]] = []
+    session = q.text
+
+    class Recording:  # the real session, its inputs' shapes noted
+        def get_inputs(self):
+            return session.get_inputs()
+
+        def run(self, names, feed):
+            given.append(next(iter(feed.values())).shape)
+            return session.run(names, feed)
+
+    q._sessions["text"] = Recording()
+    long = "a photo of " + "a very long caption " * 20
+    for texts in (["cat"], ["red circle", "blue"], ["cat", long], [long], ["", "!"]):
+        np.testing.assert_allclose(q.encode_texts(texts), tiny_encoder.encode_texts(texts), atol=1e-4)
+    context = tiny_encoder.tokenizer(["x"]).shape[1]
+    # start, the words, end: as many positions as the batch's longest text needs ("!" is token 0, like padding)
+    assert given == [(1, 3), (2, 4), (2, context), (1, context), (2, 3)]
+
+
+def test_a_cut_text_tower_that_differs_from_torch_is_exported_whole(tiny_encoder, tmp_path, monkeypatch):
+    """The cut is an optimisation checked like the rest of the bundle: one that does not give torch's vectors
+    (here a deliberately wrong one) is replaced by the whole tower, and the bundle still serves."""
+    import torch
+
+    import search.encoders.torch_clip as torch_clip
+    from search.encoders import onnx_bundle as query_bundle
+
+    monkeypatch.setenv("GLIMPSE_CACHE_DIR", str(tmp_path / "cache"))
+    real = torch_clip.truncatable_text
+
+    def wrong(model):
+        tower = real(model)
+
+        class Off(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.tower = tower
+
+            def forward(self, text):
+                return self.tower(text) * 1.01 + 0.01
+
+        return Off()
+
+    monkeypatch.setattr(torch_clip, "truncatable_text", wrong)
+    q = query_bundle.OnnxQueryEncoder(query_bundle.ensure_bundle(tiny_encoder))
+    assert not q._tokens_to_end
+    texts = ["a red circle", "blue"]
+    np.testing.assert_allclose(q.encode_texts(texts), tiny_encoder.encode_texts(texts), atol=1e-4)
+
+
 def test_unfinished_bundle_is_ignored_and_rebuilt(tiny_encoder, tmp_path, monkeypatch):
     from search.encoders import onnx_bundle as query_bundle
 

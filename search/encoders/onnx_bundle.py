@@ -44,7 +44,7 @@ if TYPE_CHECKING:  # the torch encoder: only the bundle's builder needs it
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump to invalidate bundles (2: meta.json records image_gflops)
+FORMAT = 3  # bump to invalidate bundles (2: meta.json records image_gflops; 3: text_tokens)
 ATOL = 1e-4  # max abs difference to torch, per vector component (vectors are unit length)
 
 
@@ -86,6 +86,7 @@ class OnnxQueryEncoder:
         self.steps = meta["pil_steps"]
         self.pil_transform = pil_steps.compose(self.steps)
         self.tokenizer = clip_tokenizer.load(meta["tokenizer"], folder)
+        self._tokens_to_end = meta.get("text_tokens") == "to_end"
         self._threads = threads
         self._quantize = quantize
         self.backend = f"onnx-{quantize}" if quantize else "onnx"
@@ -139,7 +140,10 @@ class OnnxQueryEncoder:
         if not texts:
             return np.zeros((0, self.dim), np.float32)
         session = self.text
-        (out,) = session.run(None, {session.get_inputs()[0].name: self.tokenizer(list(texts))})
+        tokens = self.tokenizer(list(texts))
+        if self._tokens_to_end:  # the tower gives the same vectors without the padding after the last end
+            tokens = tokens[:, : int(np.nonzero(tokens.any(axis=0))[0][-1]) + 1]
+        (out,) = session.run(None, {session.get_inputs()[0].name: tokens})
         return unit_rows(out)
 
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
@@ -217,7 +221,8 @@ def _build(enc: Encoder, tmp: str) -> None:
     except OSError:
         shutil.copyfile(image.path, os.path.join(tmp, "image.onnx"))
     del image
-    _export_text_tower(enc, os.path.join(tmp, "text.onnx"))
+    text_path = os.path.join(tmp, "text.onnx")
+    text_tokens = _export_text_tower(enc, text_path)
     meta = {
         "format": FORMAT,
         "model": enc.spec.name,
@@ -230,15 +235,20 @@ def _build(enc: Encoder, tmp: str) -> None:
         "pil_steps": steps,
         "tokenizer": tok_meta,
         "image_gflops": enc.image_gflops(),
+        "text_tokens": text_tokens,
     }
-    with open(os.path.join(tmp, "meta.json.tmp"), "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(os.path.join(tmp, "meta.json.tmp"), os.path.join(tmp, "meta.json"))
+    _write_meta(tmp, meta)
 
     # Verify the whole query path against torch before anyone relies on it.
     q = OnnxQueryEncoder(tmp, threads=torch.get_num_threads())
     texts = clip_tokenizer.PROBE_TEXTS
     err = float(np.abs(q.encode_texts(texts) - enc.encode_texts(texts)).max())
+    if err > ATOL and text_tokens == "to_end":  # the cut tower is an optimisation: the whole one then
+        log.warning("the text tower cut at the end token differs from torch by %.1e: exported whole", err)
+        meta["text_tokens"] = _export_text_tower(enc, text_path, cut=False)
+        _write_meta(tmp, meta)
+        q = OnnxQueryEncoder(tmp, threads=torch.get_num_threads())
+        err = float(np.abs(q.encode_texts(texts) - enc.encode_texts(texts)).max())
     rng = np.random.default_rng(0)
     probes = [
         Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in ((300, 200), (150, 320), (64, 64))
@@ -252,6 +262,12 @@ def _build(enc: Encoder, tmp: str) -> None:
     log.debug("query bundle matches torch (max abs diff %.1e)", err)
 
 
+def _write_meta(folder: str, meta: dict) -> None:
+    with open(os.path.join(folder, "meta.json.tmp"), "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(os.path.join(folder, "meta.json.tmp"), os.path.join(folder, "meta.json"))
+
+
 def _torch_encode_pil(enc, images) -> np.ndarray:
     import torch
 
@@ -262,8 +278,16 @@ def _torch_encode_pil(enc, images) -> np.ndarray:
         return enc._normalise(enc.model.encode_image(enc._pixels_to_input(batch)))
 
 
-def _export_text_tower(enc, path: str) -> None:
-    from search.encoders.torch_clip import export_onnx
+def _export_text_tower(enc, path: str, cut: bool = True) -> str:
+    """The text tower in ONNX; returns how its tokens are given: ``to_end`` (cut after the batch's last
+    end-of-text token: ``torch_clip.truncatable_text``) or ``context`` (the whole context, padded)."""
+    from search.encoders.torch_clip import export_onnx, truncatable_text
 
     log.info("exporting the text tower of %s to ONNX (once; cached)", enc.spec.describe())
-    export_onnx(enc.model, "encode_text", enc.tokenizer(["a photo of a cat", "a dog"]), path, "tokens")
+    dummy = enc.tokenizer(["a photo of a cat", "a dog"])
+    tower = truncatable_text(enc.model) if cut else None
+    if tower is None:
+        export_onnx(enc.model, "encode_text", dummy, path, "tokens")
+        return "context"
+    export_onnx(tower, "forward", dummy[:, :8], path, "tokens", tokens_axis=True)
+    return "to_end"

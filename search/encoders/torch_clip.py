@@ -22,6 +22,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -296,8 +297,74 @@ def _export_image_tower(enc: Encoder, path: str) -> None:
     export_onnx(enc.model, "encode_image", torch.zeros(2, 3, enc.image_size, enc.image_size), path, "pixels")
 
 
-def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: str, input_name: str) -> None:
-    """torch.onnx export of ``model.<method>(x)`` with a dynamic batch axis; atomic write."""
+def truncatable_text(model: torch.nn.Module) -> torch.nn.Module | None:
+    """``model.encode_text`` over tokens cut just after the batch's last end-of-text token, where that gives
+    the same vectors: open_clip's ``CLIP`` text tower with a causal mask, pooled at the end-of-text token.
+    Each position then sees only the ones before it, so the padding after the end changes nothing, and a
+    query of three words runs over a handful of positions instead of the context's 77. None for any other
+    text tower (a Hugging Face one, a mask-free one pooled at the last position, custom blocks): it keeps
+    the full length.
+
+    The attention is written out here (the blocks' own weights, ``scaled_dot_product_attention``): exported
+    through ``nn.MultiheadAttention``, the sequence length of the example input is baked into its reshapes."""
+    import torch.nn.functional as F
+    from open_clip.model import CLIP
+    from open_clip.transformer import ResidualAttentionBlock, text_global_pool
+
+    m: Any = model
+    if (
+        getattr(type(model), "encode_text", None) is not CLIP.encode_text
+        or getattr(m, "attn_mask", None) is None
+        or getattr(m, "text_pool_type", None) not in ("argmax", "eos")
+        or not getattr(m.transformer, "batch_first", False)
+    ):
+        return None
+    for block in m.transformer.resblocks:
+        mha = getattr(block, "attn", None)
+        if (
+            type(block) is not ResidualAttentionBlock
+            or hasattr(block, "ln_1_kv")
+            or not isinstance(mha, torch.nn.MultiheadAttention)
+            or not mha._qkv_same_embed_dim
+            or mha.bias_k is not None
+            or mha.add_zero_attn
+        ):
+            return None
+
+    def attention(mha: torch.nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        heads = mha.num_heads
+        q, k, v = F.linear(x, mha.in_proj_weight, mha.in_proj_bias).chunk(3, dim=-1)
+        q, k, v = (t.unflatten(-1, (heads, t.shape[-1] // heads)).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return mha.out_proj(out.transpose(1, 2).flatten(-2))
+
+    class _Text(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, text: torch.Tensor) -> torch.Tensor:
+            n = text.shape[1]
+            cast_dtype = m.transformer.get_cast_dtype()
+            x = m.token_embedding(text).to(cast_dtype) + m.positional_embedding[:n].to(cast_dtype)
+            mask = m.attn_mask[:n, :n].to(x.dtype)
+            for block in m.transformer.resblocks:
+                x = x + block.ls_1(attention(block.attn, block.ln_1(x), mask))
+                x = x + block.ls_2(block.mlp(block.ln_2(x)))
+            x = m.ln_final(x)
+            x = text_global_pool(x, text, m.text_pool_type, eos_token_id=getattr(m, "text_eos_id", None))
+            if m.text_projection is not None:
+                x = m.text_projection(x) if isinstance(m.text_projection, torch.nn.Linear) else x @ m.text_projection
+            return x
+
+    return _Text().eval()
+
+
+def export_onnx(
+    model: torch.nn.Module, method: str, dummy: torch.Tensor, path: str, input_name: str, tokens_axis: bool = False
+) -> None:
+    """torch.onnx export of ``model.<method>(x)`` with a dynamic batch axis (and a dynamic axis 1, the
+    tokens, with ``tokens_axis``); atomic write."""
 
     class _Tower(torch.nn.Module):
         def __init__(self):
@@ -310,6 +377,7 @@ def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: 
     import warnings
 
     tmp = f"{path}.{os.getpid()}.tmp"
+    axes = {0: "batch", 1: "tokens"} if tokens_axis else {0: "batch"}
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)  # the fused attention kernel has no ONNX export
     try:
@@ -321,7 +389,7 @@ def export_onnx(model: torch.nn.Module, method: str, dummy: torch.Tensor, path: 
                 tmp,
                 input_names=[input_name],
                 output_names=["embedding"],
-                dynamic_axes={input_name: {0: "batch"}, "embedding": {0: "batch"}},
+                dynamic_axes={input_name: axes, "embedding": {0: "batch"}},
                 opset_version=17,
                 dynamo=False,
             )
