@@ -6,6 +6,11 @@ of one model on typical queries (1-8 words; a long caption too), single queries 
 interleaved query by query, in ONNX Runtime with the query path's threads; and checks the vectors agree.
 
     python -m bench.text_tokens [--model ViT-B-32] [--pretrained none] [--rounds 5] [--threads 1]
+    python -m bench.text_tokens --home bench-data/homes/ocr-100000 [--rounds 3]   # end to end
+
+``--home``: the whole query (``Engine.search``, auto mode, k=10, as the API asks) on an indexed home, two
+engines side by side, one told to give its bundle the whole context (what bundles before format 3 did),
+each query asked of both in turn; every query text is new to both (no cache hit).
 """
 
 from __future__ import annotations
@@ -37,7 +42,10 @@ def main() -> None:
     ap.add_argument("--pretrained", default="none", help="none: random weights (no download here)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--home", default=None, help="time whole queries on this indexed home instead")
     a = ap.parse_args()
+    if a.home:
+        return end_to_end(a.home, a.rounds)
 
     from bench.sysinfo import cpu_model, loadavg, version
     from search.encoders.ort_session import cpu_session, unit_rows
@@ -75,6 +83,35 @@ def main() -> None:
         n = int(np.nonzero(tokens[q].any(axis=0))[0][-1]) + 1
         full, cut_ms = (1000 * statistics.median(times[name][q]) for name in ("context", "to_end"))
         print(f"| {q[:40]}{'…' if len(q) > 40 else ''} | {n} | {full:.1f} | {cut_ms:.1f} | {full / cut_ms:.1f}× |")
+
+
+def end_to_end(home: str, rounds: int) -> None:
+    from pathlib import Path
+
+    from bench.sysinfo import cpu_model, loadavg
+    from search.engine import Engine
+    from search.paths import Paths
+    from search.query.kinds import Filters, Paging, TextQuery
+    from search.vectors.live import configure_query_threads
+
+    configure_query_threads()
+    engines = {"whole context": Engine(Paths.resolve(Path(home))), "to its end": Engine(Paths.resolve(Path(home)))}
+    for eng in engines.values():
+        eng.warm()
+    engines["whole context"].encoder._tokens_to_end = False  # type: ignore[attr-defined]
+    assert engines["to its end"].encoder._tokens_to_end  # type: ignore[attr-defined]
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for r in range(rounds):
+        for i, q in enumerate(QUERIES):
+            for name, eng in engines.items():
+                text = f"{q} {r}{i}"  # new to both engines' caches
+                t0 = time.perf_counter()
+                eng.search(TextQuery(text, mode="auto"), Filters(min_score_auto=True), Paging(k=10))
+                times[name].append(time.perf_counter() - t0)
+    print(f"{cpu_model()}; load {loadavg()}; {home}: {rounds} x {len(QUERIES)} queries, interleaved")
+    for name, ts in times.items():
+        ms = sorted(1000 * t for t in ts)
+        print(f"{name}: p50 {statistics.median(ms):.1f} ms, p90 {ms[int(0.9 * (len(ms) - 1))]:.1f} ms")
 
 
 if __name__ == "__main__":
