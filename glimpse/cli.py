@@ -23,7 +23,7 @@ log = logging.getLogger("glimpse")
 
 # Long runs whose INFO lines are their news off a terminal (cron mail, journald): progress, the version
 # published, the model loaded. Every other command says only warnings unless asked (-v).
-CHATTY_OFF_A_TERMINAL = {"index", "reindex", "serve"}
+CHATTY_OFF_A_TERMINAL = {"index", "reindex", "serve", "duplicates"}
 
 
 def _setup_logging(verbose: int, command: str | None) -> None:

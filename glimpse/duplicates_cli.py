@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
 from search.errors import InvalidValue
-from search.vectors.duplicates import DEFAULT_THRESHOLD, check_threshold
+from search.vectors.duplicates import DEFAULT_THRESHOLD, STAGES, check_threshold
 
 
 class ThresholdType(click.types.FloatParamType):
@@ -21,6 +22,32 @@ class ThresholdType(click.types.FloatParamType):
             return check_threshold(number)
         except InvalidValue as exc:
             self.fail(str(exc), param, ctx)
+
+
+class StageBars:
+    """The finder's progress (``search.vectors.duplicates.ProgressFn``) as a bar per stage on a terminal,
+    else a log line every GLIMPSE_PROGRESS_EVERY seconds: a pass over a million images takes minutes."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar: Any = None  # tqdm, or indexer.progress.LogProgress
+        self.done = 0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from indexer.progress import bar
+
+        if stage != self.stage:
+            self.close()
+            self.stage, self.done = stage, 0
+            self.bar = bar(total, stage, "pair" if stage == STAGES[-1] else "img")
+        if self.bar is not None and done > self.done:
+            self.bar.update(done - self.done)
+            self.done = done
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 @click.command()
@@ -56,7 +83,11 @@ def duplicates(paths_obj, threshold: float, as_json: bool) -> None:
 
     engine = Engine(paths_obj)
     faiss.omp_set_num_threads(os.cpu_count() or 1)  # one batch job, not a query: use every core
-    found = engine.duplicates(threshold)
+    bars = StageBars()
+    try:
+        found = engine.duplicates(threshold, progress=bars)
+    finally:
+        bars.close()
     groups = found.groups
     if as_json:
         out = {

@@ -31,7 +31,7 @@ from search.settings import settings as process_settings
 from search.status import health, job_dict, stats
 from search.store.database import Store
 from search.vectors.duplicate_groups import DuplicateGroups, Progress
-from search.vectors.duplicates import Duplicates
+from search.vectors.duplicates import Duplicates, ProgressFn, check_threshold, find_duplicates
 from search.vectors.live import IndexDir, LiveIndex, LoadedIndex
 
 if TYPE_CHECKING:
@@ -197,9 +197,12 @@ class Engine:
         """What is indexed, the model, the live index, failures, roots and recent jobs."""
         return stats(self.store, self.index.get(), failed_limit)
 
-    def duplicates(self, threshold: float) -> Duplicates:
+    def duplicates(self, threshold: float, progress: ProgressFn | None = None) -> Duplicates:
         """Near-duplicate groups in the live index (search.vectors.duplicates), kept for its version and
-        threshold so paging through the groups searches the corpus once."""
+        threshold so paging through the groups searches the corpus once. ``progress``: a one-off pass told
+        how far it has got (the CLI's bars), not kept."""
+        if progress is not None:
+            return find_duplicates(self.store, self.live(), check_threshold(threshold), progress=progress)
         return self.duplicate_groups.get(self.live(), threshold)
 
     def duplicates_or_progress(self, threshold: float, wait: float) -> Duplicates | Progress:

@@ -370,3 +370,16 @@ def test_the_pass_reports_its_progress_and_the_page_shows_it(planted, monkeypatc
     finally:
         release.set()
         engine.close()
+
+
+def test_cli_says_how_far_the_pass_has_got(planted):
+    """`glimpse duplicates` on a large collection runs for minutes: off a terminal (cron mail, a log) it says
+    how far each stage has got, every GLIMPSE_PROGRESS_EVERY seconds (a bar on a terminal)."""
+    from search.vectors.duplicates import STAGES
+
+    images = len(list(planted[0].iterdir()))
+    out = glimpse_cmd("duplicates", "--threshold", THRESHOLD, home=planted[1], env={"GLIMPSE_PROGRESS_EVERY": "0"})
+    for stage in STAGES[:3]:
+        assert f"{stage}: {images}/{images} images" in out.stderr, out.stderr
+    assert f"{STAGES[3]}: " in out.stderr
+    assert out.stdout.startswith(glimpse_cmd("duplicates", "--threshold", THRESHOLD, home=planted[1]).stdout[:40])

@@ -272,6 +272,8 @@ def find_duplicates(
                 checked[(x, y)] = checked[(y, x)] = d
                 if s > pixel_print.SHIFT_MAX:
                     moved.update(((x, y), (y, x)))
+        if counted:
+            report(STAGES[3], len(pairs), len(pairs))
 
     check([(x, y) for x, y in sorted(pairs) if x in blobs and y in blobs], counted=True)
 
