@@ -360,7 +360,8 @@ SETTINGS: list[Setting] = [
     Setting(
         "GLIMPSE_PROGRESS_EVERY",
         30.0,
-        "Seconds between progress lines when `glimpse index` is not on a terminal (cron, journald).",
+        "Seconds between progress lines when `glimpse index`, `reindex` or `duplicates` is not on a terminal "
+        "(cron, journald).",
         _number(0, inclusive=True),
         "a number of seconds >= 0",
     ),
