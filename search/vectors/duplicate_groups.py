@@ -4,7 +4,9 @@ that finds it run in the background, so a page can show how far it has got inste
 Finding groups searches the whole collection (search.vectors.duplicates: about a minute of CPU at 100k
 images, ten at 1M), and the Duplicates page asks again for every page of groups; the answer is kept until
 the index version or the threshold changes. One pass runs at a time: requests for the same version and
-threshold share it (waitress serves from several threads), and a pass for another one starts after it.
+threshold share it (waitress serves from several threads), and a pass for another one starts after it;
+a queued pass that a newer one replaced before it started, and that no caller waits for (the page only
+polls), is skipped, so trying thresholds on the page does not queue a pass for each.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ if TYPE_CHECKING:
     from search.vectors.live import LoadedIndex
 
 Key = tuple[str, float]
+
+
+class Superseded(RuntimeError):
+    """A queued pass skipped: a newer one replaced it and nobody waited for it."""
 
 
 @dataclass
@@ -42,6 +48,7 @@ class _Pass:
     finished: threading.Event = field(default_factory=threading.Event)
     result: Duplicates | None = None
     error: BaseException | None = None
+    waiters: int = 0  # callers blocked on the answer (the API, the CLI); the page polls instead
 
     def outcome(self) -> Duplicates:
         if self.error is not None:
@@ -58,8 +65,12 @@ class DuplicateGroups:
 
     def get(self, live: LoadedIndex, threshold: float) -> Duplicates:
         """The groups, waiting for the pass that finds them (the API's answer)."""
-        found = self._pass(live, threshold)
-        found.finished.wait()
+        found = self._pass(live, threshold, waiting=True)
+        try:
+            found.finished.wait()
+        finally:
+            with self._lock:
+                found.waiters -= 1
         return found.outcome()
 
     def poll(self, live: LoadedIndex, threshold: float, wait: float) -> Duplicates | Progress:
@@ -70,19 +81,25 @@ class DuplicateGroups:
             return found.outcome()
         return found.progress
 
-    def _pass(self, live: LoadedIndex, threshold: float) -> _Pass:
+    def _pass(self, live: LoadedIndex, threshold: float, waiting: bool = False) -> _Pass:
         key = (live.version, check_threshold(threshold))
         with self._lock:
             before = self._kept
             if before is not None and before.key == key and before.error is None:
+                before.waiters += waiting
                 return before
-            self._kept = found = _Pass(key)
+            self._kept = found = _Pass(key, waiters=int(waiting))
         threading.Thread(target=self._run, args=(found, live, before), name="duplicates", daemon=True).start()
         return found
 
     def _run(self, found: _Pass, live: LoadedIndex, before: _Pass | None) -> None:
         if before is not None:
             before.finished.wait()  # one pass at a time: memory and both cores are the pass's
+            with self._lock:
+                if self._kept is not found and not found.waiters:
+                    found.error = Superseded("a pass for another threshold or index version replaced this one")
+                    found.finished.set()
+                    return
 
         def progress(stage: str, done: int, total: int) -> None:
             found.progress = Progress(stage, done, total)

@@ -73,3 +73,31 @@ def test_poll_shows_progress_until_the_answer_and_a_failed_pass_is_tried_again(m
         else:
             raise AssertionError("the error was not raised")
     assert runs == [0.9, 0.5, 0.5]
+
+
+def test_thresholds_tried_on_the_page_do_not_queue_a_pass_each(monkeypatch):
+    """While a pass runs, the page asks for 0.8, then 0.7: the 0.8 pass, replaced before it started and
+    waited for by nobody, is skipped; one an API caller waits for is not."""
+    release = threading.Event()
+    runs: list[float] = []
+
+    def find(store, live, threshold, progress=None):
+        runs.append(threshold)
+        release.wait(30)
+        return ("groups", threshold)
+
+    monkeypatch.setattr(groups_module, "find_duplicates", find)
+    service = DuplicateGroups(store=None)  # type: ignore[arg-type]
+    v1 = SimpleNamespace(version="v1")
+    assert isinstance(service.poll(v1, 0.9, wait=0.05), groups_module.Progress)  # running
+    assert isinstance(service.poll(v1, 0.8, wait=0.05), groups_module.Progress)  # queued
+    assert isinstance(service.poll(v1, 0.7, wait=0.05), groups_module.Progress)  # queued, replaces 0.8
+    waited: list = []
+    api = threading.Thread(target=lambda: waited.append(service.get(v1, 0.6)))  # an API caller: must run
+    api.start()
+    release.set()
+    api.join(30)
+    assert waited == [("groups", 0.6)]
+    # 0.8 never ran (0.7 runs only if the API's request came after its turn, which the threads decide)
+    assert runs[0] == 0.9 and runs[-1] == 0.6 and 0.8 not in runs
+    assert service.poll(v1, 0.6, wait=5) == ("groups", 0.6)
