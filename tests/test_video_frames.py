@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
@@ -16,7 +15,7 @@ from indexer.video import FrameLimits, FramePicker, VideoFrames, dedupe_frames, 
 from search.errors import GlimpseError
 from search.media.decode import ImageDecodeError
 from search.media.video import VideoDecodeError, VideoTimeLimit, VideoTooLarge, content_type, frame_at, is_video_path
-from video_support import encode_scenes
+from video_support import encode_scenes, write_audio_only
 
 W, H, FPS = 64, 48, 10
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
@@ -222,15 +221,7 @@ def test_garbage_and_disguised_playlists_refused(tmp_path):
 
 
 def test_audio_only_file(tmp_path):
-    path = tmp_path / "voice.m4a"
-    out = av.open(str(path), "w", format="mp4")
-    stream = out.add_stream("aac", rate=8000)
-    for i in range(10):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 8000, i * 800
-        out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-    out.close()
+    path = write_audio_only(tmp_path / "voice.m4a")
     info, frames = read_video(path)
     assert not info.has_video and frames == [] and info.duration == pytest.approx(1.0, abs=0.2)
 

@@ -16,12 +16,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from tests.conftest import REPO, draw_image, make_images
-from tests.video_support import encode_scenes
+from tests.video_support import encode_scenes, write_audio_only
 
 W, H, FPS, SCENE_S = 160, 120, 10, 3.0
 
@@ -29,18 +28,6 @@ W, H, FPS, SCENE_S = 160, 120, 10, 3.0
 def write_video(path: Path, seeds: list[int], seconds: float = SCENE_S) -> Path:
     """One scene of ``seconds`` per seed (a cut between each), H.264 in MP4."""
     return encode_scenes(path, [(np.asarray(draw_image(s, size=(W, H))), seconds) for s in seeds], FPS, (W, H))
-
-
-def write_audio_only(path: Path) -> Path:
-    out = av.open(str(path), "w", format="mp4")
-    stream = out.add_stream("aac", rate=8000)
-    for i in range(10):
-        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.float32), format="fltp", layout="mono")
-        frame.sample_rate, frame.pts = 8000, i * 800
-        out.mux(stream.encode(frame))
-    out.mux(stream.encode(None))
-    out.close()
-    return path
 
 
 def rows(home: Path) -> dict[str, dict]:

@@ -41,3 +41,18 @@ def encode_scenes(
     out.mux(stream.encode(None))
     out.close()
     return path
+
+
+def write_audio_only(path: Path) -> Path:
+    """One second of silence in an MP4 with no video stream (a voice memo)."""
+    import av
+
+    out = av.open(str(path), "w", format="mp4")
+    stream = out.add_stream("aac", rate=8000)
+    for i in range(10):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 8000, i * 800
+        out.mux(stream.encode(frame))
+    out.mux(stream.encode(None))
+    out.close()
+    return path
