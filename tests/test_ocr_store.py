@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 from sqlalchemy import update
 
+from search.query.keywords import marked_spans
 from search.store.database import Store
 from search.store.ocr import MARK_END, MARK_START, OcrResult, TextLine, text_match
 from search.store.schema import ImageRow
@@ -247,3 +248,63 @@ def test_a_copy_takes_the_text_read_in_its_original(store):
     with store.transaction() as s:
         store.delete_images(s, [2])
     assert found(store, "receipt") == [copy_id]
+
+
+def test_a_word_inside_chinese_or_japanese_text_is_found(store):
+    """Chinese and Japanese write words without spaces between them: a word is found anywhere in a line, as
+    adjacent characters (not the same characters apart), and the text is shown as it was read, the word marked."""
+    store.set_ocr_results(
+        ENGINE,
+        [
+            OcrResult(1, "h1", lines("東京タワーの夜景", "入口 KX447東京")),
+            OcrResult(2, "h2", lines("北京大学图书馆")),
+            OcrResult(3, "h3", lines("서울에서 만나요")),
+        ],
+        0.8,
+    )
+    assert found(store, "東京") == [1]
+    assert found(store, "タワー") == [1]
+    assert found(store, "图书馆") == [2]
+    assert found(store, "서울") == [3]
+    assert found(store, "京都") == [] and found(store, "東タ") == []  # the characters, but not side by side
+    assert found(store, "kx447") == [1]  # a code beside Chinese characters is still a code
+    marked = store.page_texts([1, 2], text_match(["東京"]))
+    assert marked[2] == "北京大学图书馆"  # shown as read
+    plain, spans = marked_spans(marked[1])
+    assert plain == "東京タワーの夜景\n入口 KX447東京"
+    assert [plain[a:b] for a, b in spans] == ["東京", "東京"]
+    from search.query.image_text import text_on_image  # the detail page: the line holding the word outlined
+
+    page = text_on_image(store, 1, "タワー")
+    assert page is not None and page.text == plain and len(page.boxes) == 1
+    assert [page.text[a:b] for a, b in page.spans] == ["タワー"]
+
+
+def test_text_read_before_the_cjk_tokens_is_found_after_the_upgrade(tmp_path):
+    """A home whose texts were stored before migration 0015 (a CJK run one token): the upgrade re-indexes
+    them, so a word inside the run is found without reading the images again; a downgrade gives them back."""
+    from search.store.migrate import downgrade
+
+    db = tmp_path / "old.db"
+    s = Store(db)
+    with s.session() as session, session.begin():
+        session.add(ImageRow(id=1, path="/p/1.png", size=10, mtime=1.0, content_hash="h1", status="indexed"))
+    s.close()
+    downgrade(db, "0014")
+    with sqlite3.connect(db) as con:  # as the stage stored it then: the line as read
+        con.execute(
+            "INSERT INTO ocr_images (image_id, engine, content_hash, read_at, text, lines) "
+            "VALUES (1, ?, 'h1', '2026-12-01 00:00:00', '東京タワーの夜景\nexit 3', '[]')",
+            (ENGINE,),
+        )
+        assert con.execute("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH '\"東京タワーの夜景\"'").fetchall() == [(1,)]
+    store = Store(db)  # opening upgrades to head
+    try:
+        assert found(store, "東京") == [1] and found(store, "exit") == [1]
+        assert store.page_texts([1], None) == {1: "東京タワーの夜景\nexit 3"}
+        assert store.count_ocr_pending(ENGINE) == 0  # nothing to read again
+    finally:
+        store.close()
+    downgrade(db, "0014")
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT text FROM ocr_images").fetchone()[0] == "東京タワーの夜景\nexit 3"

@@ -29,6 +29,31 @@ from search.store.schema import OCR_FTS_TABLE, ImageRow, JobRow, OcrImageRow, ro
 PREFIX_MIN_CHARS = 5
 
 
+# Chinese and Japanese (and Korean, within its words) write words without spaces, so unicode61 would hold a
+# whole run of characters as one token and a word inside it would never match. The indexed text puts SEP
+# around each of their characters (one token each) and a query word holding them becomes a phrase of its
+# characters: "東京" matches "東京タワー", not "京...東". SEP is INVISIBLE SEPARATOR: a separator to
+# unicode61 (category Cf), removed from what is read and from what is shown, so the text shows as read.
+SEP = "\u2063"
+_CJK = (
+    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\uac00-\ud7af"
+    "\U00020000-\U0002fa1f]"
+)
+_CJK_CHAR = re.compile(_CJK)
+_PARTS = re.compile(f"{_CJK}|(?:(?!{_CJK})[^\\W_])+")  # a CJK character, or a run of other letters and digits
+
+
+def index_text(line: str) -> str:
+    """A read line as ``ocr_fts`` holds it (``ocr_images.text``): one line, CJK characters one token each."""
+    return _CJK_CHAR.sub(lambda m: SEP + m.group() + SEP, fts_text(line).replace(SEP, ""))
+
+
+def shown_text(indexed: str) -> str:
+    """``ocr_images.text`` (or its ``highlight()``) as read: SEP gone, and a phrase's marks, which the
+    characters' own tokens split, joined again."""
+    return indexed.replace(SEP, "").replace(MARK_END + MARK_START, "")
+
+
 # Bumped when what the indexer feeds the reader changes (sizes, cut): every image is read again next run.
 PIPELINE = 1
 BUNDLED_LANG = OCR_LANGS[0]  # RapidOCR's bundled multilingual recognition model (GLIMPSE_OCR_LANG)
@@ -84,6 +109,8 @@ class OcrResult:
 
 
 def _word_query(word: str) -> str:
+    if _CJK_CHAR.search(word):  # a phrase of its characters (and of the codes or words beside them)
+        return '"' + " ".join(_PARTS.findall(word)) + '"'
     quoted = '"' + word.replace('"', '""') + '"'
     if len(word) >= PREFIX_MIN_CHARS or any(c.isdigit() for c in word):
         return quoted + "*"
@@ -197,7 +224,7 @@ class OcrText:
                     "engine": engine,
                     "content_hash": r.content_hash,
                     "read_at": now,
-                    "text": "\n".join(fts_text(ln.text) for ln in r.lines if ln.confidence >= min_confidence) or None,
+                    "text": "\n".join(index_text(ln.text) for ln in r.lines if ln.confidence >= min_confidence) or None,
                     "lines": lines_json(r.lines) if r.lines else None,
                     "error": r.error,
                 }
@@ -258,7 +285,7 @@ class OcrText:
         with self.session() as s:
             for chunk in in_chunks(found):
                 rows = s.execute(q, {"m": match, "ids": chunk, "a": MARK_START, "b": MARK_END})
-                out.update((int(r[0]), r[1]) for r in rows)
+                out.update((int(r[0]), shown_text(r[1])) for r in rows)
         return out
 
     def text_of(self, ids: Sequence[int]) -> dict[int, ImageText]:
