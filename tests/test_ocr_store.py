@@ -291,16 +291,22 @@ def test_text_read_before_the_cjk_tokens_is_found_after_the_upgrade(tmp_path):
         session.add(ImageRow(id=1, path="/p/1.png", size=10, mtime=1.0, content_hash="h1", status="indexed"))
     s.close()
     downgrade(db, "0014")
-    with sqlite3.connect(db) as con:  # as the stage stored it then: the line as read
+    with sqlite3.connect(db) as con:  # as the stage and the indexer stored them then: a run one token
         con.execute(
             "INSERT INTO ocr_images (image_id, engine, content_hash, read_at, text, lines) "
             "VALUES (1, ?, 'h1', '2026-12-01 00:00:00', '東京タワーの夜景\nexit 3', '[]')",
             (ENGINE,),
         )
         assert con.execute("SELECT rowid FROM ocr_fts WHERE ocr_fts MATCH '\"東京タワーの夜景\"'").fetchall() == [(1,)]
+        con.execute("UPDATE images SET path = '/p/北京大学 1.png' WHERE id = 1")
+        con.execute("DELETE FROM images_fts")
+        con.execute("INSERT INTO images_fts (rowid, name, folders, captions) VALUES (1, '北京大学 1 png', 'p', '')")
     store = Store(db)  # opening upgrades to head
     try:
         assert found(store, "東京") == [1] and found(store, "exit") == [1]
+        from search.query.keywords import match_expression
+
+        assert [i for i, _ in store.keyword_ranking(match_expression("大学") or "", 10)] == [1]  # the file name
         assert store.page_texts([1], None) == {1: "東京タワーの夜景\nexit 3"}
         assert store.count_ocr_pending(ENGINE) == 0  # nothing to read again
     finally:

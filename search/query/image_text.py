@@ -15,7 +15,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from search.query.keywords import marked_spans
-from search.store.fts import fts_text
+from search.store.fts import fts_text, shown_text
 from search.store.ocr import MARK_START, text_match
 
 if TYPE_CHECKING:  # retrievers.py imports this module to register it: its names are imported when used
@@ -69,7 +69,7 @@ def text_on_image(store: Store, image_id: int, query_text: str | None = None) ->
     stored = iter(read.lines)
     for line in marked.split("\n"):
         plain = marked_spans(line)[0]
-        box = next((ln.box for ln in stored if fts_text(ln.text) == plain), None)
+        box = next((ln.box for ln in stored if shown_text(fts_text(ln.text)) == plain), None)
         if box is not None and (match is None or MARK_START in line):
             boxes.append(box)
     text, spans = marked_spans(marked)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from search.store.chunks import in_chunks
 from search.store.schema import FTS_TABLE, CaptionRow, ImageRow, Root, row_ids
-from search.store.words import split_words
+from search.store.words import SEP, separate_cjk, split_words
 
 # highlight() markers: control characters that never reach the table (fts_text removes them), so a
 # caption cannot fake a highlight.
@@ -36,8 +36,15 @@ _INSERT = text(f"INSERT INTO {FTS_TABLE}(rowid, name, folders, captions) VALUES 
 
 
 def fts_text(value: str) -> str:
-    """Text as stored in the index: no highlight markers, no line breaks (a line is one caption)."""
-    return value.replace(MARK_START, " ").replace(MARK_END, " ").replace("\r", " ").replace("\n", " ")
+    """Text as stored in the index: no highlight markers, no line breaks (a line is one caption), each CJK
+    character a token of its own (:func:`search.store.words.separate_cjk`)."""
+    return separate_cjk(value.replace(MARK_START, " ").replace(MARK_END, " ").replace("\r", " ").replace("\n", " "))
+
+
+def shown_text(indexed: str) -> str:
+    """Indexed text (or its ``highlight()``) as it was written: without ``SEP``, and with the marks of a
+    phrase, which its characters' own tokens split, joined again."""
+    return indexed.replace(SEP, "").replace(MARK_END + MARK_START, "")
 
 
 def folder_words(path: str, root: str | None) -> str:
@@ -153,5 +160,5 @@ class KeywordReads:
         with self.session() as s:
             for chunk in in_chunks(found):
                 rows = s.execute(q, {"m": match, "ids": chunk, "a": MARK_START, "b": MARK_END})
-                out.update((int(r[0]), (r[1] or "", r[2] or "", r[3] or "")) for r in rows)
+                out.update((int(r[0]), (r[1] or "", r[2] or "", shown_text(r[3] or ""))) for r in rows)
         return out

@@ -21,37 +21,19 @@ from sqlalchemy.orm import Session
 
 from search.settings import OCR_LANGS, settings
 from search.store.chunks import in_chunks
-from search.store.fts import MARK_END, MARK_START, fts_text
+from search.store.fts import MARK_END, MARK_START, fts_text, shown_text
 from search.store.schema import OCR_FTS_TABLE, ImageRow, JobRow, OcrImageRow, row_ids, utcnow
+from search.store.words import CJK_CHAR, phrase
 
 # A query word this long, or one holding a digit (a code, a plate), matches as a prefix too: "KX447"
 # finds "KX4471B", "invoi" finds "invoice"; a shorter plain word matches whole ("cat" not "catalog").
 PREFIX_MIN_CHARS = 5
 
 
-# Chinese and Japanese (and Korean, within its words) write words without spaces, so unicode61 would hold a
-# whole run of characters as one token and a word inside it would never match. The indexed text puts SEP
-# around each of their characters (one token each) and a query word holding them becomes a phrase of its
-# characters: "東京" matches "東京タワー", not "京...東". SEP is INVISIBLE SEPARATOR: a separator to
-# unicode61 (category Cf), removed from what is read and from what is shown, so the text shows as read.
-SEP = "\u2063"
-_CJK = (
-    "[\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\uac00-\ud7af"
-    "\U00020000-\U0002fa1f]"
-)
-_CJK_CHAR = re.compile(_CJK)
-_PARTS = re.compile(f"{_CJK}|(?:(?!{_CJK})[^\\W_])+")  # a CJK character, or a run of other letters and digits
-
-
 def index_text(line: str) -> str:
-    """A read line as ``ocr_fts`` holds it (``ocr_images.text``): one line, CJK characters one token each."""
-    return _CJK_CHAR.sub(lambda m: SEP + m.group() + SEP, fts_text(line).replace(SEP, ""))
-
-
-def shown_text(indexed: str) -> str:
-    """``ocr_images.text`` (or its ``highlight()``) as read: SEP gone, and a phrase's marks, which the
-    characters' own tokens split, joined again."""
-    return indexed.replace(SEP, "").replace(MARK_END + MARK_START, "")
+    """A read line as ``ocr_fts`` holds it (``ocr_images.text``): one line, each CJK character one token
+    (search.store.words: a word inside a line of Chinese or Japanese is found)."""
+    return fts_text(line)
 
 
 # Bumped when what the indexer feeds the reader changes (sizes, cut): every image is read again next run.
@@ -109,8 +91,8 @@ class OcrResult:
 
 
 def _word_query(word: str) -> str:
-    if _CJK_CHAR.search(word):  # a phrase of its characters (and of the codes or words beside them)
-        return '"' + " ".join(_PARTS.findall(word)) + '"'
+    if CJK_CHAR.search(word):  # a phrase of its characters (and of the codes or words beside them)
+        return '"' + phrase(word) + '"'
     quoted = '"' + word.replace('"', '""') + '"'
     if len(word) >= PREFIX_MIN_CHARS or any(c.isdigit() for c in word):
         return quoted + "*"
