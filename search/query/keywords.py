@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from search.query.kinds import Term
 from search.store.fts import MARK_END, MARK_START
-from search.store.words import query_words, word_spans
+from search.store.words import CJK_CHAR, query_words, word_spans
 
 # Words a query contributes to its keyword search: enough for any real query, and a bound on the
 # work a hostile one can ask for.
@@ -86,5 +86,23 @@ def explain(path: str, name: str, folders: str, captions: str) -> tuple[str, lis
                 out.append([name_spans[inside[0]][0], name_spans[inside[-1]][1]])
         return base, out
     if MARK_START in folders:
-        return marked_spans(folders)
+        return _cjk_joined(*marked_spans(folders))
     return None
+
+
+def _cjk_joined(text: str, spans: list[list[int]]) -> tuple[str, list[list[int]]]:
+    """Folder words as shown: the space between two CJK characters (each its own word) dropped, as the
+    folder's name writes them, the spans moved with it."""
+    drop = [
+        i
+        for i in range(1, len(text) - 1)
+        if text[i] == " " and CJK_CHAR.match(text[i - 1]) and CJK_CHAR.match(text[i + 1])
+    ]
+    if not drop:
+        return text, spans
+    gone = set(drop)
+
+    def moved(pos: int) -> int:
+        return pos - sum(1 for d in drop if d < pos)
+
+    return "".join(c for i, c in enumerate(text) if i not in gone), [[moved(a), moved(b)] for a, b in spans]

@@ -68,6 +68,8 @@ def test_a_chinese_or_japanese_word_is_found_inside_a_caption_or_a_file_name(tmp
     assert caption == f"東京の夜景と{MARK_START}タワー{MARK_END}"  # shown as written
     shown = explain("/photos/東京タワー_夜.jpg", *marked[ids["/photos/東京タワー_夜.jpg"]])
     assert shown is not None and [shown[0][a:b] for a, b in shown[1]] == ["タワー"]
+    folder = store.keyword_highlights(match_expression("北京") or "", [ids["/photos/北京/b.jpg"]])
+    assert explain("/photos/北京/b.jpg", *folder[ids["/photos/北京/b.jpg"]]) == ("北京", [[0, 2]])  # as named
     store.close()
 
 
