@@ -48,6 +48,7 @@ def main() -> None:
         return end_to_end(a.home, a.rounds)
 
     from bench.sysinfo import cpu_model, loadavg, version
+    from search.encoders.onnx_bundle import cut_to_end
     from search.encoders.ort_session import cpu_session, unit_rows
     from search.encoders.torch_clip import Encoder, ModelSpec, export_onnx, truncatable_text
 
@@ -65,7 +66,7 @@ def main() -> None:
     def run(name: str, q: str) -> np.ndarray:
         t = tokens[q]
         if name == "to_end":
-            t = t[:, : int(np.nonzero(t.any(axis=0))[0][-1]) + 1]
+            t = cut_to_end(t)
         return sessions[name].run(None, {"tokens": t})[0]
 
     worst = max(float(np.abs(unit_rows(run("context", q)) - unit_rows(run("to_end", q))).max()) for q in QUERIES)
@@ -80,7 +81,7 @@ def main() -> None:
     print(f"{a.model} ({a.pretrained}), ONNX Runtime {a.threads} thread(s), {a.rounds} rounds; max |diff| {worst:.1e}")
     print("| query | tokens | whole context (ms) | to its end (ms) | speed-up |\n|---|---|---|---|---|")
     for q in QUERIES:
-        n = int(np.nonzero(tokens[q].any(axis=0))[0][-1]) + 1
+        n = cut_to_end(tokens[q]).shape[1]
         full, cut_ms = (1000 * statistics.median(times[name][q]) for name in ("context", "to_end"))
         print(f"| {q[:40]}{'…' if len(q) > 40 else ''} | {n} | {full:.1f} | {cut_ms:.1f} | {full / cut_ms:.1f}× |")
 

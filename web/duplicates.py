@@ -46,9 +46,13 @@ def parse_page(args, blank_ok: bool = False) -> int:
 def _page_of_groups(args) -> tuple[float, int, Duplicates, list[DuplicateGroup], bool]:
     threshold, page = parse_threshold(args), parse_page(args)
     found = engine().duplicates(threshold)
+    return threshold, page, found, *_groups_on(found, page)
+
+
+def _groups_on(found: Duplicates, page: int) -> tuple[list[DuplicateGroup], bool]:
+    """The groups of page ``page``, and whether another page follows."""
     start = page * GROUPS_PER_PAGE
-    shown = found.groups[start : start + GROUPS_PER_PAGE]
-    return threshold, page, found, shown, len(found.groups) > start + GROUPS_PER_PAGE
+    return found.groups[start : start + GROUPS_PER_PAGE], len(found.groups) > start + GROUPS_PER_PAGE
 
 
 @bp.get("/api/duplicates")
@@ -87,11 +91,7 @@ def page():
         if isinstance(found, Progress):  # a large collection: say how far the pass has got, and ask again
             progress = found
         else:
-            start = number * GROUPS_PER_PAGE
-            groups, has_more = (
-                found.groups[start : start + GROUPS_PER_PAGE],
-                len(found.groups) > start + GROUPS_PER_PAGE,
-            )
+            groups, has_more = _groups_on(found, number)
             without_print = found.without_print
     except (HttpError, GlimpseError) as exc:
         error, status = page_error(exc)

@@ -13,8 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.orm import Session
 
-from search.store.fts import sync_fts
-from search.store.ocr import index_text
+from search.store.fts import fts_text, sync_fts
 from search.store.schema import CaptionRow, ImageRow
 from search.store.words import CJK_CHAR, SEP
 
@@ -62,7 +61,7 @@ def _resync_keywords() -> None:
 
 
 def upgrade() -> None:
-    _rewrite_ocr(lambda text: "\n".join(index_text(line) for line in text.split("\n")))
+    _rewrite_ocr(lambda text: "\n".join(fts_text(line) for line in text.split("\n")))
     _resync_keywords()
 
 

@@ -30,12 +30,6 @@ from search.store.words import CJK_CHAR, phrase
 PREFIX_MIN_CHARS = 5
 
 
-def index_text(line: str) -> str:
-    """A read line as ``ocr_fts`` holds it (``ocr_images.text``): one line, each CJK character one token
-    (search.store.words: a word inside a line of Chinese or Japanese is found)."""
-    return fts_text(line)
-
-
 # Bumped when what the indexer feeds the reader changes (sizes, cut): every image is read again next run.
 PIPELINE = 1
 BUNDLED_LANG = OCR_LANGS[0]  # RapidOCR's bundled multilingual recognition model (GLIMPSE_OCR_LANG)
@@ -206,7 +200,7 @@ class OcrText:
                     "engine": engine,
                     "content_hash": r.content_hash,
                     "read_at": now,
-                    "text": "\n".join(index_text(ln.text) for ln in r.lines if ln.confidence >= min_confidence) or None,
+                    "text": "\n".join(fts_text(ln.text) for ln in r.lines if ln.confidence >= min_confidence) or None,
                     "lines": lines_json(r.lines) if r.lines else None,
                     "error": r.error,
                 }
